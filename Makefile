@@ -1,0 +1,39 @@
+# Thin aliases. `make quickstart` and `make test` work on a fresh machine (they create .venv).
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU wheel of torch pinned on the CPU install path (an unpinned torch pulls a multi-GB CUDA build).
+TORCH_CPU ?= torch==2.13.0
+
+.PHONY: install quickstart test test-all lint format bench clean
+
+$(BIN)/activate:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/activate pyproject.toml
+	$(BIN)/python -m pip install -q $(TORCH_CPU)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+quickstart: install
+	$(BIN)/rails-train experiment=quickstart
+
+lint: install
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
+
+test: install lint
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -m "not gpu and not slow" -q
+
+test-all: install lint
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -m "not gpu" -q
+
+format: install
+	$(BIN)/ruff format src tests scripts
+	$(BIN)/ruff check --fix src tests scripts
+
+clean:
+	rm -rf $(VENV) logs .pytest_cache

@@ -1,0 +1,1 @@
+"""Datasets, the canonical on-disk format and the Lightning datamodules."""

@@ -1,0 +1,126 @@
+"""SequentialDataModule: leave-last-out loaders over any canonical dataset, plus the item corpus."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from rails.batch import collate_sequences
+from rails.datamodules.canonical import CanonicalData, DatasetSource, read_canonical
+from rails.datamodules.sequences import SequenceExamples, training_item_counts
+
+
+class SequentialDataModule(L.LightningDataModule):
+    """Train/val/test loaders of :class:`rails.batch.SequenceBatch` and the candidate corpus.
+
+    Args:
+        source: produces the canonical dataset directory (synthetic generator, MovieLens, Amazon...).
+        root: directory under which ``source`` caches prepared data (``RAILS_DATA_DIR`` overrides when set
+            and ``root`` is None).
+        max_seq_len: N, history window (200 for MovieLens, 50 for Amazon Books in the paper).
+        batch_size: global training batch size; divided by the world size in ``setup``.
+        eval_batch_size: users per evaluation batch (per device).
+        holdout: 1 = paper protocol (val target = test target), 2 = separate validation item.
+        num_workers: DataLoader workers.
+        pin_memory: pin host memory for GPU transfers.
+    """
+
+    def __init__(
+        self,
+        source: DatasetSource,
+        root: str | None = None,
+        max_seq_len: int = 200,
+        batch_size: int = 128,
+        eval_batch_size: int = 256,
+        holdout: int = 1,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ValueError(
+                f"data.batch_size and data.eval_batch_size must be >= 1, got {batch_size}, {eval_batch_size}"
+            )
+        if holdout not in (1, 2):
+            raise ValueError(f"data.holdout must be 1 or 2, got {holdout}")
+        self.source = source
+        self.root = root
+        self.max_seq_len = max_seq_len
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.holdout = holdout
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.data: CanonicalData | None = None
+        self.data_dir: Path | None = None
+        self._per_device_batch_size = batch_size
+
+    def _root(self) -> Path:
+        root = self.root or os.environ.get("RAILS_DATA_DIR") or "data"
+        return Path(root).expanduser()
+
+    def prepare_data(self) -> None:
+        """Download/generate and preprocess once (rank zero only, cached by the source)."""
+        self.source.prepare(self._root())
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.data is None:
+            self.data_dir = self.source.prepare(self._root())
+            self.data = read_canonical(self.data_dir)
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        if self.batch_size % world_size != 0:
+            raise ValueError(
+                f"data.batch_size={self.batch_size} is not divisible by the world size {world_size}"
+            )
+        self._per_device_batch_size = self.batch_size // world_size
+
+    def _require_data(self) -> CanonicalData:
+        if self.data is None:
+            self.setup()
+        assert self.data is not None
+        return self.data
+
+    @property
+    def num_items(self) -> int:
+        """Rows of the item embedding table: max item id + 1 (row 0 is padding)."""
+        return self._require_data().max_item_id + 1
+
+    def corpus_item_ids(self) -> Tensor:
+        """(X,) int64 every candidate item id (the evaluation corpus and the negative pool)."""
+        return torch.from_numpy(self._require_data().corpus_item_ids)
+
+    def corpus_dataloader(self, batch_size: int = 65536) -> DataLoader:
+        """Batches of candidate item ids, (<= batch_size,) int64 each, covering the corpus once in order."""
+        return DataLoader(self.corpus_item_ids(), batch_size=batch_size, shuffle=False)
+
+    def item_popularity(self) -> Tensor:
+        """(num_items,) int64 training-interaction counts per item id (for the popularity baseline)."""
+        return torch.from_numpy(training_item_counts(self._require_data(), self.holdout))
+
+    def dataset(self, split: str) -> SequenceExamples:
+        return SequenceExamples(self._require_data(), split, self.max_seq_len, self.holdout)  # type: ignore[arg-type]
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.dataset(split),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            collate_fn=collate_sequences,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self._per_device_batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size, shuffle=False)

@@ -1,0 +1,78 @@
+"""``rails-eval ckpt_path=...``: re-evaluate a checkpoint on its validation and test splits.
+
+The checkpoint carries the resolved config of the run that wrote it (``rails_config``), so the same
+data and model are rebuilt; ``data=...``, ``retrieval.*`` and ``trainer.*`` overrides on the command line
+replace the stored ones (e.g. evaluate on another split protocol or with other cutoffs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from rails.config_dir import config_dir
+from rails.utils.instantiate import check_config, instantiate_dict
+from rails.utils.logging import get_logger, print_metrics_table, write_metrics
+
+log = get_logger(__name__)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a rails checkpoint (tensors and plain containers only: ``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={path}: no such checkpoint file")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if "rails_config" not in checkpoint:
+        raise ValueError(f"ckpt_path={path}: not written by rails-train (no 'rails_config' entry)")
+    return checkpoint
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Rebuild the run stored in ``cfg.ckpt_path``, load its weights and run validate + test."""
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    stored = OmegaConf.create(checkpoint["rails_config"])
+    data_cfg = cfg.data if cfg.get("data") is not None else stored.data
+    check_config(
+        OmegaConf.create({"data": data_cfg, "retrieval": cfg.get("retrieval"), "trainer": cfg.trainer})
+    )
+    datamodule: L.LightningDataModule = hydra.utils.instantiate(data_cfg)
+    datamodule.prepare_data()
+    datamodule.setup("validate")
+    num_items = int(checkpoint["hyper_parameters"]["num_items"])
+    if datamodule.num_items > num_items:
+        raise ValueError(
+            f"data has item ids up to {datamodule.num_items - 1} but the checkpoint's table has {num_items} rows"
+        )
+    model: L.LightningModule = hydra.utils.instantiate(stored.model, num_items=num_items)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.run_config = checkpoint["rails_config"]
+    callbacks = instantiate_dict(cfg.get("retrieval"), "retrieval")
+    loggers = instantiate_dict(cfg.get("logger"), "logger")
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    metrics: dict[str, float] = {}
+    for stage in cfg.stages:
+        run_stage = {"val": trainer.validate, "test": trainer.test}.get(stage)
+        if run_stage is None:
+            raise ValueError(f"stages: unknown stage {stage!r} (expected 'val' or 'test')")
+        for result in run_stage(model, datamodule=datamodule, verbose=False):
+            metrics.update({k: float(v) for k, v in result.items()})
+    if trainer.is_global_zero:
+        write_metrics(Path(cfg.paths.output_dir) / "metrics.json", metrics)
+        print_metrics_table(metrics, title=f"rails-eval: {cfg.ckpt_path}")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point."""
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Encoders, similarity heads, losses and the LightningModule that composes them."""

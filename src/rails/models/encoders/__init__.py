@@ -1,0 +1,6 @@
+"""Sequence encoders: (B, N, D) history embeddings + SequenceBatch -> (B, N, D) per-position queries."""
+
+from rails.models.encoders.base import SequenceEncoder
+from rails.models.encoders.sasrec import SASRec
+
+__all__ = ["SASRec", "SequenceEncoder"]

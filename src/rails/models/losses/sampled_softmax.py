@@ -1,0 +1,51 @@
+"""Sampled softmax over one positive and R negatives (spec §3.2)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+COLLISION_LOGIT = -5.0e4  # written after the temperature so it fits bf16/fp16 (spec §3.2)
+
+
+class SampledSoftmaxLoss(nn.Module):
+    """l = -log softmax([s+, s-_1..R] / tau)[0], negatives equal to the positive masked out.
+
+    Args:
+        temperature: tau; 0.05 for L2-normalised dot products, 1.0 for MoL (which has its own 0.05).
+    """
+
+    def __init__(self, temperature: float = 0.05) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"model.loss.temperature must be > 0, got {temperature}")
+        self.temperature = temperature
+
+    def forward(
+        self,
+        positive_scores: Tensor,
+        negative_scores: Tensor,
+        collisions: Tensor | None = None,
+        weights: Tensor | None = None,
+    ) -> Tensor:
+        """Weighted mean loss.
+
+        Args:
+            positive_scores: (M,) similarity of each query with its positive.
+            negative_scores: (M, R) similarity with each negative.
+            collisions: (M, R) bool, True where the negative is the positive item (masked out).
+            weights: (M,) optional per-row weights.
+
+        Returns:
+            Scalar loss.
+        """
+        logits = torch.cat([positive_scores[:, None], negative_scores], dim=1).float() / self.temperature
+        if collisions is not None:
+            logits[:, 1:] = logits[:, 1:].masked_fill(collisions, COLLISION_LOGIT)
+        per_row = -torch.log_softmax(logits, dim=1)[:, 0]
+        if weights is None:
+            return per_row.mean()
+        return (per_row * weights).sum() / weights.sum().clamp_min(1e-12)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}"

@@ -1,0 +1,176 @@
+"""RetrievalModule: encoder -> similarity head -> loss, with no model-specific code.
+
+Training (spec §3.1-3.3): every valid history position of every user is a query that predicts the next
+item; the positive and R uniformly sampled negatives are scored by the head in two separate calls (the
+auxiliary losses come from the positive call only), and the sampled-softmax loss plus the weighted
+auxiliary losses is minimised with AdamW.
+
+Evaluation is done by :class:`rails.retrieval.callback.RetrievalEvaluator`, which uses
+:meth:`encode_items`, :meth:`query_embeddings` and ``self.similarity``; ``validation_step`` and
+``test_step`` only hand it the query embeddings of the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from rails.batch import SequenceBatch
+from rails.models.encoders.base import SequenceEncoder
+from rails.models.item_embeddings import ItemEmbeddings
+from rails.models.losses.negatives import UniformNegatives
+from rails.models.losses.sampled_softmax import SampledSoftmaxLoss
+from rails.models.similarity.base import SimilarityHead
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+
+class RetrievalModule(L.LightningModule):
+    """Composes an item table, a sequence encoder, a similarity head, a negative sampler and a loss.
+
+    Args:
+        encoder: maps (B, N, D) history embeddings to (B, N, D) per-position queries.
+        similarity: head implementing :class:`rails.models.similarity.SimilarityHead`.
+        loss: sampled softmax (temperature inside).
+        negatives: negative sampler.
+        optimizer: partial optimizer, called with the parameters.
+        num_items: item table rows (max item id + 1); given by the datamodule at build time.
+        item_dim: D of the item table (must equal the encoder's width).
+        aux_loss_weights: weight of each named auxiliary loss of the head (missing names get weight 0,
+            unknown names raise).
+        scheduler: optional partial LR scheduler, stepped every optimizer step.
+        compile_encoder: wrap the encoder in ``torch.compile``.
+    """
+
+    def __init__(
+        self,
+        encoder: SequenceEncoder,
+        similarity: SimilarityHead,
+        loss: SampledSoftmaxLoss,
+        negatives: UniformNegatives,
+        optimizer: OptimizerFactory,
+        num_items: int,
+        item_dim: int = 50,
+        aux_loss_weights: dict[str, float] | None = None,
+        scheduler: SchedulerFactory | None = None,
+        compile_encoder: bool = False,
+    ) -> None:
+        super().__init__()
+        if getattr(encoder, "dim", item_dim) != item_dim:
+            raise ValueError(f"model.item_dim={item_dim} differs from model.encoder.dim={encoder.dim}")
+        self.save_hyperparameters(
+            ignore=["encoder", "similarity", "loss", "negatives", "optimizer", "scheduler"]
+        )
+        self.items = ItemEmbeddings(num_items, item_dim)
+        self.encoder = torch.compile(encoder) if compile_encoder else encoder
+        self.similarity = similarity
+        self.loss = loss
+        self.negatives = negatives
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.aux_loss_weights = dict(aux_loss_weights or {})
+        self.register_buffer("corpus_ids", torch.zeros(0, dtype=torch.int64), persistent=False)
+        self.run_config: dict[str, Any] | None = None  # resolved Hydra config, stored in checkpoints
+
+    # ----------------------------------------------------------------------------------------- embeddings
+    def set_corpus(self, corpus_ids: Tensor) -> None:
+        """Register the (X,) candidate ids used as the negative pool."""
+        self.corpus_ids = corpus_ids.to(device=self.device, dtype=torch.int64)
+
+    def encode_items(self, item_ids: Tensor) -> Tensor:
+        """(*S,) item ids -> (*S, D) item embeddings (the head's ``encode_items`` input)."""
+        return self.items(item_ids)
+
+    def sequence_embeddings(self, batch: SequenceBatch) -> Tensor:
+        """(B, N, D) per-position query embeddings."""
+        return self.encoder(self.items(batch.history_ids), batch)
+
+    def query_embeddings(self, batch: SequenceBatch) -> Tensor:
+        """(B, D) embedding at the last valid history position (the evaluation query)."""
+        per_position = self.sequence_embeddings(batch)
+        rows = torch.arange(len(batch), device=per_position.device)
+        return per_position[rows, batch.lengths - 1]
+
+    @staticmethod
+    def query_context(batch: SequenceBatch) -> dict[str, Tensor]:
+        """Side inputs of ``similarity.encode_queries`` for the batch's queries."""
+        return {"user_ids": batch.user_ids}
+
+    # ------------------------------------------------------------------------------------------- training
+    def training_loss(self, batch: SequenceBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        """Sampled-softmax loss over every supervised position; returns (total, named parts)."""
+        per_position = self.sequence_embeddings(batch)  # (B, N, D)
+        next_ids = batch.next_ids()  # (B, N)
+        supervised = batch.valid_mask & (next_ids != 0)
+        queries = per_position[supervised]  # (M, D)
+        positives = next_ids[supervised]  # (M,)
+        user_ids = batch.user_ids[:, None].expand_as(next_ids)[supervised]  # (M,)
+        if self.corpus_ids.numel() == 0:
+            raise RuntimeError("RetrievalModule.set_corpus() was not called: no negative pool")
+        negative_ids = self.negatives(queries.shape[0], self.corpus_ids)  # (M, R)
+        positive_out = self.similarity(queries, self.items(positives)[:, None, :], user_ids=user_ids)
+        negative_out = self.similarity(queries, self.items(negative_ids), user_ids=user_ids)
+        main = self.loss(
+            positive_out.scores[:, 0], negative_out.scores, collisions=negative_ids == positives[:, None]
+        )
+        parts = {"sampled_softmax": main}
+        total = main
+        for name, value in positive_out.aux_losses.items():
+            if name not in self.aux_loss_weights:
+                raise KeyError(f"auxiliary loss {name!r} has no weight in model.aux_loss_weights")
+            parts[name] = value
+            total = total + self.aux_loss_weights[name] * value
+        return total, parts
+
+    def on_fit_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "corpus_item_ids"):
+            self.set_corpus(datamodule.corpus_item_ids())
+
+    def training_step(self, batch: SequenceBatch, batch_idx: int) -> Tensor:
+        total, parts = self.training_loss(batch)
+        size = len(batch)
+        self.log("train/loss", total, prog_bar=True, batch_size=size)
+        for name, value in parts.items():
+            if name != "sampled_softmax":
+                self.log(f"train/aux/{name}", value, batch_size=size)
+        return total
+
+    # ----------------------------------------------------------------------------------------- evaluation
+    def _eval_outputs(self, batch: SequenceBatch) -> dict[str, Any]:
+        return {
+            "queries": self.query_embeddings(batch),
+            "context": self.query_context(batch),
+            "targets": batch.target_ids,
+            "exclude": batch.history_ids,
+        }
+
+    def validation_step(self, batch: SequenceBatch, batch_idx: int) -> dict[str, Any]:
+        return self._eval_outputs(batch)
+
+    def test_step(self, batch: SequenceBatch, batch_idx: int) -> dict[str, Any]:
+        return self._eval_outputs(batch)
+
+    def predict_step(self, batch: SequenceBatch, batch_idx: int) -> Tensor:
+        return self.query_embeddings(batch)
+
+    # ------------------------------------------------------------------------------------------ optimizer
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---------------------------------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.run_config is not None:
+            checkpoint["rails_config"] = self.run_config
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.run_config = checkpoint.get("rails_config", self.run_config)

@@ -1,0 +1,6 @@
+"""Similarity heads: ``phi(query, item)`` behind one contract (see :mod:`rails.models.similarity.base`)."""
+
+from rails.models.similarity.base import SimilarityHead, SimilarityOutput, State, slice_state
+from rails.models.similarity.dot_product import DotProductSimilarity
+
+__all__ = ["DotProductSimilarity", "SimilarityHead", "SimilarityOutput", "State", "slice_state"]

@@ -1,0 +1,88 @@
+"""The similarity-head contract every head (dot product, Mixture-of-Logits, ...) implements.
+
+A head turns encoder outputs into *states* and scores them. States are dicts of tensors whose leading
+dimensions index queries or items, so indexes can chunk, gather, shard and cache them without knowing
+the head:
+
+- ``encode_queries(query_embeddings (B, D_q), **ctx) -> query_state``: every tensor has leading dim B.
+  ``ctx`` carries side inputs such as ``user_ids`` (B,) for MoL user-id components.
+- ``encode_items(item_embeddings (*L, D_x)) -> item_state``: every tensor has the leading dims ``*L``
+  ((X,) for a shared corpus, (B, X) for per-query candidates). Everything about an item that does not
+  depend on the query (normalised embedding, MoL item components, MoL item-side gating) belongs here,
+  so an index computes it once per evaluation.
+- ``score(query_state, item_state (X, ...)) -> (B, X)``: every query against a shared item set.
+- ``score_pairs(query_state, item_state (B, X, ...)) -> (B, X)``: each query against its own items
+  (sampled negatives in training; re-scoring approximate top-k candidates).
+- ``forward(query_embeddings (B, D_q), item_embeddings (X, D_x) | (B, X, D_x), **ctx) ->
+  SimilarityOutput(scores (B, X), aux_losses)``: the training path; auxiliary losses (e.g. MoL's
+  mutual-information load balancing) are returned by name, unweighted, and only in training mode.
+
+Scores are logits before the loss temperature; heads keep their own internal temperatures.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+State = dict[str, Tensor]
+
+
+class SimilarityOutput(NamedTuple):
+    """Scores (B, X) and named, unweighted auxiliary losses (empty outside training)."""
+
+    scores: Tensor
+    aux_losses: dict[str, Tensor]
+
+
+def slice_state(state: State, index: slice | Tensor) -> State:
+    """Index every tensor of a state along its leading dimension (chunking, gathering candidates)."""
+    return {key: value[index] for key, value in state.items()}
+
+
+def gather_state(state: State, ids: Tensor) -> State:
+    """Per-query candidates: (X, ...) item state and (B, K) corpus positions -> (B, K, ...) state."""
+    return {key: value[ids] for key, value in state.items()}
+
+
+class SimilarityHead(nn.Module, ABC):
+    """Abstract similarity head; see the module docstring for the contract and shapes."""
+
+    @abstractmethod
+    def encode_queries(self, query_embeddings: Tensor, **ctx: Tensor) -> State:
+        """(B, D_q) encoder outputs -> query state with leading dim B."""
+
+    @abstractmethod
+    def encode_items(self, item_embeddings: Tensor) -> State:
+        """(*L, D_x) item embeddings -> item state with leading dims *L."""
+
+    @abstractmethod
+    def score(self, query_state: State, item_state: State) -> Tensor:
+        """All pairs: query state (B, ...) x item state (X, ...) -> (B, X)."""
+
+    @abstractmethod
+    def score_pairs(self, query_state: State, item_state: State) -> Tensor:
+        """Per-query items: query state (B, ...) x item state (B, X, ...) -> (B, X)."""
+
+    def forward(self, query_embeddings: Tensor, item_embeddings: Tensor, **ctx: Tensor) -> SimilarityOutput:
+        """Training path: (B, D_q) x (X, D_x) or (B, X, D_x) -> SimilarityOutput((B, X), aux_losses)."""
+        query_state = self.encode_queries(query_embeddings, **ctx)
+        item_state = self.encode_items(item_embeddings)
+        if item_embeddings.dim() == 2:
+            return SimilarityOutput(self.score(query_state, item_state), {})
+        if item_embeddings.dim() == 3:
+            return SimilarityOutput(self.score_pairs(query_state, item_state), {})
+        raise ValueError(
+            f"item_embeddings must be (X, D) or (B, X, D), got shape {tuple(item_embeddings.shape)}"
+        )
+
+    def extra_repr(self) -> str:
+        return ""
+
+
+def l2_normalize(x: Tensor, eps: float = 1e-6) -> Tensor:
+    """x / max(||x||_2, eps) along the last dimension."""
+    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(eps)

@@ -1,0 +1,80 @@
+"""``rails-train``: compose the config, build data/model/callbacks/loggers/trainer, fit, then evaluate.
+
+Examples:
+    rails-train                                   # default experiment on the embedded synthetic data
+    rails-train model.optimizer.lr=3e-3 trainer.max_epochs=5
+    rails-train -m model.optimizer.lr=1e-3,3e-3 trainer.max_epochs=1
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from rails.config_dir import config_dir
+from rails.utils.instantiate import check_config, instantiate_dict
+from rails.utils.logging import get_logger, print_metrics_table, write_metrics
+
+log = get_logger(__name__)
+
+
+def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
+    """Instantiate datamodule, model (sized by the data), callbacks, loggers and trainer from ``cfg``."""
+    check_config(cfg)
+    datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    model: L.LightningModule = hydra.utils.instantiate(cfg.model, num_items=datamodule.num_items)
+    model.run_config = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    callbacks = instantiate_dict(cfg.get("callbacks"), "callbacks") + instantiate_dict(
+        cfg.get("retrieval"), "retrieval"
+    )
+    loggers = instantiate_dict(cfg.get("logger"), "logger")
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return datamodule, model, trainer
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Train and evaluate; returns the final metrics (also written to ``<output_dir>/metrics.json``)."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    if cfg.get("matmul_precision"):
+        torch.set_float32_matmul_precision(cfg.matmul_precision)
+    datamodule, model, trainer = build(cfg)
+    metrics: dict[str, float] = {}
+    if cfg.get("train", True):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+    if cfg.get("train", True):
+        if best:
+            log.info(f"best checkpoint: {best}")
+        for result in trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False):
+            metrics.update(result)
+    if cfg.get("test", True):
+        for result in trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False):
+            metrics.update(result)
+    metrics = {k: float(v) for k, v in metrics.items() if k.startswith(("val/", "test/"))}
+    if trainer.is_global_zero:
+        output_dir = Path(cfg.paths.output_dir)
+        write_metrics(output_dir / "metrics.json", metrics)
+        print_metrics_table(metrics, title=f"rails: {cfg.get('task_name', 'train')} ({output_dir})")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
+def main(cfg: DictConfig) -> Any:
+    """Hydra entry point; returns ``cfg.optimized_metric`` for sweepers."""
+    metrics = run(cfg)
+    name = cfg.get("optimized_metric")
+    return metrics.get(name) if name else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Small helpers for the Hydra entry points (config checking, instantiation, run output)."""

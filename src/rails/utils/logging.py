@@ -1,0 +1,66 @@
+"""Run output: atomic metrics.json, the rich metrics table, and a rank-zero logger."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from lightning.pytorch.utilities import rank_zero_only
+
+
+def get_logger(name: str) -> logging.Logger:
+    """A logger whose info/warning calls only emit on global rank zero."""
+    logger = logging.getLogger(name)
+    for level in ("debug", "info", "warning", "error", "exception", "critical"):
+        setattr(logger, level, rank_zero_only(getattr(logger, level)))
+    return logger
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same directory and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_metrics(path: str | os.PathLike[str], metrics: Mapping[str, float]) -> None:
+    """Atomically write ``metrics`` as sorted JSON (NaN/inf written as null)."""
+    clean = {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in sorted(metrics.items())
+    }
+    atomic_write_text(path, json.dumps(clean, indent=2) + "\n")
+
+
+def print_metrics_table(metrics: Mapping[str, float], title: str = "rails metrics") -> None:
+    """Print val/test metrics as a rich table (stage rows x metric columns)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    rows: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        stage, _, name = key.rpartition("/")
+        rows.setdefault(stage or "-", {})[name] = value
+    columns: list[str] = []
+    for values in rows.values():
+        columns += [c for c in values if c not in columns]
+    table = Table(title=title)
+    table.add_column("split", style="bold", no_wrap=True, min_width=18)
+    for column in columns:
+        table.add_column(column, justify="right")
+    for stage, values in rows.items():
+        table.add_row(stage, *(f"{values[c]:.4f}" if c in values else "" for c in columns))
+    Console().print(table)
