@@ -27,11 +27,15 @@ log = get_logger(__name__)
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
     """Instantiate datamodule, model (sized by the data), callbacks, loggers and trainer from ``cfg``."""
     check_config(cfg)
+    # Resolve now so a bad interpolation fails before any data is prepared.
+    OmegaConf.to_container(cfg.get("model"), resolve=True)
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
     model: L.LightningModule = hydra.utils.instantiate(cfg.model, num_items=datamodule.num_items)
-    model.run_config = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    run_config = OmegaConf.to_container(cfg, resolve=True)
+    run_config.pop("hydra", None)  # type: ignore[union-attr]
+    model.run_config = run_config  # type: ignore[assignment]
     callbacks = instantiate_dict(cfg.get("callbacks"), "callbacks") + instantiate_dict(
         cfg.get("retrieval"), "retrieval"
     )

@@ -58,11 +58,11 @@ def check_config(node: Any, path: str = "") -> None:
     Raises:
         ConfigError: naming the full key, e.g. ``model.encoder.num_blocks: expected int, got 'abc'``.
     """
-    if isinstance(node, ListConfig):
+    if isinstance(node, ListConfig) and not node._is_none():
         for i, child in enumerate(node):
             check_config(child, f"{path}[{i}]")
         return
-    if not isinstance(node, DictConfig):
+    if not isinstance(node, DictConfig) or node._is_none() or node._is_missing():
         return
     target_name = node.get("_target_") if "_target_" in node else None
     if target_name is not None:
@@ -92,7 +92,7 @@ def check_config(node: Any, path: str = "") -> None:
                     expected = hints.get(key, params[key].annotation)
                     raise ConfigError(f"{full}: expected {expected}, got {value!r} ({type(value).__name__})")
     for key in node:
-        if str(key).startswith("_") or OmegaConf.is_missing(node, key):
+        if str(key).startswith("_") or (not path and key == "hydra") or OmegaConf.is_missing(node, key):
             continue
         child = node._get_node(key)
         if isinstance(child, (DictConfig, ListConfig)) and not OmegaConf.is_interpolation(node, key):

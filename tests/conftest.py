@@ -1,0 +1,81 @@
+"""Shared fixtures: composed Hydra configs shrunk to tiny CPU runs, real shared data, temp dirs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+
+from rails.config_dir import config_dir
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("RAILS_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    """``../shared/data`` (real MovieLens-100K, ML-1M side files, SciFact); skips when absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent (set RAILS_SHARED_DATA to point at it)")
+    return SHARED_DATA
+
+
+def compose_config(config_name: str = "train", overrides: list[str] | None = None) -> DictConfig:
+    """Compose a primary config from ``conf/`` with Hydra's runtime fields filled in (no app run)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides or [], return_hydra_config=True)
+
+
+TINY_OVERRIDES = [
+    "data.source.num_users=120",
+    "data.source.num_items=200",
+    "data.source.num_clusters=10",
+    "data.source.min_length=8",
+    "data.source.max_length=30",
+    "data.max_seq_len=20",
+    "data.batch_size=32",
+    "data.eval_batch_size=64",
+    "model.item_dim=16",
+    "model.negatives.num_negatives=16",
+    "trainer.accelerator=cpu",
+    "trainer.max_epochs=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "~callbacks.progress_bar",
+    "~logger",
+]
+
+
+def shrink(cfg: DictConfig, tmp_path: Path) -> DictConfig:
+    """Point every path of a composed config at ``tmp_path`` and fill Hydra's runtime output dir."""
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+        cfg.paths.log_dir = str(tmp_path / "logs")
+        cfg.paths.data_dir = str(tmp_path / "data")
+        if "data" in cfg and cfg.data is not None and "root" in cfg.data:
+            cfg.data.root = str(tmp_path / "data")
+        if "hydra" in cfg:
+            cfg.hydra.runtime.output_dir = str(tmp_path / "run")
+            cfg.hydra.job.num = 0
+            cfg.hydra.job.id = "0"
+    if "hydra" in cfg:
+        HydraConfig.instance().set_config(cfg)  # the ${hydra:...} resolver reads this singleton
+    return cfg
+
+
+@pytest.fixture
+def tiny_train_cfg(tmp_path: Path) -> Iterator[DictConfig]:
+    """The default train config on a tiny synthetic dataset, CPU, one epoch, no loggers."""
+    cfg = shrink(compose_config("train", TINY_OVERRIDES), tmp_path)
+    yield cfg
+    GlobalHydra.instance().clear()

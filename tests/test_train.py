@@ -1,0 +1,39 @@
+"""End-to-end training runs on CPU through the Hydra config (tiny sizes)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import open_dict
+
+from rails.train import run
+from tests.conftest import TINY_OVERRIDES, compose_config, shrink
+
+
+def test_fast_dev_run(tiny_train_cfg) -> None:
+    with open_dict(tiny_train_cfg):
+        tiny_train_cfg.trainer.fast_dev_run = True
+    metrics = run(tiny_train_cfg)
+    assert "test/hr@10" in metrics
+
+
+def test_one_epoch_writes_metrics_and_checkpoints(tmp_path: Path) -> None:
+    cfg = shrink(compose_config("train", TINY_OVERRIDES), tmp_path)
+    metrics = run(cfg)
+    GlobalHydra.instance().clear()
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert written.keys() == metrics.keys()
+    for key in (
+        "val/hr@10",
+        "val/ndcg@10",
+        "val/mrr",
+        "test/hr@10",
+        "test/ndcg@200",
+        "test/popularity/hr@10",
+    ):
+        assert 0.0 <= written[key] <= 1.0, key
+    checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert "last.ckpt" in checkpoints
+    assert any(name.startswith("epoch_") for name in checkpoints)
