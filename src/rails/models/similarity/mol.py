@@ -1,0 +1,318 @@
+"""Mixture-of-Logits (MoL) similarity (Ding & Zhai, "Retrieval with Learned Similarities", arXiv 2407.15462).
+
+    phi(q, x) = sum_{i < P_Q, j < P_X} pi_{ij}(q, x) * <f_i(q), g_j(x)> / tau
+
+with L2-normalised query components f (B, P_Q, d_P) and item components g (X, P_X, d_P), and gating
+weights pi over the P = P_Q * P_X pairs (pair index p = i * P_X + j, query-major). See spec §1-2.
+
+States (the layout approximate top-k indexes rely on):
+    query: ``{"components": (B, P_Q, d_P) L2-normalised, "gate": (B, P) query-only gating part}``
+    item:  ``{"components": (*L, P_X, d_P) L2-normalised, "gate": (*L, P) item-only gating part}``
+Everything that depends only on the item is computed once in :meth:`MoLSimilarity.encode_items`; the
+query-item gating part needs the pair logits and is computed in ``score`` / ``score_pairs``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from rails.models.similarity.base import SimilarityHead, SimilarityOutput, State, l2_normalize
+from rails.models.similarity.mol_components import (
+    GLUActivation,
+    ItemComponentProjection,
+    QueryComponentMLP,
+    UserIdComponents,
+    mol_effective_init_,
+)
+from rails.models.similarity.mol_gating import (
+    GatingCombination,
+    MoLGating,
+    SoftmaxDropoutMixer,
+    mutual_information_loss,
+)
+
+MixFn = Callable[[Tensor, Tensor, Tensor, Tensor, bool], tuple[Tensor, Tensor]]
+
+
+class MoLSimilarity(SimilarityHead):
+    """Mixture-of-Logits head behind the :class:`SimilarityHead` contract.
+
+    Defaults are the paper's ML-1M settings except the user-id components (dataset-specific, off).
+
+    Args:
+        query_dim: D_q, width of the query (encoder) embedding.
+        item_dim: D_x, width of the item embedding.
+        num_query_components: P_Q, including the user-id components.
+        num_item_components: P_X.
+        component_dim: d_P.
+        temperature: tau_MoL dividing every cosine logit (0.05).
+        query_hidden_dim: GLU width of the query component MLP (512; <= 0: a single Linear).
+        query_activation: "swiglu" (MovieLens) or "geglu" (Amazon Books).
+        query_dropout: input dropout of the query component MLP (0.0).
+        item_dropout: input dropout of the item projection (0.1).
+        uid_hash_sizes: one user-id component per hash size H, row ``uid mod H + 1`` (ML-1M [6040],
+            ML-20M [16384], Books []).
+        uid_dropout: element-wise dropout of the user-id components before L2 normalisation (0.5 ML-1M,
+            0.8 ML-20M).
+        gating_query_hidden_dim: hidden width of the query-only gating part (128).
+        gating_item_hidden_dim: hidden width of the item-only gating part (128).
+        gating_qi_hidden_dim: hidden width of the query-item gating part (128).
+        gating_item_dropout: input dropout of the item-only gating part (0.0).
+        gating_qi_dropout: input dropout of the query-item gating part (0.0; ML-20M 0.1).
+        gating_combination: "glu_silu" (paper), "glu_silu_ln" or "none" (see :class:`MoLGating`).
+        softmax_dropout: train-time dropout on pi, followed by renormalisation (0.2).
+        eps: L2-normalisation and renormalisation epsilon (1e-6).
+        autocast_bf16: run the head under bf16 autocast (the paper does for Amazon Books).
+        compile_mixing: ``torch.compile`` the pair-logit -> gating -> mixture step.
+        max_score_elements: without autograd, ``score``/``score_pairs`` process items in chunks so that
+            B * chunk * max(P, gating_qi_hidden_dim) stays below this many elements.
+        query_components: optional replacement of the query MLP mapping (..., D_q) ->
+            (..., P_Q - len(uid_hash_sizes), d_P) before L2 normalisation (e.g. LM token states).
+        item_components: optional replacement of the item projection mapping (..., D_x) -> (..., P_X, d_P).
+
+    Initialisation (a documented choice, spec §1.9): the paper's *effective* initialisation, i.e.
+    xavier_normal on every >= 2-D parameter of the default modules (GLU (1, 2*out) bias and user-id
+    tables included), zero 1-D biases, except the query output Linear's bias which keeps PyTorch's
+    default. Replacement component modules are left as given.
+
+    Auxiliary losses (training mode only, from :meth:`forward`): ``mi_loss`` (spec §2.1, from the
+    post-dropout pi) and, with user-id components, ``uid_embedding_l2_norm`` (spec §2.2).
+    """
+
+    def __init__(
+        self,
+        query_dim: int,
+        item_dim: int,
+        num_query_components: int = 8,
+        num_item_components: int = 4,
+        component_dim: int = 64,
+        temperature: float = 0.05,
+        query_hidden_dim: int = 512,
+        query_activation: GLUActivation = "swiglu",
+        query_dropout: float = 0.0,
+        item_dropout: float = 0.1,
+        uid_hash_sizes: Sequence[int] = (),
+        uid_dropout: float = 0.5,
+        gating_query_hidden_dim: int = 128,
+        gating_item_hidden_dim: int = 128,
+        gating_qi_hidden_dim: int = 128,
+        gating_item_dropout: float = 0.0,
+        gating_qi_dropout: float = 0.0,
+        gating_combination: GatingCombination = "glu_silu",
+        softmax_dropout: float = 0.2,
+        eps: float = 1e-6,
+        autocast_bf16: bool = False,
+        compile_mixing: bool = False,
+        max_score_elements: int = 2**27,
+        query_components: nn.Module | None = None,
+        item_components: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        for key, value in (
+            ("query_dim", query_dim),
+            ("item_dim", item_dim),
+            ("num_query_components", num_query_components),
+            ("num_item_components", num_item_components),
+            ("component_dim", component_dim),
+            ("max_score_elements", max_score_elements),
+        ):
+            if value < 1:
+                raise ValueError(f"model.similarity.{key} must be >= 1, got {value}")
+        if temperature <= 0:
+            raise ValueError(f"model.similarity.temperature must be > 0, got {temperature}")
+        uid_hash_sizes = [int(h) for h in uid_hash_sizes]
+        if len(uid_hash_sizes) >= num_query_components:
+            raise ValueError(
+                f"model.similarity.uid_hash_sizes has {len(uid_hash_sizes)} tables but "
+                f"num_query_components={num_query_components}: at least one component must come from the query"
+            )
+        self.num_query_components = num_query_components
+        self.num_item_components = num_item_components
+        self.component_dim = component_dim
+        self.num_pairs = num_query_components * num_item_components
+        self.temperature = temperature
+        self.eps = eps
+        self.autocast_bf16 = autocast_bf16
+        self.max_score_elements = max_score_elements
+        self.num_encoder_components = num_query_components - len(uid_hash_sizes)
+
+        defaults = nn.ModuleList()
+        if query_components is None:
+            query_components = QueryComponentMLP(
+                query_dim,
+                self.num_encoder_components,
+                component_dim,
+                query_hidden_dim,
+                query_activation,
+                query_dropout,
+            )
+            defaults.append(query_components)
+        if item_components is None:
+            item_components = ItemComponentProjection(
+                item_dim, num_item_components, component_dim, item_dropout
+            )
+            defaults.append(item_components)
+        self.query_components = query_components
+        self.item_components = item_components
+        self.uid_components = (
+            UserIdComponents(uid_hash_sizes, component_dim, uid_dropout) if uid_hash_sizes else None
+        )
+        self.gating = MoLGating(
+            query_dim,
+            item_dim,
+            self.num_pairs,
+            gating_query_hidden_dim,
+            gating_item_hidden_dim,
+            gating_qi_hidden_dim,
+            gating_item_dropout,
+            gating_qi_dropout,
+            gating_combination,
+        )
+        self.mixer = SoftmaxDropoutMixer(softmax_dropout, eps)
+        self._qi_hidden_dim = gating_qi_hidden_dim
+
+        keep_bias = [m.output_layer for m in defaults if isinstance(m, QueryComponentMLP)]
+        for module in [*defaults, self.gating]:
+            mol_effective_init_(module, keep_default_bias=keep_bias)
+        if self.uid_components is not None:
+            mol_effective_init_(self.uid_components)
+        self._mix_fn: MixFn = torch.compile(self._mix) if compile_mixing else self._mix
+
+    # ------------------------------------------------------------------------------------------ helpers
+    @contextlib.contextmanager
+    def _precision(self, x: Tensor) -> Iterator[None]:
+        if self.autocast_bf16:
+            with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+
+    def _check_components(self, components: Tensor, lead: tuple[int, ...], count: int, side: str) -> None:
+        expected = (*lead, count, self.component_dim)
+        if tuple(components.shape) != expected:
+            raise ValueError(
+                f"model.similarity.{side}_components must return (..., {count}, {self.component_dim}) "
+                f"components, got shape {tuple(components.shape)} for input leading dims {lead}"
+            )
+
+    def _encode_queries(
+        self, query_embeddings: Tensor, user_ids: Tensor | None
+    ) -> tuple[State, Tensor | None]:
+        """Query state and, with user-id components, the (B,) pre-dropout squared uid norms."""
+        if query_embeddings.dim() != 2:
+            raise ValueError(f"query_embeddings must be (B, D_q), got shape {tuple(query_embeddings.shape)}")
+        lead = tuple(query_embeddings.shape[:-1])
+        components = self.query_components(query_embeddings)
+        self._check_components(components, lead, self.num_encoder_components, "query")
+        squared_norms = None
+        if self.uid_components is not None:
+            if user_ids is None:
+                raise ValueError(
+                    "MoLSimilarity with model.similarity.uid_hash_sizes needs user_ids (B,) in the query context"
+                )
+            if user_ids.shape != lead:
+                raise ValueError(f"user_ids must have shape {lead}, got {tuple(user_ids.shape)}")
+            uid, squared_norms = self.uid_components(user_ids)
+            components = torch.cat([components, uid.to(components.dtype)], dim=-2)
+        state = {
+            "components": l2_normalize(components, self.eps),
+            "gate": self.gating.query_gate(query_embeddings),
+        }
+        return state, squared_norms
+
+    def _mix(
+        self,
+        query_components: Tensor,
+        query_gate: Tensor,
+        item_components: Tensor,
+        item_gate: Tensor,
+        pairwise: bool,
+    ) -> tuple[Tensor, Tensor]:
+        """Scores (B, X) and gating weights (B, X, P) from states (items (X, ...) or (B, X, ...))."""
+        item_components = item_components.to(query_components.dtype)
+        pattern = "bid,bxjd->bxij" if pairwise else "bid,xjd->bxij"
+        logits = torch.einsum(pattern, query_components, item_components).flatten(-2) / self.temperature
+        gate_logits = self.gating(query_gate[:, None, :], item_gate.to(logits.dtype), logits)
+        weights = self.mixer(gate_logits)
+        scores = (weights.to(logits.dtype) * logits).sum(dim=-1)
+        return scores, weights
+
+    def _chunked_scores(self, query_state: State, item_state: State, pairwise: bool) -> Tensor:
+        items = item_state["components"]
+        num_items = items.shape[1] if pairwise else items.shape[0]
+        batch = query_state["components"].shape[0]
+        per_item = batch * max(self.num_pairs, self._qi_hidden_dim)
+        chunk = num_items if torch.is_grad_enabled() else max(1, self.max_score_elements // max(per_item, 1))
+        parts = []
+        for start in range(0, max(num_items, 1), chunk):
+            end = min(start + chunk, num_items)
+            if pairwise:
+                comps, gate = items[:, start:end], item_state["gate"][:, start:end]
+            else:
+                comps, gate = items[start:end], item_state["gate"][start:end]
+            scores, _ = self._mix_fn(query_state["components"], query_state["gate"], comps, gate, pairwise)
+            parts.append(scores)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    # ----------------------------------------------------------------------------------------- contract
+    def encode_queries(self, query_embeddings: Tensor, **ctx: Tensor) -> State:
+        """(B, D_q) queries (+ ``user_ids`` (B,)) -> ``{"components": (B, P_Q, d_P), "gate": (B, P)}``."""
+        with self._precision(query_embeddings):
+            state, _ = self._encode_queries(query_embeddings, ctx.get("user_ids"))
+        return state
+
+    def encode_items(self, item_embeddings: Tensor) -> State:
+        """(*L, D_x) items -> ``{"components": (*L, P_X, d_P), "gate": (*L, P)}``."""
+        with self._precision(item_embeddings):
+            lead = tuple(item_embeddings.shape[:-1])
+            components = self.item_components(item_embeddings)
+            self._check_components(components, lead, self.num_item_components, "item")
+            return {
+                "components": l2_normalize(components, self.eps),
+                "gate": self.gating.item_gate(item_embeddings),
+            }
+
+    def score(self, query_state: State, item_state: State) -> Tensor:
+        """Query state (B, ...) x item state (X, ...) -> (B, X) MoL scores."""
+        with self._precision(query_state["components"]):
+            return self._chunked_scores(query_state, item_state, pairwise=False)
+
+    def score_pairs(self, query_state: State, item_state: State) -> Tensor:
+        """Query state (B, ...) x per-query item state (B, X, ...) -> (B, X) MoL scores."""
+        with self._precision(query_state["components"]):
+            return self._chunked_scores(query_state, item_state, pairwise=True)
+
+    def forward(self, query_embeddings: Tensor, item_embeddings: Tensor, **ctx: Tensor) -> SimilarityOutput:
+        """(B, D_q) x (X, D_x) | (B, X, D_x) -> SimilarityOutput((B, X), aux losses in training)."""
+        if item_embeddings.dim() not in (2, 3):
+            raise ValueError(
+                f"item_embeddings must be (X, D) or (B, X, D), got shape {tuple(item_embeddings.shape)}"
+            )
+        pairwise = item_embeddings.dim() == 3
+        with self._precision(query_embeddings):
+            query_state, squared_uid_norms = self._encode_queries(query_embeddings, ctx.get("user_ids"))
+            item_state = self.encode_items(item_embeddings)
+            scores, weights = self._mix_fn(
+                query_state["components"],
+                query_state["gate"],
+                item_state["components"],
+                item_state["gate"],
+                pairwise,
+            )
+        aux: dict[str, Tensor] = {}
+        if self.training:
+            aux["mi_loss"] = mutual_information_loss(weights, self.eps)
+            if squared_uid_norms is not None:
+                aux["uid_embedding_l2_norm"] = squared_uid_norms.float().mean()
+        return SimilarityOutput(scores, aux)
+
+    def extra_repr(self) -> str:
+        uid = self.uid_components.hash_sizes if self.uid_components is not None else []
+        return (
+            f"{self.num_query_components}x{self.num_item_components}x{self.component_dim}, "
+            f"temperature={self.temperature}, uid_hash_sizes={uid}"
+        )

@@ -1,0 +1,172 @@
+"""Component functions of the Mixture-of-Logits head (spec §1.3, §1.4).
+
+A component function maps an embedding ``(..., D_in)`` to ``(..., P, d_P)`` un-normalised component
+embeddings; :class:`rails.models.similarity.mol.MoLSimilarity` L2-normalises them. Any ``nn.Module`` with
+that contract can replace the defaults below (e.g. LM token states reshaped to P components).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+GLUActivation = Literal["swiglu", "geglu"]
+
+
+class GLU(nn.Module):
+    """Gated linear unit ``act(lhs) * rhs`` with ``[lhs | rhs] = x W + b`` (SwiGLU: SiLU, GeGLU: erf GELU).
+
+    The weight is (in, 2*out) and the bias (1, 2*out), as in the reference implementation; the 2-D bias
+    is therefore re-initialised by the xavier-normal pass of :func:`mol_effective_init_`.
+
+    Args:
+        in_dim: input width.
+        out_dim: output width.
+        activation: "swiglu" or "geglu".
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, activation: GLUActivation = "swiglu") -> None:
+        super().__init__()
+        if activation not in ("swiglu", "geglu"):
+            raise ValueError(f"query_activation must be 'swiglu' or 'geglu', got {activation!r}")
+        self.activation = activation
+        self.weight = nn.Parameter(torch.empty(in_dim, 2 * out_dim).normal_(0.0, 0.02))
+        self.bias = nn.Parameter(torch.zeros(1, 2 * out_dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(..., in) -> (..., out)."""
+        lhs, rhs = (x @ self.weight + self.bias).chunk(2, dim=-1)
+        gate = nn.functional.silu(lhs) if self.activation == "swiglu" else nn.functional.gelu(lhs)
+        return gate * rhs
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]} -> {self.weight.shape[1] // 2}, {self.activation}"
+
+
+class QueryComponentMLP(nn.Module):
+    """Default query component function: Dropout -> GLU(D -> hidden) -> Linear(hidden -> P*d_P).
+
+    With ``hidden_dim <= 0``: Dropout -> Linear(D -> P*d_P).
+
+    Args:
+        in_dim: D_q.
+        num_components: P (the encoder-derived query components, P_Q minus user-id components).
+        component_dim: d_P.
+        hidden_dim: GLU width (512 in every paper config).
+        activation: "swiglu" (MovieLens) or "geglu" (Amazon Books).
+        dropout: input dropout (0.0 in the paper).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        num_components: int,
+        component_dim: int,
+        hidden_dim: int = 512,
+        activation: GLUActivation = "swiglu",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.num_components = num_components
+        self.component_dim = component_dim
+        layers: list[nn.Module] = [nn.Dropout(dropout)]
+        if hidden_dim > 0:
+            layers += [
+                GLU(in_dim, hidden_dim, activation),
+                nn.Linear(hidden_dim, num_components * component_dim),
+            ]
+        else:
+            layers.append(nn.Linear(in_dim, num_components * component_dim))
+        self.net = nn.Sequential(*layers)
+
+    @property
+    def output_layer(self) -> nn.Linear:
+        return self.net[-1]  # type: ignore[return-value]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(..., D_q) -> (..., P, d_P)."""
+        return self.net(x).unflatten(-1, (self.num_components, self.component_dim))
+
+
+class ItemComponentProjection(nn.Module):
+    """Default item component function: Dropout -> Linear(D_x -> P_X*d_P) (spec §1.4, item_hidden_dim = -1).
+
+    Args:
+        in_dim: D_x.
+        num_components: P_X.
+        component_dim: d_P.
+        dropout: input dropout (0.1 in every paper config).
+    """
+
+    def __init__(self, in_dim: int, num_components: int, component_dim: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.num_components = num_components
+        self.component_dim = component_dim
+        self.dropout = nn.Dropout(dropout)
+        self.proj = nn.Linear(in_dim, num_components * component_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(..., D_x) -> (..., P_X, d_P)."""
+        return self.proj(self.dropout(x)).unflatten(-1, (self.num_components, self.component_dim))
+
+
+class UserIdComponents(nn.Module):
+    """Hashed user-id embeddings, one extra query component per hash table (spec §1.3 "uid embeddings").
+
+    Table t has H_t + 1 rows (row 0 = padding, never indexed); user u uses row ``u mod H_t + 1``.
+    In training, element-wise dropout is applied (before the head's L2 normalisation) and the
+    squared L2 norm of the pre-dropout vectors is returned for the ``uid_embedding_l2_norm`` loss.
+
+    Args:
+        hash_sizes: H per table (ML-1M: [6040], ML-20M: [16384]).
+        component_dim: d_P.
+        dropout: element-wise dropout rate (0.5 ML-1M, 0.8 ML-20M).
+    """
+
+    def __init__(self, hash_sizes: Sequence[int], component_dim: int, dropout: float = 0.5) -> None:
+        super().__init__()
+        hash_sizes = [int(h) for h in hash_sizes]
+        if any(h < 1 for h in hash_sizes):
+            raise ValueError(f"model.similarity.uid_hash_sizes must be positive, got {hash_sizes}")
+        self.hash_sizes = hash_sizes
+        self.tables = nn.ModuleList(nn.Embedding(h + 1, component_dim, padding_idx=0) for h in hash_sizes)
+        self.dropout = nn.Dropout(dropout)
+
+    def __len__(self) -> int:
+        return len(self.tables)
+
+    def rows(self, user_ids: Tensor, table: int) -> Tensor:
+        """(B,) int64 user ids -> (B,) row indices ``uid mod H + 1`` of table ``table``."""
+        return torch.remainder(user_ids, self.hash_sizes[table]) + 1
+
+    def forward(self, user_ids: Tensor) -> tuple[Tensor, Tensor]:
+        """(B,) user ids -> ((B, n_tables, d_P) components after dropout, (B,) pre-dropout squared norms)."""
+        vectors = torch.stack(
+            [table(self.rows(user_ids, t)) for t, table in enumerate(self.tables)], dim=-2
+        )  # (B, n_tables, d_P)
+        squared_norms = vectors.pow(2).sum(dim=(-1, -2))
+        return self.dropout(vectors), squared_norms
+
+    def extra_repr(self) -> str:
+        return f"hash_sizes={self.hash_sizes}"
+
+
+def mol_effective_init_(module: nn.Module, keep_default_bias: Sequence[nn.Linear] = ()) -> None:
+    """The paper's *effective* initialisation of the MoL modules (spec §1.9).
+
+    Every parameter with >= 2 dims (Linear weights, GLU weight and its (1, 2*out) bias, user-id tables
+    including the padding row) gets xavier_normal_ (gain 1); 1-D biases are zeroed (other 1-D parameters,
+    e.g. LayerNorm scales, are left alone) except those of the
+    Linears in ``keep_default_bias`` (the query output Linear keeps PyTorch's U(+-1/sqrt(fan_in))).
+    This mirrors the reference builder followed by the encoder's xavier-normal re-initialisation pass.
+    """
+    kept = {id(layer.bias) for layer in keep_default_bias if layer.bias is not None}
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if param.dim() >= 2:
+                nn.init.xavier_normal_(param)
+            elif name.endswith("bias") and id(param) not in kept:
+                param.zero_()
