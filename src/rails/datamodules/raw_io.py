@@ -1,0 +1,241 @@
+"""Strict, fast readers for raw delimited rating/item files, with errors that name file, line and value.
+
+The fast path parses with ``pyarrow.csv`` (multi-threaded, typed columns, no NaN-filling of missing
+fields). Anything pyarrow rejects, and any parsed value that breaks a rule (a NaN rating, a non-finite
+number), sends the file through a slow line-by-line diagnosis that raises a ``ValueError`` of the form
+``<file>, line <n>: ...`` quoting the offending value. Multi-character separators (MovieLens ``::``) are
+mapped to a single control byte (``\\x1f``) that the files never contain before pyarrow sees them.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+Kind = Literal["int", "float", "str", "any"]
+
+_INT = re.compile(r"[+-]?[0-9]+")
+_FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_UNIT_SEP = "\x1f"
+_ARROW_TYPES = {"int": pa.int64(), "float": pa.float64(), "str": pa.string()}
+_OTHER_SEPARATORS = ("::", "\t", ",", ";", "|")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One field of a delimited file: its name (used in messages) and how it must parse.
+
+    ``kind``: ``"int"`` (decimal integer), ``"float"`` (finite number), ``"str"`` (non-empty text) or
+    ``"any"`` (any text, possibly empty; only for :func:`read_lines`).
+    """
+
+    name: str
+    kind: Kind
+
+
+def _lines(path: Path, encoding: str, skip: int) -> Iterator[tuple[int, str]]:
+    """Yield (1-based line number, text without line ending) of non-blank lines after ``skip`` lines."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if number <= skip:
+                continue
+            try:
+                text = raw.decode(encoding)
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{path}, line {number}: not valid {encoding} text ({err})") from err
+            text = text.rstrip("\r\n")
+            if text.strip():
+                yield number, text
+
+
+def _check_field(path: Path, number: int, column: Column, value: str) -> None:
+    if column.kind == "int" and not _INT.fullmatch(value):
+        raise ValueError(f"{path}, line {number}: field {column.name!r} = {value!r} is not an integer")
+    if column.kind == "float" and not (_FLOAT.fullmatch(value) and math.isfinite(float(value))):
+        raise ValueError(f"{path}, line {number}: field {column.name!r} = {value!r} is not a finite number")
+    if column.kind == "str" and not value:
+        raise ValueError(f"{path}, line {number}: field {column.name!r} is empty")
+
+
+def _split_check(
+    path: Path, number: int, text: str, columns: list[Column], sep: str, quoted: bool = False
+) -> list[str]:
+    fields = next(csv.reader([text], delimiter=sep, strict=True)) if quoted else text.split(sep)
+    if len(fields) != len(columns):
+        names = sep.join(c.name for c in columns)
+        hint = ""
+        if len(fields) == 1:
+            found = [s for s in _OTHER_SEPARATORS if s != sep and s in text]
+            hint = f" (wrong separator? it contains {found[0]!r})" if found else " (wrong separator?)"
+        raise ValueError(
+            f"{path}, line {number}: expected {len(columns)} fields separated by {sep!r} ({names}), "
+            f"found {len(fields)}{hint}: {text[:200]!r}"
+        )
+    for column, value in zip(columns, fields):
+        _check_field(path, number, column, value)
+    return fields
+
+
+def diagnose(path: Path, columns: list[Column], sep: str, encoding: str, skip: int) -> None:
+    """Scan ``path`` line by line and raise a ValueError for the first malformed line (returns if none)."""
+    for number, text in _lines(path, encoding, skip):
+        _split_check(path, number, text, columns, sep)
+
+
+def line_of_row(path: str | os.PathLike[str], row: int, encoding: str = "utf-8", skip: int = 0) -> int:
+    """1-based line number of the ``row``-th (0-based) data row, counting blank lines and the header."""
+    for index, (number, _) in enumerate(_lines(Path(path), encoding, skip)):
+        if index == row:
+            return number
+    raise IndexError(f"{path} has fewer than {row + 1} data rows")
+
+
+def check_nonempty(path: str | os.PathLike[str]) -> Path:
+    """Return ``path`` as a Path; raise FileNotFoundError / ValueError when it is absent or empty."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes): truncated download or extraction?")
+    return path
+
+
+def check_trailing_newline(path: Path) -> None:
+    """Raise when a non-empty file does not end with a newline (the usual mark of a truncated copy)."""
+    with open(path, "rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        last = handle.read(1)
+    if last != b"\n":
+        raise ValueError(
+            f"{path} does not end with a newline: the file looks truncated (its last line is cut)"
+        )
+
+
+def check_header(path: Path, expected: str, encoding: str) -> None:
+    """Raise when the first line of ``path`` is not exactly ``expected``."""
+    with open(path, "rb") as handle:
+        first = handle.readline().decode(encoding, errors="replace").rstrip("\r\n")
+    if first != expected:
+        raise ValueError(f"{path}, line 1: expected the header {expected!r}, found {first[:200]!r}")
+
+
+def read_table(
+    path: str | os.PathLike[str],
+    columns: list[Column],
+    sep: str,
+    encoding: str = "utf-8",
+    header: str | None = None,
+    require_trailing_newline: bool = True,
+) -> dict[str, np.ndarray | pa.ChunkedArray]:
+    """Parse a headerless (or fixed-header) delimited file with no quoting into typed columns.
+
+    Args:
+        path: the file.
+        columns: its fields in order.
+        sep: field separator (any length; ``"::"`` for MovieLens-1M).
+        encoding: text encoding (``"latin-1"`` for MovieLens-1M/100K).
+        header: the exact first line when the file has one (checked, then skipped).
+        require_trailing_newline: treat a missing final newline as truncation.
+
+    Returns:
+        name -> (R,) int64 / float64 numpy array, or a pyarrow string ChunkedArray for ``"str"`` columns.
+
+    Raises:
+        FileNotFoundError: absent file.
+        ValueError: empty file, wrong header, or a malformed line (file, line and value in the message).
+    """
+    path = check_nonempty(path)
+    if require_trailing_newline:
+        check_trailing_newline(path)
+    skip = 0
+    if header is not None:
+        check_header(path, header, encoding)
+        skip = 1
+    if len(sep) == 1:
+        source: str | pa.BufferReader = str(path)
+        delimiter = sep
+    else:
+        data = path.read_bytes()
+        if _UNIT_SEP.encode() in data:
+            diagnose(path, columns, sep, encoding, skip)
+            raise ValueError(f"{path} contains the control byte 0x1f, which is not allowed in this format")
+        source = pa.BufferReader(data.replace(sep.encode(encoding), _UNIT_SEP.encode()))
+        del data
+        delimiter = _UNIT_SEP
+    try:
+        table = pacsv.read_csv(
+            source,
+            read_options=pacsv.ReadOptions(
+                column_names=[c.name for c in columns],
+                skip_rows=skip,
+                encoding=encoding,
+                block_size=1 << 24,
+            ),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char=False, ignore_empty_lines=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c.name: _ARROW_TYPES[c.kind] for c in columns},
+                null_values=[],
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError) as err:
+        diagnose(path, columns, sep, encoding, skip)
+        raise ValueError(f"{path}: could not parse ({err})") from err
+    if table.num_rows == 0:
+        raise ValueError(f"{path} holds no data rows")
+    out: dict[str, np.ndarray | pa.ChunkedArray] = {}
+    for column in columns:
+        values = table.column(column.name)
+        if column.kind == "str":
+            if pc.any(pc.equal(pc.utf8_length(values), 0)).as_py():
+                diagnose(path, columns, sep, encoding, skip)
+            out[column.name] = values
+            continue
+        array = values.to_numpy()
+        if column.kind == "float" and not np.isfinite(array).all():
+            diagnose(path, columns, sep, encoding, skip)
+            raise ValueError(f"{path}: field {column.name!r} holds a non-finite value")
+        out[column.name] = array
+    return out
+
+
+def read_lines(
+    path: str | os.PathLike[str],
+    columns: list[Column],
+    sep: str,
+    encoding: str,
+    header: str | None = None,
+    quoted: bool = False,
+) -> list[tuple[int, list[str]]]:
+    """Strictly split a small file (item metadata) into (line number, fields) with the same checks.
+
+    Args:
+        quoted: fields may be double-quoted (CSV quoting, e.g. ML-20M titles holding commas); otherwise
+            the separator never occurs inside a field and a line with the wrong field count is an error.
+    """
+    path = check_nonempty(path)
+    skip = 0
+    if header is not None:
+        check_header(path, header, encoding)
+        skip = 1
+    rows = []
+    for number, text in _lines(path, encoding, skip):
+        try:
+            rows.append((number, _split_check(path, number, text, columns, sep, quoted)))
+        except csv.Error as err:
+            raise ValueError(f"{path}, line {number}: malformed CSV quoting ({err}): {text[:200]!r}") from err
+    if not rows:
+        raise ValueError(f"{path} holds no data rows")
+    return rows
