@@ -1,0 +1,297 @@
+"""Question-answering datasets in the BEIR layout: reading, validation and (optional) download.
+
+A BEIR dataset is a directory holding
+
+- ``corpus.jsonl``: one passage per line, ``{"_id": str, "title": str, "text": str, ...}``;
+- ``queries.jsonl``: one question per line, ``{"_id": str, "text": str, ...}``;
+- ``qrels/<split>.tsv``: a header line, then ``query-id <TAB> corpus-id <TAB> score`` (integer graded
+  relevance; scores <= 0 mean "judged not relevant"). Splits are ``train``, ``dev`` and ``test``; any may
+  be absent (SciFact has no ``dev``, most BEIR sets only ``test``).
+
+Passages are addressed by their row in ``corpus.jsonl`` (0..X-1), which is what the models call item ids.
+
+:class:`BEIRDataset` is a *dataset source* (``prepare(root) -> Path``): it uses an existing directory, or
+downloads ``<name>.zip`` from the public BEIR mirror, verifies its SHA-256, extracts it without letting any
+member escape the target directory, and renames the result into place atomically. Tests never download.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rails.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
+SPLITS = ("train", "dev", "test")
+
+
+@dataclass
+class Qrels:
+    """Graded relevance judgments of one split, positive judgments only.
+
+    Attributes:
+        query_rows: (Q,) int64 row of each judged query in :attr:`BEIRData.query_ids`.
+        offsets: (Q + 1,) int64; query q's passages are ``passages[offsets[q]:offsets[q + 1]]``.
+        passages: (J,) int64 passage rows (corpus positions).
+        grades: (J,) float32 relevance grade (> 0).
+    """
+
+    query_rows: np.ndarray
+    offsets: np.ndarray
+    passages: np.ndarray
+    grades: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.query_rows)
+
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(J,) query rows and (J,) passage rows of every positive judgment (the training pairs)."""
+        return np.repeat(self.query_rows, np.diff(self.offsets)), self.passages
+
+    def subset(self, keep: np.ndarray) -> Qrels:
+        """Judgments of the queries selected by the (Q,) boolean mask ``keep``."""
+        counts = np.diff(self.offsets)
+        per_judgment = np.repeat(keep, counts)
+        return Qrels(
+            query_rows=self.query_rows[keep],
+            offsets=np.concatenate([[0], np.cumsum(counts[keep])]).astype(np.int64),
+            passages=self.passages[per_judgment],
+            grades=self.grades[per_judgment],
+        )
+
+
+@dataclass
+class BEIRData:
+    """A loaded BEIR dataset: passages, queries and the qrels of every split present."""
+
+    passage_ids: list[str]
+    passage_texts: list[str]
+    query_ids: list[str]
+    query_texts: list[str]
+    qrels: dict[str, Qrels] = field(default_factory=dict)
+
+    @property
+    def num_passages(self) -> int:
+        return len(self.passage_ids)
+
+
+def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing (BEIR layout needs corpus.jsonl, queries.jsonl, qrels/)")
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{number}: invalid JSON ({err.msg})") from err
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+            for key in required:
+                if key not in row:
+                    raise ValueError(f"{path}:{number}: missing field {key!r}")
+                if not isinstance(row[key], str):
+                    raise ValueError(f"{path}:{number}: field {key!r} must be a string, got {row[key]!r}")
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"{path}: no records")
+    return rows
+
+
+def _index(ids: list[str], path: Path) -> dict[str, int]:
+    index: dict[str, int] = {}
+    for row, key in enumerate(ids):
+        if key in index:
+            raise ValueError(f"{path}:{row + 1}: duplicate _id {key!r} (first on line {index[key] + 1})")
+        index[key] = row
+    return index
+
+
+def read_qrels(path: Path, query_index: dict[str, int], passage_index: dict[str, int]) -> Qrels:
+    """Read one ``qrels/<split>.tsv`` file; unknown ids and malformed lines raise with file:line."""
+    judged: dict[int, dict[int, float]] = {}
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            parts = line.rstrip("\n").split("\t")
+            if number == 1 and parts and parts[0] == "query-id":
+                continue  # header
+            if not line.strip():
+                continue
+            if len(parts) != 3:
+                raise ValueError(f"{path}:{number}: expected 3 tab-separated fields, got {len(parts)}")
+            query, passage, score = parts
+            if query not in query_index:
+                raise ValueError(f"{path}:{number}: query-id {query!r} is not in queries.jsonl")
+            if passage not in passage_index:
+                raise ValueError(f"{path}:{number}: corpus-id {passage!r} is not in corpus.jsonl")
+            try:
+                grade = float(int(score))
+            except ValueError as err:
+                raise ValueError(f"{path}:{number}: score {score!r} is not an integer") from err
+            if grade > 0:
+                judged.setdefault(query_index[query], {})[passage_index[passage]] = grade
+    rows = sorted(judged)
+    counts = [len(judged[q]) for q in rows]
+    return Qrels(
+        query_rows=np.asarray(rows, dtype=np.int64),
+        offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        passages=np.asarray([p for q in rows for p in judged[q]], dtype=np.int64),
+        grades=np.asarray([g for q in rows for g in judged[q].values()], dtype=np.float32),
+    )
+
+
+def read_beir(directory: str | os.PathLike[str], with_titles: bool = True) -> BEIRData:
+    """Load and validate a BEIR-layout directory.
+
+    Args:
+        directory: holds ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/{train,dev,test}.tsv`` (any subset).
+        with_titles: passage text is ``title + " " + text`` (the BEIR convention for dense retrievers).
+
+    Returns:
+        The dataset; ``qrels`` has an entry for each split file present.
+    """
+    directory = Path(directory)
+    corpus_path, queries_path = directory / "corpus.jsonl", directory / "queries.jsonl"
+    corpus = _read_jsonl(corpus_path, ("_id", "text"))
+    queries = _read_jsonl(queries_path, ("_id", "text"))
+    for number, row in enumerate(corpus, start=1):
+        if not isinstance(row.get("title", ""), str):
+            raise ValueError(f"{corpus_path}:{number}: field 'title' must be a string, got {row['title']!r}")
+    passage_ids = [row["_id"] for row in corpus]
+    query_ids = [row["_id"] for row in queries]
+    passage_index = _index(passage_ids, corpus_path)
+    query_index = _index(query_ids, queries_path)
+    texts = [
+        f"{row.get('title', '')} {row['text']}".strip() if with_titles else row["text"] for row in corpus
+    ]
+    data = BEIRData(passage_ids, texts, query_ids, [row["text"] for row in queries])
+    for split in SPLITS:
+        path = directory / "qrels" / f"{split}.tsv"
+        if path.is_file():
+            data.qrels[split] = read_qrels(path, query_index, passage_index)
+    if not data.qrels:
+        raise FileNotFoundError(f"{directory / 'qrels'}: no {'/'.join(SPLITS)}.tsv file")
+    return data
+
+
+def sha256_file(path: Path, block: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def safe_extract(archive: Path, target: Path) -> None:
+    """Extract a zip archive into ``target``, refusing absolute paths, ``..`` and links out of it."""
+    target = target.resolve()
+    with zipfile.ZipFile(archive) as bundle:
+        for member in bundle.infolist():
+            destination = (target / member.filename).resolve()
+            if destination != target and target not in destination.parents:
+                raise ValueError(f"{archive}: member {member.filename!r} would extract outside {target}")
+            if (member.external_attr >> 16) & 0o170000 == 0o120000:
+                raise ValueError(f"{archive}: member {member.filename!r} is a symbolic link")
+        bundle.extractall(target)
+
+
+def _is_beir_dir(path: Path) -> bool:
+    return (
+        (path / "corpus.jsonl").is_file() and (path / "queries.jsonl").is_file() and (path / "qrels").is_dir()
+    )
+
+
+class BEIRDataset:
+    """Dataset source for a BEIR-layout directory, downloaded on first use when not found locally.
+
+    Args:
+        name: BEIR dataset name (``scifact``, ``nq``, ``fiqa``, ...); the cache folder is ``<root>/beir/<name>``.
+        path: an existing BEIR directory to use as is (e.g. ``../shared/data/scifact``); wins over the cache.
+        url: archive location; defaults to the public BEIR mirror ``.../BEIR/datasets/<name>.zip``.
+        sha256: expected SHA-256 of the archive. Downloads without it are refused unless
+            ``allow_unverified`` (then the computed digest is logged so it can be pinned).
+        allow_unverified: permit a download whose checksum is not known in advance.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        path: str | None = None,
+        url: str | None = None,
+        sha256: str | None = None,
+        allow_unverified: bool = False,
+    ) -> None:
+        if not name or "/" in name or name.startswith("."):
+            raise ValueError(f"data.source.name must be a plain dataset name, got {name!r}")
+        self.name = name
+        self.path = path
+        self.url = url or BEIR_URL.format(name=name)
+        self.sha256 = sha256.lower() if sha256 else None
+        self.allow_unverified = allow_unverified
+
+    def prepare(self, root: str | os.PathLike[str]) -> Path:
+        """Return the dataset directory, downloading and extracting it under ``root`` if needed."""
+        if self.path is not None:
+            path = Path(self.path).expanduser()
+            if not _is_beir_dir(path):
+                raise FileNotFoundError(
+                    f"data.source.path={path}: not a BEIR directory (needs corpus.jsonl, queries.jsonl, qrels/)"
+                )
+            return path
+        final = Path(root).expanduser() / "beir" / self.name
+        if _is_beir_dir(final):
+            return final
+        return self._download(final)
+
+    def _download(self, final: Path) -> Path:
+        if self.sha256 is None and not self.allow_unverified:
+            raise ValueError(
+                f"{final} is absent and data.source.sha256 is not set: refusing an unverified download of "
+                f"{self.url} (set data.source.sha256, or data.source.allow_unverified=true)"
+            )
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{self.name}.", dir=final.parent))
+        try:
+            archive = staging / f"{self.name}.zip"
+            log.info(f"downloading {self.url} -> {archive}")
+            with urllib.request.urlopen(self.url, timeout=60) as response, archive.open("wb") as out:
+                shutil.copyfileobj(response, out)
+            digest = sha256_file(archive)
+            if self.sha256 is not None and digest != self.sha256:
+                raise ValueError(
+                    f"{self.url}: sha256 {digest} does not match data.source.sha256={self.sha256}"
+                )
+            if self.sha256 is None:
+                log.warning(
+                    f"{self.url}: unverified download, sha256={digest} (pin it in data.source.sha256)"
+                )
+            extracted = staging / "extracted"
+            safe_extract(archive, extracted)
+            candidates = [extracted, *sorted(p for p in extracted.iterdir() if p.is_dir())]
+            found = next((p for p in candidates if _is_beir_dir(p)), None)
+            if found is None:
+                raise ValueError(
+                    f"{self.url}: archive has no BEIR directory (corpus.jsonl, queries.jsonl, qrels/)"
+                )
+            try:
+                os.replace(found, final)  # atomic on one filesystem; fails if another process won the race
+            except OSError:
+                if not _is_beir_dir(final):
+                    raise
+            return final
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)

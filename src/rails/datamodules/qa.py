@@ -1,0 +1,397 @@
+"""QADataModule: question -> passage retrieval over a BEIR-layout dataset, tokenised for an LM encoder.
+
+- Training batches (:class:`QATrainBatch`): one (question, relevant passage) pair per row, taken from the
+  training qrels, plus optionally R passages drawn uniformly from the corpus and shared by the batch.
+- Evaluation batches (:class:`QAEvalBatch`): questions with their graded relevant passages, padded.
+- The corpus loader (:meth:`QADataModule.corpus_dataloader`) yields every passage once, in corpus order
+  (:class:`PassageBatch`); passage ``i`` has item id ``i`` and ``num_items`` is the corpus size, so
+  ``rails.train.build`` sizes the model exactly as for sequential recommendation.
+
+Texts are tokenised in the collate function (in DataLoader workers when ``num_workers > 0``), truncated to
+``query_max_length`` / ``passage_max_length`` tokens and padded to the longest row of the batch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from rails.datamodules.beir import BEIRData, BEIRDataset, Qrels, read_beir
+from rails.models.encoders.lm import resolve_pretrained
+
+
+class _Movable:
+    """``to(device)`` for dataclasses of tensors (nested movables included); Lightning calls it."""
+
+    def to(self, device: torch.device | str) -> Any:
+        moved = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            moved[f.name] = value.to(device) if value is not None else None
+        return replace(self, **moved)  # type: ignore[type-var]
+
+
+@dataclass
+class TokenizedText(_Movable):
+    """Right-padded token ids. Attributes: input_ids (B, L) int64, attention_mask (B, L) int64 (1 = token)."""
+
+    input_ids: Tensor
+    attention_mask: Tensor
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+@dataclass
+class QATrainBatch(_Movable):
+    """B (question, relevant passage) pairs and R shared random corpus negatives.
+
+    Attributes:
+        queries: (B, L_q) tokens.
+        passages: (B, L_x) tokens of each row's relevant passage.
+        query_rows: (B,) int64 query row (two rows with the same query share their positives).
+        passage_ids: (B,) int64 corpus position of each positive.
+        negatives: (R, L_x) tokens of uniformly drawn passages, or None.
+        negative_ids: (R,) int64 their corpus positions, or None.
+    """
+
+    queries: TokenizedText
+    passages: TokenizedText
+    query_rows: Tensor
+    passage_ids: Tensor
+    negatives: TokenizedText | None = None
+    negative_ids: Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+
+@dataclass
+class QAEvalBatch(_Movable):
+    """B questions and their graded relevant passages.
+
+    Attributes:
+        queries: (B, L_q) tokens.
+        query_rows: (B,) int64.
+        relevant_ids: (B, J) int64 corpus positions of the relevant passages, -1 = padding.
+        relevant_grades: (B, J) float32 grades (> 0), 0 at padding.
+    """
+
+    queries: TokenizedText
+    query_rows: Tensor
+    relevant_ids: Tensor
+    relevant_grades: Tensor
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+
+@dataclass
+class PassageBatch(_Movable):
+    """Passages of the corpus. Attributes: passages (B, L_x) tokens, passage_ids (B,) int64 positions."""
+
+    passages: TokenizedText
+    passage_ids: Tensor
+
+    def __len__(self) -> int:
+        return len(self.passages)
+
+
+class _Tokenize:
+    """Picklable tokeniser call: list of texts -> TokenizedText truncated to ``max_length``."""
+
+    def __init__(self, tokenizer: Any, max_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def __call__(self, texts: Sequence[str]) -> TokenizedText:
+        out = self.tokenizer(
+            list(texts), truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
+        )
+        return TokenizedText(out["input_ids"].long(), out["attention_mask"].long())
+
+
+class _Rows(Dataset):
+    """Dataset over an index array; items are the array's rows."""
+
+    def __init__(self, rows: np.ndarray) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.rows[index]
+
+
+class _TrainCollate:
+    def __init__(
+        self, data: BEIRData, query_tok: _Tokenize, passage_tok: _Tokenize, num_negatives: int
+    ) -> None:
+        self.data, self.query_tok, self.passage_tok = data, query_tok, passage_tok
+        self.num_negatives = num_negatives
+
+    def __call__(self, rows: list[np.ndarray]) -> QATrainBatch:
+        pairs = np.stack(rows)  # (B, 2): query row, passage row
+        batch = QATrainBatch(
+            queries=self.query_tok([self.data.query_texts[q] for q in pairs[:, 0]]),
+            passages=self.passage_tok([self.data.passage_texts[p] for p in pairs[:, 1]]),
+            query_rows=torch.from_numpy(pairs[:, 0].copy()),
+            passage_ids=torch.from_numpy(pairs[:, 1].copy()),
+        )
+        if self.num_negatives:
+            ids = torch.randint(0, self.data.num_passages, (self.num_negatives,))
+            batch.negatives = self.passage_tok([self.data.passage_texts[p] for p in ids.tolist()])
+            batch.negative_ids = ids
+        return batch
+
+
+class _EvalCollate:
+    def __init__(self, data: BEIRData, qrels: Qrels, query_tok: _Tokenize) -> None:
+        self.data, self.qrels, self.query_tok = data, qrels, query_tok
+
+    def __call__(self, rows: list[int]) -> QAEvalBatch:
+        spans = [(self.qrels.offsets[i], self.qrels.offsets[i + 1]) for i in rows]
+        width = max(end - start for start, end in spans)
+        relevant = torch.full((len(rows), width), -1, dtype=torch.int64)
+        grades = torch.zeros((len(rows), width), dtype=torch.float32)
+        for b, (start, end) in enumerate(spans):
+            relevant[b, : end - start] = torch.from_numpy(self.qrels.passages[start:end])
+            grades[b, : end - start] = torch.from_numpy(self.qrels.grades[start:end])
+        query_rows = self.qrels.query_rows[np.asarray(rows)]
+        return QAEvalBatch(
+            queries=self.query_tok([self.data.query_texts[q] for q in query_rows]),
+            query_rows=torch.from_numpy(query_rows.copy()),
+            relevant_ids=relevant,
+            relevant_grades=grades,
+        )
+
+
+class _PassageCollate:
+    def __init__(self, data: BEIRData, passage_tok: _Tokenize) -> None:
+        self.data, self.passage_tok = data, passage_tok
+
+    def __call__(self, rows: list[int]) -> PassageBatch:
+        return PassageBatch(
+            passages=self.passage_tok([self.data.passage_texts[p] for p in rows]),
+            passage_ids=torch.as_tensor(rows, dtype=torch.int64),
+        )
+
+
+class QADataModule(L.LightningDataModule):
+    """Training pairs, evaluation queries with graded qrels, and the passage corpus of a BEIR dataset.
+
+    Args:
+        source: dataset source, e.g. :class:`rails.datamodules.beir.BEIRDataset` (``prepare(root) -> Path``).
+        tokenizer: Hugging Face tokenizer name or directory (``pkg:<package>/<dir>`` for a model shipped in
+            an installed package); use the encoder's own.
+        root: cache directory for downloaded datasets (``RAILS_DATA_DIR`` when None).
+        query_max_length: question truncation length (tokens, special tokens included).
+        passage_max_length: passage truncation length.
+        batch_size: global number of training pairs per step (divided by the world size).
+        eval_batch_size: questions per evaluation batch (per device).
+        corpus_batch_size: passages per corpus-encoding batch.
+        num_negatives: R uniform corpus passages added to every training batch (0 = in-batch only).
+        train_split: qrels split providing the training pairs.
+        val_split: qrels split for validation, or None to hold out ``val_queries_from_train`` training
+            questions instead (SciFact has no ``dev`` split).
+        val_queries_from_train: questions moved from the training split to validation when ``val_split`` is None.
+        test_split: qrels split for testing.
+        with_titles: passage text = title + " " + text.
+        seed: seed of the validation hold-out.
+        num_workers: DataLoader workers.
+        pin_memory: pin host memory for GPU transfers.
+    """
+
+    def __init__(
+        self,
+        source: BEIRDataset,
+        tokenizer: str,
+        root: str | None = None,
+        query_max_length: int = 64,
+        passage_max_length: int = 256,
+        batch_size: int = 64,
+        eval_batch_size: int = 128,
+        corpus_batch_size: int = 256,
+        num_negatives: int = 0,
+        train_split: str = "train",
+        val_split: str | None = "dev",
+        val_queries_from_train: int = 0,
+        test_split: str = "test",
+        with_titles: bool = True,
+        seed: int = 0,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        for key, value in {
+            "query_max_length": query_max_length,
+            "passage_max_length": passage_max_length,
+            "batch_size": batch_size,
+            "eval_batch_size": eval_batch_size,
+            "corpus_batch_size": corpus_batch_size,
+        }.items():
+            if value < 1:
+                raise ValueError(f"data.{key} must be >= 1, got {value}")
+        if num_negatives < 0 or val_queries_from_train < 0:
+            raise ValueError("data.num_negatives and data.val_queries_from_train must be >= 0")
+        if val_split is None and val_queries_from_train == 0:
+            raise ValueError("data.val_split is null: set data.val_queries_from_train > 0 to validate")
+        self.source = source
+        self.tokenizer_name = tokenizer
+        self.root = root
+        self.query_max_length = query_max_length
+        self.passage_max_length = passage_max_length
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.corpus_batch_size = corpus_batch_size
+        self.num_negatives = num_negatives
+        self.train_split = train_split
+        self.val_split = val_split
+        self.val_queries_from_train = val_queries_from_train
+        self.test_split = test_split
+        self.with_titles = with_titles
+        self.seed = seed
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.data: BEIRData | None = None
+        self.data_dir: Path | None = None
+        self.splits: dict[str, Qrels] = {}
+        self.tokenizer: Any = None
+        self._per_device_batch_size = batch_size
+
+    # ------------------------------------------------------------------------------------------ loading
+    def _root(self) -> Path:
+        return Path(self.root or os.environ.get("RAILS_DATA_DIR") or "data").expanduser()
+
+    def prepare_data(self) -> None:
+        """Download the dataset once if it is not present (rank zero only)."""
+        self.source.prepare(self._root())
+
+    def _split(self, data: BEIRData, name: str, key: str) -> Qrels:
+        if name not in data.qrels:
+            raise ValueError(
+                f"data.{key}={name!r}: {self.data_dir}/qrels/{name}.tsv is absent "
+                f"(available: {sorted(data.qrels)})"
+            )
+        return data.qrels[name]
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.data is None:
+            from transformers import AutoTokenizer
+
+            self.data_dir = self.source.prepare(self._root())
+            data = read_beir(self.data_dir, with_titles=self.with_titles)
+            train = self._split(data, self.train_split, "train_split")
+            if self.val_split is not None:
+                val = self._split(data, self.val_split, "val_split")
+            else:
+                if self.val_queries_from_train >= len(train):
+                    raise ValueError(
+                        f"data.val_queries_from_train={self.val_queries_from_train} leaves no training "
+                        f"questions ({len(train)} in split {self.train_split!r})"
+                    )
+                order = np.random.default_rng(self.seed).permutation(len(train))
+                held_out = np.zeros(len(train), dtype=bool)
+                held_out[order[: self.val_queries_from_train]] = True
+                train, val = train.subset(~held_out), train.subset(held_out)
+            self.splits = {
+                "train": train,
+                "val": val,
+                "test": self._split(data, self.test_split, "test_split"),
+            }
+            self.tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(self.tokenizer_name))
+            self.data = data
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        if self.batch_size % world_size != 0:
+            raise ValueError(
+                f"data.batch_size={self.batch_size} is not divisible by the world size {world_size}"
+            )
+        self._per_device_batch_size = self.batch_size // world_size
+
+    def _require_data(self) -> BEIRData:
+        if self.data is None:
+            self.setup()
+        assert self.data is not None
+        return self.data
+
+    # ------------------------------------------------------------------------------------------- corpus
+    @property
+    def num_items(self) -> int:
+        """X, the number of passages (item ids are corpus positions 0..X-1)."""
+        return self._require_data().num_passages
+
+    def corpus_item_ids(self) -> Tensor:
+        """(X,) int64 every passage id, in corpus order."""
+        return torch.arange(self.num_items, dtype=torch.int64)
+
+    def query_tokenize(self, texts: Sequence[str]) -> TokenizedText:
+        """Tokenise questions exactly as the loaders do (for scripts and demos)."""
+        self._require_data()
+        return _Tokenize(self.tokenizer, self.query_max_length)(texts)
+
+    def passage_tokenize(self, texts: Sequence[str]) -> TokenizedText:
+        """Tokenise passages exactly as the loaders do."""
+        self._require_data()
+        return _Tokenize(self.tokenizer, self.passage_max_length)(texts)
+
+    def corpus_dataloader(self, batch_size: int | None = None) -> DataLoader:
+        """Every passage once, in corpus order, as :class:`PassageBatch` of ``corpus_batch_size`` rows."""
+        data = self._require_data()
+        return self._loader(
+            _Rows(np.arange(data.num_passages)),
+            batch_size or self.corpus_batch_size,
+            False,
+            _PassageCollate(data, _Tokenize(self.tokenizer, self.passage_max_length)),
+        )
+
+    # ------------------------------------------------------------------------------------------ loaders
+    def _loader(
+        self, dataset: Dataset, batch_size: int, shuffle: bool, collate: Any, drop_last: bool = False
+    ) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            collate_fn=collate,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        data = self._require_data()
+        queries, passages = self.splits["train"].pairs()
+        collate = _TrainCollate(
+            data,
+            _Tokenize(self.tokenizer, self.query_max_length),
+            _Tokenize(self.tokenizer, self.passage_max_length),
+            self.num_negatives,
+        )
+        pairs = np.stack([queries, passages], axis=1)  # (J, 2)
+        # A last batch of one pair has no in-batch negative: drop the ragged tail when there is more than one batch.
+        drop_last = len(pairs) > self._per_device_batch_size
+        return self._loader(_Rows(pairs), self._per_device_batch_size, True, collate, drop_last)
+
+    def eval_dataloader(self, split: str) -> DataLoader:
+        """Questions of ``split`` ("val" or "test") with their graded qrels."""
+        data = self._require_data()
+        qrels = self.splits[split]
+        collate = _EvalCollate(data, qrels, _Tokenize(self.tokenizer, self.query_max_length))
+        return self._loader(_Rows(np.arange(len(qrels))), self.eval_batch_size, False, collate)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.eval_dataloader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.eval_dataloader("test")

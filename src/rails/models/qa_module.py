@@ -1,0 +1,196 @@
+"""QARetrievalModule: LM encoder(s) -> similarity head -> sampled softmax, for question -> passage retrieval.
+
+Training (one step): the B questions and their B relevant passages of a :class:`~rails.datamodules.qa.QATrainBatch`
+are encoded; every question is scored against all B passages of the batch (in-batch negatives) and the R
+shared uniform corpus passages the batch may carry, in one head call; its own passage is the positive and
+every other column a negative, except columns that are also relevant to it (same passage, or a passage
+paired with the same question in this batch), which are masked as collisions. The loss is
+:class:`rails.models.losses.SampledSoftmaxLoss` plus the head's weighted auxiliary losses (MoL's
+``mi_loss``), exactly as in :class:`rails.models.retrieval_module.RetrievalModule`.
+
+Evaluation is done over the full corpus by :class:`rails.retrieval.qa_callback.QARetrievalEvaluator`, which
+uses :meth:`QARetrievalModule.encode_passages`; ``validation_step`` / ``test_step`` hand it the question
+embeddings and the graded qrels of the batch. bf16 comes from the trainer (``precision=bf16-mixed``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from rails.datamodules.qa import QAEvalBatch, QATrainBatch, TokenizedText
+from rails.models.encoders.lm import LMEncoder
+from rails.models.losses.sampled_softmax import SampledSoftmaxLoss
+from rails.models.similarity.base import SimilarityHead
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+
+class LearnedSimilarityModule(L.LightningModule):
+    """What every rails LightningModule shares: optimizer/scheduler factories, weighted auxiliary losses and
+    the resolved run config stored in checkpoints (``rails_config``, read by ``rails-eval``).
+
+    ``RetrievalModule`` implements the same three pieces inline; it could inherit this base unchanged.
+
+    Args:
+        optimizer: partial optimizer, called with the parameters.
+        scheduler: optional partial LR scheduler, stepped every optimizer step.
+        aux_loss_weights: weight of each named auxiliary loss of the head (unknown names raise).
+    """
+
+    def __init__(
+        self,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        aux_loss_weights: Mapping[str, float] | None = None,
+    ) -> None:
+        super().__init__()
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.aux_loss_weights = dict(aux_loss_weights or {})
+        self.run_config: dict[str, Any] | None = None
+
+    def weighted_total(
+        self, main: Tensor, aux_losses: Mapping[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """main + sum_name weight[name] * aux[name]; returns (total, named parts incl. ``sampled_softmax``)."""
+        parts = {"sampled_softmax": main}
+        total = main
+        for name, value in aux_losses.items():
+            if name not in self.aux_loss_weights:
+                raise KeyError(f"auxiliary loss {name!r} has no weight in model.aux_loss_weights")
+            parts[name] = value
+            total = total + self.aux_loss_weights[name] * value
+        return total, parts
+
+    def log_losses(self, total: Tensor, parts: Mapping[str, Tensor], batch_size: int) -> None:
+        self.log("train/loss", total, prog_bar=True, batch_size=batch_size)
+        for name, value in parts.items():
+            if name != "sampled_softmax":
+                self.log(f"train/aux/{name}", value, batch_size=batch_size)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.run_config is not None:
+            checkpoint["rails_config"] = self.run_config
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.run_config = checkpoint.get("rails_config", self.run_config)
+
+
+def in_batch_collisions(query_rows: Tensor, passage_ids: Tensor, column_ids: Tensor) -> Tensor:
+    """(B, C) bool: column c holds a passage known to be relevant to row i's question.
+
+    Args:
+        query_rows: (B,) question of each row.
+        passage_ids: (B,) positive passage of each row.
+        column_ids: (C,) passage of each scored column (the B positives, then R random passages).
+    """
+    same_question = query_rows[:, None] == query_rows[None, :]  # (B, B): row j's passage is relevant to i
+    is_passage_j = column_ids[None, :] == passage_ids[:, None]  # (B_j, C)
+    return (same_question.to(torch.float32) @ is_passage_j.to(torch.float32)) > 0
+
+
+class QARetrievalModule(LearnedSimilarityModule):
+    """Dual encoder (shared or separate towers) + any similarity head, trained with sampled softmax.
+
+    Args:
+        encoder: :class:`rails.models.encoders.lm.LMEncoder`.
+        similarity: head implementing :class:`rails.models.similarity.SimilarityHead` (dot product, MoL).
+        loss: sampled softmax (temperature 0.05 for dot product, 1.0 for MoL).
+        optimizer: partial optimizer.
+        num_items: corpus size X; given by the datamodule at build time (recorded, not used for weights).
+        in_batch_negatives: use the other passages of the batch as negatives (else only the random ones).
+        aux_loss_weights: weight of each named auxiliary loss of the head.
+        scheduler: optional partial LR scheduler.
+    """
+
+    def __init__(
+        self,
+        encoder: LMEncoder,
+        similarity: SimilarityHead,
+        loss: SampledSoftmaxLoss,
+        optimizer: OptimizerFactory,
+        num_items: int,
+        in_batch_negatives: bool = True,
+        aux_loss_weights: dict[str, float] | None = None,
+        scheduler: SchedulerFactory | None = None,
+    ) -> None:
+        super().__init__(optimizer, scheduler, aux_loss_weights)
+        if num_items < 1:
+            raise ValueError(f"num_items must be >= 1 (the corpus size), got {num_items}")
+        self.save_hyperparameters(ignore=["encoder", "similarity", "loss", "optimizer", "scheduler"])
+        self.encoder = encoder
+        self.similarity = similarity
+        self.loss = loss
+        self.in_batch_negatives = in_batch_negatives
+
+    # ----------------------------------------------------------------------------------------- embeddings
+    def encode_queries(self, tokens: TokenizedText) -> Tensor:
+        """(B, L_q) question tokens -> (B, D_q) (the head's ``encode_queries`` input)."""
+        return self.encoder.encode_queries(tokens)
+
+    def encode_passages(self, tokens: TokenizedText) -> Tensor:
+        """(B, L_x) passage tokens -> (B, D_x) (the head's ``encode_items`` input)."""
+        return self.encoder.encode_passages(tokens)
+
+    # ------------------------------------------------------------------------------------------- training
+    def training_loss(self, batch: QATrainBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        """Sampled softmax over in-batch and random negatives; returns (total, named parts)."""
+        size = len(batch)
+        queries = self.encode_queries(batch.queries)  # (B, D_q)
+        columns = [self.encode_passages(batch.passages)]  # (B, D_x)
+        column_ids = [batch.passage_ids]
+        if batch.negatives is not None and batch.negative_ids is not None:
+            columns.append(self.encode_passages(batch.negatives))  # (R, D_x)
+            column_ids.append(batch.negative_ids)
+        if not self.in_batch_negatives and len(columns) == 1:
+            raise ValueError("model.in_batch_negatives=false needs data.num_negatives > 0")
+        items = torch.cat(columns)  # (C, D_x), C = B + R
+        out = self.similarity(queries, items)  # scores (B, C)
+        ids = torch.cat(column_ids)
+        collisions = in_batch_collisions(batch.query_rows, batch.passage_ids, ids)  # (B, C)
+        rows = torch.arange(size, device=items.device)
+        positives = out.scores[rows, rows]
+        keep = torch.ones_like(collisions)
+        keep[rows, rows] = False
+        if not self.in_batch_negatives:
+            keep[:, :size] = False
+        width = int(keep[0].sum())
+        negatives = out.scores[keep].view(size, width)
+        main = self.loss(positives, negatives, collisions=collisions[keep].view(size, width))
+        return self.weighted_total(main, out.aux_losses)
+
+    def training_step(self, batch: QATrainBatch, batch_idx: int) -> Tensor:
+        total, parts = self.training_loss(batch)
+        self.log_losses(total, parts, len(batch))
+        return total
+
+    # ----------------------------------------------------------------------------------------- evaluation
+    def _eval_outputs(self, batch: QAEvalBatch) -> dict[str, Any]:
+        return {
+            "queries": self.encode_queries(batch.queries),
+            "context": {},
+            "relevant_ids": batch.relevant_ids,
+            "relevant_grades": batch.relevant_grades,
+        }
+
+    def validation_step(self, batch: QAEvalBatch, batch_idx: int) -> dict[str, Any]:
+        return self._eval_outputs(batch)
+
+    def test_step(self, batch: QAEvalBatch, batch_idx: int) -> dict[str, Any]:
+        return self._eval_outputs(batch)
+
+    def predict_step(self, batch: QAEvalBatch, batch_idx: int) -> Tensor:
+        return self.encode_queries(batch.queries)
