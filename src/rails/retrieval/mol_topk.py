@@ -1,0 +1,261 @@
+"""Approximate top-k for Mixture-of-Logits heads: MIPS candidates, then exact re-scoring (spec §7.3-7.5).
+
+Every index here works in two stages:
+
+1. *Candidates* from raw component inner products (no temperature, no gating), through a
+   :class:`~rails.retrieval.mips.MIPSBackend` (PyTorch or faiss):
+   - :class:`PerComponentTopK`: for every pair (i, j) the ``k_per_pair`` items with the largest
+     ``<f_i(q), g_j(x)>`` (P * k_per_pair candidates per query);
+   - :class:`AverageTopK`: the ``num_candidates`` items with the largest ``<mean_i f_i(q), mean_j g_j(x)>``;
+   - :class:`CombinedTopK`: the union of both.
+2. *Re-scoring*: candidates are de-duplicated, excluded ids dropped, and the rest scored with the full
+   head (``score_pairs``, gating included); the top k are returned in the package's deterministic order.
+
+Each index returns exactly ``min(k, X)`` de-duplicated results: a query whose candidate set (after
+de-duplication and exclusions) is smaller than k is answered by exact search instead (counted in
+``fallback_rows``). With a budget that covers the corpus, results equal :class:`ExactTopK`'s.
+
+The heads must expose MoL states: query ``{"components": (B, P_Q, d_P), ...}`` and item
+``{"components": (X, P_X, d_P), ...}`` (see :mod:`rails.models.similarity.mol`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from rails.models.similarity.base import SimilarityHead, State, gather_state, slice_state
+from rails.retrieval.index import ExactTopK, RetrievalIndex
+from rails.retrieval.mips import MIPSBackend, TorchMIPS
+from rails.retrieval.topk import stable_topk
+
+MIPSFactory = Callable[[], MIPSBackend]
+
+
+def _components(state: State, side: str) -> Tensor:
+    components = state.get("components")
+    if components is None or components.dim() != 3:
+        shape = None if components is None else tuple(components.shape)
+        raise ValueError(
+            f"approximate MoL top-k needs a {side} state with 'components' of shape (N, P, d_P) "
+            f"(a MoL head); got keys {sorted(state)} and components shape {shape}"
+        )
+    return components
+
+
+def rescore_candidates(
+    head: SimilarityHead,
+    query_state: State,
+    item_state: State,
+    candidates: Tensor,
+    k: int,
+    exclude_positions: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Exact scores of per-query candidates and their deterministic top-k.
+
+    Args:
+        head: the similarity head.
+        query_state: (B, ...) query state.
+        item_state: (X, ...) corpus item state.
+        candidates: (B, C) corpus positions, duplicates allowed, -1 = none.
+        k: results kept.
+        exclude_positions: (B, H) corpus positions to drop (-1 = none).
+
+    Returns:
+        (B, min(k, C)) scores and positions (empty slots ``(-inf, -1)``), and (B,) the number of
+        distinct valid candidates per query.
+    """
+    positions = torch.sort(candidates, dim=1).values
+    invalid = positions < 0
+    invalid[:, 1:] |= positions[:, 1:] == positions[:, :-1]
+    if exclude_positions is not None and exclude_positions.shape[1] > 0:
+        excluded = torch.sort(exclude_positions, dim=1).values
+        slot = torch.searchsorted(excluded, positions).clamp_max(excluded.shape[1] - 1)
+        invalid |= excluded.gather(1, slot) == positions
+    scores = head.score_pairs(query_state, gather_state(item_state, positions.clamp_min(0)))
+    scores = scores.float().masked_fill(invalid, -math.inf)
+    values, index = stable_topk(scores, k)
+    chosen = positions.gather(1, index).masked_fill(values == -math.inf, -1)
+    return values, chosen, (~invalid).sum(dim=1)
+
+
+class _PairCandidates:
+    """Per component-pair MIPS: one backend per item component j, searched by every query component i."""
+
+    def __init__(self, k_per_pair: int, mips: MIPSFactory) -> None:
+        if k_per_pair < 1:
+            raise ValueError(f"k_per_pair must be >= 1, got {k_per_pair}")
+        self.k_per_pair = k_per_pair
+        self.mips = mips
+        self.backends: list[MIPSBackend] = []
+
+    def build(self, item_state: State) -> None:
+        components = _components(item_state, "item")
+        self.backends = []
+        for j in range(components.shape[1]):
+            backend = self.mips()
+            backend.build(components[:, j].contiguous())
+            self.backends.append(backend)
+
+    def __call__(self, query_state: State, exclude_positions: Tensor | None) -> Tensor:
+        queries = _components(query_state, "query")
+        batch, num_query, dim = queries.shape
+        rows = queries.reshape(batch * num_query, dim)
+        exclude = None if exclude_positions is None else exclude_positions.repeat_interleave(num_query, dim=0)
+        parts = [backend.search(rows, self.k_per_pair, exclude).view(batch, -1) for backend in self.backends]
+        return torch.cat(parts, dim=1)
+
+
+class _AverageCandidates:
+    """MIPS between the mean query component and the mean item component."""
+
+    def __init__(self, num_candidates: int, mips: MIPSFactory) -> None:
+        if num_candidates < 1:
+            raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
+        self.num_candidates = num_candidates
+        self.mips = mips
+        self.backend: MIPSBackend | None = None
+
+    def build(self, item_state: State) -> None:
+        self.backend = self.mips()
+        self.backend.build(_components(item_state, "item").float().mean(dim=1))
+
+    def __call__(self, query_state: State, exclude_positions: Tensor | None, k: int) -> Tensor:
+        assert self.backend is not None
+        queries = _components(query_state, "query").float().mean(dim=1)
+        return self.backend.search(queries, max(self.num_candidates, k), exclude_positions)
+
+
+class _CandidateIndex(RetrievalIndex):
+    """Candidate generation + exact re-scoring, with exact search for queries short of candidates."""
+
+    def __init__(self, fallback_chunk_size: int = 65536, build_batch_size: int = 65536) -> None:
+        super().__init__(build_batch_size)
+        self._exact = ExactTopK(chunk_size=fallback_chunk_size, fused=False)
+        self.fallback_rows = 0
+
+    def _build(self) -> None:
+        assert self.head is not None
+        self._exact.build(self.head, item_ids=self.item_ids, item_state=self.item_state)
+        self._build_candidates(self.item_state)
+
+    def _build_candidates(self, item_state: State) -> None:
+        raise NotImplementedError
+
+    def _candidates(self, query_state: State, k: int, exclude_positions: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+    def _search(self, query_state: State, k: int, exclude_positions: Tensor | None) -> tuple[Tensor, Tensor]:
+        head = self._require_built()
+        width = min(k, self.num_items)
+        candidates = self._candidates(query_state, k, exclude_positions)
+        scores, positions, count = rescore_candidates(
+            head, query_state, self.item_state, candidates, width, exclude_positions
+        )
+        short = (count < width).nonzero()[:, 0]
+        self.fallback_rows = int(short.numel())
+        if scores.shape[1] < width:  # fewer candidate slots than k: every row is short
+            scores = torch.cat(
+                [scores, scores.new_full((scores.shape[0], width - scores.shape[1]), -math.inf)], 1
+            )
+            positions = torch.cat(
+                [positions, positions.new_full((positions.shape[0], width - positions.shape[1]), -1)], 1
+            )
+        if self.fallback_rows:
+            exclude = None if exclude_positions is None else exclude_positions[short]
+            exact_scores, exact_positions = self._exact._search(slice_state(query_state, short), k, exclude)
+            scores[short] = exact_scores.to(scores.dtype)
+            positions[short] = exact_positions
+        return scores, positions
+
+
+class PerComponentTopK(_CandidateIndex):
+    """Per component-pair MIPS top-k, union, re-score with the full MoL (spec §7.3, "MoLNaiveTopK").
+
+    Args:
+        k_per_pair: candidates per (query component, item component) pair; P * k_per_pair in total.
+        mips: zero-argument factory of the MIPS backend (one per item component); default
+            :class:`~rails.retrieval.mips.TorchMIPS`. In Hydra: a ``_partial_: true`` node.
+        fallback_chunk_size: chunk size of the exact search used for queries short of candidates.
+        build_batch_size: items encoded at once by :meth:`build`.
+    """
+
+    def __init__(
+        self,
+        k_per_pair: int = 10,
+        mips: MIPSFactory | None = None,
+        fallback_chunk_size: int = 65536,
+        build_batch_size: int = 65536,
+    ) -> None:
+        super().__init__(fallback_chunk_size, build_batch_size)
+        self.pairs = _PairCandidates(k_per_pair, mips or TorchMIPS)
+
+    def _build_candidates(self, item_state: State) -> None:
+        self.pairs.build(item_state)
+
+    def _candidates(self, query_state: State, k: int, exclude_positions: Tensor | None) -> Tensor:
+        return self.pairs(query_state, exclude_positions)
+
+
+class AverageTopK(_CandidateIndex):
+    """MIPS on averaged components, top-k', re-score with the full MoL (spec §7.4, "MoLAvgTopK").
+
+    Args:
+        num_candidates: k', candidates per query (raised to k when smaller).
+        mips: zero-argument factory of the MIPS backend; default TorchMIPS.
+        fallback_chunk_size: chunk size of the exact search used for queries short of candidates.
+        build_batch_size: items encoded at once by :meth:`build`.
+    """
+
+    def __init__(
+        self,
+        num_candidates: int = 500,
+        mips: MIPSFactory | None = None,
+        fallback_chunk_size: int = 65536,
+        build_batch_size: int = 65536,
+    ) -> None:
+        super().__init__(fallback_chunk_size, build_batch_size)
+        self.average = _AverageCandidates(num_candidates, mips or TorchMIPS)
+
+    def _build_candidates(self, item_state: State) -> None:
+        self.average.build(item_state)
+
+    def _candidates(self, query_state: State, k: int, exclude_positions: Tensor | None) -> Tensor:
+        return self.average(query_state, exclude_positions, k)
+
+
+class CombinedTopK(_CandidateIndex):
+    """Union of the per-pair and the averaged candidates, re-scored (spec §7.5, "MoLCombTopK").
+
+    Args:
+        k_per_pair: candidates per component pair.
+        num_candidates: candidates from the averaged components.
+        mips: zero-argument factory of the MIPS backends; default TorchMIPS.
+        fallback_chunk_size: chunk size of the exact search used for queries short of candidates.
+        build_batch_size: items encoded at once by :meth:`build`.
+    """
+
+    def __init__(
+        self,
+        k_per_pair: int = 5,
+        num_candidates: int = 200,
+        mips: MIPSFactory | None = None,
+        fallback_chunk_size: int = 65536,
+        build_batch_size: int = 65536,
+    ) -> None:
+        super().__init__(fallback_chunk_size, build_batch_size)
+        self.pairs = _PairCandidates(k_per_pair, mips or TorchMIPS)
+        self.average = _AverageCandidates(num_candidates, mips or TorchMIPS)
+
+    def _build_candidates(self, item_state: State) -> None:
+        self.pairs.build(item_state)
+        self.average.build(item_state)
+
+    def _candidates(self, query_state: State, k: int, exclude_positions: Tensor | None) -> Tensor:
+        return torch.cat(
+            [self.pairs(query_state, exclude_positions), self.average(query_state, exclude_positions, k)],
+            dim=1,
+        )

@@ -1,0 +1,131 @@
+"""Deterministic top-k building blocks shared by every index: stable selection, merging, chunked search.
+
+Every index of :mod:`rails.retrieval` orders results by score (descending) and breaks ties by corpus
+position (ascending), so exact, approximate and sharded searches return identical ids whenever they see
+identical scores. ``torch.topk`` alone picks an arbitrary subset among items tied at the k-th score;
+:func:`stable_topk` fixes that subset to the lowest positions.
+
+Padding convention: a result slot that could not be filled (the corpus minus the exclusions is smaller
+than k) has score ``-inf`` and position ``-1``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from rails.retrieval.exact import exclusion_mask
+
+ChunkScorer = Callable[[int, int], Tensor]  # (start, end) -> (R, end - start) scores
+
+
+def stable_topk(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Top-k per row, sorted by score descending, ties broken by the lower column index.
+
+    Args:
+        scores: (R, C) scores (``-inf`` = masked); NaN is rejected.
+        k: number kept; clipped to C.
+
+    Returns:
+        (R, min(k, C)) scores and (R, min(k, C)) int64 column indices.
+    """
+    rows, cols = scores.shape
+    k = min(k, cols)
+    if k == cols:
+        values, index = torch.sort(scores, dim=1, descending=True, stable=True)
+        return values, index
+    values = torch.topk(scores, k, dim=1).values
+    threshold = values[:, -1:]
+    above = scores > threshold
+    tied = scores == threshold
+    need = k - above.sum(dim=1, keepdim=True)
+    take = above | (tied & (tied.cumsum(dim=1) <= need))
+    picked = take.nonzero()
+    if picked.shape[0] != rows * k:
+        raise ValueError("stable_topk: scores contain NaN")
+    index = picked[:, 1].view(rows, k)  # row-major, so column order within each row
+    values = scores.gather(1, index)
+    order = torch.sort(values, dim=1, descending=True, stable=True).indices
+    return values.gather(1, order), index.gather(1, order)
+
+
+def merge_topk(scores: Tensor, positions: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Top-k of concatenated result lists, keeping the deterministic order.
+
+    Args:
+        scores: (R, C) scores of C concatenated results per row, each input list sorted and the lists
+            concatenated in increasing position order (chunks of a corpus, ranks of a sharded corpus).
+        positions: (R, C) int64 positions of those results (-1 = padding, with score ``-inf``).
+        k: results kept.
+
+    Returns:
+        (R, min(k, C)) scores and positions; ties keep the lower position (stable sort).
+    """
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+    return scores.gather(1, order), positions.gather(1, order)
+
+
+def chunked_topk(
+    score_chunk: ChunkScorer,
+    num_items: int,
+    rows: int,
+    k: int,
+    chunk_size: int,
+    exclude_positions: Tensor | None = None,
+    stable: bool = True,
+    device: torch.device | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Exact top-k over a corpus scored chunk by chunk, with a running top-k (memory R x (k + chunk)).
+
+    Args:
+        score_chunk: returns (R, end - start) scores against corpus[start:end].
+        num_items: X.
+        rows: R (queries, or query x component-pair rows).
+        k: results per row; the output has min(k, X) columns.
+        chunk_size: corpus items scored at once.
+        exclude_positions: (R, H) corpus positions to drop per row (-1 = none).
+        stable: deterministic tie-breaking by position (exact search); ``False`` uses plain
+            ``torch.topk`` (candidate generation, where the order of ties does not matter).
+        device: output device when ``num_items`` is 0.
+
+    Returns:
+        (R, min(k, X)) float scores sorted descending and int64 corpus positions; excluded or missing
+        slots are ``(-inf, -1)``.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    width = min(k, num_items)
+    best_scores: Tensor | None = None
+    best_positions: Tensor | None = None
+    for start in range(0, num_items, chunk_size):
+        end = min(start + chunk_size, num_items)
+        scores = score_chunk(start, end)
+        if exclude_positions is not None:
+            scores = scores.masked_fill(exclusion_mask(exclude_positions, start, end), -math.inf)
+        if stable:
+            values, index = stable_topk(scores, width)
+        else:
+            values, index = torch.topk(scores, min(width, end - start), dim=1)
+        positions = index + start
+        positions = positions.masked_fill(values == -math.inf, -1)
+        if best_scores is None:
+            best_scores, best_positions = values, positions
+            continue
+        assert best_positions is not None
+        cat_scores = torch.cat([best_scores, values], dim=1)
+        cat_positions = torch.cat([best_positions, positions], dim=1)
+        if stable:
+            best_scores, best_positions = merge_topk(cat_scores, cat_positions, width)
+        else:
+            best_scores, index = torch.topk(cat_scores, width, dim=1)
+            best_positions = cat_positions.gather(1, index)
+    if best_scores is None:
+        empty = torch.empty(rows, 0, device=device)
+        return empty, empty.long()
+    assert best_positions is not None
+    return best_scores, best_positions
