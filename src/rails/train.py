@@ -4,6 +4,9 @@ Examples:
     rails-train                                   # default experiment on the embedded synthetic data
     rails-train model.optimizer.lr=3e-3 trainer.max_epochs=5
     rails-train -m model.optimizer.lr=1e-3,3e-3 trainer.max_epochs=1
+    rails-train hparams_search=optuna                  # Optuna sweep maximising val/ndcg@10
+    rails-train trainer=ddp trainer.devices=2          # DDP, bf16-mixed (docs/operations.md)
+    rails-train ckpt_path=last hydra.run.dir=<run dir> # resume a killed run exactly
 """
 
 from __future__ import annotations
@@ -18,8 +21,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from rails.config_dir import config_dir
+from rails.utils.ddp_launch import hydra_safe_ddp_launch
 from rails.utils.instantiate import check_config, instantiate_dict
 from rails.utils.logging import get_logger, print_metrics_table, write_metrics
+from rails.utils.run_info import log_run_config
+from rails.utils.task import run_job
 
 log = get_logger(__name__)
 
@@ -41,7 +47,29 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     )
     loggers = instantiate_dict(cfg.get("logger"), "logger")
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    log_run_config(trainer, model, run_config)  # type: ignore[arg-type]
     return datamodule, model, trainer
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
+    """``ckpt_path`` to resume from: ``last`` means ``<output_dir>/checkpoints/last.ckpt`` of this run directory.
+
+    Raises:
+        FileNotFoundError: naming ``ckpt_path`` when the file does not exist.
+    """
+    if ckpt_path is None:
+        return None
+    if ckpt_path == "last":
+        path = Path(output_dir) / "checkpoints" / "last.ckpt"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"ckpt_path=last: no {path}; resume inside the killed run's directory with "
+                "`hydra.run.dir=<that run directory>` (or pass the checkpoint file as ckpt_path)"
+            )
+        return str(path)
+    if "://" not in ckpt_path and not Path(ckpt_path).is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
+    return ckpt_path
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -50,10 +78,22 @@ def run(cfg: DictConfig) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True)
     if cfg.get("matmul_precision"):
         torch.set_float32_matmul_precision(cfg.matmul_precision)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
     datamodule, model, trainer = build(cfg)
+    with hydra_safe_ddp_launch():
+        return _fit_and_evaluate(cfg, datamodule, model, trainer, ckpt_path)
+
+
+def _fit_and_evaluate(
+    cfg: DictConfig,
+    datamodule: L.LightningDataModule,
+    model: L.LightningModule,
+    trainer: L.Trainer,
+    ckpt_path: str | None,
+) -> dict[str, float]:
     metrics: dict[str, float] = {}
     if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
     if cfg.get("train", True):
@@ -74,10 +114,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> Any:
-    """Hydra entry point; returns ``cfg.optimized_metric`` for sweepers."""
-    metrics = run(cfg)
-    name = cfg.get("optimized_metric")
-    return metrics.get(name) if name else None
+    """Hydra entry point; returns ``cfg.optimized_metric`` for sweepers (NaN for a failed sweep job)."""
+    return run_job(run, cfg)
 
 
 if __name__ == "__main__":

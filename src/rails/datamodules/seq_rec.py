@@ -8,11 +8,12 @@ from pathlib import Path
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from rails.batch import collate_sequences
 from rails.datamodules.canonical import CanonicalData, DatasetSource, read_canonical
 from rails.datamodules.sequences import SequenceExamples, training_item_counts
+from rails.utils.samplers import ResumableDataLoader, ResumableRandomSampler, ShardedEvalSampler
 
 
 class SequentialDataModule(L.LightningDataModule):
@@ -105,22 +106,51 @@ class SequentialDataModule(L.LightningDataModule):
     def dataset(self, split: str) -> SequenceExamples:
         return SequenceExamples(self._require_data(), split, self.max_seq_len, self.holdout)  # type: ignore[arg-type]
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
+    def _world(self) -> tuple[int, int]:
+        """(global rank, world size) of the attached trainer, (0, 1) without one."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def _shuffle_seed(self) -> int:
+        """Training shuffle seed: the process seed (``seed_everything``), rank zero's value on every rank."""
+        seed = torch.initial_seed() % (2**31)
+        if self.trainer is not None and self.trainer.world_size > 1:
+            seed = int(self.trainer.strategy.broadcast(seed, src=0))
+        return seed
+
+    def _loader(self, split: str, batch_size: int, sampler: Sampler, **kwargs: object) -> DataLoader:
+        loader_cls = ResumableDataLoader if isinstance(sampler, ResumableRandomSampler) else DataLoader
+        return loader_cls(
             self.dataset(split),
+            sampler=sampler,
             batch_size=batch_size,
-            shuffle=shuffle,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             collate_fn=collate_sequences,
             persistent_workers=self.num_workers > 0,
+            **kwargs,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self._per_device_batch_size, shuffle=True)
+        """Shuffled, sharded over ranks, resumable mid-epoch (its position is stored in checkpoints)."""
+        rank, world = self._world()
+        seed = self._shuffle_seed()
+        sampler = ResumableRandomSampler(self.dataset("train"), num_replicas=world, rank=rank, seed=seed)
+        # A private generator for worker base seeds: iterating never draws from the global RNG.
+        generator = torch.Generator().manual_seed(seed)
+        return self._loader("train", self._per_device_batch_size, sampler, generator=generator)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        rank, world = self._world()
+        sampler = ShardedEvalSampler(self.dataset(split), num_replicas=world, rank=rank)
+        return self._loader(split, self.eval_batch_size, sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.eval_batch_size, shuffle=False)
+        """Each validation user exactly once over all ranks (no padding), so metrics match one device."""
+        return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_batch_size, shuffle=False)
+        """Each test user exactly once over all ranks (no padding), so metrics match one device."""
+        return self._eval_loader("test")

@@ -1,0 +1,77 @@
+"""Lightning DDP (subprocess launcher) under Hydra, including ``-m`` sweeps, without extra run directories.
+
+With ``strategy=ddp`` Lightning re-executes ``sys.argv`` for local ranks >= 1, adding only
+``hydra.run.dir``. Inside a Hydra sweep ``sys.argv`` still holds ``-m`` and the whole search space, so every
+child rank starts a sweep of its own (new multirun directories, extra trials). :func:`child_command` builds
+the command of one child rank from the *current job* instead: the job's own overrides, single-run mode, and
+the job's output directory, so all ranks of a job share one run directory. :func:`hydra_safe_ddp_launch`
+installs it for the duration of a ``with`` block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator, Sequence
+
+# Command-line flags of a Hydra app that take a value and must be passed on to child ranks.
+_VALUE_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
+_DROP_FLAGS = ("-m", "--multirun")
+
+
+def _app_flags(argv: Sequence[str]) -> list[str]:
+    """Keep the config-selection flags of ``argv`` (no overrides, no ``-m``)."""
+    kept: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in _VALUE_FLAGS and i + 1 < len(argv):
+            kept += [arg, argv[i + 1]]
+            i += 2
+            continue
+        if arg.startswith(tuple(f"{flag}=" for flag in _VALUE_FLAGS)):
+            kept.append(arg)
+        i += 1
+    return kept
+
+
+def child_command(local_rank: int) -> tuple[list[str], str]:
+    """(command, cwd) that runs the current Hydra job as local rank ``local_rank`` of a DDP group."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_original_cwd, to_absolute_path
+
+    import __main__
+
+    hydra_cfg = HydraConfig.get()
+    spec = getattr(__main__, "__spec__", None)
+    if spec is None:
+        command = [sys.executable, to_absolute_path(sys.argv[0])]
+    else:
+        command = [sys.executable, "-m", spec.name]
+    command += _app_flags(sys.argv[1:])
+    command += [o for o in hydra_cfg.overrides.task if not o.startswith("hydra.")]
+    command += [
+        f"hydra.run.dir={hydra_cfg.runtime.output_dir}",
+        "hydra.mode=RUN",
+        "hydra.output_subdir=null",
+        f"hydra.job.name={hydra_cfg.job.name}_rank{local_rank}",
+    ]
+    return command, get_original_cwd()
+
+
+@contextlib.contextmanager
+def hydra_safe_ddp_launch() -> Iterator[None]:
+    """Within the block, Lightning's subprocess DDP launcher starts child ranks with :func:`child_command`."""
+    from hydra.core.hydra_config import HydraConfig
+    from lightning.fabric.strategies.launchers import subprocess_script
+
+    if not HydraConfig.initialized() or os.environ.get("LOCAL_RANK", "0") != "0":
+        yield
+        return
+    original = subprocess_script._hydra_subprocess_cmd
+    subprocess_script._hydra_subprocess_cmd = child_command
+    try:
+        yield
+    finally:
+        subprocess_script._hydra_subprocess_cmd = original
