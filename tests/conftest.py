@@ -51,7 +51,7 @@ TINY_OVERRIDES = [
     "trainer.max_epochs=1",
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
-    "~callbacks.progress_bar",
+    "++callbacks.progress_bar=null",
     "~logger",
 ]
 

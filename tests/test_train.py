@@ -37,3 +37,21 @@ def test_one_epoch_writes_metrics_and_checkpoints(tmp_path: Path) -> None:
     checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert "last.ckpt" in checkpoints
     assert any(name.startswith("epoch_") for name in checkpoints)
+
+
+def test_sasrec_beats_popularity_on_synthetic_data(tmp_path: Path) -> None:
+    overrides = [
+        *TINY_OVERRIDES,
+        "data.source.num_users=400",
+        "data.source.num_items=200",
+        "data.source.num_clusters=10",
+        "data.source.max_length=40",
+        "trainer.max_epochs=12",
+        "model.negatives.num_negatives=32",
+        "model.optimizer.lr=3e-3",
+    ]
+    cfg = shrink(compose_config("train", overrides), tmp_path)
+    metrics = run(cfg)
+    GlobalHydra.instance().clear()
+    assert metrics["test/hr@10"] >= 2 * metrics["test/popularity/hr@10"], metrics
+    assert metrics["test/ndcg@10"] > metrics["test/popularity/ndcg@10"]
