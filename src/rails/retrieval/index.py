@@ -97,6 +97,7 @@ class RetrievalIndex(ABC):
 
     def _build(self) -> None:
         """Hook: derived structures (candidate stores, faiss indexes) from ``self.item_state``."""
+        self.item_state = self.item_state  # no derived structures by default
 
     @property
     def num_items(self) -> int:

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from rails.models.similarity.base import SimilarityHead, State, gather_state, slice_state
-from rails.retrieval.index import ExactTopK, RetrievalIndex
+from rails.retrieval.index import ExactTopK, RetrievalIndex, pad_results
 from rails.retrieval.mips import MIPSBackend, TorchMIPS
 from rails.retrieval.topk import stable_topk
 
@@ -80,6 +80,16 @@ def rescore_candidates(
     values, index = stable_topk(scores, k)
     chosen = positions.gather(1, index).masked_fill(values == -math.inf, -1)
     return values, chosen, (~invalid).sum(dim=1)
+
+
+def _available(num_items: int, exclude_positions: Tensor | None, like: Tensor) -> Tensor:
+    """(B,) corpus items left per query after its (distinct, valid) exclusions."""
+    if exclude_positions is None or exclude_positions.shape[1] == 0:
+        return torch.full_like(like, num_items)
+    excluded = torch.sort(exclude_positions, dim=1).values
+    distinct = excluded >= 0
+    distinct[:, 1:] &= excluded[:, 1:] != excluded[:, :-1]
+    return num_items - distinct.sum(dim=1)
 
 
 class _PairCandidates:
@@ -155,15 +165,11 @@ class _CandidateIndex(RetrievalIndex):
         scores, positions, count = rescore_candidates(
             head, query_state, self.item_state, candidates, width, exclude_positions
         )
-        short = (count < width).nonzero()[:, 0]
+        short = (count < _available(self.num_items, exclude_positions, count).clamp_max(width)).nonzero()[
+            :, 0
+        ]
         self.fallback_rows = int(short.numel())
-        if scores.shape[1] < width:  # fewer candidate slots than k: every row is short
-            scores = torch.cat(
-                [scores, scores.new_full((scores.shape[0], width - scores.shape[1]), -math.inf)], 1
-            )
-            positions = torch.cat(
-                [positions, positions.new_full((positions.shape[0], width - positions.shape[1]), -1)], 1
-            )
+        scores, positions = pad_results(scores, positions, width)  # fewer candidate slots than k
         if self.fallback_rows:
             exclude = None if exclude_positions is None else exclude_positions[short]
             exact_scores, exact_positions = self._exact._search(slice_state(query_state, short), k, exclude)

@@ -122,7 +122,7 @@ def chunked_topk(
         if stable:
             best_scores, best_positions = merge_topk(cat_scores, cat_positions, width)
         else:
-            best_scores, index = torch.topk(cat_scores, width, dim=1)
+            best_scores, index = torch.topk(cat_scores, min(width, cat_scores.shape[1]), dim=1)
             best_positions = cat_positions.gather(1, index)
     if best_scores is None:
         empty = torch.empty(rows, 0, device=device)
