@@ -95,9 +95,8 @@ class RetrievalIndex(ABC):
         self._build()
         return self
 
-    def _build(self) -> None:
+    def _build(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Hook: derived structures (candidate stores, faiss indexes) from ``self.item_state``."""
-        self.item_state = self.item_state  # no derived structures by default
 
     @property
     def num_items(self) -> int:
