@@ -236,3 +236,16 @@ def test_hstu_trains_and_beats_popularity(tmp_path: Path) -> None:
     metrics = run(cfg)
     GlobalHydra.instance().clear()
     assert metrics["test/hr@10"] > metrics["test/popularity/hr@10"] + 0.05, metrics
+
+
+def test_bench_script_smoke(tmp_path: Path) -> None:
+    """scripts/bench_hstu.py runs on CPU and writes its markdown + json report."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_hstu", CONF.parent / "scripts" / "bench_hstu.py")
+    bench = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    args = ["--device", "cpu", "--tiny", "--lengths", "8", "--tokens", "16", "--steps", "1", "--warmup", "0"]
+    result = bench.main([*args, "--no-epoch", "--precision", "32-true", "--out", str(tmp_path / "bench")])
+    assert result["steps"][0]["seq_len"] == 8 and result["steps"][0]["torch_ms"] > 0
+    assert "| 8 | 2 |" in (tmp_path / "bench.md").read_text()
