@@ -1,0 +1,202 @@
+"""HSTU + MoL vs HSTU + dot product, several seeds, on the embedded synthetic data and on ML-100K.
+
+Every run is a separate ``python -m rails.train`` process (Hydra overrides below) writing its own run
+directory; the script collects each run's ``metrics.json`` and writes ``docs/results.md`` with the mean ±
+sample std of the test HR@10 / NDCG@10 (and HR@50, MRR), the per-seed values, the exact commands and the
+device. Model selection uses a separate validation item (``data.holdout=2``) so the test item is never
+seen while choosing the checkpoint.
+
+Both heads use HSTU-large (ML-1M sizes: 8 blocks, 2 heads, 25/25, D 50) and the paper's head-specific
+settings: dot product = L2-normalised encoder output + loss temperature 0.05; MoL 8x4x64 = LayerNorm
+output, loss temperature 1.0, aux weights mi_loss 1e-3 and uid_embedding_l2_norm 0.1.
+
+Examples:
+    python scripts/compare_heads.py                                  # full comparison (GPU)
+    python scripts/compare_heads.py --ml100k-dir data_shared/ml-100k # where the raw u.data/u.item live
+    python scripts/compare_heads.py --quick --seeds 1 --datasets synthetic --output /tmp/results.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_ML100K = REPO_ROOT.parent / "shared" / "data" / "ml-100k"
+
+COMMON = [
+    "model/encoder=hstu_large",
+    "model.item_dim=50",
+    "model.optimizer.weight_decay=1e-3",
+    "model.negatives.num_negatives=128",
+    "data.holdout=2",
+    "data.batch_size=128",
+    "~logger",
+    "++callbacks.progress_bar=null",
+    "trainer.enable_progress_bar=false",
+]
+HEADS = {
+    "dot": ["model/similarity=dot", "model.loss.temperature=0.05", "model.encoder.output_norm=l2"],
+    "mol": [
+        "model/similarity=mol",
+        "model.loss.temperature=1.0",
+        "model.encoder.output_norm=layer_norm",
+        "++model.aux_loss_weights={mi_loss: 0.001, uid_embedding_l2_norm: 0.1}",
+    ],
+}
+# Full runs: enough epochs to converge on these small datasets (checkpoint chosen on val/ndcg@10).
+DATASETS = {
+    "synthetic": ["data=synthetic", "data.max_seq_len=50", "trainer.max_epochs=60"],
+    "ml_100k": ["data=ml_100k", "data.max_seq_len=200", "trainer.max_epochs=100"],
+}
+# --quick: tiny shapes and one short epoch, to check the pipeline on CPU (numbers are meaningless).
+QUICK = [
+    "model.item_dim=16",
+    "model.encoder.num_blocks=1",
+    "model.encoder.qk_dim=8",
+    "model.encoder.v_dim=8",
+    "model.negatives.num_negatives=16",
+    "model.similarity.component_dim=8",
+    "model.similarity.query_hidden_dim=16",
+    "trainer.max_epochs=1",
+    "++trainer.limit_train_batches=2",
+    "++trainer.limit_val_batches=2",
+    "++trainer.limit_test_batches=2",
+    "trainer.accelerator=cpu",
+    "data.max_seq_len=20",
+]
+QUICK_DATA = {
+    "synthetic": [
+        "data.source.num_users=120",
+        "data.source.num_items=200",
+        "data.source.num_clusters=10",
+        "data.source.min_length=8",
+        "data.source.max_length=30",
+    ],
+    "ml_100k": [],
+}
+MOL_ONLY_QUICK = {"model.similarity.component_dim", "model.similarity.query_hidden_dim"}
+METRICS = ("test/hr@10", "test/ndcg@10", "test/hr@50", "test/mrr")
+
+
+def overrides_for(dataset: str, head: str, seed: int, args: argparse.Namespace, run_dir: Path) -> list[str]:
+    """The Hydra overrides of one run."""
+    items = [*COMMON, *DATASETS[dataset], *HEADS[head], f"seed={seed}", f"hydra.run.dir={run_dir}"]
+    items.append(f"paths.data_dir={args.data_dir}")
+    if dataset == "ml_100k":
+        items += [f"data.source.raw_dir={args.ml100k_dir}", "data.source.download=false"]
+    if args.quick:
+        quick = [o for o in QUICK if head == "mol" or o.split("=")[0] not in MOL_ONLY_QUICK]
+        items += quick + QUICK_DATA[dataset]
+    return items + list(args.extra)
+
+
+def run_one(overrides: list[str], log_path: Path) -> dict[str, float]:
+    """Run ``python -m rails.train`` with ``overrides``; returns its metrics.json."""
+    command = [sys.executable, "-m", "rails.train", *overrides]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log:
+        result = subprocess.run(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, check=False)
+    if result.returncode != 0:
+        tail = "\n".join(log_path.read_text().splitlines()[-30:])
+        raise RuntimeError(f"run failed ({result.returncode}): {shlex.join(command)}\n{tail}")
+    run_dir = Path(next(o.split("=", 1)[1] for o in overrides if o.startswith("hydra.run.dir=")))
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def mean_std(values: list[float]) -> str:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.4f} ± {std:.4f}"
+
+
+def render(
+    results: dict, commands: list[str], args: argparse.Namespace, device: str, seeds: list[int]
+) -> str:
+    lines = [
+        "# HSTU + MoL vs HSTU + dot product",
+        "",
+        f"Written by `scripts/compare_heads.py` on {dt.datetime.now().isoformat(timespec='seconds')}; "
+        f"device: **{device}**; torch {torch.__version__}; seeds {seeds}"
+        + ("; **QUICK MODE: tiny models, 2 batches, numbers are meaningless**" if args.quick else "")
+        + ".",
+        "",
+        "Test metrics of the checkpoint with the best val/ndcg@10 (separate validation item, `data.holdout=2`),",
+        "mean ± sample std over seeds. HSTU-large (8 blocks, 2 heads, 25/25, D 50), R = 128 uniform negatives.",
+        "",
+        "| dataset | head | HR@10 | NDCG@10 | HR@50 | MRR |",
+        "|---|---|---|---|---|---|",
+    ]
+    verdicts = []
+    for dataset, per_head in results.items():
+        for head, runs in per_head.items():
+            cells = [mean_std([r[m] for r in runs]) for m in METRICS]
+            lines.append(f"| {dataset} | {head} | " + " | ".join(cells) + " |")
+        if {"dot", "mol"} <= per_head.keys():
+            for metric in ("test/hr@10", "test/ndcg@10"):
+                mol = statistics.fmean(r[metric] for r in per_head["mol"])
+                dot = statistics.fmean(r[metric] for r in per_head["dot"])
+                verdict = "MoL better" if mol > dot else "MoL NOT better"
+                verdicts.append(
+                    f"- {dataset} {metric}: MoL {mol:.4f} vs dot {dot:.4f} ({verdict}, {mol / dot - 1:+.1%})"
+                )
+    lines += ["", "## Verdict (means)", "", *verdicts, "", "## Per-seed test HR@10 / NDCG@10", ""]
+    for dataset, per_head in results.items():
+        for head, runs in per_head.items():
+            values = ", ".join(f"{r['test/hr@10']:.4f} / {r['test/ndcg@10']:.4f}" for r in runs)
+            lines.append(f"- {dataset} {head}: {values}")
+    lines += ["", "## Commands", "", "```"]
+    lines += [" ".join(["python", "scripts/compare_heads.py", *sys.argv[1:]]), "# which ran:"]
+    lines += commands
+    lines += ["```", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny models, 2 batches: a CPU pipeline check")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--heads", nargs="+", default=list(HEADS), choices=list(HEADS))
+    parser.add_argument(
+        "--ml100k-dir", type=Path, default=DEFAULT_ML100K, help="folder with u.data and u.item"
+    )
+    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "data", help="prepared-dataset cache")
+    parser.add_argument("--runs-dir", type=Path, default=REPO_ROOT / "logs" / "compare_heads")
+    parser.add_argument("--output", type=Path, default=REPO_ROOT / "docs" / "results.md")
+    parser.add_argument("extra", nargs="*", help="extra Hydra overrides applied to every run")
+    args = parser.parse_args()
+    if "ml_100k" in args.datasets and not (args.ml100k_dir / "u.data").is_file():
+        parser.error(f"--ml100k-dir {args.ml100k_dir} has no u.data (needed for the ml_100k runs)")
+    args.ml100k_dir = args.ml100k_dir.resolve()
+    args.data_dir = args.data_dir.resolve()
+    stamp = dt.datetime.now().strftime("%Y%m%d_%H%M%S")
+    results: dict[str, dict[str, list[dict[str, float]]]] = {}
+    commands = []
+    for dataset in args.datasets:
+        for head in args.heads:
+            for seed in args.seeds:
+                run_dir = (args.runs_dir / stamp / f"{dataset}_{head}_seed{seed}").resolve()
+                overrides = overrides_for(dataset, head, seed, args, run_dir)
+                commands.append(shlex.join(["python", "-m", "rails.train", *overrides]))
+                print(f"[{dataset} {head} seed {seed}] {run_dir}", flush=True)
+                metrics = run_one(overrides, run_dir / "stdout.log")
+                results.setdefault(dataset, {}).setdefault(head, []).append(metrics)
+                print("   " + ", ".join(f"{m} {metrics[m]:.4f}" for m in METRICS), flush=True)
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() and not args.quick else "cpu"
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(render(results, commands, args, device, args.seeds))
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
