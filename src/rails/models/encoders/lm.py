@@ -61,6 +61,14 @@ def load_pretrained(name_or_path: str) -> nn.Module:
     return model
 
 
+def enable_checkpointing(model: nn.Module) -> None:
+    """Turn on activation (gradient) checkpointing of a Hugging Face model, old or new transformers API."""
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 class TokenMixer(nn.Module):
     """P softmax mixtures over token positions, computed from one token state (spec §8 mode B).
 
@@ -98,7 +106,9 @@ class TokenMixer(nn.Module):
             )
         logits = self.mlp(states[:, min(self.position, length - 1)])
         logits = logits.view(batch, self.max_length, self.num_components)[:, :length]
-        logits = logits.float().masked_fill(attention_mask[:, :, None] == 0, MASKED_LOGIT)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32)).masked_fill(
+            attention_mask[:, :, None] == 0, MASKED_LOGIT
+        )
         return torch.softmax(logits, dim=1)
 
     def forward(self, states: Tensor, attention_mask: Tensor) -> Tensor:
@@ -169,7 +179,7 @@ class LMEncoder(nn.Module):
             self.towers["passage"] = load_pretrained(model_name_or_path)
         if gradient_checkpointing:
             for tower in self.towers.values():
-                tower.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                enable_checkpointing(tower)
         self.hidden_size = int(self.towers["query"].config.hidden_size)
         self.dim = self.hidden_size * num_components
         self.mixers = nn.ModuleDict()
