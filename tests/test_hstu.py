@@ -227,6 +227,7 @@ def test_experiment_presets_compose(preset: str) -> None:
 
 
 def test_hstu_trains_and_beats_popularity(tmp_path: Path) -> None:
+    """12 tiny epochs of HSTU through rails.train.run clearly beat the popularity ranking."""
     overrides = TINY_OVERRIDES + [
         "model/encoder=hstu",
         "data.source.num_users=300",
