@@ -212,7 +212,7 @@ def fused_mol_topk(
         return torch.empty(batch, 0, device=device), torch.empty(batch, 0, dtype=torch.int64, device=device)
 
     compute_dtype = torch.bfloat16 if item_components.dtype == torch.bfloat16 else torch.float32
-    precision = "tf32" if compute_dtype == torch.bfloat16 else "ieee"
+    precision = None if compute_dtype == torch.bfloat16 else "ieee"  # bf16 operands: default dot
     qi_in, qi_out = head.gating.qi_part[1], head.gating.qi_part[3]
     hidden = qi_in.out_features
     kd, kd_pad = num_item_comp * dim, _next_pow2(num_item_comp * dim)
