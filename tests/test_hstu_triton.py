@@ -98,12 +98,24 @@ def test_triton_matches_reference_cuda(lengths, n, heads, dqk, dv, dtype, tol) -
 @pytest.mark.gpu
 @cuda
 def test_hstu_encoder_triton_equals_torch_cuda() -> None:
+    from rails.batch import SequenceBatch
     from rails.models.encoders import HSTU
-    from tests.test_hstu import random_batch
 
     torch.manual_seed(0)
     model = HSTU(dim=50, max_seq_len=200, num_blocks=2, num_heads=2, qk_dim=25, v_dim=25).cuda().eval()
-    batch = random_batch([200, 90, 3], n=200).to("cuda")
+    lengths = torch.tensor([200, 90, 3])
+    valid = torch.arange(200)[None, :] < lengths[:, None]
+    times = 1_000_000_000 + torch.randint(1, 10**6, (3, 201)).cumsum(1)
+    batch = SequenceBatch(
+        user_ids=torch.arange(3),
+        history_ids=torch.randint(1, 100, (3, 200)) * valid,
+        history_timestamps=times[:, :200] * valid,
+        history_ratings=valid.float(),
+        lengths=lengths,
+        target_ids=torch.randint(1, 100, (3,)),
+        target_timestamps=times[torch.arange(3), lengths],
+        target_ratings=torch.ones(3),
+    ).to("cuda")
     emb = torch.randn(3, 200, 50, device="cuda", requires_grad=True)
     outputs = []
     for impl in ("torch", "triton"):
