@@ -19,6 +19,7 @@ from rails.models.encoders.sasrec import SASRec
 from rails.models.losses import SampledSoftmaxLoss, UniformNegatives
 from rails.models.retrieval_module import RetrievalModule
 from rails.models.similarity import DotProductSimilarity, MoLSimilarity
+from rails.models.similarity.base import gather_state
 from rails.models.similarity.mol_gating import SoftmaxDropoutMixer, mutual_information_loss
 from rails.train import run
 from tests.conftest import TINY_OVERRIDES, compose_config, shrink
@@ -152,6 +153,19 @@ def test_training_forward_without_dropout_matches_reference_and_aux_losses(input
     torch.testing.assert_close(
         output.aux_losses["uid_embedding_l2_norm"].double(), (uid**2).sum(-1).mean(), rtol=1e-6, atol=1e-8
     )
+
+
+def test_forward_state_with_deduplicated_items_equals_forward(inputs) -> None:
+    q, items, _, user_ids = inputs
+    head = make_head(softmax_dropout=0.0, item_dropout=0.0, uid_dropout=0.0).train()
+    ids = torch.tensor([[0, 3, 3, 1], [4, 4, 4, 0], [2, 1, 0, 3]])  # sampled corpus positions (B, R)
+    direct = head(q, items[ids], user_ids=user_ids)
+    unique, inverse = ids.unique(return_inverse=True)
+    state = gather_state(head.encode_items(items[unique]), inverse)
+    via_state = head.forward_state(q, state, user_ids=user_ids)
+    torch.testing.assert_close(via_state.scores, direct.scores, rtol=1e-10, atol=1e-10)
+    for name in ("mi_loss", "uid_embedding_l2_norm"):
+        torch.testing.assert_close(via_state.aux_losses[name], direct.aux_losses[name])
 
 
 def test_state_layout(inputs) -> None:
@@ -519,3 +533,24 @@ def test_experiment_presets_compose_and_instantiate(name: str) -> None:
     assert model.hparams.item_dim == dim
     out = head(torch.randn(2, dim), torch.randn(2, 3, dim), user_ids=torch.tensor([1, 2]))
     assert out.scores.shape == (2, 3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_eager_compiled_and_bf16_match_reference(inputs) -> None:
+    q, items, per_query, user_ids = inputs
+    head = make_head().eval()
+    expected_shared, _ = reference_scores(head, q, items, user_ids)
+    expected_pairs, _ = reference_scores(head, q, per_query, user_ids)
+    device = torch.device("cuda")
+    cuda_head = make_head().float().eval().to(device)
+    args = (q.float().to(device),)
+    ctx = {"user_ids": user_ids.to(device)}
+    for variant in ("eager", "compiled", "bf16"):
+        cuda_head.autocast_bf16 = variant == "bf16"
+        cuda_head._mix_fn = torch.compile(cuda_head._mix) if variant == "compiled" else cuda_head._mix
+        tol = {"rtol": 0.05, "atol": 0.5} if variant == "bf16" else {"rtol": 1e-3, "atol": 1e-2}
+        shared = cuda_head(*args, items.float().to(device), **ctx).scores.double().cpu()
+        pairs = cuda_head(*args, per_query.float().to(device), **ctx).scores.double().cpu()
+        torch.testing.assert_close(shared, expected_shared, **tol)
+        torch.testing.assert_close(pairs, expected_pairs, **tol)

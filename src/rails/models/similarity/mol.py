@@ -292,10 +292,19 @@ class MoLSimilarity(SimilarityHead):
             raise ValueError(
                 f"item_embeddings must be (X, D) or (B, X, D), got shape {tuple(item_embeddings.shape)}"
             )
-        pairwise = item_embeddings.dim() == 3
+        with self._precision(query_embeddings):
+            item_state = self.encode_items(item_embeddings)
+        return self.forward_state(query_embeddings, item_state, **ctx)
+
+    def forward_state(self, query_embeddings: Tensor, item_state: State, **ctx: Tensor) -> SimilarityOutput:
+        """Training path from a precomputed item state ((X, ...) shared or (B, X, ...) per query).
+
+        Lets a caller encode each distinct sampled item once (``encode_items`` on unique ids, then
+        ``gather_state``) instead of once per occurrence; scores and aux losses are as in :meth:`forward`.
+        """
+        pairwise = item_state["components"].dim() == 4
         with self._precision(query_embeddings):
             query_state, squared_uid_norms = self._encode_queries(query_embeddings, ctx.get("user_ids"))
-            item_state = self.encode_items(item_embeddings)
             scores, weights = self._mix_fn(
                 query_state["components"],
                 query_state["gate"],
