@@ -15,6 +15,8 @@ from rails.utils.instantiate import ConfigError, check_config
 from tests.conftest import TINY_OVERRIDES, compose_config
 
 CONF = Path(config_dir())
+# Options that are templates with mandatory (`???`) keys: the values a user must give.
+MANDATORY = {("data", "qa_beir"): ["data.source.name=scifact"]}
 SKIP_GROUPS = {"hydra", "local", "hparams_search"}  # hydra internals, per-machine files, sweeper-only configs
 
 
@@ -54,6 +56,12 @@ def test_every_group_option_composes_and_instantiates(group: str, option: str, t
         overrides = [f"experiment={option}", "~logger", "trainer.max_epochs=1"]
     else:
         overrides = [*TINY_OVERRIDES, f"{group}={option}"]
+        if group == "data" and option != "synthetic":  # the tiny sizes are synthetic-generator keys
+            overrides = [o for o in overrides if not o.startswith("data.")]
+        if option.startswith("qa_"):  # text retrieval: QA data and the dual-encoder model go together
+            overrides = [o for o in overrides if not o.startswith(("data.", "model."))]
+            overrides += ["model=qa_dual_encoder"] if group == "data" else ["data=qa_scifact"]
+        overrides += MANDATORY.get((group, option), [])
         if group == "logger":
             overrides.remove("~logger")
     cfg = compose_config("train", overrides)

@@ -93,7 +93,7 @@ class SequentialDataModule(L.LightningDataModule):
 
     def corpus_item_ids(self) -> Tensor:
         """(X,) int64 every candidate item id (the evaluation corpus and the negative pool)."""
-        return torch.from_numpy(self._require_data().corpus_item_ids)
+        return torch.from_numpy(self._require_data().corpus_item_ids.copy())
 
     def corpus_dataloader(self, batch_size: int = 65536) -> DataLoader:
         """Batches of candidate item ids, (<= batch_size,) int64 each, covering the corpus once in order."""
