@@ -116,6 +116,7 @@ def test_lm_encoder_towers_and_options() -> None:
     assert set(encoder.towers) == {"query", "passage"}
     assert encoder.towers["query"] is not encoder.towers["passage"]
     tower = encoder.towers["query"]
+    assert tower.training  # from_pretrained returns eval mode; dropout must follow the module's mode
     assert getattr(tower, "is_activation_checkpointing", None) or tower.is_gradient_checkpointing
     ids = torch.tensor([[101, 7592, 102]])
     with torch.no_grad():

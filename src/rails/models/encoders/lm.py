@@ -52,13 +52,13 @@ def resolve_pretrained(name_or_path: str) -> str:
 
 
 def load_pretrained(name_or_path: str) -> nn.Module:
-    """``AutoModel.from_pretrained`` without the unused pooler head (it would get no gradient under DDP)."""
+    """``AutoModel.from_pretrained`` in train mode, without the unused pooler head (no gradient under DDP)."""
     from transformers import AutoModel
 
     model = AutoModel.from_pretrained(resolve_pretrained(name_or_path))
     if getattr(model, "pooler", None) is not None:
         model.pooler = None
-    return model
+    return model.train()  # from_pretrained returns eval mode; the owning module's mode must decide (dropout)
 
 
 def enable_checkpointing(model: nn.Module) -> None:
