@@ -114,12 +114,15 @@ def inputs() -> tuple[Tensor, Tensor, Tensor, Tensor]:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_eager_compiled_and_bf16_match_reference(inputs) -> None:
+def test_cuda_eager_compiled_and_bf16_match_reference(inputs, request: pytest.FixtureRequest) -> None:
     q, items, per_query, user_ids = inputs
     head = make_head().eval()
     expected_shared, _ = reference_scores(head, q, items, user_ids)
     expected_pairs, _ = reference_scores(head, q, per_query, user_ids)
     device = torch.device("cuda")
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")  # earlier tests may have switched TF32 on
+    request.addfinalizer(lambda: torch.set_float32_matmul_precision(previous))
     cuda_head = copy.deepcopy(head).float().to(device)
     args = (q.float().to(device),)
     ctx = {"user_ids": user_ids.to(device)}
