@@ -107,6 +107,17 @@ def test_child_command_runs_the_current_job_not_the_sweep(tmp_path: Path, monkey
     assert cwd == str(tmp_path)
 
 
+def test_launch_patch_reaches_lightnings_ddp_launcher(tmp_path: Path) -> None:
+    from lightning.pytorch.strategies.launchers import subprocess_script
+
+    original = subprocess_script._hydra_subprocess_cmd
+    shrink(compose_config("train", []), tmp_path)  # initialises HydraConfig, as inside a Hydra app
+    with ddp_launch.hydra_safe_ddp_launch():
+        assert subprocess_script._hydra_subprocess_cmd is ddp_launch.child_command
+    assert subprocess_script._hydra_subprocess_cmd is original
+    GlobalHydra.instance().clear()
+
+
 # ------------------------------------------------------------------------------------------------ slow
 DDP_OVERRIDES = [
     *(o for o in TINY_OVERRIDES if not o.startswith(("trainer.accelerator", "data.source.num_users"))),

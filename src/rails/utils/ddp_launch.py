@@ -64,14 +64,19 @@ def child_command(local_rank: int) -> tuple[list[str], str]:
 def hydra_safe_ddp_launch() -> Iterator[None]:
     """Within the block, Lightning's subprocess DDP launcher starts child ranks with :func:`child_command`."""
     from hydra.core.hydra_config import HydraConfig
-    from lightning.fabric.strategies.launchers import subprocess_script
+    from lightning.fabric.strategies.launchers import subprocess_script as fabric_launcher
+    from lightning.pytorch.strategies.launchers import subprocess_script as pytorch_launcher
 
     if not HydraConfig.initialized() or os.environ.get("LOCAL_RANK", "0") != "0":
         yield
         return
-    original = subprocess_script._hydra_subprocess_cmd
-    subprocess_script._hydra_subprocess_cmd = child_command
+    # Both modules hold a reference to the function (the pytorch launcher imports it from fabric's).
+    modules = [m for m in (fabric_launcher, pytorch_launcher) if hasattr(m, "_hydra_subprocess_cmd")]
+    originals = [m._hydra_subprocess_cmd for m in modules]
+    for module in modules:
+        module._hydra_subprocess_cmd = child_command
     try:
         yield
     finally:
-        subprocess_script._hydra_subprocess_cmd = original
+        for module, original in zip(modules, originals):
+            module._hydra_subprocess_cmd = original

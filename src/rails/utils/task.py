@@ -32,12 +32,21 @@ def finish_wandb(exit_code: int = 0) -> None:
         wandb.finish(exit_code=exit_code)
 
 
+def release_process_group() -> None:
+    """Destroy the default ``torch.distributed`` process group, if any (the next sweep job builds its own)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def run_job(task: Callable[[DictConfig], Mapping[str, float]], cfg: DictConfig) -> float | None:
     """Run ``task(cfg)`` and return ``cfg.optimized_metric`` from its metrics (for sweepers).
 
     In a multirun a raised exception is logged, its traceback written to ``<output_dir>/error.txt`` and the
     job scored NaN (Optuna marks the trial failed and continues; the basic sweeper moves on). Outside a
-    multirun the exception propagates (non-zero exit status). The W&B run is finished in every case.
+    multirun the exception propagates (non-zero exit status). The W&B run is finished and the DDP process
+    group destroyed in every case.
     """
     name = cfg.get("optimized_metric")
     exit_code = 0
@@ -53,6 +62,7 @@ def run_job(task: Callable[[DictConfig], Mapping[str, float]], cfg: DictConfig) 
         return math.nan if name else None
     finally:
         finish_wandb(exit_code)
+        release_process_group()
     if not name:
         return None
     if name not in metrics:
