@@ -107,14 +107,19 @@ def test_child_command_runs_the_current_job_not_the_sweep(tmp_path: Path, monkey
     assert cwd == str(tmp_path)
 
 
-def test_launch_patch_reaches_lightnings_ddp_launcher(tmp_path: Path) -> None:
+def test_launch_patch_reaches_lightnings_ddp_launcher(tmp_path: Path, monkeypatch) -> None:
     from lightning.pytorch.strategies.launchers import subprocess_script
 
     original = subprocess_script._hydra_subprocess_cmd
     shrink(compose_config("train", []), tmp_path)  # initialises HydraConfig, as inside a Hydra app
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setenv("MASTER_PORT", "1234")
     with ddp_launch.hydra_safe_ddp_launch():
         assert subprocess_script._hydra_subprocess_cmd is ddp_launch.child_command
+        os.environ["LOCAL_RANK"] = "0"  # what the launcher does in the launching process
+        os.environ["MASTER_PORT"] = "5555"
     assert subprocess_script._hydra_subprocess_cmd is original
+    assert "LOCAL_RANK" not in os.environ and os.environ["MASTER_PORT"] == "1234"
     GlobalHydra.instance().clear()
 
 

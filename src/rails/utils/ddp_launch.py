@@ -17,7 +17,9 @@ from collections.abc import Iterator, Sequence
 
 # Command-line flags of a Hydra app that take a value and must be passed on to child ranks.
 _VALUE_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
-_DROP_FLAGS = ("-m", "--multirun")
+# Environment variables Lightning's launcher sets in the launching process; left behind, they would make the
+# next job of a sweep believe its processes are started externally (LOCAL_RANK) and never start its children.
+_LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 
 
 def _app_flags(argv: Sequence[str]) -> list[str]:
@@ -62,7 +64,11 @@ def child_command(local_rank: int) -> tuple[list[str], str]:
 
 @contextlib.contextmanager
 def hydra_safe_ddp_launch() -> Iterator[None]:
-    """Within the block, Lightning's subprocess DDP launcher starts child ranks with :func:`child_command`."""
+    """Within the block, Lightning's subprocess DDP launcher starts child ranks with :func:`child_command`.
+
+    On exit the launcher's environment variables are restored, so the next job of a sweep launches its own
+    ranks on a fresh port.
+    """
     from hydra.core.hydra_config import HydraConfig
     from lightning.fabric.strategies.launchers import subprocess_script as fabric_launcher
     from lightning.pytorch.strategies.launchers import subprocess_script as pytorch_launcher
@@ -73,6 +79,7 @@ def hydra_safe_ddp_launch() -> Iterator[None]:
     # Both modules hold a reference to the function (the pytorch launcher imports it from fabric's).
     modules = [m for m in (fabric_launcher, pytorch_launcher) if hasattr(m, "_hydra_subprocess_cmd")]
     originals = [m._hydra_subprocess_cmd for m in modules]
+    saved_env = {key: os.environ.get(key) for key in _LAUNCH_ENV}
     for module in modules:
         module._hydra_subprocess_cmd = child_command
     try:
@@ -80,3 +87,8 @@ def hydra_safe_ddp_launch() -> Iterator[None]:
     finally:
         for module, original in zip(modules, originals):
             module._hydra_subprocess_cmd = original
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
