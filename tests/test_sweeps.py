@@ -124,6 +124,21 @@ def test_sweep_summary_picks_the_best_trial(tmp_path: Path, capsys) -> None:
     assert "best: job 1" in out and "failed" in out
 
 
+@pytest.mark.parametrize(
+    ("app", "overrides", "metric"),
+    [
+        ("train", [], "val/ndcg@10"),
+        ("eval", ["ckpt_path=x"], "val/ndcg@10"),
+        ("train", ["optimized_metric=val/hr@10"], "val/hr@10"),
+    ],
+)
+def test_hydra_callbacks_instantiate_for_both_apps(app: str, overrides: list[str], metric: str) -> None:
+    cfg = compose_config(app, overrides)
+    GlobalHydra.instance().clear()
+    summary = hydra.utils.instantiate(cfg.hydra.callbacks.summary)
+    assert isinstance(summary, SweepSummary) and summary.metric == metric
+
+
 def test_sweep_summary_rejects_bad_mode() -> None:
     with pytest.raises(ValueError, match="hydra.callbacks.summary.mode"):
         SweepSummary(mode="best")  # type: ignore[arg-type]
