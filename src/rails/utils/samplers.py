@@ -111,7 +111,8 @@ class ResumableDataLoader(DataLoader):
 
     ``state_dict()`` -> ``{"epoch", "seed", "batches"}``: batches handed out so far in the current epoch.
     Lightning does not prefetch from sized loaders, so at ``on_train_batch_end`` this equals the number of
-    batches trained on in the epoch. ``load_state_dict`` makes the next iteration skip those batches.
+    batches trained on in the epoch. ``load_state_dict`` adopts the stored shuffle seed and makes the next
+    iteration skip those batches.
     """
 
     def __init__(self, dataset: Any, sampler: ResumableRandomSampler, batch_size: int, **kwargs: Any) -> None:
@@ -138,11 +139,7 @@ class ResumableDataLoader(DataLoader):
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         sampler: ResumableRandomSampler = self.sampler  # type: ignore[assignment]
-        if int(state["seed"]) != sampler.seed:
-            raise ValueError(
-                f"checkpoint loader state was written with shuffle seed {state['seed']}, this run uses "
-                f"{sampler.seed} (set the same `seed` to resume)"
-            )
+        sampler.seed = int(state["seed"])  # the interrupted run's shuffle (also when `seed` was null)
         batches = int(state["batches"])
         sampler.resume_at(int(state["epoch"]), min(batches * self.batch_size, sampler.num_samples))  # type: ignore[operator]
         self._epoch = int(state["epoch"])
