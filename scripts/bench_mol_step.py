@@ -30,7 +30,6 @@ from rails.models.encoders.hstu import HSTU
 from rails.models.losses import SampledSoftmaxLoss, UniformNegatives
 from rails.models.retrieval_module import RetrievalModule
 from rails.models.similarity import DotProductSimilarity, MoLSimilarity
-from rails.models.similarity.base import gather_state
 from rails.utils.run_info import git_commit
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +79,7 @@ def make_batch(shapes: Shapes, full_length: bool, device: torch.device, seed: in
 
 
 def make_module(shapes: Shapes, head: str, device: torch.device) -> RetrievalModule:
-    """HSTU-large + the requested head ("dot", "mol", "mol_compiled", "mol_dedup"), paper settings for each."""
+    """HSTU-large + the requested head ("dot", "mol", "mol_compiled"), paper settings for each."""
     mol = head.startswith("mol")
     encoder = HSTU(
         dim=shapes.dim,
@@ -123,31 +122,6 @@ def make_module(shapes: Shapes, head: str, device: torch.device) -> RetrievalMod
     return module.train()
 
 
-def dedup_training_loss(module: RetrievalModule, batch: SequenceBatch) -> torch.Tensor:
-    """``RetrievalModule.training_loss`` with the negatives' item state computed once per distinct id.
-
-    A proposed change to the module (see ``MoLSimilarity.forward_state``), benchmarked as "mol_dedup";
-    item-projection dropout is then shared by all occurrences of an item within the step.
-    """
-    per_position = module.sequence_embeddings(batch)
-    next_ids = batch.next_ids()
-    supervised = batch.valid_mask & (next_ids != 0)
-    queries, positives = per_position[supervised], next_ids[supervised]
-    user_ids = batch.user_ids[:, None].expand_as(next_ids)[supervised]
-    negative_ids = module.negatives(queries.shape[0], module.corpus_ids)
-    head = module.similarity
-    positive_out = head(queries, module.items(positives)[:, None, :], user_ids=user_ids)
-    unique, inverse = negative_ids.unique(return_inverse=True)
-    state = gather_state(head.encode_items(module.items(unique)), inverse)
-    negative_out = head.forward_state(queries, state, user_ids=user_ids)
-    total = module.loss(
-        positive_out.scores[:, 0], negative_out.scores, collisions=negative_ids == positives[:, None]
-    )
-    for name, value in positive_out.aux_losses.items():
-        total = total + module.aux_loss_weights[name] * value
-    return total
-
-
 def time_steps(
     step: Callable[[], None], device: torch.device, warmup: int, iters: int
 ) -> tuple[float, float, list[float]]:
@@ -175,10 +149,7 @@ def bench(shapes: Shapes, head: str, precision: str, args: argparse.Namespace, d
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
-            if head == "mol_dedup":
-                total = dedup_training_loss(module, batch)
-            else:
-                total, _ = module.training_loss(batch)
+            total, _ = module.training_loss(batch)
         total.backward()
         optimizer.step()
 
@@ -237,7 +208,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--tiny", action="store_true", help="tiny shapes, CPU-friendly smoke run")
-    parser.add_argument("--heads", nargs="+", default=None, help="subset of: dot mol mol_compiled mol_dedup")
+    parser.add_argument("--heads", nargs="+", default=None, help="subset of: dot mol mol_compiled")
     parser.add_argument("--precisions", nargs="+", default=None, help="subset of: fp32 bf16")
     parser.add_argument("--full-length", action="store_true", help="every history has N valid positions")
     parser.add_argument("--warmup", type=int, default=None)
@@ -247,7 +218,7 @@ def main() -> None:
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     shapes = TINY if args.tiny else FULL
-    heads = args.heads or (["dot", "mol", "mol_dedup"] + (["mol_compiled"] if cuda else []))
+    heads = args.heads or (["dot", "mol"] + (["mol_compiled"] if cuda else []))
     precisions = args.precisions or (["fp32", "bf16"] if cuda else ["fp32"])
     args.warmup = args.warmup if args.warmup is not None else (1 if args.tiny else 5)
     args.iters = args.iters if args.iters is not None else (3 if args.tiny else 20)

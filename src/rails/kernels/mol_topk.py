@@ -35,9 +35,11 @@ EMPTY_KEY = -(2**63) + 1  # below every packed finite or infinite score
 try:  # Triton is optional: the module imports without it, the kernel then is unavailable.
     import triton
     import triton.language as tl
+    from triton.runtime.errors import OutOfResources
 except ImportError:  # pragma: no cover - exercised only without triton
     triton = None
     tl = None
+    OutOfResources = RuntimeError  # noqa: N806
 
 
 def _next_pow2(n: int, floor: int = 16) -> int:
@@ -253,33 +255,46 @@ def fused_mol_topk(
     items_per_split = triton.cdiv(triton.cdiv(num_items, num_splits), block) * block
     num_splits = triton.cdiv(num_items, items_per_split)
     out = torch.empty(batch, num_splits, k_pad, dtype=torch.int64, device=device)
-    _mol_topk_kernel[(batch, num_splits)](
-        items,
-        item_gate,
-        fbd_pad,
-        query_gate,
-        w1,
-        b1,
-        w2,
-        b2,
-        excl,
-        out,
-        num_items,
-        items_per_split,
-        num_splits,
-        1.0 / head.temperature,
-        items.stride(0),
-        item_gate.stride(0),
-        KD=kd,
-        KD_PAD=kd_pad,
-        P=pairs,
-        P_PAD=p_pad,
-        H_PAD=h_pad,
-        E_PAD=e_pad,
-        BLOCK_X=block,
-        K_PAD=k_pad,
-        HAS_EXCL=has_excl,
-        PRECISION=precision,
-    )
+
+    def _launch(stages: int) -> None:
+        _mol_topk_kernel[(batch, num_splits)](
+            items,
+            item_gate,
+            fbd_pad,
+            query_gate,
+            w1,
+            b1,
+            w2,
+            b2,
+            excl,
+            out,
+            num_items,
+            items_per_split,
+            num_splits,
+            1.0 / head.temperature,
+            items.stride(0),
+            item_gate.stride(0),
+            KD=kd,
+            KD_PAD=kd_pad,
+            P=pairs,
+            P_PAD=p_pad,
+            H_PAD=h_pad,
+            E_PAD=e_pad,
+            BLOCK_X=block,
+            K_PAD=k_pad,
+            HAS_EXCL=has_excl,
+            PRECISION=precision,
+            num_stages=stages,
+        )
+
+    # Software pipelining keeps `num_stages` item tiles in shared memory; wide tiles (large P_X * d_P,
+    # k > 64) overflow the 227 KB of an H100/H200 at the default 3 stages, so fall back to fewer.
+    for stages in (3, 2, 1):
+        try:
+            _launch(stages)
+            break
+        except OutOfResources:
+            if stages == 1:
+                raise
     keys = torch.topk(out.view(batch, -1), width, dim=1).values
     return decode_keys(keys)

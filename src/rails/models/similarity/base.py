@@ -79,6 +79,14 @@ class SimilarityHead(nn.Module, ABC):
             f"item_embeddings must be (X, D) or (B, X, D), got shape {tuple(item_embeddings.shape)}"
         )
 
+    def forward_state(self, query_embeddings: Tensor, item_state: State, **ctx: Tensor) -> SimilarityOutput:
+        """Training path from a precomputed per-query item state (B, X, ...) -> SimilarityOutput((B, X), aux).
+
+        Lets the caller encode each distinct sampled item once (``encode_items`` on unique ids, then
+        ``gather_state``) instead of once per occurrence. Heads with auxiliary losses override this.
+        """
+        return SimilarityOutput(self.score_pairs(self.encode_queries(query_embeddings, **ctx), item_state), {})
+
     def extra_repr(self) -> str:
         return ""
 
