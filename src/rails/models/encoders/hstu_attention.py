@@ -39,6 +39,32 @@ def time_buckets(delta: Tensor, divisor: float, num_buckets: int) -> Tensor:
     return (torch.log(magnitude) / divisor).to(torch.int64).clamp(0, num_buckets)
 
 
+class _TableLookup(torch.autograd.Function):
+    """``table[index]`` whose backward is a weighted histogram (``bincount``) instead of scatter-add.
+
+    The time-bias table has 129 rows indexed by (B, N, N) buckets: autograd's default index backward
+    issues one atomic add per element into a handful of addresses, which serialises on GPUs.
+    """
+
+    @staticmethod
+    def forward(ctx, table: Tensor, index: Tensor) -> Tensor:  # noqa: ANN001
+        ctx.save_for_backward(index)
+        ctx.rows = table.shape[0]
+        ctx.dtype = table.dtype
+        return table[index]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # noqa: ANN001
+        (index,) = ctx.saved_tensors
+        flat = torch.bincount(index.reshape(-1), weights=grad.reshape(-1).float(), minlength=ctx.rows)
+        return flat.to(ctx.dtype), None
+
+
+def table_lookup(table: Tensor, index: Tensor) -> Tensor:
+    """(R,) table, int64 index of any shape -> table[index], with a histogram backward."""
+    return _TableLookup.apply(table, index)
+
+
 def relative_bias(
     position_weights: Tensor,
     time_weights: Tensor,
@@ -64,7 +90,7 @@ def relative_bias(
         time_bucket_divisor,
         time_weights.shape[0] - 1,
     )  # (B, N, N)
-    return position[None] + time_weights[buckets]
+    return position[None] + table_lookup(time_weights, buckets)
 
 
 def hstu_attention_reference(
