@@ -12,25 +12,21 @@ Evaluation is done by :class:`rails.retrieval.callback.RetrievalEvaluator`, whic
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from typing import Any
 
-import lightning as L
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from rails.batch import SequenceBatch
+from rails.models.base_module import LearnedSimilarityModule, OptimizerFactory, SchedulerFactory
 from rails.models.encoders.base import SequenceEncoder
 from rails.models.item_embeddings import ItemEmbeddings
 from rails.models.losses.negatives import UniformNegatives
 from rails.models.losses.sampled_softmax import SampledSoftmaxLoss
 from rails.models.similarity.base import SimilarityHead, gather_state
 
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
-SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
-
-class RetrievalModule(L.LightningModule):
+class RetrievalModule(LearnedSimilarityModule):
     """Composes an item table, a sequence encoder, a similarity head, a negative sampler and a loss.
 
     Args:
@@ -60,7 +56,7 @@ class RetrievalModule(L.LightningModule):
         scheduler: SchedulerFactory | None = None,
         compile_encoder: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer=optimizer, scheduler=scheduler, aux_loss_weights=aux_loss_weights)
         if getattr(encoder, "dim", item_dim) != item_dim:
             raise ValueError(f"model.item_dim={item_dim} differs from model.encoder.dim={encoder.dim}")
         self.save_hyperparameters(
@@ -71,11 +67,7 @@ class RetrievalModule(L.LightningModule):
         self.similarity = similarity
         self.loss = loss
         self.negatives = negatives
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-        self.aux_loss_weights = dict(aux_loss_weights or {})
         self.register_buffer("corpus_ids", torch.zeros(0, dtype=torch.int64), persistent=False)
-        self.run_config: dict[str, Any] | None = None  # resolved Hydra config, stored in checkpoints
 
     # ----------------------------------------------------------------------------------------- embeddings
     def set_corpus(self, corpus_ids: Tensor) -> None:
@@ -122,13 +114,7 @@ class RetrievalModule(L.LightningModule):
         main = self.loss(
             positive_out.scores[:, 0], negative_out.scores, collisions=negative_ids == positives[:, None]
         )
-        parts = {"sampled_softmax": main}
-        total = main
-        for name, value in positive_out.aux_losses.items():
-            if name not in self.aux_loss_weights:
-                raise KeyError(f"auxiliary loss {name!r} has no weight in model.aux_loss_weights")
-            parts[name] = value
-            total = total + self.aux_loss_weights[name] * value
+        total, parts = self.weighted_total(main, positive_out.aux_losses)
         return total, parts
 
     def on_fit_start(self) -> None:
@@ -138,11 +124,7 @@ class RetrievalModule(L.LightningModule):
 
     def training_step(self, batch: SequenceBatch, batch_idx: int) -> Tensor:
         total, parts = self.training_loss(batch)
-        size = len(batch)
-        self.log("train/loss", total, prog_bar=True, batch_size=size)
-        for name, value in parts.items():
-            if name != "sampled_softmax":
-                self.log(f"train/aux/{name}", value, batch_size=size)
+        self.log_losses(total, parts, batch_size=len(batch))
         return total
 
     # ----------------------------------------------------------------------------------------- evaluation
@@ -162,19 +144,3 @@ class RetrievalModule(L.LightningModule):
 
     def predict_step(self, batch: SequenceBatch, batch_idx: int) -> Tensor:
         return self.query_embeddings(batch)
-
-    # ------------------------------------------------------------------------------------------ optimizer
-    def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    # ---------------------------------------------------------------------------------------- checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.run_config is not None:
-            checkpoint["rails_config"] = self.run_config
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.run_config = checkpoint.get("rails_config", self.run_config)
