@@ -14,6 +14,13 @@ Examples:
     python scripts/compare_heads.py                                  # full comparison (GPU)
     python scripts/compare_heads.py --ml100k-dir data_shared/ml-100k # where the raw u.data/u.item live
     python scripts/compare_heads.py --quick --seeds 1 --datasets synthetic --output /tmp/results.md
+    python scripts/compare_heads.py --oracle                         # Bayes ceiling of the synthetic data
+    python scripts/compare_heads.py --oracle data.source.switch_prob=0.5  # ... under other generator settings
+
+``--oracle`` replays :class:`rails.datamodules.synthetic.SyntheticSequences` (checking that the replay
+reproduces every stored item) and ranks each user's test item by its exact generative probability given
+the hidden state (interests, weights, current interest, chain positions): the HR@K / NDCG@K no model can
+beat on average, plus how multi-modal the next-item distribution really is at prediction time.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -159,6 +167,143 @@ def render(
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------------------ oracle
+def _next_item_distribution(
+    source, clusters: np.ndarray, item_probs: np.ndarray, state: dict
+) -> dict[int, float]:
+    """Exact P(next item | hidden state) of one generator step (mirrors ``SyntheticSequences.generate``)."""
+    size = clusters.shape[1]
+    interests, weights, current = state["interests"], state["weights"], state["current"]
+    cluster_mass: dict[int, float] = {}
+    stay = 1.0 if len(interests) == 1 else 1.0 - source.switch_prob
+    cluster_mass[current] = stay
+    if len(interests) > 1:
+        others = [c for c in interests if c != current]
+        other_w = np.array([weights[interests.index(c)] for c in others])
+        for c, w in zip(others, other_w / other_w.sum(), strict=True):
+            cluster_mass[c] = cluster_mass.get(c, 0.0) + source.switch_prob * float(w)
+    resolved: dict[int, float] = {}
+    for c, mass in cluster_mass.items():
+        if state["consumed"][c] == size:
+            open_ = [x for x in interests if state["consumed"][x] < size]
+            for x in open_:
+                resolved[x] = resolved.get(x, 0.0) + mass / len(open_)
+        else:
+            resolved[c] = resolved.get(c, 0.0) + mass
+    dist: dict[int, float] = {}
+    for c, mass in resolved.items():
+        start_probs = item_probs * (1.0 - source.follow_prob if state["last_pos"][c] >= 0 else 1.0)
+        if state["last_pos"][c] >= 0:
+            start_probs = start_probs.copy()
+            start_probs[(state["last_pos"][c] + 1) % size] += source.follow_prob
+        for pos in np.flatnonzero(start_probs):
+            p = pos
+            while int(clusters[c, p]) in state["seen"]:
+                p = (p + 1) % size
+            item = int(clusters[c, p])
+            dist[item] = dist.get(item, 0.0) + mass * float(start_probs[pos])
+    return dist
+
+
+def synthetic_oracle(source, ks: tuple[int, ...] = (10, 50)) -> dict[str, float]:
+    """Bayes-optimal test metrics of the synthetic data (test item = last item) and multi-modality stats.
+
+    Replays the generator's random stream; raises if the replay diverges from ``source.generate()``.
+    Ties in the oracle ranking are broken pessimistically, as in the evaluator.
+    """
+    sequences, _ = source.generate()
+    rng = np.random.default_rng(source.seed)
+    size = source.num_items // source.num_clusters
+    clusters = rng.permutation(np.arange(1, source.num_items + 1)).reshape(source.num_clusters, size)
+    item_probs = np.arange(1, size + 1, dtype=np.float64) ** -source.zipf_exponent
+    item_probs /= item_probs.sum()
+    cluster_probs = np.arange(1, source.num_clusters + 1, dtype=np.float64) ** -source.zipf_exponent
+    cluster_probs = rng.permutation(cluster_probs / cluster_probs.sum())
+    sums = {f"hr@{k}": 0.0 for k in ks} | {f"ndcg@{k}": 0.0 for k in ks}
+    sums |= {"mrr": 0.0, "p_target": 0.0, "modes_over_5pct": 0.0, "mass_outside_top_cluster": 0.0}
+    for stored in sequences["item_ids"]:
+        k = int(rng.integers(source.interests_min, source.interests_max + 1))
+        interests = [int(c) for c in rng.choice(source.num_clusters, size=k, replace=False, p=cluster_probs)]
+        weights = rng.dirichlet(np.full(k, source.interest_concentration))
+        length = int(rng.integers(source.min_length, source.max_length + 1))
+        state = {
+            "interests": interests,
+            "weights": weights,
+            "seen": set(),
+            "last_pos": {c: -1 for c in interests},
+            "consumed": {c: 0 for c in interests},
+        }
+        rng.uniform(946684800, 1262304000)
+        state["current"] = int(rng.choice(interests, p=weights))
+        dist: dict[int, float] = {}
+        for step in range(length):
+            if step == length - 1:
+                dist = _next_item_distribution(source, clusters, item_probs, state)
+            current = state["current"]
+            if step > 0 and k > 1 and rng.random() < source.switch_prob:
+                others = [c for c in interests if c != current]
+                other_w = np.array([weights[interests.index(c)] for c in others])
+                current = int(rng.choice(others, p=other_w / other_w.sum()))
+                rng.exponential(source.session_gap_seconds)
+            elif step > 0:
+                rng.exponential(source.gap_seconds)
+            if state["consumed"][current] == size:
+                open_ = [c for c in interests if state["consumed"][c] < size]
+                current = open_[int(rng.integers(len(open_)))]
+            follow = state["last_pos"][current] >= 0 and rng.random() < source.follow_prob
+            pos = (state["last_pos"][current] + 1) % size if follow else int(rng.choice(size, p=item_probs))
+            while int(clusters[current, pos]) in state["seen"]:
+                pos = (pos + 1) % size
+                follow = False
+            item = int(clusters[current, pos])
+            if item != int(stored[step]):
+                raise RuntimeError(
+                    "oracle replay diverged from SyntheticSequences.generate(): update the replay"
+                )
+            state["seen"].add(item)
+            state["consumed"][current] += 1
+            state["last_pos"][current] = pos
+            state["current"] = current
+            rng.integers(4, 6) if follow else rng.integers(1, 6)
+        target = int(stored[-1])
+        p_target = dist.get(target, 0.0)
+        # pessimistic ties: every item at least as likely as the target (the target included) ranks ahead
+        rank = sum(1 for p in dist.values() if p >= p_target) if p_target > 0 else float("inf")
+        for kk in ks:
+            if rank <= kk:
+                sums[f"hr@{kk}"] += 1.0
+                sums[f"ndcg@{kk}"] += 1.0 / float(np.log2(rank + 1))
+        sums["mrr"] += 1.0 / rank
+        sums["p_target"] += p_target
+        by_cluster: dict[int, float] = {}
+        item_cluster = {int(x): c for c in interests for x in clusters[c]}
+        for item, p in dist.items():
+            by_cluster[item_cluster[item]] = by_cluster.get(item_cluster[item], 0.0) + p
+        sums["modes_over_5pct"] += sum(1 for p in by_cluster.values() if p > 0.05)
+        sums["mass_outside_top_cluster"] += 1.0 - max(by_cluster.values())
+    return {key: value / len(sequences) for key, value in sums.items()}
+
+
+def oracle_main(extra: list[str]) -> None:
+    """Print the synthetic oracle for ``conf/data/synthetic.yaml`` plus ``data.source.*`` overrides."""
+    from omegaconf import OmegaConf
+
+    from rails.datamodules.synthetic import SyntheticSequences
+
+    settings = dict(OmegaConf.load(REPO_ROOT / "conf" / "data" / "synthetic.yaml")["source"])
+    settings.pop("_target_")
+    for item in extra:
+        key, _, value = item.partition("=")
+        if not key.startswith("data.source."):
+            raise ValueError(f"--oracle only takes data.source.* overrides, got {item!r}")
+        name = key.removeprefix("data.source.")
+        if name not in settings:
+            raise ValueError(f"unknown synthetic setting {key!r}; known: {sorted(settings)}")
+        settings[name] = type(settings[name])(float(value))
+    metrics = synthetic_oracle(SyntheticSequences(**settings))
+    print(json.dumps({"settings": settings, "oracle": {k: round(v, 4) for k, v in metrics.items()}}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -173,8 +318,14 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "data", help="prepared-dataset cache")
     parser.add_argument("--runs-dir", type=Path, default=REPO_ROOT / "logs" / "compare_heads")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "docs" / "results.md")
+    parser.add_argument(
+        "--oracle", action="store_true", help="print the Bayes ceiling of the synthetic data and exit"
+    )
     parser.add_argument("extra", nargs="*", help="extra Hydra overrides applied to every run")
     args = parser.parse_args()
+    if args.oracle:
+        oracle_main(args.extra)
+        return
     if "ml_100k" in args.datasets and not (args.ml100k_dir / "u.data").is_file():
         parser.error(f"--ml100k-dir {args.ml100k_dir} has no u.data (needed for the ml_100k runs)")
     args.ml100k_dir = args.ml100k_dir.resolve()
