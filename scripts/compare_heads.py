@@ -230,8 +230,8 @@ def synthetic_oracle(source, ks: tuple[int, ...] = (10, 50)) -> dict[str, float]
             "interests": interests,
             "weights": weights,
             "seen": set(),
-            "last_pos": {c: -1 for c in interests},
-            "consumed": {c: 0 for c in interests},
+            "last_pos": dict.fromkeys(interests, -1),
+            "consumed": dict.fromkeys(interests, 0),
         }
         rng.uniform(946684800, 1262304000)
         state["current"] = int(rng.choice(interests, p=weights))
