@@ -1,10 +1,12 @@
 """Benchmark HSTU-large training steps: materialising PyTorch attention vs the fused Triton kernel.
 
-For each sequence length (200, 1024, 4096 by default) it times encoder forward + backward + AdamW step
-on full-length random sequences (batch = ``--tokens`` // N, halved until the PyTorch path fits; the same
-batch is used for both paths) and records the peak memory; then it estimates one ML-1M-sized epoch
+For each sequence length (200, 1024, 4096 by default) it times encoder forward + backward + AdamW step on
+full-length random sequences with the same batch for both paths (``--batch-sizes``, default 655 / 128 / 8,
+i.e. 131k tokens up to N = 1024 and 32k at 4096) and records the peak memory; a path that runs out of memory
+is recorded as OOM and the other is still timed. Then, budget permitting, it estimates one ML-1M-sized epoch
 (6,040 users, lengths 20..200 like ML-1M, batch 128, 128 uniform negatives, full RetrievalModule loss).
-Results go to ``<out>.md`` and ``<out>.json`` with the device name and date.
+The run is time-boxed by ``--max-seconds`` (measurements not started in time are recorded as skipped) and
+``<out>.md`` / ``<out>.json`` (device name, date) are rewritten after every measurement.
 
 Examples:
     python scripts/bench_hstu.py                                   # on a GPU -> docs/bench_hstu.{md,json}
@@ -39,9 +41,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--device", default="cuda", help="cuda | cpu")
     parser.add_argument("--lengths", type=int, nargs="+", default=[200, 1024, 4096])
-    parser.add_argument("--tokens", type=int, default=131072, help="B * N per step before OOM back-off")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per configuration")
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument(
+        "--batch-sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="batch per length (default 655 / 128 / 8 for 200 / 1024 / 4096, else --tokens // N)",
+    )
+    parser.add_argument("--tokens", type=int, default=131072, help="B * N when --batch-sizes is not given")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per configuration")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (includes compilation)")
+    parser.add_argument(
+        "--max-seconds", type=float, default=150.0, help="stop starting new measurements after this"
+    )
     parser.add_argument("--precision", choices=("bf16-mixed", "32-true"), default="bf16-mixed")
     parser.add_argument("--no-epoch", action="store_true", help="skip the ML-1M epoch estimate")
     parser.add_argument("--tiny", action="store_true", help="tiny model and lengths (CPU smoke test)")
@@ -125,44 +137,84 @@ def is_oom(error: BaseException) -> bool:
     return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
 
 
-def bench_lengths(args: argparse.Namespace, device: torch.device, impls: list[str]) -> list[dict]:
-    rows = []
-    for n in args.lengths:
-        batch_size = max(1, args.tokens // n)
-        results: dict[str, tuple[float, float] | str] = {}
-        while True:
-            results = {}
-            for impl in impls:
-                torch.manual_seed(0)
-                model = hstu_large(n, args.tiny).to(device).train()
-                model.set_attention_impl(impl)  # type: ignore[arg-type]
-                batch = synthetic_batch(torch.full((batch_size,), n), n, ML1M_ITEMS, device)
-                try:
-                    results[impl] = time_steps(
-                        encoder_step(model, batch, device, args.precision), device, args.warmup, args.steps
-                    )
-                except (torch.OutOfMemoryError, RuntimeError) as error:
-                    if not is_oom(error):
-                        raise
-                    results[impl] = "OOM"
-                del model, batch
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-            if results.get("torch") != "OOM" or batch_size == 1:
-                break
-            batch_size //= 2
-        row = {"seq_len": n, "batch_size": batch_size}
-        for impl, value in results.items():
+DEFAULT_BATCHES = {200: 655, 1024: 128, 4096: 8}
+
+
+def batch_sizes(args: argparse.Namespace) -> list[int]:
+    """One batch size per ``--lengths`` entry (see ``--batch-sizes``)."""
+    if args.batch_sizes is not None:
+        if len(args.batch_sizes) != len(args.lengths):
+            raise SystemExit(
+                f"--batch-sizes needs one value per length {args.lengths}, got {args.batch_sizes}"
+            )
+        return list(args.batch_sizes)
+    return [
+        DEFAULT_BATCHES.get(n, max(1, args.tokens // n)) if not args.tiny else max(1, args.tokens // n)
+        for n in args.lengths
+    ]
+
+
+class Budget:
+    """Wall-clock budget of the whole run (``--max-seconds``)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.start = time.perf_counter()
+
+    def exhausted(self) -> bool:
+        return time.perf_counter() - self.start > self.seconds
+
+
+def bench_one(
+    args: argparse.Namespace, device: torch.device, impl: str, n: int, batch_size: int
+) -> tuple | str:
+    """(ms per step, peak GiB) of one path at one length, or "OOM"."""
+    torch.manual_seed(0)
+    model = hstu_large(n, args.tiny).to(device).train()
+    model.set_attention_impl(impl)  # type: ignore[arg-type]
+    batch = synthetic_batch(torch.full((batch_size,), n), n, ML1M_ITEMS, device)
+    try:
+        return time_steps(encoder_step(model, batch, device, args.precision), device, args.warmup, args.steps)
+    except (torch.OutOfMemoryError, RuntimeError) as error:
+        if not is_oom(error):
+            raise
+        return "OOM"
+    finally:
+        del model, batch
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def bench_lengths(
+    args: argparse.Namespace,
+    device: torch.device,
+    impls: list[str],
+    budget: Budget,
+    on_row: Callable[[list[dict]], None],
+) -> list[dict]:
+    """One row per length; ``on_row(rows)`` after every measurement (incremental report)."""
+    rows: list[dict] = []
+    for n, batch_size in zip(args.lengths, batch_sizes(args)):
+        row: dict = {"seq_len": n, "batch_size": batch_size}
+        rows.append(row)
+        # Triton first: at long N the torch path is the one that may OOM or eat the budget.
+        for impl in sorted(impls, key=lambda i: i != "triton"):
+            if budget.exhausted():
+                row[f"{impl}_ms"] = row[f"{impl}_peak_gib"] = "skipped (time budget)"
+                continue
+            value = bench_one(args, device, impl, n, batch_size)
             row[f"{impl}_ms"] = value[0] if isinstance(value, tuple) else value
             row[f"{impl}_peak_gib"] = value[1] if isinstance(value, tuple) else value
-        if all(isinstance(results.get(i), tuple) for i in IMPLS):
-            row["speedup"] = results["torch"][0] / results["triton"][0]  # type: ignore[index]
-        rows.append(row)
+            if all(isinstance(row.get(f"{i}_ms"), float) for i in IMPLS):
+                row["speedup"] = row["torch_ms"] / row["triton_ms"]
+            on_row(rows)
         print(row, flush=True)
     return rows
 
 
-def bench_epoch(args: argparse.Namespace, device: torch.device, impls: list[str]) -> list[dict]:
+def bench_epoch(
+    args: argparse.Namespace, device: torch.device, impls: list[str], budget: Budget
+) -> list[dict]:
     """Time one epoch of the full RetrievalModule loss on ML-1M-sized synthetic data."""
     from rails.models.losses.negatives import UniformNegatives
     from rails.models.losses.sampled_softmax import SampledSoftmaxLoss
@@ -177,6 +229,9 @@ def bench_epoch(args: argparse.Namespace, device: torch.device, impls: list[str]
     lengths = lengths[torch.randperm(users, generator=generator)]
     rows = []
     for impl in impls:
+        if budget.exhausted():
+            rows.append({"impl": impl, "users": users, "batch_size": batch_size, "steps": 0, "epoch_s": None})
+            continue
         torch.manual_seed(0)
         encoder = hstu_large(n, args.tiny)
         encoder.set_attention_impl(impl)  # type: ignore[arg-type]
@@ -246,7 +301,7 @@ def write_report(out: Path, meta: dict, rows: list[dict], epoch_rows: list[dict]
         f"Device: {meta['device_name']} · date {meta['date']} · torch {meta['torch']} · precision {meta['precision']}"
         f" · model {meta['model']}",
         "Produced by `python scripts/bench_hstu.py` (encoder forward + backward + AdamW on full-length sequences;",
-        "same batch for both paths, halved from --tokens // N until the PyTorch path fits).",
+        f"same batch for both paths; mean of {meta['timed_steps']} steps after {meta['warmup_steps']} warm-up; OOM = out of memory).",
         "",
         "| N | batch | torch ms/step | triton ms/step | speedup | torch peak GiB | triton peak GiB |",
         "|---|---|---|---|---|---|---|",
@@ -279,6 +334,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit("--device cuda but CUDA is not available (use --device cpu --tiny for a smoke test)")
     if args.tiny and args.lengths == [200, 1024, 4096]:
         args.lengths, args.tokens, args.steps, args.warmup = [16, 32], 64, 2, 1
+    budget = Budget(args.max_seconds)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -294,10 +350,14 @@ def main(argv: list[str] | None = None) -> dict:
         if args.tiny
         else "HSTU-large ML-1M (D 50, 8 blocks, 2 heads, 25/25)",
         "impls": impls,
+        "timed_steps": args.steps,
+        "warmup_steps": args.warmup,
+        "max_seconds": args.max_seconds,
     }
-    rows = bench_lengths(args, device, impls)
-    epoch_rows = [] if args.no_epoch else bench_epoch(args, device, impls)
-    write_report(Path(args.out), meta, rows, epoch_rows)
+    out = Path(args.out)
+    rows = bench_lengths(args, device, impls, budget, lambda done: write_report(out, meta, done, []))
+    epoch_rows = [] if args.no_epoch else bench_epoch(args, device, impls, budget)
+    write_report(out, meta, rows, epoch_rows)
     return {**meta, "steps": rows, "epoch": epoch_rows}
 
 
