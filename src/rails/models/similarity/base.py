@@ -85,7 +85,9 @@ class SimilarityHead(nn.Module, ABC):
         Lets the caller encode each distinct sampled item once (``encode_items`` on unique ids, then
         ``gather_state``) instead of once per occurrence. Heads with auxiliary losses override this.
         """
-        return SimilarityOutput(self.score_pairs(self.encode_queries(query_embeddings, **ctx), item_state), {})
+        return SimilarityOutput(
+            self.score_pairs(self.encode_queries(query_embeddings, **ctx), item_state), {}
+        )
 
     def extra_repr(self) -> str:
         return ""
