@@ -381,7 +381,7 @@ def main() -> None:
     if args.tiny:
         args.items, args.settings, args.batch_sizes = [3000], ["3x2x8"], [1, 8]
         args.width, args.hidden, args.warmup, args.runs, args.k = 16, 16, 1, 3, 20
-        args.clusters, args.train_steps, args.train_batch = 32, 30, 128
+        args.clusters, args.train_steps, args.train_batch = 32, 10, 64
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

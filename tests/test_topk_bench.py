@@ -1,14 +1,17 @@
-"""scripts/bench_topk.py: the CPU --tiny run writes its tables, and the roofline arithmetic."""
+"""scripts/bench_topk.py: the CPU --tiny run writes its tables, the roofline arithmetic, the structured
+synthetic data (the head learns it) and the checkpoint loader."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_topk.py"
 
@@ -28,9 +31,64 @@ def test_roofline_floor_of_the_acceptance_setting():
     assert floor_ms == pytest.approx(1000 * flops / 989.4e12)  # compute-bound at B = 32
 
 
+def test_clustered_items_and_two_interest_queries():
+    bench = _module()
+    items = bench.clustered_items(500, 16, clusters=4, spread=0.3, seed=0, device="cpu")
+    assert items.shape == (500, 16) and torch.allclose(items.norm(dim=1), torch.ones(500))
+    # 4 tight clusters: every item is close to many others (cosine > 0.8 with >= 50 items)
+    assert ((items @ items.T) > 0.8).sum(dim=1).min() >= 50
+    queries, positives = bench.two_interest_queries(items, 7, noise=0.1, gen=torch.Generator().manual_seed(0))
+    assert queries.shape == (7, 16) and positives.shape == (7, 2)
+    expected = torch.nn.functional.normalize(items[positives].sum(dim=1), dim=1)
+    assert ((queries * expected).sum(dim=1) > 0.95).all()
+
+
+def test_training_the_synthetic_head_lowers_its_loss():
+    bench = _module()
+    torch.manual_seed(0)
+    items = bench.clustered_items(400, 16, clusters=8, spread=0.5, seed=0, device="cpu")
+    head = bench.make_head(2, 2, 8, 16, 16, torch.device("cpu"))
+    before = bench.train_head(head, items, steps=1, batch=32, noise=0.2, seed=1)
+    after = bench.train_head(head, items, steps=40, batch=32, noise=0.2, seed=1)
+    assert not head.training and after < 0.8 * before
+
+
+def test_checkpoint_problem_rebuilds_head_and_item_table(tmp_path: Path):
+    from rails.models.similarity.mol import MoLSimilarity
+
+    bench = _module()
+    kwargs = {"query_dim": 12, "item_dim": 12, "num_query_components": 2, "num_item_components": 2}
+    kwargs |= {"component_dim": 8, "query_hidden_dim": 16, "gating_qi_hidden_dim": 16}
+    torch.manual_seed(3)
+    head = MoLSimilarity(**kwargs).eval()
+    table = torch.randn(31, 12)
+    state = {f"similarity.{k}": v for k, v in head.state_dict().items()} | {"items.table.weight": table}
+    node = {"_target_": "rails.models.similarity.mol.MoLSimilarity", **kwargs}
+    path = tmp_path / "last.ckpt"
+    torch.save({"rails_config": {"model": {"similarity": node}}, "state_dict": state}, path)
+    problem = bench.checkpoint_problem(path, num_items=45, noise=0.1, dtype=torch.float32, device="cpu")
+    assert problem.item_state["components"].shape == (45, 2, 8)  # 30 real rows tiled to 45
+    expected = head.encode_items(table[1:])
+    torch.testing.assert_close(problem.item_state["components"][:30], expected["components"])
+    torch.testing.assert_close(problem.item_state["components"][30:], expected["components"][:15])
+    assert problem.queries(5, 0).shape == (5, 12)
+    torch.save({"rails_config": {"model": {"similarity": {"_target_": "x.Dot"}}}, "state_dict": {}}, path)
+    with pytest.raises(SystemExit, match="not a MoLSimilarity"):
+        bench.checkpoint_problem(path, num_items=4, noise=0.1, dtype=torch.float32, device="cpu")
+
+
+def test_parse_fused_config():
+    bench = _module()
+    config = bench.parse_fused_config("8x32x4")
+    assert (config.block_b, config.block_x, config.num_warps) == (8, 32, 4)
+    with pytest.raises(SystemExit):
+        bench.parse_fused_config("8")
+
+
+@pytest.mark.slow
 def test_tiny_run_writes_markdown_json_csv(tmp_path: Path):
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--tiny", "--out", str(tmp_path)],
+        [sys.executable, str(SCRIPT), "--tiny", "--data", "structured", "random", "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -39,7 +97,18 @@ def test_tiny_run_writes_markdown_json_csv(tmp_path: Path):
     rows = json.loads((tmp_path / "bench_topk.json").read_text())["rows"]
     names = {row["index"] for row in rows}
     assert {"reference_torch_chunked", "PerComponentTopK", "AverageTopK", "CombinedTopK"} <= names
+    assert {row["data"] for row in rows} == {"structured", "random"}
     assert all(0.0 <= row["recall"] <= 1.0 and row["latency_ms"] > 0 for row in rows)
     assert all(row["recall"] == 1.0 for row in rows if row["index"] == "reference_torch_chunked")
-    assert "| setting |" in (tmp_path / "bench_topk.md").read_text()
+    assert all(math.isnan(row["speedup_vs_fused"]) for row in rows)  # CPU: no fused row
+    assert "| data | setting |" in (tmp_path / "bench_topk.md").read_text()
     assert (tmp_path / "bench_topk.csv").read_text().startswith("device,")
+
+
+def test_checkpoint_data_needs_a_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    bench = _module()
+    monkeypatch.setattr(
+        sys, "argv", ["bench_topk.py", "--tiny", "--data", "checkpoint", "--out", str(tmp_path)]
+    )
+    with pytest.raises(SystemExit, match="--checkpoint PATH"):
+        bench.main()
