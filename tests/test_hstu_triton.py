@@ -233,11 +233,11 @@ def test_triton_interpreter_cpu() -> None:
     # Ragged rows, N not a multiple of the tile, a length-1 row, d < 16.
     check_against_reference([21, 9, 1], 21, 2, 5, 6, "cpu", torch.float32, 1e-5, blocks=(16, 16))
     # Uneven query/key tiles (bias kernel on 16-tiles: 4 bands), unsorted / equal / clamped timestamps.
-    check_against_reference([50, 33], 50, 2, 16, 8, "cpu", torch.float32, 1e-5, (32, 16), shuffle_times=True)
+    check_against_reference([36, 20], 36, 2, 16, 8, "cpu", torch.float32, 1e-5, (32, 16), shuffle_times=True)
     # Bands split over several programs (2 tiles per chunk), and the reverse tile shapes.
     chunk = module.BAND_CHUNK_TILES
     module.BAND_CHUNK_TILES = 2
     try:
-        check_against_reference([40, 29], 40, 1, 16, 16, "cpu", torch.float32, 1e-5, blocks=(16, 32))
+        check_against_reference([34, 29], 34, 1, 16, 16, "cpu", torch.float32, 1e-5, blocks=(16, 32))
     finally:
         module.BAND_CHUNK_TILES = chunk

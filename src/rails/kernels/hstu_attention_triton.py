@@ -551,14 +551,15 @@ def hstu_attention_triton(
     time_bucket_divisor: float = 0.301,
     block_m: int | None = None,
     block_n: int | None = None,
-    num_warps: int = 4,
+    num_warps: int | None = None,
     num_stages: int = 2,
 ) -> Tensor:
     """Fused HSTU attention; arguments and result as ``hstu_attention_reference`` ((B, N, H, d_v) output).
 
     ``block_m`` / ``block_n``: query / key tile sizes (powers of two, >= 16; ``None`` = :func:`default_blocks`);
     the bias-gradient kernel uses square tiles of ``min(block_m, block_n)``. ``num_warps`` / ``num_stages``
-    are the Triton launch options of every kernel.
+    are the Triton launch options of every kernel; ``num_warps=None`` = 8 for 64-row tiles (4 warps need
+    255 registers and spill at d = 32 on sm_90), else 4.
     """
     n = q.shape[1]
     if position_weights.shape[0] < n:
@@ -570,6 +571,8 @@ def hstu_attention_triton(
     for name, size in (("block_m", block_m), ("block_n", block_n)):
         if size < 16 or size & (size - 1):
             raise ValueError(f"{name} must be a power of two >= 16, got {size}")
+    if num_warps is None:
+        num_warps = 8 if max(block_m, block_n) >= 64 else 4
     if k.dtype != q.dtype or v.dtype != q.dtype:
         k, v = k.to(q.dtype), v.to(q.dtype)
     return HSTUAttentionFunction.apply(
