@@ -205,11 +205,17 @@ def _next_item_distribution(
     return dist
 
 
-def synthetic_oracle(source, ks: tuple[int, ...] = (10, 50)) -> dict[str, float]:
+def synthetic_oracle(
+    source, ks: tuple[int, ...] = (10, 50)
+) -> tuple[dict[str, float], np.ndarray, np.ndarray, np.ndarray]:
     """Bayes-optimal test metrics of the synthetic data (test item = last item) and multi-modality stats.
 
     Replays the generator's random stream; raises if the replay diverges from ``source.generate()``.
     Ties in the oracle ranking are broken pessimistically, as in the evaluator.
+
+    Returns:
+        (metrics, probs (U, num_items + 1) exact next-item probabilities at the test step,
+        targets (U,) test items, seen (U, num_items + 1) bool, items consumed before the test step).
     """
     sequences, _ = source.generate()
     rng = np.random.default_rng(source.seed)
@@ -221,7 +227,10 @@ def synthetic_oracle(source, ks: tuple[int, ...] = (10, 50)) -> dict[str, float]
     cluster_probs = rng.permutation(cluster_probs / cluster_probs.sum())
     sums = {f"hr@{k}": 0.0 for k in ks} | {f"ndcg@{k}": 0.0 for k in ks}
     sums |= {"mrr": 0.0, "p_target": 0.0, "modes_over_5pct": 0.0, "mass_outside_top_cluster": 0.0}
-    for stored in sequences["item_ids"]:
+    probs = np.zeros((len(sequences), source.num_items + 1))
+    targets = np.zeros(len(sequences), dtype=np.int64)
+    seen = np.zeros_like(probs, dtype=bool)
+    for user, stored in enumerate(sequences["item_ids"]):
         k = int(rng.integers(source.interests_min, source.interests_max + 1))
         interests = [int(c) for c in rng.choice(source.num_clusters, size=k, replace=False, p=cluster_probs)]
         weights = rng.dirichlet(np.full(k, source.interest_concentration))
@@ -281,11 +290,71 @@ def synthetic_oracle(source, ks: tuple[int, ...] = (10, 50)) -> dict[str, float]
             by_cluster[item_cluster[item]] = by_cluster.get(item_cluster[item], 0.0) + p
         sums["modes_over_5pct"] += sum(1 for p in by_cluster.values() if p > 0.05)
         sums["mass_outside_top_cluster"] += 1.0 - max(by_cluster.values())
-    return {key: value / len(sequences) for key, value in sums.items()}
+        probs[user, list(dist)] = list(dist.values())
+        targets[user] = target
+        seen[user, list(state["seen"] - {target})] = True
+    return {key: value / len(sequences) for key, value in sums.items()}, probs, targets, seen
 
 
-def oracle_main(extra: list[str]) -> None:
-    """Print the synthetic oracle for ``conf/data/synthetic.yaml`` plus ``data.source.*`` overrides."""
+def head_capacity(
+    probs: np.ndarray, targets: np.ndarray, seen: np.ndarray, head: str, dim: int, steps: int, seed: int = 0
+) -> float:
+    """Test HR@10 of a head fitted directly to the oracle next-item distributions (a perfect encoder).
+
+    Every user gets a free (D,) query vector; items a (D,) embedding; the head (``dot``: L2-normalised
+    cosine / 0.05; ``mol``: MoL 8x4x64 without user-id components on LayerNorm-ed queries, paper
+    settings otherwise) is trained with full-softmax cross-entropy against the exact distributions
+    (seen items masked), so only the head's capacity to represent the Bayes-optimal ranking is measured.
+    Returns the best HR@10 of the test targets over the fit (pessimistic ties, seen items excluded).
+    """
+    from rails.models.similarity import DotProductSimilarity, MoLSimilarity
+
+    torch.manual_seed(seed)
+    num_users, num_items = probs.shape
+    queries = torch.nn.Parameter(torch.randn(num_users, dim) * 0.02)  # small: Adam steps move it fast
+    items = torch.nn.Parameter(torch.randn(num_items - 1, dim) * 0.02)
+    if head == "dot":
+        similarity: torch.nn.Module = DotProductSimilarity()
+        temperature, prepare = 0.05, (lambda q: q)
+    else:
+        similarity = MoLSimilarity(query_dim=dim, item_dim=dim, uid_hash_sizes=[])
+        temperature, prepare = 1.0, (lambda q: torch.nn.functional.layer_norm(q, (dim,)))
+    params = [queries, items, *similarity.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=1e-2, betas=(0.9, 0.98))
+    target_p = torch.as_tensor(probs[:, 1:], dtype=torch.float32)
+    mask = torch.as_tensor(seen[:, 1:])
+    target_cols = torch.as_tensor(targets - 1)
+    batch, best = 500, 0.0
+    for step in range(steps):
+        similarity.train()
+        rows = torch.randint(num_users, (batch,))
+        scores = similarity(prepare(queries[rows]), items).scores / temperature
+        log_q = torch.log_softmax(scores.masked_fill(mask[rows], -1e4), dim=-1)
+        loss = -(target_p[rows] * log_q).sum(-1).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if (step + 1) % max(steps // 10, 1) == 0:
+            similarity.eval()
+            with torch.no_grad():
+                hits = 0
+                for start in range(0, num_users, batch):
+                    sl = slice(start, start + batch)
+                    s_all = similarity(prepare(queries[sl]), items).scores.masked_fill(
+                        mask[sl], -float("inf")
+                    )
+                    t = s_all.gather(1, target_cols[sl, None])
+                    hits += int(((s_all >= t).sum(1) <= 10).sum())
+            best = max(best, hits / num_users)
+            print(
+                f"  {head} D={dim} step {step + 1}: loss {loss.item():.4f} test hr@10 {hits / num_users:.4f}"
+            )
+    return best
+
+
+def oracle_main(extra: list[str], capacity_dims: list[int], capacity_steps: int) -> None:
+    """Print the synthetic oracle for ``conf/data/synthetic.yaml`` plus ``data.source.*`` overrides,
+    then :func:`head_capacity` of both heads for each width in ``capacity_dims``."""
     from omegaconf import OmegaConf
 
     from rails.datamodules.synthetic import SyntheticSequences
@@ -300,8 +369,18 @@ def oracle_main(extra: list[str]) -> None:
         if name not in settings:
             raise ValueError(f"unknown synthetic setting {key!r}; known: {sorted(settings)}")
         settings[name] = type(settings[name])(float(value))
-    metrics = synthetic_oracle(SyntheticSequences(**settings))
-    print(json.dumps({"settings": settings, "oracle": {k: round(v, 4) for k, v in metrics.items()}}))
+    metrics, probs, targets, seen = synthetic_oracle(SyntheticSequences(**settings))
+    print(
+        json.dumps({"settings": settings, "oracle": {k: round(v, 4) for k, v in metrics.items()}}), flush=True
+    )
+    capacity = {}
+    for dim in capacity_dims:
+        for head in ("dot", "mol"):
+            capacity[f"{head}_D{dim}"] = round(
+                head_capacity(probs, targets, seen, head, dim, capacity_steps), 4
+            )
+    if capacity:
+        print(json.dumps({"head_capacity_best_test_hr@10": capacity}))
 
 
 def main() -> None:
@@ -321,10 +400,18 @@ def main() -> None:
     parser.add_argument(
         "--oracle", action="store_true", help="print the Bayes ceiling of the synthetic data and exit"
     )
+    parser.add_argument(
+        "--capacity-dims",
+        type=int,
+        nargs="*",
+        default=[],
+        help="with --oracle: head-capacity fits at these D",
+    )
+    parser.add_argument("--capacity-steps", type=int, default=400, help="with --oracle: fit steps per head")
     parser.add_argument("extra", nargs="*", help="extra Hydra overrides applied to every run")
     args = parser.parse_args()
     if args.oracle:
-        oracle_main(args.extra)
+        oracle_main(args.extra, args.capacity_dims, args.capacity_steps)
         return
     if "ml_100k" in args.datasets and not (args.ml100k_dir / "u.data").is_file():
         parser.error(f"--ml100k-dir {args.ml100k_dir} has no u.data (needed for the ml_100k runs)")
