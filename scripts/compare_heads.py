@@ -310,24 +310,28 @@ def head_capacity(
     from rails.models.similarity import DotProductSimilarity, MoLSimilarity
 
     torch.manual_seed(seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     num_users, num_items = probs.shape
-    queries = torch.nn.Parameter(torch.randn(num_users, dim) * 0.02)  # small: Adam steps move it fast
-    items = torch.nn.Parameter(torch.randn(num_items - 1, dim) * 0.02)
+    queries = torch.nn.Parameter(
+        torch.randn(num_users, dim, device=device) * 0.02
+    )  # small: Adam moves it fast
+    items = torch.nn.Parameter(torch.randn(num_items - 1, dim, device=device) * 0.02)
     if head == "dot":
         similarity: torch.nn.Module = DotProductSimilarity()
         temperature, prepare = 0.05, (lambda q: q)
     else:
         similarity = MoLSimilarity(query_dim=dim, item_dim=dim, uid_hash_sizes=[])
         temperature, prepare = 1.0, (lambda q: torch.nn.functional.layer_norm(q, (dim,)))
+    similarity.to(device)
     params = [queries, items, *similarity.parameters()]
     optimizer = torch.optim.AdamW(params, lr=1e-2, betas=(0.9, 0.98))
-    target_p = torch.as_tensor(probs[:, 1:], dtype=torch.float32)
-    mask = torch.as_tensor(seen[:, 1:])
-    target_cols = torch.as_tensor(targets - 1)
+    target_p = torch.as_tensor(probs[:, 1:], dtype=torch.float32, device=device)
+    mask = torch.as_tensor(seen[:, 1:], device=device)
+    target_cols = torch.as_tensor(targets - 1, device=device)
     batch, best = 500, 0.0
     for step in range(steps):
         similarity.train()
-        rows = torch.randint(num_users, (batch,))
+        rows = torch.randint(num_users, (batch,), device=device)
         scores = similarity(prepare(queries[rows]), items).scores / temperature
         log_q = torch.log_softmax(scores.masked_fill(mask[rows], -1e4), dim=-1)
         loss = -(target_p[rows] * log_q).sum(-1).mean()

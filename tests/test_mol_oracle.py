@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from rails.datamodules.synthetic import SyntheticSequences
 
@@ -56,3 +57,11 @@ def test_single_interest_without_popularity_noise_is_fully_predictable(compare_h
 def test_oracle_rejects_unknown_settings(compare_heads) -> None:
     with pytest.raises(ValueError, match="data.source.nope"):
         compare_heads.oracle_main(["data.source.nope=1"], [], 1)
+
+
+@pytest.mark.parametrize("head", ["dot", "mol"])
+def test_head_capacity_fit_learns(compare_heads, head: str) -> None:
+    torch.manual_seed(0)
+    _, probs, targets, seen = compare_heads.synthetic_oracle(SyntheticSequences(**TINY))
+    chance = 10 / (TINY["num_items"] - 10)  # about HR@10 of a random ranking
+    assert compare_heads.head_capacity(probs, targets, seen, head, dim=8, steps=40) > 2 * chance
