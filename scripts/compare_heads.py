@@ -328,7 +328,7 @@ def head_capacity(
     target_p = torch.as_tensor(probs[:, 1:], dtype=torch.float32, device=device)
     mask = torch.as_tensor(seen[:, 1:], device=device)
     target_cols = torch.as_tensor(targets - 1, device=device)
-    batch, best = 500, 0.0
+    batch, best = min(250, num_users), 0.0
     for step in range(steps):
         similarity.train()
         rows = torch.randint(num_users, (batch,), device=device)
@@ -356,14 +356,16 @@ def head_capacity(
     return best
 
 
-def oracle_main(extra: list[str], capacity_dims: list[int], capacity_steps: int) -> None:
+def oracle_main(
+    extra: list[str], capacity_dims: list[int], capacity_steps: int, capacity_users: int | None = None
+) -> None:
     """Print the synthetic oracle for ``conf/data/synthetic.yaml`` plus ``data.source.*`` overrides,
     then :func:`head_capacity` of both heads for each width in ``capacity_dims``."""
-    from omegaconf import OmegaConf
+    import yaml  # PyYAML (a transformers dependency): works where omegaconf is not installed
 
     from rails.datamodules.synthetic import SyntheticSequences
 
-    settings = dict(OmegaConf.load(REPO_ROOT / "conf" / "data" / "synthetic.yaml")["source"])
+    settings = dict(yaml.safe_load((REPO_ROOT / "conf" / "data" / "synthetic.yaml").read_text())["source"])
     settings.pop("_target_")
     for item in extra:
         key, _, value = item.partition("=")
@@ -378,6 +380,7 @@ def oracle_main(extra: list[str], capacity_dims: list[int], capacity_steps: int)
         json.dumps({"settings": settings, "oracle": {k: round(v, 4) for k, v in metrics.items()}}), flush=True
     )
     capacity = {}
+    probs, targets, seen = probs[:capacity_users], targets[:capacity_users], seen[:capacity_users]
     for dim in capacity_dims:
         for head in ("dot", "mol"):
             capacity[f"{head}_D{dim}"] = round(
@@ -412,10 +415,13 @@ def main() -> None:
         help="with --oracle: head-capacity fits at these D",
     )
     parser.add_argument("--capacity-steps", type=int, default=400, help="with --oracle: fit steps per head")
+    parser.add_argument(
+        "--capacity-users", type=int, default=None, help="with --oracle: fit the first N users"
+    )
     parser.add_argument("extra", nargs="*", help="extra Hydra overrides applied to every run")
     args = parser.parse_args()
     if args.oracle:
-        oracle_main(args.extra, args.capacity_dims, args.capacity_steps)
+        oracle_main(args.extra, args.capacity_dims, args.capacity_steps, args.capacity_users)
         return
     if "ml_100k" in args.datasets and not (args.ml100k_dir / "u.data").is_file():
         parser.error(f"--ml100k-dir {args.ml100k_dir} has no u.data (needed for the ml_100k runs)")
