@@ -39,10 +39,17 @@ def random_mol(pq: int, px: int, dim: int, seed: int) -> MoLSimilarity:
 
 
 @torch.no_grad()
-def reference_topk(head, queries, items, k, exclude_positions=None):
-    """float64 full score matrix + stable sort."""
+def reference_topk(head, queries, items, k, exclude_positions=None, state_dtype=None):
+    """float64 full score matrix + stable sort.
+
+    ``state_dtype`` rounds the item state to the dtype the kernel is given (bf16) before the float64 scoring,
+    so the comparison measures the kernel's own arithmetic, not the input quantisation.
+    """
     ref = random_like(head).double()
-    scores = ref.score(ref.encode_queries(queries.double()), ref.encode_items(items.double()))
+    item_state = ref.encode_items(items.double())
+    if state_dtype is not None:
+        item_state = {key: value.to(state_dtype).double() for key, value in item_state.items()}
+    scores = ref.score(ref.encode_queries(queries.double()), item_state)
     if exclude_positions is not None:
         hit = (torch.arange(items.shape[0])[None, :, None] == exclude_positions[:, None, :].cpu()).any(2)
         scores = scores.masked_fill(hit.to(scores.device), -math.inf)
@@ -78,7 +85,7 @@ def check_fused(
     exclude[0, :3] = ref_order[0, :3].cpu()  # drop the true top 3 of query 0
     exclude[-1, 0] = ref_order[-1, 7].cpu()
     exclude = exclude.to(device)
-    ref_values, ref_order = reference_topk(head, queries, items, num_items, exclude)
+    ref_values, ref_order = reference_topk(head, queries, items, num_items, exclude, state_dtype=dtype)
     item_state = {key: value.to(dtype) for key, value in head.encode_items(items).items()}
     query_state = head.encode_queries(queries)
     scores, positions = fused_mol_topk(head, query_state, item_state, k, exclude, **kw)
