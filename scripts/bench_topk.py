@@ -42,7 +42,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from rails.kernels.mol_topk import FusedTopKConfig, fused_mol_topk
+from rails.kernels.mol_topk import fused_mol_topk
 from rails.models.similarity.mol import MoLSimilarity
 from rails.retrieval import AverageTopK, CombinedTopK, ExactTopK, FaissMIPS, PerComponentTopK, TorchMIPS
 from rails.retrieval.index import RetrievalIndex
@@ -245,6 +245,14 @@ def checkpoint_problem(path: Path, num_items: int, noise: float, dtype: torch.dt
     return Problem("checkpoint", head, encode_items(head, items, dtype), checkpoint_queries)
 
 
+@dataclass(frozen=True)
+class FusedTopKConfig:
+    """Tile settings of the fused exact kernel for tuning rows: items per tile and corpus splits per query."""
+
+    block_x: int | None = None
+    num_splits: int | None = None
+
+
 class FusedVariant(ExactTopK):
     """Exact search with the fused kernel at explicit tile sizes (tuning rows)."""
 
@@ -254,19 +262,25 @@ class FusedVariant(ExactTopK):
 
     def _search(self, query_state, k, exclude_positions):
         return fused_mol_topk(
-            self._require_built(), query_state, self.item_state, k, exclude_positions, self.config
+            self._require_built(),
+            query_state,
+            self.item_state,
+            k,
+            exclude_positions,
+            block_x=self.config.block_x,
+            num_splits=self.config.num_splits,
         )
 
 
 def parse_fused_config(text: str) -> FusedTopKConfig:
-    """``BxX`` or ``BxXxW`` (block_b x block_x [x num_warps]) -> FusedTopKConfig."""
+    """``X`` or ``XxS`` (items per tile [x corpus splits per query]) -> FusedTopKConfig."""
     try:
         values = [int(v) for v in text.lower().split("x")]
-        return FusedTopKConfig(
-            block_b=values[0], block_x=values[1], num_warps=values[2] if len(values) > 2 else 8
-        )
-    except (ValueError, IndexError) as err:
-        raise SystemExit(f"--fused-configs entries look like 16x16 or 16x16x4, got {text!r}") from err
+        if not 1 <= len(values) <= 2:
+            raise ValueError(text)
+        return FusedTopKConfig(block_x=values[0], num_splits=values[1] if len(values) > 1 else None)
+    except ValueError as err:
+        raise SystemExit(f"--fused-configs entries look like 128 or 128x264, got {text!r}") from err
 
 
 def time_call(fn: Callable[[], object], warmup: int, runs: int, device: torch.device) -> list[float]:
@@ -368,7 +382,7 @@ def main() -> None:
         "--fused-configs",
         nargs="*",
         default=[],
-        help="extra fused tile sizes to time, e.g. 16x16 8x32 32x16x8",
+        help="extra fused tile settings to time: items per tile [x corpus splits], e.g. 64 128x264",
     )
     parser.add_argument("--no-faiss", action="store_true")
     parser.add_argument("--tiny", action="store_true", help="CPU smoke run: tiny corpus and heads")
@@ -427,7 +441,7 @@ def bench_problem(
             ("fused_triton_exact", "", ExactTopK(fused=True).build(head, item_state=item_state))
         )
         for config in fused_configs:
-            params = f"block_b={config.block_b},block_x={config.block_x},num_warps={config.num_warps}"
+            params = f"block_x={config.block_x},num_splits={config.num_splits}"
             exact_rows.append(
                 ("fused_triton_exact", params, FusedVariant(config).build(head, item_state=item_state))
             )

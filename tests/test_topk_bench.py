@@ -79,10 +79,12 @@ def test_checkpoint_problem_rebuilds_head_and_item_table(tmp_path: Path):
 
 def test_parse_fused_config():
     bench = _module()
-    config = bench.parse_fused_config("8x32x4")
-    assert (config.block_b, config.block_x, config.num_warps) == (8, 32, 4)
-    with pytest.raises(SystemExit):
-        bench.parse_fused_config("8")
+    config = bench.parse_fused_config("128x264")
+    assert (config.block_x, config.num_splits) == (128, 264)
+    assert bench.parse_fused_config("64").num_splits is None
+    for bad in ("8x32x4", "x", ""):
+        with pytest.raises(SystemExit):
+            bench.parse_fused_config(bad)
 
 
 @pytest.mark.slow
