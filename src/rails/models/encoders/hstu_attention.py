@@ -84,7 +84,7 @@ def relative_bias(
     n = timestamps.shape[1]
     idx = torch.arange(n, device=timestamps.device)
     distance = (idx[:, None] - idx[None, :]).clamp_min(0)  # (N, N)
-    position = position_weights[distance]  # (N, N)
+    position = table_lookup(position_weights, distance)  # (N, N); histogram backward, no atomics
     buckets = time_buckets(
         next_timestamps[:, :, None] - timestamps[:, None, :],
         time_bucket_divisor,
