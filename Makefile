@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # CPU wheel of torch pinned on the CPU install path (an unpinned torch pulls a multi-GB CUDA build).
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: install quickstart test test-all lint format bench clean
+.PHONY: install quickstart test test-ops test-all lint format clean
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,10 @@ lint: install
 
 test: install lint
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -m "not gpu and not slow" -q
+
+# Multi-process operations checks (SIGKILL + resume, 1 vs 2 gloo processes, sweeps incl. Optuna): CI runs them too.
+test-ops: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -m slow -q tests/test_resume.py tests/test_ddp.py tests/test_sweeps.py
 
 test-all: install lint
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -m "not gpu" -q
