@@ -64,7 +64,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             metrics.update({k: float(v) for k, v in result.items()})
     if trainer.is_global_zero:
         write_metrics(Path(cfg.paths.output_dir) / "metrics.json", metrics)
-        print_metrics_table(metrics, title=f"rails-eval: {cfg.ckpt_path}")
+        print_metrics_table(metrics, title="rails-eval", caption=f"checkpoint: {cfg.ckpt_path}")
     return metrics
 
 

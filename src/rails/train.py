@@ -108,7 +108,9 @@ def _fit_and_evaluate(
     if trainer.is_global_zero:
         output_dir = Path(cfg.paths.output_dir)
         write_metrics(output_dir / "metrics.json", metrics)
-        print_metrics_table(metrics, title=f"rails: {cfg.get('task_name', 'train')} ({output_dir})")
+        print_metrics_table(
+            metrics, title=f"rails: {cfg.get('task_name', 'train')}", caption=f"run directory: {output_dir}"
+        )
     return metrics
 
 

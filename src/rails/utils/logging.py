@@ -45,22 +45,27 @@ def write_metrics(path: str | os.PathLike[str], metrics: Mapping[str, float]) ->
     atomic_write_text(path, json.dumps(clean, indent=2) + "\n")
 
 
-def print_metrics_table(metrics: Mapping[str, float], title: str = "rails metrics") -> None:
-    """Print val/test metrics as a rich table (stage rows x metric columns)."""
+def print_metrics_table(
+    metrics: Mapping[str, float], title: str = "rails metrics", caption: str | None = None
+) -> None:
+    """Print metrics as a rich table: one row per metric, one column per split (val, test, test/popularity)."""
     from rich.console import Console
     from rich.table import Table
 
-    rows: dict[str, dict[str, float]] = {}
+    columns: dict[str, dict[str, float]] = {}
     for key, value in metrics.items():
         stage, _, name = key.rpartition("/")
-        rows.setdefault(stage or "-", {})[name] = value
-    columns: list[str] = []
-    for values in rows.values():
-        columns += [c for c in values if c not in columns]
+        columns.setdefault(stage or "-", {})[name] = value
+    names: list[str] = []
+    for values in columns.values():
+        names += [n for n in values if n not in names]
     table = Table(title=title)
-    table.add_column("split", style="bold", no_wrap=True, min_width=18)
-    for column in columns:
-        table.add_column(column, justify="right")
-    for stage, values in rows.items():
-        table.add_row(stage, *(f"{values[c]:.4f}" if c in values else "" for c in columns))
-    Console().print(table)
+    table.add_column("metric", style="bold", no_wrap=True)
+    for stage in columns:
+        table.add_column(stage, justify="right", no_wrap=True)
+    for name in names:
+        table.add_row(name, *(f"{columns[s][name]:.4f}" if name in columns[s] else "" for s in columns))
+    console = Console(width=max(80, 14 + 18 * len(columns)))
+    console.print(table)
+    if caption:
+        console.print(caption, soft_wrap=True)
