@@ -23,10 +23,11 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from rails.datamodules.beir import BEIRData, BEIRDataset, Qrels, read_beir
 from rails.models.encoders.lm import resolve_pretrained
+from rails.utils.samplers import ShardedEvalSampler
 
 
 class _Movable:
@@ -356,12 +357,19 @@ class QADataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------------------------------ loaders
     def _loader(
-        self, dataset: Dataset, batch_size: int, shuffle: bool, collate: Any, drop_last: bool = False
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        shuffle: bool,
+        collate: Any,
+        drop_last: bool = False,
+        sampler: Sampler | None = None,
     ) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             drop_last=drop_last,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
@@ -388,7 +396,14 @@ class QADataModule(L.LightningDataModule):
         data = self._require_data()
         qrels = self.splits[split]
         collate = _EvalCollate(data, qrels, _Tokenize(self.tokenizer, self.query_max_length))
-        return self._loader(_Rows(np.arange(len(qrels))), self.eval_batch_size, False, collate)
+        questions = _Rows(np.arange(len(qrels)))
+        # Each question exactly once over all ranks (Lightning's DistributedSampler would pad and repeat some),
+        # so distributed metrics equal single-device ones.
+        rank, world = (
+            (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+        )
+        sampler = ShardedEvalSampler(questions, num_replicas=world, rank=rank)
+        return self._loader(questions, self.eval_batch_size, False, collate, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self.eval_dataloader("val")
