@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import OmegaConf, open_dict
+from omegaconf import open_dict
 
 from rails.datamodules.qa import QADataModule
 from rails.eval import evaluate
@@ -87,14 +87,12 @@ def test_train_test_and_rails_eval(experiment: str, tiny_dir: Path, tmp_path: Pa
     assert written["test/recall@100"] == 1.0  # 12 passages: every relevant one is within the top 100
     checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert checkpoint.is_file()
-    # rails-eval rebuilds data and model from the checkpoint; the QA evaluator replaces the default one.
+    # rails-eval rebuilds data, model and the (QA) evaluation callback from the checkpoint alone.
     eval_cfg = shrink(
         compose_config("eval", [f"ckpt_path={checkpoint}", "trainer.accelerator=cpu"]), tmp_path / "e"
     )
+    assert eval_cfg.get("retrieval") is None
     with open_dict(eval_cfg):
-        eval_cfg.retrieval = OmegaConf.create(
-            {"evaluator": {"_target_": "rails.retrieval.qa_callback.QARetrievalEvaluator"}}
-        )
         eval_cfg.trainer.enable_progress_bar = False
         eval_cfg.trainer.precision = "32-true"
     again = evaluate(eval_cfg)

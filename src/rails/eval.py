@@ -1,7 +1,7 @@
 """``rails-eval ckpt_path=...``: re-evaluate a checkpoint on its validation and test splits.
 
 The checkpoint carries the resolved config of the run that wrote it (``rails_config``), so the same
-data and model are rebuilt; ``data=...``, ``retrieval.*`` and ``trainer.*`` overrides on the command line
+data, model and evaluation callbacks are rebuilt; ``data=...``, ``retrieval=...`` and ``trainer.*`` overrides
 replace the stored ones (e.g. evaluate on another split protocol or with other cutoffs).
 """
 
@@ -38,9 +38,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     checkpoint = load_checkpoint(cfg.ckpt_path)
     stored = OmegaConf.create(checkpoint["rails_config"])
     data_cfg = cfg.data if cfg.get("data") is not None else stored.data
-    check_config(
-        OmegaConf.create({"data": data_cfg, "retrieval": cfg.get("retrieval"), "trainer": cfg.trainer})
-    )
+    retrieval_cfg = cfg.retrieval if cfg.get("retrieval") is not None else stored.get("retrieval")
+    check_config(OmegaConf.create({"data": data_cfg, "retrieval": retrieval_cfg, "trainer": cfg.trainer}))
     datamodule: L.LightningDataModule = hydra.utils.instantiate(data_cfg)
     datamodule.prepare_data()
     datamodule.setup("validate")
@@ -52,7 +51,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     model: L.LightningModule = hydra.utils.instantiate(stored.model, num_items=num_items)
     model.load_state_dict(checkpoint["state_dict"])
     model.run_config = checkpoint["rails_config"]
-    callbacks = instantiate_dict(cfg.get("retrieval"), "retrieval")
+    callbacks = instantiate_dict(retrieval_cfg, "retrieval")
     loggers = instantiate_dict(cfg.get("logger"), "logger")
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     metrics: dict[str, float] = {}
