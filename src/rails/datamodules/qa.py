@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from rails.datamodules.beir import BEIRData, BEIRDataset, Qrels, read_beir
 from rails.models.encoders.lm import resolve_pretrained
-from rails.utils.samplers import ShardedEvalSampler
+from rails.utils.samplers import ShardedEvalSampler, per_device_batch_size
 
 
 class _Movable:
@@ -312,12 +312,7 @@ class QADataModule(L.LightningDataModule):
             }
             self.tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(self.tokenizer_name))
             self.data = data
-        world_size = self.trainer.world_size if self.trainer is not None else 1
-        if self.batch_size % world_size != 0:
-            raise ValueError(
-                f"data.batch_size={self.batch_size} is not divisible by the world size {world_size}"
-            )
-        self._per_device_batch_size = self.batch_size // world_size
+        self._per_device_batch_size = per_device_batch_size(self.batch_size, self.trainer)
 
     def _require_data(self) -> BEIRData:
         if self.data is None:

@@ -13,7 +13,12 @@ from torch.utils.data import DataLoader, Sampler
 from rails.batch import collate_sequences
 from rails.datamodules.canonical import CanonicalData, DatasetSource, read_canonical
 from rails.datamodules.sequences import SequenceExamples, training_item_counts
-from rails.utils.samplers import ResumableDataLoader, ResumableRandomSampler, ShardedEvalSampler
+from rails.utils.samplers import (
+    ResumableDataLoader,
+    ResumableRandomSampler,
+    ShardedEvalSampler,
+    per_device_batch_size,
+)
 
 
 class SequentialDataModule(L.LightningDataModule):
@@ -73,12 +78,7 @@ class SequentialDataModule(L.LightningDataModule):
         if self.data is None:
             self.data_dir = self.source.prepare(self._root())
             self.data = read_canonical(self.data_dir)
-        world_size = self.trainer.world_size if self.trainer is not None else 1
-        if self.batch_size % world_size != 0:
-            raise ValueError(
-                f"data.batch_size={self.batch_size} is not divisible by the world size {world_size}"
-            )
-        self._per_device_batch_size = self.batch_size // world_size
+        self._per_device_batch_size = per_device_batch_size(self.batch_size, self.trainer)
 
     def _require_data(self) -> CanonicalData:
         if self.data is None:

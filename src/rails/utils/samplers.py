@@ -144,3 +144,11 @@ class ResumableDataLoader(DataLoader):
         sampler.resume_at(int(state["epoch"]), min(batches * self.batch_size, sampler.num_samples))  # type: ignore[operator]
         self._epoch = int(state["epoch"])
         self._batches = batches
+
+
+def per_device_batch_size(batch_size: int, trainer: object | None) -> int:
+    """Global ``data.batch_size`` divided by the trainer's world size (1 without a trainer); must divide evenly."""
+    world_size = getattr(trainer, "world_size", 1) if trainer is not None else 1
+    if batch_size % world_size != 0:
+        raise ValueError(f"data.batch_size={batch_size} is not divisible by the world size {world_size}")
+    return batch_size // world_size
