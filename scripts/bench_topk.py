@@ -48,6 +48,7 @@ from rails.retrieval import AverageTopK, CombinedTopK, ExactTopK, FaissMIPS, Per
 from rails.retrieval.index import RetrievalIndex
 from rails.retrieval.metrics import recall_at_k
 from rails.retrieval.mips import faiss_available
+from rails.utils.checkpoint_io import load_checkpoint_file
 
 # Peak dense bf16 tensor FLOP/s and HBM bytes/s (public spec sheets; docs/../peers.md §3).
 PEAKS = {"H100": (989.4e12, 3.35e12), "H200": (989.4e12, 4.8e12)}
@@ -214,7 +215,7 @@ def instantiate_plain(node: Any) -> Any:
 
 def checkpoint_problem(path: Path, num_items: int, noise: float, dtype: torch.dtype, device) -> Problem:
     """MoL head + item table of a rails-train checkpoint; queries = random items plus noise."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_checkpoint_file(path)
     if "rails_config" not in checkpoint or "state_dict" not in checkpoint:
         raise SystemExit(
             f"--checkpoint {path}: not a rails-train checkpoint (needs rails_config and state_dict)"

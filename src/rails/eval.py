@@ -12,10 +12,10 @@ from typing import Any
 
 import hydra
 import lightning as L
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rails.config_dir import config_dir
+from rails.utils.checkpoint_io import CheckpointError, check_state_dict_matches, load_checkpoint_file
 from rails.utils.instantiate import check_config, instantiate_dict
 from rails.utils.logging import get_logger, print_metrics_table, write_metrics
 
@@ -23,13 +23,19 @@ log = get_logger(__name__)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a rails checkpoint (tensors and plain containers only: ``weights_only=True``)."""
+    """Load a rails checkpoint (tensors and plain containers only: ``weights_only=True``, never a full unpickle).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: unreadable, unsafe or foreign file (the message names the file and what was found).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path={path}: no such checkpoint file")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if "rails_config" not in checkpoint:
-        raise ValueError(f"ckpt_path={path}: not written by rails-train (no 'rails_config' entry)")
+    checkpoint = load_checkpoint_file(path)
+    missing = [key for key in ("rails_config", "state_dict", "hyper_parameters") if key not in checkpoint]
+    if missing:
+        raise CheckpointError(f"ckpt_path={path}: not written by rails-train (no {missing} entries)")
     return checkpoint
 
 
@@ -49,6 +55,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             f"data has item ids up to {datamodule.num_items - 1} but the checkpoint's table has {num_items} rows"
         )
     model: L.LightningModule = hydra.utils.instantiate(stored.model, num_items=num_items)
+    check_state_dict_matches(model, checkpoint["state_dict"], cfg.ckpt_path)
     model.load_state_dict(checkpoint["state_dict"])
     model.run_config = checkpoint["rails_config"]
     callbacks = instantiate_dict(retrieval_cfg, "retrieval")

@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from rails.config_dir import config_dir
+from rails.utils.checkpoint_io import check_state_dict_matches, load_checkpoint_file
 from rails.utils.ddp_launch import hydra_safe_ddp_launch
 from rails.utils.instantiate import check_config, instantiate_dict
 from rails.utils.logging import get_logger, print_metrics_table, write_metrics
@@ -80,6 +81,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         torch.set_float32_matmul_precision(cfg.matmul_precision)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
     datamodule, model, trainer = build(cfg)
+    if ckpt_path is not None and "://" not in ckpt_path:
+        # Refuse an unsafe, unreadable or mismatched file before anything trains (Lightning loads it again).
+        check_state_dict_matches(model, load_checkpoint_file(ckpt_path).get("state_dict", {}), ckpt_path)
     with hydra_safe_ddp_launch():
         return _fit_and_evaluate(cfg, datamodule, model, trainer, ckpt_path)
 
@@ -93,16 +97,20 @@ def _fit_and_evaluate(
 ) -> dict[str, float]:
     metrics: dict[str, float] = {}
     if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
     if cfg.get("train", True):
         if best:
             log.info(f"best checkpoint: {best}")
-        for result in trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False):
+        for result in trainer.validate(
+            model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
+        ):
             metrics.update(result)
     if cfg.get("test", True):
-        for result in trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False):
+        for result in trainer.test(
+            model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
+        ):
             metrics.update(result)
     metrics = {k: float(v) for k, v in metrics.items() if k.startswith(("val/", "test/"))}
     if trainer.is_global_zero:
