@@ -25,7 +25,7 @@ from rails.utils.checkpoint_io import check_state_dict_matches, load_checkpoint_
 from rails.utils.ddp_launch import hydra_safe_ddp_launch
 from rails.utils.instantiate import check_config, instantiate_dict
 from rails.utils.logging import get_logger, print_metrics_table, write_metrics
-from rails.utils.run_info import log_run_config
+from rails.utils.run_info import log_run_config, write_run_record
 from rails.utils.task import run_job
 
 log = get_logger(__name__)
@@ -116,6 +116,7 @@ def _fit_and_evaluate(
     if trainer.is_global_zero:
         output_dir = Path(cfg.paths.output_dir)
         write_metrics(output_dir / "metrics.json", metrics)
+        write_run_record(output_dir / "run.json", trainer, epochs=trainer.current_epoch, best_checkpoint=best)
         print_metrics_table(
             metrics, title=f"rails: {cfg.get('task_name', 'train')}", caption=f"run directory: {output_dir}"
         )

@@ -58,6 +58,26 @@ def system_info(trainer: L.Trainer | None = None) -> dict[str, Any]:
     return info
 
 
+def launch_command(app: str = "rails-train") -> str | None:
+    """The command line that reproduces this Hydra job (``app`` + its overrides), or None outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    overrides = list(HydraConfig.get().overrides.task)
+    return " ".join([app, *overrides])
+
+
+def write_run_record(path: str | Path, trainer: L.Trainer, **extra: Any) -> None:
+    """Atomically write ``run.json``: the launch command, system info (GPU kind, versions) and ``extra``."""
+    import json
+
+    from rails.utils.logging import atomic_write_text
+
+    record = {"command": launch_command(), **system_info(trainer), **extra}
+    atomic_write_text(path, json.dumps(record, indent=2, default=str) + "\n")
+
+
 def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
     """``model/params/{total,trainable,non_trainable}``."""
     total = sum(p.numel() for p in model.parameters())

@@ -1,0 +1,49 @@
+"""Regenerate ``docs/results.{json,md}`` and the README results table from run directories.
+
+    python scripts/make_results.py results/runs            # the committed run directories (default)
+
+Every row is mean ± std over the seeds of one experiment (see ``rails.results``); the README table between
+the ``<!-- results:start -->`` / ``<!-- results:end -->`` markers shows the preset rows of ``--readme-datasets``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from rails.results import collect_runs, markdown, readme_table, summarize
+from rails.utils.logging import atomic_write_text
+
+REPO = Path(__file__).resolve().parents[1]
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("roots", nargs="*", type=Path, default=[REPO / "results" / "runs"])
+    parser.add_argument("--json", type=Path, default=REPO / "docs" / "results.json")
+    parser.add_argument("--md", type=Path, default=REPO / "docs" / "results.md")
+    parser.add_argument("--readme", type=Path, default=REPO / "README.md")
+    parser.add_argument("--readme-datasets", nargs="+", default=["ml_1m_seq", "amazon_beauty"])
+    args = parser.parse_args()
+    rows = summarize(collect_runs(args.roots))
+    for row in rows:  # repository-relative run directories
+        row["run_dirs"] = [str(Path(p).resolve().relative_to(REPO)) for p in row["run_dirs"]]
+    atomic_write_text(args.json, json.dumps(rows, indent=2) + "\n")
+    atomic_write_text(args.md, markdown(rows))
+    readme = args.readme.read_text()
+    if START in readme and END in readme:
+        table = readme_table(rows, args.readme_datasets)
+        readme = re.sub(
+            f"{re.escape(START)}.*?{re.escape(END)}", f"{START}\n{table}{END}", readme, flags=re.DOTALL
+        )
+        atomic_write_text(args.readme, readme)
+    print(f"{len(rows)} rows -> {args.json}, {args.md}")
+
+
+if __name__ == "__main__":
+    main()

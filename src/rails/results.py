@@ -1,0 +1,229 @@
+"""Result tables from run directories: one row per (dataset, model, head, protocol, variant), mean ± std over seeds.
+
+A run directory is what ``rails-train`` leaves: ``metrics.json``, ``run.json`` (launch command, GPU kind,
+versions) and ``.hydra/config.yaml`` + ``.hydra/overrides.yaml``. Runs are grouped by their experiment
+identity: the ``tags`` of the preset (``[dataset, model, head]``), the split protocol (``data.holdout``) and the
+*variant*, i.e. every command-line override except the seed and paths (so an ablation such as
+``model.negatives.num_negatives=512`` is its own row). :func:`write_results` turns the rows into
+``results.json`` (machine-readable) and ``results.md``; nothing in those files is typed by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Overrides that do not change what is measured (where files live, how the run is launched, its seed).
+_NEUTRAL_PREFIXES = (
+    "seed=",
+    "hydra.",
+    "hydra/",
+    "paths.",
+    "data.root=",
+    "data.num_workers=",
+    "data.source.raw_dir=",
+    "data.source.items_file=",
+    "data.source.timestamps_file=",
+    "data.source.catalog_file=",
+    "data.source.cache_dir=",
+    "logger",
+    "~logger",
+    "trainer.enable_progress_bar=",
+    "task_name=",
+    "tags=",
+)
+
+# Published numbers (spec §9; ../shared/data/amazon-beauty/README.md), keyed by (dataset, model, head).
+PUBLISHED: dict[tuple[str, str, str], dict[str, float]] = {
+    ("ml_1m", "sasrec", "dot"): {"test/hr@10": 0.2853, "test/ndcg@10": 0.1603},
+    ("ml_1m", "hstu", "dot"): {"test/hr@10": 0.3097, "test/ndcg@10": 0.1720},
+    ("ml_1m", "hstu_large", "dot"): {"test/hr@10": 0.3294, "test/ndcg@10": 0.1893},
+    ("ml_1m", "hstu_large", "mol"): {"test/hr@10": 0.3412, "test/ndcg@10": 0.1979},
+    ("amazon_beauty", "bsarec", "dot"): {"test/hr@10": 0.1008, "test/ndcg@10": 0.0611},
+    ("amazon_beauty", "sasrec", "dot"): {"test/hr@10": 0.0921, "test/ndcg@10": 0.0531},
+}
+# The shared ML-1M copy (data=ml_1m_seq) holds the same interactions as the official release.
+DATASET_ALIASES = {"ml_1m_seq": "ml_1m"}
+TABLE_METRICS = ("test/hr@10", "test/ndcg@10", "test/hr@50", "test/ndcg@50", "test/hr@200", "test/ndcg@200")
+
+
+@dataclass
+class Run:
+    """One finished run directory."""
+
+    path: Path
+    config: dict[str, Any]
+    overrides: list[str]
+    metrics: dict[str, float]
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def identity(self) -> tuple[str, str, str]:
+        """(dataset, model, head) from the preset's tags, else from the configured classes."""
+        tags = [str(t) for t in self.config.get("tags") or []]
+        if len(tags) >= 3:
+            return tags[0], tags[1], tags[2]
+        model = self.config.get("model", {})
+
+        def name(node: Any) -> str:
+            return str((node or {}).get("_target_", "?")).rsplit(".", 1)[-1]
+
+        return self.config.get("task_name", "?"), name(model.get("encoder")), name(model.get("similarity"))
+
+    @property
+    def protocol(self) -> str:
+        holdout = (self.config.get("data") or {}).get("holdout", 1)
+        return "paper (val = test item)" if holdout == 1 else "separate val item"
+
+    @property
+    def variant(self) -> str:
+        kept = [o for o in self.overrides if not o.lstrip("+~").startswith(_NEUTRAL_PREFIXES)]
+        kept = [o for o in kept if not o.startswith("experiment=")]
+        return " ".join(sorted(kept)) or "preset"
+
+    @property
+    def seed(self) -> int | None:
+        seed = self.config.get("seed")
+        return int(seed) if seed is not None else None
+
+
+def read_run(directory: str | Path) -> Run | None:
+    """Read a run directory; None when it has no ``metrics.json`` (an unfinished or failed run)."""
+    directory = Path(directory)
+    metrics_path = directory / "metrics.json"
+    config_path = directory / ".hydra" / "config.yaml"
+    if not metrics_path.is_file() or not config_path.is_file():
+        return None
+    metrics = {k: v for k, v in json.loads(metrics_path.read_text()).items() if v is not None}
+    overrides_path = directory / ".hydra" / "overrides.yaml"
+    overrides = yaml.safe_load(overrides_path.read_text()) if overrides_path.is_file() else []
+    record_path = directory / "run.json"
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    return Run(
+        directory, yaml.safe_load(config_path.read_text()) or {}, list(overrides or []), metrics, record
+    )
+
+
+def collect_runs(roots: Iterable[str | Path]) -> list[Run]:
+    """Every finished run directory under ``roots`` (searched recursively for ``metrics.json``)."""
+    runs = []
+    for root in roots:
+        for metrics_path in sorted(Path(root).rglob("metrics.json")):
+            run = read_run(metrics_path.parent)
+            if run is not None:
+                runs.append(run)
+    return runs
+
+
+def _mean_std(values: list[float]) -> dict[str, float]:
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "n": len(values),
+    }
+
+
+def summarize(runs: Iterable[Run]) -> list[dict[str, Any]]:
+    """Rows of mean/std over seeds, sorted by dataset, model, head, protocol and variant.
+
+    Each row: ``dataset``, ``model``, ``head``, ``protocol``, ``variant``, ``seeds``, ``metrics``
+    (``{name: {mean, std, n}}`` for every ``test/*`` metric), ``commands``, ``gpu``, ``epochs``,
+    ``run_dirs`` and ``published`` (the paper's numbers for that row, when there are any).
+    """
+    groups: dict[tuple[str, str, str, str, str], list[Run]] = defaultdict(list)
+    for run in runs:
+        groups[(*run.identity, run.protocol, run.variant)].append(run)
+    rows = []
+    for (dataset, model, head, protocol, variant), members in sorted(groups.items()):
+        names = sorted({k for r in members for k in r.metrics if k.startswith("test/")})
+        metrics = {}
+        for name in names:
+            values = [float(r.metrics[name]) for r in members if name in r.metrics]
+            if values and all(math.isfinite(v) for v in values):
+                metrics[name] = _mean_std(values)
+        published_key = (DATASET_ALIASES.get(dataset, dataset), model, head)
+        rows.append(
+            {
+                "dataset": dataset,
+                "model": model,
+                "head": head,
+                "protocol": protocol,
+                "variant": variant,
+                "seeds": sorted(s for s in (r.seed for r in members) if s is not None),
+                "metrics": metrics,
+                "commands": sorted(
+                    {str(r.record.get("command")) for r in members if r.record.get("command")}
+                ),
+                "gpu": sorted({str(r.record.get("system.gpu")) for r in members}),
+                "epochs": sorted({int(r.record["epochs"]) for r in members if "epochs" in r.record}),
+                "run_dirs": sorted(str(r.path) for r in members),
+                "published": PUBLISHED.get(published_key) if protocol.startswith("paper") else None,
+            }
+        )
+    return rows
+
+
+def _cell(row: Mapping[str, Any], name: str) -> str:
+    value = row["metrics"].get(name)
+    if value is None:
+        return "–"
+    return f"{value['mean']:.4f} ± {value['std']:.4f}"
+
+
+def markdown(rows: list[dict[str, Any]], title: str = "Results") -> str:
+    """``results.md``: one table per dataset, then the exact commands of every row."""
+    lines = [
+        f"# {title}",
+        "",
+        "Generated by `scripts/make_results.py` from the run directories listed in `results.json`; do not edit.",
+        "Mean ± sample std over seeds; test metrics of the checkpoint with the best `val/ndcg@10`.",
+        "",
+    ]
+    by_dataset: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_dataset[row["dataset"]].append(row)
+    header = "| model | head | protocol | variant | seeds | " + " | ".join(n[5:] for n in TABLE_METRICS)
+    for dataset, members in by_dataset.items():
+        lines += [f"## {dataset}", "", header + " | paper HR@10 / NDCG@10 | GPU |"]
+        lines.append("|" + "---|" * (len(TABLE_METRICS) + 7))
+        for row in members:
+            published = row.get("published") or {}
+            paper = f"{published['test/hr@10']:.4f} / {published['test/ndcg@10']:.4f}" if published else "–"
+            cells = [_cell(row, n) for n in TABLE_METRICS]
+            lines.append(
+                f"| {row['model']} | {row['head']} | {row['protocol']} | `{row['variant']}` | "
+                f"{len(row['seeds'])} | " + " | ".join(cells) + f" | {paper} | {', '.join(row['gpu'])} |"
+            )
+        lines.append("")
+    lines += ["## Commands", ""]
+    for row in rows:
+        lines.append(f"- {row['dataset']} / {row['model']} / {row['head']} / {row['variant']}:")
+        lines += [f"  - `{command}`" for command in row["commands"]]
+    return "\n".join(lines) + "\n"
+
+
+def readme_table(rows: list[dict[str, Any]], datasets: Iterable[str]) -> str:
+    """The short README table: HR@10 / NDCG@10 of the preset rows (no ablations) of ``datasets``."""
+    lines = [
+        "| dataset | model | head | protocol | seeds | test HR@10 | test NDCG@10 | paper HR@10 / NDCG@10 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    wanted = list(datasets)
+    for row in rows:
+        if row["dataset"] not in wanted or row["variant"] != "preset":
+            continue
+        published = row.get("published") or {}
+        paper = f"{published['test/hr@10']:.4f} / {published['test/ndcg@10']:.4f}" if published else "–"
+        lines.append(
+            f"| {row['dataset']} | {row['model']} | {row['head']} | {row['protocol']} | {len(row['seeds'])} | "
+            f"{_cell(row, 'test/hr@10')} | {_cell(row, 'test/ndcg@10')} | {paper} |"
+        )
+    return "\n".join(lines) + "\n"
