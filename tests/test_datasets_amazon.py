@@ -84,6 +84,15 @@ GOOD = "U1,B1,5.0,100\nU1,B2,4.0,200\n"
         ),
         (GOOD + ",B3,4.0,300\n", r"line 3: field 'user' is empty"),
         ("", r"r\.csv is empty \(0 bytes\)"),
+        (
+            "U1,B1,5.0,1389657600\nU2,B1,4.0,1389657601\nU1,B2,4.0,13896",
+            r"r\.csv, line 3: the file does not end with a newline and its last field 'timestamp' = 13896 is at "
+            r"most a tenth of the largest value \(1389657601\): the last line looks cut",
+        ),
+        (
+            GOOD + "U1,B3,4.0,99999999999999999999\n",
+            r"line 3: field 'timestamp' = '99999999999999999999' is outside",
+        ),
     ],
 )
 def test_bad_input(tmp_path: Path, text: str, pattern: str) -> None:
@@ -100,3 +109,21 @@ def test_missing_file_without_download_says_where(tmp_path: Path) -> None:
         RuntimeError, match=r"ratings_Books\.csv.*place it at .*amzn-books/ratings_Books\.csv"
     ):
         source.prepare(tmp_path / "root")
+
+
+def test_non_text_file_says_what_it_looks_like(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv"
+    path.write_bytes(GOOD.encode("utf-16"))
+    with pytest.raises(ValueError, match=r"r\.csv looks like UTF-16 text \(byte-order mark FF FE\)"):
+        books(path, tmp_path).prepare(tmp_path)
+
+
+def test_user_ids_are_opaque_strings_so_zero_and_negative_are_ordinary_users(tmp_path: Path) -> None:
+    # Amazon user ids are strings remapped to 1..U (0 stays padding), so "0" and "-1" are users like any other.
+    path = write_csv(
+        tmp_path / "r.csv", [("U1", "B1", 5.0, 100), ("0", "B1", 4.0, 90), ("-1", "B1", 3.0, 80)]
+    )
+    source = books(path, tmp_path, min_user_count=1, min_item_count=1, min_sequence_length=1)
+    data = read_canonical(source.prepare(tmp_path))
+    assert data.user_ids.tolist() == [1, 2, 3]  # sorted raw ids "-1", "0", "U1"
+    assert data.lengths().tolist() == [1, 1, 1] and data.ratings.tolist() == [3.0, 4.0, 5.0]

@@ -7,7 +7,9 @@ seconds). Preprocessing, as in the paper's code:
 2. keep the rows whose item has >= ``min_item_count`` rows AND whose user has >= ``min_user_count``
    rows: one pass, not an iterative k-core;
 3. remap item ids to 1..K in sorted order of the raw id strings (the original's 0-based pandas
-   categorical codes shifted by +1, so 0 stays padding); users likewise to 1..U;
+   categorical codes shifted by +1, so 0 stays padding); users likewise to 1..U. Raw ids are opaque
+   strings, so a user or item named ``0`` or ``-1`` is an id like any other (it gets its own code >= 1;
+   nothing is merged into padding), unlike MovieLens, whose numeric ids are kept and must be >= 1;
 4. group per user chronologically (tie order of :mod:`rails.datamodules.preprocess`) and drop users
    left with fewer than ``min_sequence_length`` interactions.
 

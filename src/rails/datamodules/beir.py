@@ -6,7 +6,12 @@ A BEIR dataset is a directory holding
 - ``queries.jsonl``: one question per line, ``{"_id": str, "text": str, ...}``;
 - ``qrels/<split>.tsv``: a header line, then ``query-id <TAB> corpus-id <TAB> score`` (integer graded
   relevance; scores <= 0 mean "judged not relevant"). Splits are ``train``, ``dev`` and ``test``; any may
-  be absent (SciFact has no ``dev``, most BEIR sets only ``test``).
+  be absent (SciFact has no ``dev``, most BEIR sets only ``test``), but a split a run trains or evaluates
+  on must hold at least one positive judgment (:func:`select_split`).
+
+Every file must be UTF-8 text: a malformed line raises a ValueError naming ``<file>:<line>`` and quoting
+the offending value once, cut to 80 characters; a file that is not text (UTF-16, binary, compressed) is
+named as such.
 
 Passages are addressed by their row in ``corpus.jsonl`` (0..X-1), which is what the models call item ids.
 
@@ -20,21 +25,25 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import urllib.request
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from rails.datamodules.raw_io import check_text, fits_int64, quote, shorten
 from rails.utils.logging import get_logger
 
 log = get_logger(__name__)
 
 BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
 SPLITS = ("train", "dev", "test")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 @dataclass
@@ -46,12 +55,14 @@ class Qrels:
         offsets: (Q + 1,) int64; query q's passages are ``passages[offsets[q]:offsets[q + 1]]``.
         passages: (J,) int64 passage rows (corpus positions).
         grades: (J,) float32 relevance grade (> 0).
+        num_judgments: judgment lines read, those with a score <= 0 included.
     """
 
     query_rows: np.ndarray
     offsets: np.ndarray
     passages: np.ndarray
     grades: np.ndarray
+    num_judgments: int = 0
 
     def __len__(self) -> int:
         return len(self.query_rows)
@@ -69,6 +80,7 @@ class Qrels:
             offsets=np.concatenate([[0], np.cumsum(counts[keep])]).astype(np.int64),
             passages=self.passages[per_judgment],
             grades=self.grades[per_judgment],
+            num_judgments=int(per_judgment.sum()),
         )
 
 
@@ -81,69 +93,95 @@ class BEIRData:
     query_ids: list[str]
     query_texts: list[str]
     qrels: dict[str, Qrels] = field(default_factory=dict)
+    directory: Path | None = None
 
     @property
     def num_passages(self) -> int:
         return len(self.passage_ids)
 
 
-def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
+def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, UTF-8 text) of each line of a text file; bad bytes raise with the line."""
+    check_text(path)
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(
+                    f"{path}:{number}: not valid UTF-8 text ({err.reason} at byte {err.start} of the line)"
+                ) from err
+
+
+def _read_jsonl(path: Path, optional: tuple[str, ...] = ()) -> tuple[list[dict], dict[str, int]]:
+    """Records of a BEIR JSON-lines file and the position of each ``_id`` among them.
+
+    Every record needs string ``_id`` and ``text`` fields; the ``optional`` fields must be strings when
+    present. Malformed lines, wrong types and duplicate ids raise ValueError naming ``<file>:<line>``.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing (BEIR layout needs corpus.jsonl, queries.jsonl, qrels/)")
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: invalid JSON ({err.msg})") from err
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            for key in required:
-                if key not in row:
-                    raise ValueError(f"{path}:{number}: missing field {key!r}")
-                if not isinstance(row[key], str):
-                    raise ValueError(f"{path}:{number}: field {key!r} must be a string, got {row[key]!r}")
-            rows.append(row)
+    rows: list[dict] = []
+    index: dict[str, int] = {}
+    lines: dict[str, int] = {}
+    for number, line in _text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number}: invalid JSON ({err.msg})") from err
+        except (ValueError, RecursionError) as err:  # an integer of > 4300 digits, absurd nesting
+            raise ValueError(f"{path}:{number}: invalid JSON ({shorten(str(err), 200)})") from err
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+        for key in ("_id", "text"):
+            if key not in row:
+                raise ValueError(f"{path}:{number}: missing field {key!r}")
+        for key in ("_id", "text", *optional):
+            if key in row and not isinstance(row[key], str):
+                raise ValueError(f"{path}:{number}: field {key!r} must be a string, got {quote(row[key])}")
+        key = row["_id"]
+        if key in index:
+            raise ValueError(f"{path}:{number}: duplicate _id {quote(key)} (first on line {lines[key]})")
+        index[key], lines[key] = len(rows), number
+        rows.append(row)
     if not rows:
         raise ValueError(f"{path}: no records")
-    return rows
+    return rows, index
 
 
-def _index(ids: list[str], path: Path) -> dict[str, int]:
-    index: dict[str, int] = {}
-    for row, key in enumerate(ids):
-        if key in index:
-            raise ValueError(f"{path}:{row + 1}: duplicate _id {key!r} (first on line {index[key] + 1})")
-        index[key] = row
-    return index
+def _grade(path: Path, number: int, score: str) -> float:
+    """The relevance grade of a qrels score field (a decimal int64)."""
+    text = score.strip()
+    if not _INTEGER.fullmatch(text):
+        raise ValueError(f"{path}:{number}: score {quote(score)} is not an integer")
+    if not fits_int64(text):
+        raise ValueError(f"{path}:{number}: score {quote(score)} is outside the int64 range")
+    return float(int(text))
 
 
 def read_qrels(path: Path, query_index: dict[str, int], passage_index: dict[str, int]) -> Qrels:
     """Read one ``qrels/<split>.tsv`` file; unknown ids and malformed lines raise with file:line."""
     judged: dict[int, dict[int, float]] = {}
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            parts = line.rstrip("\n").split("\t")
-            if number == 1 and parts and parts[0] == "query-id":
-                continue  # header
-            if not line.strip():
-                continue
-            if len(parts) != 3:
-                raise ValueError(f"{path}:{number}: expected 3 tab-separated fields, got {len(parts)}")
-            query, passage, score = parts
-            if query not in query_index:
-                raise ValueError(f"{path}:{number}: query-id {query!r} is not in queries.jsonl")
-            if passage not in passage_index:
-                raise ValueError(f"{path}:{number}: corpus-id {passage!r} is not in corpus.jsonl")
-            try:
-                grade = float(int(score))
-            except ValueError as err:
-                raise ValueError(f"{path}:{number}: score {score!r} is not an integer") from err
-            if grade > 0:
-                judged.setdefault(query_index[query], {})[passage_index[passage]] = grade
+    num_judgments = 0
+    for number, line in _text_lines(path):
+        parts = line.rstrip("\r\n").split("\t")
+        if number == 1 and parts and parts[0] == "query-id":
+            continue  # header
+        if not line.strip():
+            continue
+        if len(parts) != 3:
+            raise ValueError(f"{path}:{number}: expected 3 tab-separated fields, got {len(parts)}")
+        query, passage, score = parts
+        if query not in query_index:
+            raise ValueError(f"{path}:{number}: query-id {quote(query)} is not in queries.jsonl")
+        if passage not in passage_index:
+            raise ValueError(f"{path}:{number}: corpus-id {quote(passage)} is not in corpus.jsonl")
+        grade = _grade(path, number, score)
+        num_judgments += 1
+        if grade > 0:
+            judged.setdefault(query_index[query], {})[passage_index[passage]] = grade
     rows = sorted(judged)
     counts = [len(judged[q]) for q in rows]
     return Qrels(
@@ -151,7 +189,32 @@ def read_qrels(path: Path, query_index: dict[str, int], passage_index: dict[str,
         offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
         passages=np.asarray([p for q in rows for p in judged[q]], dtype=np.int64),
         grades=np.asarray([g for q in rows for g in judged[q].values()], dtype=np.float32),
+        num_judgments=num_judgments,
     )
+
+
+def select_split(data: BEIRData, name: str, key: str) -> Qrels:
+    """The qrels of split ``name``, chosen by the config key ``data.<key>``.
+
+    Raises:
+        ValueError: the split's file is absent, or holds no positive judgment (empty, or every score
+            <= 0), which would silently train on nothing or report no metrics; the file is named.
+    """
+    path = Path(data.directory or ".") / "qrels" / f"{name}.tsv"
+    if name not in data.qrels:
+        raise ValueError(f"data.{key}={name!r}: {path} is absent (available: {sorted(data.qrels)})")
+    qrels = data.qrels[name]
+    if len(qrels) == 0:
+        found = (
+            f"{qrels.num_judgments} judgments, all with score <= 0 (judged not relevant)"
+            if qrels.num_judgments
+            else "no judgments"
+        )
+        raise ValueError(
+            f"data.{key}={name!r}: {path} holds {found}; a split needs at least one relevant passage to "
+            "train or evaluate on"
+        )
+    return qrels
 
 
 def read_beir(directory: str | os.PathLike[str], with_titles: bool = True) -> BEIRData:
@@ -166,19 +229,14 @@ def read_beir(directory: str | os.PathLike[str], with_titles: bool = True) -> BE
     """
     directory = Path(directory)
     corpus_path, queries_path = directory / "corpus.jsonl", directory / "queries.jsonl"
-    corpus = _read_jsonl(corpus_path, ("_id", "text"))
-    queries = _read_jsonl(queries_path, ("_id", "text"))
-    for number, row in enumerate(corpus, start=1):
-        if not isinstance(row.get("title", ""), str):
-            raise ValueError(f"{corpus_path}:{number}: field 'title' must be a string, got {row['title']!r}")
+    corpus, passage_index = _read_jsonl(corpus_path, optional=("title",))
+    queries, query_index = _read_jsonl(queries_path)
     passage_ids = [row["_id"] for row in corpus]
     query_ids = [row["_id"] for row in queries]
-    passage_index = _index(passage_ids, corpus_path)
-    query_index = _index(query_ids, queries_path)
     texts = [
         f"{row.get('title', '')} {row['text']}".strip() if with_titles else row["text"] for row in corpus
     ]
-    data = BEIRData(passage_ids, texts, query_ids, [row["text"] for row in queries])
+    data = BEIRData(passage_ids, texts, query_ids, [row["text"] for row in queries], directory=directory)
     for split in SPLITS:
         path = directory / "qrels" / f"{split}.tsv"
         if path.is_file():

@@ -4,6 +4,8 @@ Preprocessing (identical for the three releases, as in the paper's code):
 
 - no filtering (every release already has >= 20 ratings per user);
 - raw user and movie ids are kept (movie id = item id; 0 stays padding because MovieLens ids start at 1);
+  a user id < 1 is an error naming the file and line (it would make a phantom user of a real one's
+  rating), as is a movie id < 1;
 - per-user chronological sequences with the tie order of :mod:`rails.datamodules.preprocess`;
 - the candidate corpus is every movie of the movies file, including never-rated ones (ML-1M: 3,883
   candidates for 3,706 rated movies); a rating of a movie absent from the movies file is an error.
@@ -173,16 +175,23 @@ class MovieLensSource(RawDatasetSource):
         raw = self.read_ratings(ratings_path)
         known = np.zeros(int(max(movies["item_id"].max(), raw["item_id"].max(initial=0))) + 1, dtype=bool)
         known[movies["item_id"].to_numpy()] = True
-        items = raw["item_id"]
+        items, users = raw["item_id"], raw["user_id"]
+        skip = 1 if self.ratings_header else 0
+        bad = np.flatnonzero(users < 1)
+        if len(bad):
+            row = int(bad[0])
+            raise ValueError(
+                f"{ratings_path}, line {raw_io.line_of_row(ratings_path, row, self.encoding, skip)}: user id "
+                f"{int(users[row])} < 1 (MovieLens user ids start at 1; {len(bad)} such rating(s))"
+            )
         bad = np.flatnonzero((items < 1) | ~known[np.clip(items, 0, None)])
         if len(bad):
             row = int(bad[0])
-            line = raw_io.line_of_row(ratings_path, row, self.encoding, skip=1 if self.ratings_header else 0)
             raise ValueError(
-                f"{ratings_path}, line {line}: movie id {int(items[row])} is not in {movies_path} "
-                f"({len(bad)} such rating(s))"
+                f"{ratings_path}, line {raw_io.line_of_row(ratings_path, row, self.encoding, skip)}: movie id "
+                f"{int(items[row])} is not in {movies_path} ({len(bad)} such rating(s))"
             )
-        sequences = group_sequences(raw["user_id"], items, raw["timestamp"], raw["rating"])
+        sequences = group_sequences(users, items, raw["timestamp"], raw["rating"])
         return sequences, movies, sequence_statistics(sequences, len(movies))
 
 

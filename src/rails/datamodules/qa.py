@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from rails.datamodules.beir import BEIRData, BEIRDataset, Qrels, read_beir
+from rails.datamodules.beir import BEIRData, BEIRDataset, Qrels, read_beir, select_split
 from rails.models.encoders.lm import resolve_pretrained
 from rails.utils.samplers import ShardedEvalSampler, per_device_batch_size
 
@@ -278,23 +278,15 @@ class QADataModule(L.LightningDataModule):
         """Download the dataset once if it is not present (rank zero only)."""
         self.source.prepare(self._root())
 
-    def _split(self, data: BEIRData, name: str, key: str) -> Qrels:
-        if name not in data.qrels:
-            raise ValueError(
-                f"data.{key}={name!r}: {self.data_dir}/qrels/{name}.tsv is absent "
-                f"(available: {sorted(data.qrels)})"
-            )
-        return data.qrels[name]
-
     def setup(self, stage: str | None = None) -> None:
         if self.data is None:
             from transformers import AutoTokenizer
 
             self.data_dir = self.source.prepare(self._root())
             data = read_beir(self.data_dir, with_titles=self.with_titles)
-            train = self._split(data, self.train_split, "train_split")
+            train = select_split(data, self.train_split, "train_split")
             if self.val_split is not None:
-                val = self._split(data, self.val_split, "val_split")
+                val = select_split(data, self.val_split, "val_split")
             else:
                 if self.val_queries_from_train >= len(train):
                     raise ValueError(
@@ -308,7 +300,7 @@ class QADataModule(L.LightningDataModule):
             self.splits = {
                 "train": train,
                 "val": val,
-                "test": self._split(data, self.test_split, "test_split"),
+                "test": select_split(data, self.test_split, "test_split"),
             }
             self.tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(self.tokenizer_name))
             self.data = data

@@ -5,6 +5,10 @@ fields). Anything pyarrow rejects, and any parsed value that breaks a rule (a Na
 number), sends the file through a slow line-by-line diagnosis that raises a ``ValueError`` of the form
 ``<file>, line <n>: ...`` quoting the offending value. Multi-character separators (MovieLens ``::``) are
 mapped to a single control byte (``\\x1f``) that the files never contain before pyarrow sees them.
+
+Before parsing, a file is checked to be text at all (:func:`check_text`): UTF-16/32 text, binary data and
+compressed archives are named as such. Values in messages are quoted once and cut to their first 80
+characters (:func:`quote`), so a 30 MB field does not flood the terminal.
 """
 
 from __future__ import annotations
@@ -30,6 +34,24 @@ _FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 _UNIT_SEP = "\x1f"
 _ARROW_TYPES = {"int": pa.int64(), "float": pa.float64(), "str": pa.string()}
 _OTHER_SEPARATORS = ("::", "\t", ",", ";", "|")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+QUOTE_LIMIT = 80
+SNIFF_BYTES = 1 << 16
+_BOMS = (  # longest first: the UTF-32 LE mark starts with the UTF-16 LE one
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
+_MAGIC = (
+    (b"\x1f\x8b", "is gzip-compressed: decompress it first"),
+    (b"PK\x03\x04", "is a zip archive: extract it first"),
+    (b"BZh", "is bzip2-compressed: decompress it first"),
+    (b"\xfd7zXZ\x00", "is xz-compressed: decompress it first"),
+    (b"\x28\xb5\x2f\xfd", "is zstd-compressed: decompress it first"),
+    (b"PAR1", "is a Parquet file, not delimited text"),
+)
+_CONTROL = bytes(sorted(set(range(32)) - {9, 10, 13} | {127}))
 
 
 @dataclass(frozen=True)
@@ -42,6 +64,59 @@ class Column:
 
     name: str
     kind: Kind
+
+
+def shorten(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """``text`` cut to its first ``limit`` characters, with the full length noted when it was cut."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """``repr`` of a value for an error message, cut to ``limit`` characters with the full length noted."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value):,} characters)"
+    return shorten(repr(value), limit)
+
+
+def describe_non_text(head: bytes) -> str | None:
+    """What the first bytes of a file look like when it is not plain 8-bit / UTF-8 text, else None.
+
+    Args:
+        head: the file's first bytes (:data:`SNIFF_BYTES` of them is plenty).
+
+    Returns:
+        A phrase to follow the file name ("looks like UTF-16 text (byte-order mark FF FE) ...", "is a zip
+        archive: extract it first", "looks like binary data (...)"), or None for text.
+    """
+    for bom, name in _BOMS:
+        if head.startswith(bom):
+            return f"looks like {name} text (byte-order mark {bom.hex(' ').upper()}); save it as UTF-8"
+    if head.startswith(b"\xef\xbb\xbf"):
+        return "starts with a UTF-8 byte-order mark (EF BB BF); save it as UTF-8 without one"
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            return what
+    nul = head.find(b"\x00")
+    if nul >= 0:
+        even, odd = head[0::2].count(0), head[1::2].count(0)
+        if max(even, odd) >= len(head) // 4 and min(even, odd) == 0:
+            return "looks like UTF-16 text without a byte-order mark; save it as UTF-8"
+        return f"looks like binary data (a NUL byte at offset {nul}), not text"
+    control = len(head) - len(head.translate(None, _CONTROL))
+    if head and control > 0.05 * len(head):
+        return f"looks like binary data ({100 * control // len(head)}% control characters), not text"
+    return None
+
+
+def check_text(path: str | os.PathLike[str]) -> Path:
+    """:func:`check_nonempty`, then raise ValueError naming ``path`` when it is not plain text."""
+    path = check_nonempty(path)
+    with open(path, "rb") as handle:
+        head = handle.read(SNIFF_BYTES)
+    what = describe_non_text(head)
+    if what is not None:
+        raise ValueError(f"{path} {what}")
+    return path
 
 
 def _lines(path: Path, encoding: str, skip: int) -> Iterator[tuple[int, str]]:
@@ -59,11 +134,20 @@ def _lines(path: Path, encoding: str, skip: int) -> Iterator[tuple[int, str]]:
                 yield number, text
 
 
+def fits_int64(text: str) -> bool:
+    """Whether a decimal integer string (``_INT`` syntax) lies in the int64 range (cheap for huge strings)."""
+    digits = text.lstrip("+-").lstrip("0")
+    return len(digits) <= 19 and _INT64_MIN <= int(text) <= _INT64_MAX
+
+
 def _check_field(path: Path, number: int, column: Column, value: str) -> None:
+    where = f"{path}, line {number}: field {column.name!r} = {quote(value)}"
     if column.kind == "int" and not _INT.fullmatch(value):
-        raise ValueError(f"{path}, line {number}: field {column.name!r} = {value!r} is not an integer")
+        raise ValueError(f"{where} is not an integer")
+    if column.kind == "int" and not fits_int64(value):
+        raise ValueError(f"{where} is outside the int64 range")
     if column.kind == "float" and not (_FLOAT.fullmatch(value) and math.isfinite(float(value))):
-        raise ValueError(f"{path}, line {number}: field {column.name!r} = {value!r} is not a finite number")
+        raise ValueError(f"{where} is not a finite number")
     if column.kind == "str" and not value:
         raise ValueError(f"{path}, line {number}: field {column.name!r} is empty")
 
@@ -80,7 +164,7 @@ def _split_check(
             hint = f" (wrong separator? it contains {found[0]!r})" if found else " (wrong separator?)"
         raise ValueError(
             f"{path}, line {number}: expected {len(columns)} fields separated by {sep!r} ({names}), "
-            f"found {len(fields)}{hint}: {text[:200]!r}"
+            f"found {len(fields)}{hint}: {quote(text, 200)}"
         )
     for column, value in zip(columns, fields):
         _check_field(path, number, column, value)
@@ -111,14 +195,45 @@ def check_nonempty(path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def check_trailing_newline(path: Path) -> None:
-    """Raise when a non-empty file does not end with a newline (the usual mark of a truncated copy)."""
+def ends_with_newline(path: Path) -> bool:
+    """Whether a non-empty file's last byte is a newline (a missing one usually marks a truncated copy)."""
     with open(path, "rb") as handle:
         handle.seek(-1, os.SEEK_END)
-        last = handle.read(1)
-    if last != b"\n":
+        return handle.read(1) == b"\n"
+
+
+def count_lines(path: Path) -> int:
+    """Number of lines of ``path``, an unterminated last line included."""
+    newlines, last = 0, b"\n"
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 24):
+            newlines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return newlines + (last != b"\n")
+
+
+def check_last_value(path: Path, column: Column, values: np.ndarray | pa.ChunkedArray) -> None:
+    """Raise when an unterminated file's last line looks cut inside its final integer field.
+
+    A file that may lack a final newline cannot show truncation by its last byte, but a number cut short
+    loses at least one digit, i.e. shrinks at least tenfold. The timestamps (or ids) of one real file span
+    far less than a factor of ten, so a final value at most a tenth of the file's largest one is reported,
+    with the advice to end the file with a newline when the value is genuine.
+
+    Args:
+        path: the file (known not to end with a newline).
+        column: its last field.
+        values: (R,) the parsed values of that field, in file order.
+    """
+    if column.kind != "int" or len(values) < 2:
+        return
+    last, largest = int(values[-1]), int(values.max())
+    if last >= 0 and largest > 0 and last * 10 <= largest:
         raise ValueError(
-            f"{path} does not end with a newline: the file looks truncated (its last line is cut)"
+            f"{path}, line {count_lines(path)}: the file does not end with a newline and its last field "
+            f"{column.name!r} = {last} is at most a tenth of the largest value ({largest}): the last line "
+            "looks cut (a truncated copy). Restore the complete file, or end it with a newline if the value "
+            "is right."
         )
 
 
@@ -127,7 +242,7 @@ def check_header(path: Path, expected: str, encoding: str) -> None:
     with open(path, "rb") as handle:
         first = handle.readline().decode(encoding, errors="replace").rstrip("\r\n")
     if first != expected:
-        raise ValueError(f"{path}, line 1: expected the header {expected!r}, found {first[:200]!r}")
+        raise ValueError(f"{path}, line 1: expected the header {expected!r}, found {quote(first, 200)}")
 
 
 def read_table(
@@ -155,9 +270,12 @@ def read_table(
         FileNotFoundError: absent file.
         ValueError: empty file, wrong header, or a malformed line (file, line and value in the message).
     """
-    path = check_nonempty(path)
-    if require_trailing_newline:
-        check_trailing_newline(path)
+    path = check_text(path)
+    terminated = ends_with_newline(path)
+    if require_trailing_newline and not terminated:
+        raise ValueError(
+            f"{path} does not end with a newline: the file looks truncated (its last line is cut)"
+        )
     skip = 0
     if header is not None:
         check_header(path, header, encoding)
@@ -192,7 +310,7 @@ def read_table(
         )
     except (pa.ArrowInvalid, UnicodeDecodeError) as err:
         diagnose(path, columns, sep, encoding, skip)
-        raise ValueError(f"{path}: could not parse ({err})") from err
+        raise ValueError(f"{path}: could not parse ({shorten(str(err), 300)})") from err
     if table.num_rows == 0:
         raise ValueError(f"{path} holds no data rows")
     out: dict[str, np.ndarray | pa.ChunkedArray] = {}
@@ -208,6 +326,8 @@ def read_table(
             diagnose(path, columns, sep, encoding, skip)
             raise ValueError(f"{path}: field {column.name!r} holds a non-finite value")
         out[column.name] = array
+    if not terminated:
+        check_last_value(path, columns[-1], out[columns[-1].name])
     return out
 
 
@@ -225,7 +345,7 @@ def read_lines(
         quoted: fields may be double-quoted (CSV quoting, e.g. ML-20M titles holding commas); otherwise
             the separator never occurs inside a field and a line with the wrong field count is an error.
     """
-    path = check_nonempty(path)
+    path = check_text(path)
     skip = 0
     if header is not None:
         check_header(path, header, encoding)
@@ -235,7 +355,9 @@ def read_lines(
         try:
             rows.append((number, _split_check(path, number, text, columns, sep, quoted)))
         except csv.Error as err:
-            raise ValueError(f"{path}, line {number}: malformed CSV quoting ({err}): {text[:200]!r}") from err
+            raise ValueError(
+                f"{path}, line {number}: malformed CSV quoting ({err}): {quote(text, 200)}"
+            ) from err
     if not rows:
         raise ValueError(f"{path} holds no data rows")
     return rows
