@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import stat
 import urllib.error
 import urllib.request
@@ -140,3 +141,101 @@ def test_movielens_downloads_extracts_and_prepares(tmp_path: Path) -> None:
     data = read_canonical(LocalML100K(verify_statistics=False).prepare(root))
     assert data.item_ids.tolist() == [11, 10, 10]
     assert (root / "downloads" / "archive.zip").is_file() and (root / "ml-100k" / "u.data").is_file()
+
+
+# ---- half-extracted release folders ----------------------------------------------------------------------
+
+U_DATA = b"1\t10\t5\t100\n1\t11\t3\t90\n2\t10\t4\t50\n"
+U_ITEM = (
+    "10|A (1990)|||u|" + "|".join(["0"] * 19) + "\n11|B (1991)|||u|" + "|".join(["0"] * 19) + "\n"
+).encode()
+
+
+def local_ml100k(tmp_path: Path) -> type[MovieLens100K]:
+    """MovieLens100K whose official archive is a tiny zip served from a file:// URL."""
+    zip_path = _zip(
+        tmp_path / "ml-100k.zip", {"ml-100k/u.data": U_DATA, "ml-100k/u.item": U_ITEM, "ml-100k/README": b"r"}
+    )
+
+    @dataclass
+    class LocalML100K(MovieLens100K):
+        archive: ClassVar[RemoteFile] = remote_for(zip_path)
+        pinned_files: ClassVar[dict[str, str]] = {}
+
+    return LocalML100K
+
+
+def hidden(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.name.startswith("."))
+
+
+def test_half_extracted_folder_is_completed_from_the_archive(tmp_path: Path) -> None:
+    source = local_ml100k(tmp_path)
+    root = tmp_path / "root"
+    (root / "ml-100k").mkdir(parents=True)
+    (root / "ml-100k" / "u.item").write_bytes(U_ITEM)  # an extraction killed before u.data
+    (root / "ml-100k" / "notes.txt").write_text("mine")  # a file of the user's: left alone
+    data = read_canonical(source(verify_statistics=False).prepare(root))
+    assert data.item_ids.tolist() == [11, 10, 10]
+    assert (root / "ml-100k" / "u.data").read_bytes() == U_DATA
+    assert (root / "ml-100k" / "README").read_bytes() == b"r"
+    assert (root / "ml-100k" / "notes.txt").read_text() == "mine"
+    assert hidden(root) == []  # no temporary extraction folder left behind
+
+
+def test_truncated_copy_is_re_extracted_and_modified_copy_is_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = local_ml100k(tmp_path)
+    root = tmp_path / "root"
+    source(verify_statistics=False).prepare(root)  # downloads and extracts
+    ratings = root / "ml-100k" / "u.data"
+    ratings.write_bytes(U_DATA[:15])  # interrupted write: a strict prefix of the archive's member
+    cache = tmp_path / "c1"
+    with caplog.at_level("WARNING"):
+        data = read_canonical(source(verify_statistics=False, cache_dir=str(cache)).prepare(root))
+    assert ratings.read_bytes() == U_DATA and data.item_ids.tolist() == [11, 10, 10]
+    assert "u.data is a truncated copy" in caplog.text and "archive.zip" in caplog.text
+    ratings.write_bytes(b"2\t11\t4\t70\n")  # not a prefix of the member: someone's own edit, used as is
+    data = read_canonical(source(verify_statistics=False, cache_dir=str(tmp_path / "c2")).prepare(root))
+    assert ratings.read_bytes() == b"2\t11\t4\t70\n" and data.item_ids.tolist() == [11]
+
+
+def test_repair_refuses_a_corrupt_archive(tmp_path: Path) -> None:
+    source = local_ml100k(tmp_path)
+    root = tmp_path / "root"
+    (root / "ml-100k").mkdir(parents=True)
+    (root / "ml-100k" / "u.item").write_bytes(U_ITEM)
+    (root / "downloads").mkdir()
+    (root / "downloads" / "archive.zip").write_bytes(b"PK\x03\x04 not the archive")
+    with pytest.raises(ValueError, match=r"checksum mismatch for .*archive\.zip"):
+        source(verify_statistics=False).prepare(root)
+    assert not (root / "ml-100k" / "u.data").exists()
+
+
+def test_extraction_merges_into_an_existing_folder(tmp_path: Path) -> None:
+    archive = _zip(tmp_path / "a.zip", {"ml/u.data": b"new", "ml/u.item": b"item", "ml/sub/x": b"y"})
+    out = tmp_path / "out"
+    (out / "ml").mkdir(parents=True)
+    (out / "ml" / "u.data").write_bytes(b"old")
+    assert safe_extract_zip(archive, out) == ["ml/sub", "ml/u.item"]
+    assert (out / "ml" / "u.data").read_bytes() == b"old"  # existing files are kept by default ...
+    assert (out / "ml" / "sub" / "x").read_bytes() == b"y"
+    assert safe_extract_zip(archive, out, overwrite=["ml/u.data"]) == ["ml/u.data"]
+    assert (out / "ml" / "u.data").read_bytes() == b"new"  # ... unless named in overwrite
+    assert hidden(out) == []
+
+
+def test_stale_extraction_folders_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    import socket
+
+    archive = _zip(tmp_path / "a.zip", {"ml/u.data": b"1"})
+    out = tmp_path / "out"
+    host = socket.gethostname()
+    dead = out / f".a.zip.extract-{host}-999999999-abc123"
+    alive = out / f".a.zip.extract-{host}-{os.getpid()}-abc123"
+    other_host = out / ".a.zip.extract-elsewhere-1-abc123"
+    for folder in (dead, alive, other_host):
+        (folder / "ml").mkdir(parents=True)
+    safe_extract_zip(archive, out)
+    assert not dead.exists() and alive.exists() and other_host.exists()

@@ -10,7 +10,10 @@ Every remote file is a :class:`RemoteFile` with the checksums we could establish
   695,762 items after the paper's filter), see :mod:`rails.datamodules.amazon`.
 
 Nothing here is called against the network in tests; downloads go through :func:`fetch`, which writes to a
-temporary sibling file and renames it into place only after the checksums pass.
+temporary sibling file and renames it into place only after the checksums pass. Archives are extracted by
+:func:`safe_extract_zip` into a temporary folder whose entries are renamed into place, so a killed extraction
+never leaves a half-written release folder behind; one left by other tools is completed from the archive
+(missing files are added, :func:`is_truncated_copy` finds a file whose write was interrupted).
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ import hashlib
 import logging
 import os
 import shutil
+import socket
 import stat
 import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -172,15 +177,108 @@ def _unsafe_member(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
-def safe_extract_zip(archive: str | os.PathLike[str], destination: str | os.PathLike[str]) -> Path:
-    """Extract ``archive`` into ``destination`` atomically, refusing unsafe members.
+def is_truncated_copy(archive: str | os.PathLike[str], member: str, path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` holds a strict prefix of ``member`` of ``archive``: an interrupted extraction.
 
-    Every member is checked before anything is written (absolute paths, drive letters, ``..`` components,
-    symbolic links are rejected). Extraction goes to a temporary sibling directory whose top-level entries
-    are then renamed into ``destination``; an entry that already exists there is left untouched.
+    A file of the archive's size or larger, or one that differs from the member within its length (an
+    edited copy), is not truncated. An unreadable archive or an absent member gives False (cannot tell).
+    """
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            info = zf.getinfo(member)
+            remaining = path.stat().st_size
+            if remaining >= info.file_size:
+                return False
+            with zf.open(info) as packed, open(path, "rb") as copy:
+                while remaining:
+                    chunk = copy.read(min(CHUNK, remaining))
+                    if not chunk or packed.read(len(chunk)) != chunk:
+                        return False
+                    remaining -= len(chunk)
+    except (KeyError, OSError, zipfile.BadZipFile, EOFError):
+        return False
+    return True
+
+
+def _extraction_prefix(archive: Path) -> str:
+    return f".{archive.name}.extract-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # another user's process, or not a pid: leave its folder alone
+        return True
+    return True
+
+
+def remove_stale_extractions(archive: Path, destination: Path) -> list[Path]:
+    """Delete temporary extraction folders of ``archive`` left in ``destination`` by killed processes.
+
+    The folders are named ``.<archive>.extract-<host>-<pid>-<random>``; only those of this host whose
+    process no longer runs are removed (a live extraction, or one on another host, is left alone).
+    """
+    prefix, host, removed = _extraction_prefix(archive), socket.gethostname(), []
+    if not destination.is_dir():
+        return removed
+    for entry in destination.iterdir():
+        if not entry.name.startswith(prefix):
+            continue
+        parts = entry.name[len(prefix) :].rsplit("-", 2)  # host, pid, random part (no "-" in it)
+        if len(parts) == 3 and parts[0] == host and parts[1].isdigit() and not _pid_alive(int(parts[1])):
+            log.info("removing %s, left by an interrupted extraction", entry)
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+def _merge(source: Path, target: Path, overwrite: Collection[str], prefix: str = "") -> list[str]:
+    """Rename the entries of ``source`` into ``target``: absent ones, and files listed in ``overwrite``.
 
     Returns:
-        ``destination``.
+        The archive paths (``prefix`` + name, ``/``-separated) of the entries placed, in sorted order.
+    """
+    placed = []
+    for entry in sorted(source.iterdir()):
+        name, dest = prefix + entry.name, target / entry.name
+        if not dest.exists() and not dest.is_symlink():
+            try:
+                os.replace(entry, dest)
+            except OSError:
+                if not dest.exists():  # not a concurrent extraction that got there first
+                    raise
+                continue
+            placed.append(name)
+        elif entry.is_dir() and dest.is_dir() and not dest.is_symlink():
+            placed += _merge(entry, dest, overwrite, name + "/")
+        elif name in overwrite and entry.is_file() and dest.is_file():
+            os.replace(entry, dest)
+            placed.append(name)
+    return placed
+
+
+def safe_extract_zip(
+    archive: str | os.PathLike[str], destination: str | os.PathLike[str], overwrite: Collection[str] = ()
+) -> list[str]:
+    """Extract ``archive`` into ``destination`` through a temporary folder, refusing unsafe members.
+
+    Every member is checked before anything is written (absolute paths, drive letters, ``..`` components,
+    symbolic links are rejected). Extraction goes to a temporary sibling folder whose entries are then
+    renamed into ``destination``: an absent entry is moved in whole (one atomic rename for a release
+    folder), an existing folder is completed file by file, an existing file is kept unless its archive path
+    is listed in ``overwrite`` (then atomically replaced). Temporary folders left by killed extractions of
+    the same archive are removed first (:func:`remove_stale_extractions`).
+
+    Args:
+        archive: the zip file.
+        destination: folder to extract into (created if needed).
+        overwrite: archive paths (``"ml-1m/ratings.dat"``) of files to replace when they exist.
+
+    Returns:
+        The archive paths of the entries placed (a moved folder is one entry), sorted.
 
     Raises:
         ValueError: the archive is not a valid zip file or holds an unsafe member (named in the message).
@@ -188,22 +286,20 @@ def safe_extract_zip(archive: str | os.PathLike[str], destination: str | os.Path
     archive, destination = Path(archive), Path(destination)
     try:
         with zipfile.ZipFile(archive) as zf:
-            members = zf.infolist()
-            for info in members:
+            for info in zf.infolist():
                 reason = _unsafe_member(info)
                 if reason is not None:
                     raise ValueError(f"{archive}: refusing to extract member {info.filename!r}: it {reason}")
             destination.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{archive.name}.extract-", dir=destination))
+            remove_stale_extractions(archive, destination)
+            owner = f"{_extraction_prefix(archive)}{socket.gethostname()}-{os.getpid()}-"
+            tmp = Path(tempfile.mkdtemp(prefix=owner, dir=destination))
             try:
                 zf.extractall(tmp)
-                for entry in sorted(tmp.iterdir()):
-                    if not (destination / entry.name).exists():
-                        os.replace(entry, destination / entry.name)
+                return _merge(tmp, destination, set(overwrite))
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
     except zipfile.BadZipFile as err:
         raise ValueError(
             f"{archive} is not a valid zip archive ({err}); delete it and download it again"
         ) from err
-    return destination

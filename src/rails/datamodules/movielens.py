@@ -13,6 +13,9 @@ Preprocessing (identical for the three releases, as in the paper's code):
 Raw files are looked up in ``raw_dir`` (or individual ``ratings_file`` / ``movies_file`` paths), else in
 ``<data root>/<release folder>`` (``ml-1m/``, ``ml-20m/``, ``ml-100k/``, the folder inside the official
 zip), else the official zip is downloaded into ``<data root>/downloads/``, verified and extracted there.
+A half-extracted release folder (a file missing, or a strict prefix of the archive's copy: an interrupted
+extraction by another tool) is completed from the verified archive; a file that differs otherwise is taken
+to be a deliberate copy and used as it is (the statistics check judges it).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from rails.datamodules.download import (
     RemoteFile,
     fetch,
     file_digests,
+    is_truncated_copy,
     safe_extract_zip,
 )
 from rails.datamodules.preprocess import RawDatasetSource, group_sequences, sequence_statistics
@@ -112,25 +116,39 @@ class MovieLensSource(RawDatasetSource):
         return {"ratings_path": str(ratings), "movies_path": str(movies)}
 
     def locate(self, root: Path) -> tuple[Path, Path]:
-        """Paths of the ratings and movies files, downloading and extracting the official zip if needed."""
+        """Paths of the ratings and movies files, extracted from the official zip when absent or cut short."""
         ratings, movies = self._paths(root)
         missing = [p for p in (ratings, movies) if not p.is_file()]
-        if not missing:
-            return ratings, movies
         if self.raw_dir or self.ratings_file or self.movies_file:
-            raise FileNotFoundError(
-                f"{self.name}: {', '.join(map(str, missing))} not found. Place the files of the official "
-                f"{self.archive.url} there, or unset raw_dir/ratings_file/movies_file to download them."
+            if missing:
+                raise FileNotFoundError(
+                    f"{self.name}: {', '.join(map(str, missing))} not found. Place the files of the official "
+                    f"{self.archive.url} there, or unset raw_dir/ratings_file/movies_file to download them."
+                )
+            return ratings, movies
+        downloaded = root / "downloads" / self.archive.filename
+        member = {p: p.relative_to(root).as_posix() for p in (ratings, movies)}
+        cut = [
+            p for p in (ratings, movies) if p not in missing and is_truncated_copy(downloaded, member[p], p)
+        ]
+        if not missing and not cut:
+            return ratings, movies
+        for path in cut:
+            log.warning(
+                "%s is a truncated copy of %s in %s: extracting it again", path, member[path], downloaded
             )
         try:
             archive = fetch(self.archive, root / "downloads", allow_download=self.download)
         except DownloadError as err:
             raise DownloadError(
-                f"{self.name}: {', '.join(map(str, missing))} not found and the archive is unavailable. "
+                f"{self.name}: {', '.join(map(str, missing + cut))} missing or cut short and the archive is "
+                "unavailable. "
                 f"Either extract {self.archive.filename} so that {root / self.folder} holds "
                 f"{self.ratings_name} and {self.movies_name}, or: {err}"
             ) from err
-        safe_extract_zip(archive, root)
+        placed = safe_extract_zip(archive, root, overwrite=[member[p] for p in cut])
+        if placed:
+            log.info("%s: extracted %s from %s into %s", self.name, ", ".join(placed), archive, root)
         still = [p for p in (ratings, movies) if not p.is_file()]
         if still:
             raise FileNotFoundError(f"{self.name}: {archive} did not contain {', '.join(map(str, still))}")
