@@ -231,3 +231,67 @@ def test_real_amazon_beauty(shared_data_dir: Path, tmp_path: Path) -> None:
     )
     within_user = np.diff(data.timestamps)[np.diff(np.repeat(np.arange(data.num_users), data.lengths())) == 0]
     assert (within_user >= 0).all() and data.timestamps.min() == 1023840000
+
+
+S3REC = {
+    "amazon_sports": ("Sports_and_Outdoors.txt", (35598, 18357, 296337)),
+    "amazon_toys": ("Toys_and_Games.txt", (19412, 11924, 167597)),
+    "yelp": ("Yelp.txt", (30431, 20033, 316354)),
+    "amazon_beauty_s3rec": ("Beauty.txt", (22363, 12101, 198502)),
+}
+
+
+@pytest.mark.parametrize("option", sorted(S3REC))
+def test_s3rec_presets_pin_the_public_files(option: str) -> None:
+    cfg = compose_config("train", [f"data={option}", "data.root=/nonexistent"])
+    GlobalHydra.instance().clear()
+    src = hydra.utils.instantiate(cfg.data).source  # nothing is read or downloaded before prepare
+    filename, (users, items, interactions) = S3REC[option]
+    assert src.url == f"https://raw.githubusercontent.com/RUCAIBox/CIKM2020-S3Rec/master/data/{filename}"
+    assert len(src.sha256) == 64 and src.download and src.verify_statistics
+    assert src.expected == {
+        "num_users": users,
+        "num_items": items,
+        "num_rated_items": items,
+        "num_interactions": interactions,
+    }
+    assert cfg.data.max_seq_len == 50
+    for model in ("sasrec_dot", "sasrec_mol", "hstu_large_dot", "hstu_large_mol"):
+        if option != "amazon_beauty_s3rec":
+            exp = compose_config("train", [f"experiment={option}_{model}"])
+            assert exp.hydra.runtime.choices.data == option and exp.data.max_seq_len == 50
+    GlobalHydra.instance().clear()
+
+
+def test_real_toys_local_copy_verified(shared_data_dir: Path, tmp_path: Path) -> None:
+    data = read_canonical(_prepare_preset("amazon_toys", shared_data_dir, tmp_path))
+    assert (data.meta["num_users"], data.meta["num_items"], data.meta["num_interactions"]) == (
+        19412,
+        11924,
+        167597,
+    )
+
+
+def test_download_when_absent_through_fetch(shared_data_dir: Path, tmp_path: Path) -> None:
+    local = shared_data_dir / "amazon-beauty" / "s3rec_Beauty.txt"
+    if not local.is_file():
+        pytest.skip(f"{local} is absent")
+    cfg = compose_config("train", ["data=amazon_beauty_s3rec", f"data.root={tmp_path / 'root'}"])
+    GlobalHydra.instance().clear()
+    src = hydra.utils.instantiate(cfg.data).source
+    src.url = local.as_uri()  # a file:// URL: the real download code path, no network
+    src.download = False
+    with pytest.raises(Exception, match=r"amazon-beauty/Beauty\.txt is absent .*downloads are disabled"):
+        src.prepare(tmp_path / "root")
+    src.download = True
+    data = read_canonical(src.prepare(tmp_path / "root"))
+    assert (tmp_path / "root" / "amazon-beauty" / "Beauty.txt").is_file()
+    assert (data.meta["num_users"], data.meta["num_interactions"]) == (22363, 198502)
+
+
+def test_local_copy_with_wrong_checksum_is_refused(tmp_path: Path) -> None:
+    cfg = compose_config("train", ["data=amazon_toys", f"data.root={tmp_path}"])
+    GlobalHydra.instance().clear()
+    write(tmp_path / "amazon-toys", "Toys_and_Games.txt", "1 2 3\n")
+    with pytest.raises(ValueError, match=r"checksum mismatch for .*Toys_and_Games\.txt"):
+        hydra.utils.instantiate(cfg.data).source.prepare(tmp_path)

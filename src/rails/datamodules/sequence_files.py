@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rails.datamodules.download import DownloadError, RemoteFile, fetch, verify_file
 from rails.datamodules.ids import assign_ids
 from rails.datamodules.preprocess import RawDatasetSource, group_sequences, sequence_statistics
 from rails.datamodules.sequence_text import SequenceLines, parse_timestamps, read_catalog, read_sequence_file
@@ -45,8 +46,9 @@ class SequenceFiles(RawDatasetSource):
     Args:
         raw_dir: folder that relative file paths are resolved against; None = the data root.
         cache_dir: where the prepared directory goes; None = the data root.
-        download: unused by local files (kept for the common source interface).
-        verify_statistics: compare the statistics with ``expected`` and fail on a mismatch.
+        download: allow downloading ``url`` when ``items_file`` is absent.
+        verify_statistics: compare the statistics with ``expected`` (and a present ``items_file`` with
+            ``sha256``) and fail on a mismatch.
         items_file: path of the ``user item item ...`` file (required; checked when preparing).
         timestamps_file: path of the parallel ``user t t ...`` file; None = positions 0..n-1.
         catalog_file: path of the item catalogue (item id in the first field); None = the corpus is the
@@ -59,6 +61,9 @@ class SequenceFiles(RawDatasetSource):
         dataset: name of the prepared dataset (cache folder ``<dataset>-<hash>``, ``meta.json`` name).
         expected: statistics to verify (``num_users``, ``num_interactions``, ``num_rated_items``,
             ``num_items``) when ``verify_statistics`` is true.
+        url: public URL of ``items_file``, downloaded to the ``items_file`` path when that is absent.
+        sha256: pinned SHA-256 of ``items_file`` (checked after a download, and on a local file when
+            ``verify_statistics`` is true).
     """
 
     verify_statistics: bool = False
@@ -71,6 +76,8 @@ class SequenceFiles(RawDatasetSource):
     catalog_encoding: str = "utf-8"
     dataset: str = "sequences"
     expected: dict[str, int] | None = None
+    url: str | None = None
+    sha256: str | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.dataset):
@@ -122,8 +129,19 @@ class SequenceFiles(RawDatasetSource):
         }
 
     def locate(self, root: Path) -> tuple[Path, Path | None, Path | None]:
-        """The resolved paths, checked to exist."""
+        """The resolved paths, checked to exist; ``items_file`` is downloaded from ``url`` when absent."""
         paths = self.paths(root)
+        items = paths[0]
+        remote = RemoteFile(url=self.url or str(items), filename=items.name, sha256=self.sha256)
+        if not items.is_file() and self.url:
+            try:
+                fetch(remote, items.parent, allow_download=self.download)
+            except DownloadError as err:
+                raise DownloadError(
+                    f"{self.dataset}: data.source.items_file {items} is absent and {err}"
+                ) from err
+        elif items.is_file() and self.sha256 and self.verify_statistics:
+            verify_file(items, remote)
         keys = ("items_file", "timestamps_file", "catalog_file")
         for key, path in zip(keys, paths):
             if path is not None and not path.is_file():
