@@ -11,26 +11,39 @@ A prepared dataset is a directory holding:
   ``num_interactions`` and the ``settings`` that produced the files.
 
 Writers go through :func:`write_canonical`, which writes into a temporary sibling directory and renames
-it into place, so a reader never sees a half-written dataset.
+it into place, so a reader never sees a half-written dataset. A temporary directory left behind by a
+killed writer is removed by a later write in the same parent (:func:`remove_stale_temporaries`), and a
+prepared directory whose parquet files do not match its ``meta.json`` (e.g. a truncated copy) does not
+count as canonical, so it is rebuilt rather than read.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import socket
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 SEQUENCES_FILE = "sequences.parquet"
 ITEMS_FILE = "items.parquet"
 META_FILE = "meta.json"
+OWNER_FILE = ".owner.json"
+TMP_MARKER = ".tmp-"
+STALE_AFTER_S = 3600.0
 
 
 class DatasetSource(Protocol):
@@ -149,13 +162,17 @@ def write_canonical(
         "settings": settings,
     }
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    remove_stale_temporaries(directory.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}{TMP_MARKER}", dir=directory.parent))
     try:
+        owner = {"pid": os.getpid(), "host": socket.gethostname(), "created": time.time()}
+        (tmp / OWNER_FILE).write_text(json.dumps(owner))
         sequences[["user_id", "item_ids", "timestamps", "ratings"]].to_parquet(
             tmp / SEQUENCES_FILE, index=False
         )
         items.to_parquet(tmp / ITEMS_FILE, index=False)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        (tmp / OWNER_FILE).unlink()
         if is_canonical(directory):  # another process finished the same preparation first: keep theirs
             shutil.rmtree(tmp)
             return directory
@@ -168,8 +185,75 @@ def write_canonical(
     return directory
 
 
+def _process_gone(owner: dict[str, Any]) -> bool:
+    """Whether the writer recorded in ``owner`` ran on this host and no longer exists."""
+    if owner.get("host") != socket.gethostname() or not isinstance(owner.get("pid"), int):
+        return False
+    try:
+        os.kill(owner["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists but belongs to someone else
+        return False
+    return False
+
+
+def remove_stale_temporaries(parent: str | os.PathLike[str], max_age_s: float = STALE_AFTER_S) -> list[Path]:
+    """Remove the temporary directories of :func:`write_canonical` that a killed writer left in ``parent``.
+
+    A temporary directory is stale when its writer (pid recorded on this host) is gone, or when it has
+    not been modified for ``max_age_s`` seconds (a writer on another host, or one killed before recording
+    itself). A live writer's directory on this host is kept however old (writing takes seconds).
+
+    Returns:
+        The directories removed.
+    """
+    parent = Path(parent)
+    removed = []
+    for candidate in parent.glob(f".*{TMP_MARKER}*"):
+        if not candidate.is_dir():
+            continue
+        try:
+            owner = json.loads((candidate / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            owner = {}
+        try:
+            age = time.time() - candidate.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        alive_here = owner.get("host") == socket.gethostname() and not _process_gone(owner)
+        if _process_gone(owner) or (age > max_age_s and not alive_here):
+            shutil.rmtree(candidate, ignore_errors=True)
+            log.info("removed %s, left by an interrupted preparation", candidate)
+            removed.append(candidate)
+    return removed
+
+
+def damage(directory: str | os.PathLike[str]) -> str | None:
+    """Why a directory holding the canonical files cannot be read (None when the files are intact).
+
+    Reads ``meta.json`` and the parquet footers only: a truncated or corrupt parquet file, unreadable
+    metadata, or row counts that disagree with ``meta.json`` are reported.
+    """
+    directory = Path(directory)
+    try:
+        meta = json.loads((directory / META_FILE).read_text())
+    except (OSError, ValueError) as err:
+        return f"{directory / META_FILE} is unreadable ({err})"
+    if not isinstance(meta, dict):
+        return f"{directory / META_FILE} is not a JSON object"
+    for filename, key in ((SEQUENCES_FILE, "num_users"), (ITEMS_FILE, "num_items")):
+        try:
+            rows = pq.read_metadata(directory / filename).num_rows
+        except (OSError, pa.ArrowException) as err:
+            return f"{directory / filename} is unreadable ({err})"
+        if rows != meta.get(key):
+            return f"{directory / filename} has {rows} rows but {META_FILE} says {key}={meta.get(key)}"
+    return None
+
+
 def is_canonical(directory: str | os.PathLike[str]) -> bool:
-    """True when ``directory`` holds a complete canonical dataset of the current format version."""
+    """True when ``directory`` holds a complete, intact canonical dataset of the current format version."""
     directory = Path(directory)
     meta_path = directory / META_FILE
     if not (
@@ -177,22 +261,31 @@ def is_canonical(directory: str | os.PathLike[str]) -> bool:
     ):
         return False
     try:
-        return json.loads(meta_path.read_text()).get("format_version") == FORMAT_VERSION
-    except json.JSONDecodeError:
+        if json.loads(meta_path.read_text()).get("format_version") != FORMAT_VERSION:
+            return False
+    except (json.JSONDecodeError, AttributeError):
         return False
+    return damage(directory) is None
 
 
 def read_canonical(directory: str | os.PathLike[str]) -> CanonicalData:
     """Load a canonical dataset directory into CSR arrays."""
     directory = Path(directory)
     if not is_canonical(directory):
+        problem = damage(directory) if (directory / META_FILE).is_file() else None
         raise FileNotFoundError(
             f"{directory} is not a prepared rails dataset (expected {SEQUENCES_FILE}, {ITEMS_FILE}, {META_FILE} "
             f"with format_version {FORMAT_VERSION})"
+            + (f": {problem}; delete the directory to prepare it again" if problem else "")
         )
     meta = json.loads((directory / META_FILE).read_text())
-    frame = pd.read_parquet(directory / SEQUENCES_FILE)
-    items = pd.read_parquet(directory / ITEMS_FILE, columns=["item_id"])
+    try:
+        frame = pd.read_parquet(directory / SEQUENCES_FILE)
+        items = pd.read_parquet(directory / ITEMS_FILE, columns=["item_id"])
+    except (OSError, pa.ArrowException) as err:
+        raise ValueError(
+            f"{directory}: prepared files are unreadable ({err}); delete the directory to prepare it again"
+        ) from err
     lengths = frame["item_ids"].map(len).to_numpy(dtype=np.int64)
     offsets = np.zeros(len(frame) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from rails.datamodules.canonical import is_canonical, settings_key, write_canonical
+from rails.datamodules.canonical import damage, is_canonical, settings_key, write_canonical
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,42 @@ def format_statistics(name: str, stats: dict[str, int]) -> str:
     return f"{name}: " + ", ".join(f"{k.removeprefix('num_')} {v:,}" for k, v in stats.items())
 
 
+def describe_sequences(name: str, sequences: pd.DataFrame, positions: bool = False) -> str:
+    """One line with the sequence-length percentiles and the time span of a grouped sequences frame."""
+    if not len(sequences):
+        return f"{name}: no sequences"
+    lengths = sequences["item_ids"].map(len).to_numpy()
+    pct = np.percentile(lengths, [50, 90, 99]).round(1)
+    text = (
+        f"{name}: items per user min {lengths.min():,}, median {pct[0]:g}, p90 {pct[1]:g}, p99 {pct[2]:g}, "
+        f"max {lengths.max():,}"
+    )
+    if positions:
+        return text + "; no timestamps (positions 0..n-1)"
+    first = min(int(np.min(t)) for t in sequences["timestamps"])
+    last = max(int(np.max(t)) for t in sequences["timestamps"])
+    span = (last - first) / 86400
+    start, end = pd.Timestamp(first, unit="s"), pd.Timestamp(last, unit="s")
+    return text + f"; time {start:%Y-%m-%d} .. {end:%Y-%m-%d} ({span:,.0f} days)"
+
+
+def raw_fingerprints(raw_settings: dict[str, Any]) -> dict[str, str]:
+    """``size:mtime_ns`` (or ``absent``) of every raw file named by a ``*_path`` key of ``raw_settings``.
+
+    Part of the cache key, so an edited or replaced raw file (new size or modification time) prepares a
+    new directory instead of reusing data prepared from the old file.
+    """
+    prints = {}
+    for key, value in sorted(raw_settings.items()):
+        if key.endswith("_path") and value:
+            try:
+                info = os.stat(value)
+                prints[key] = f"{info.st_size}:{info.st_mtime_ns}"
+            except OSError:
+                prints[key] = "absent"
+    return prints
+
+
 def _writable(path: Path) -> bool:
     """Whether ``path`` (or its nearest existing ancestor) can be written to.
 
@@ -121,6 +157,8 @@ class RawDatasetSource(ABC):
     """Base of sources built from raw files: cache lookup, preprocessing, statistics check, atomic write.
 
     Subclasses define ``name``, :meth:`raw_settings` (what identifies the raw input) and :meth:`build`.
+    Every ``*_path`` entry of :meth:`raw_settings` names a raw file whose size and modification time are
+    part of the cache key (:func:`raw_fingerprints`).
 
     Args:
         raw_dir: directory holding the already-downloaded raw files; None = the official location under
@@ -150,30 +188,52 @@ class RawDatasetSource(ABC):
     def settings(self, root: Path) -> dict[str, Any]:
         """Everything that determines the prepared files; hashed into the cache directory name."""
         options = {k: v for k, v in asdict(self).items() if k not in ("cache_dir", "download")}
+        raw = self.raw_settings(root)
         return {
             "name": self.name,
             "preprocess_version": PREPROCESS_VERSION,
             "tie_order": TIE_ORDER,
             **options,
-            **self.raw_settings(root),
+            **raw,
+            "raw_files": raw_fingerprints(raw),
         }
 
+    def _directory(self, root: Path, settings: dict[str, Any]) -> Path:
+        return cache_base(root, self.cache_dir) / f"{self.name}-{settings_key(settings)}"
+
     def prepared_dir(self, root: str | os.PathLike[str]) -> Path:
-        """The canonical directory these settings map to (it may not exist yet)."""
+        """The canonical directory these settings and raw files map to (it may not exist yet)."""
         root = Path(root).expanduser().absolute()
-        return cache_base(root, self.cache_dir) / f"{self.name}-{settings_key(self.settings(root))}"
+        return self._directory(root, self.settings(root))
 
     def prepare(self, root: str | os.PathLike[str]) -> Path:
-        """Reuse the cached canonical directory, or preprocess the raw files into it atomically."""
+        """Reuse the cached canonical directory, or preprocess the raw files into it atomically.
+
+        A cached directory whose files are damaged (truncated parquet, counts that disagree with
+        ``meta.json``) is prepared again. The directory is keyed by the settings *after* :meth:`build`,
+        so raw files downloaded by the build are fingerprinted as they are on disk.
+        """
         root = Path(root).expanduser().absolute()
         directory = self.prepared_dir(root)
         if is_canonical(directory):
             log.info("%s: reusing prepared data in %s", self.name, directory)
             return directory
+        if directory.exists():
+            log.warning(
+                "%s: prepared data in %s is damaged (%s): preparing it again",
+                self.name,
+                directory,
+                damage(directory),
+            )
         sequences, items, stats = self.build(root)
+        settings = self.settings(root)
         log.info(format_statistics(self.name, stats))
+        log.info(
+            describe_sequences(self.name, sequences, positions=settings.get("timestamps") == "positions")
+        )
         if self.verify_statistics:
             check_statistics(self.name, stats, self.expected_statistics)
-        write_canonical(directory, sequences, items, name=self.name, settings=self.settings(root))
+        directory = self._directory(root, settings)
+        write_canonical(directory, sequences, items, name=self.name, settings=settings)
         log.info("%s: prepared data written to %s", self.name, directory)
         return directory
