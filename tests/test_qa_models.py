@@ -312,6 +312,9 @@ def test_evaluator_exact_ranks_match_sorting(chunk_size: int) -> None:
     callback._num_passages = 17
     ranks = callback.exact_ranks(head, head.encode_queries(queries), relevant)
     scores = head.score(head.encode_queries(queries), head.encode_items(items))
+    # Chunked and full scoring round differently (~1e-7); with every score gap above 1e-5 no rank can
+    # change on any CPU, so the ranks below may be compared exactly.
+    assert scores.sort(dim=1).values.diff(dim=1).min() > 1e-5
     order = scores.argsort(dim=1, descending=True)
     for b in range(5):
         for j in range(3):

@@ -83,7 +83,9 @@ def test_training_run_logs_approximate_index_metrics(tmp_path: Path):
         assert f"test/{name}/hr@50" not in metrics  # above index_k
         assert 0.0 <= metrics[f"test/{name}/recall@20"] <= 1.0
         assert metrics[f"test/{name}/latency_ms"] > 0
-    # a candidate budget covering the corpus reproduces the exact ranking
-    assert metrics["test/avg/recall@20"] == pytest.approx(1.0)
-    assert metrics["test/avg/hr@10"] == pytest.approx(metrics["test/hr@10"])
-    assert metrics["test/avg/ndcg@10"] == pytest.approx(metrics["test/ndcg@10"])
+    # A candidate budget covering the corpus reproduces the exact ranking, up to ties: the candidates are
+    # re-scored in other batch shapes, so a near-tie may flip on another CPU. 0.01 allows one flipped query
+    # of the 120, far below what a wrong ranking costs.
+    assert metrics["test/avg/recall@20"] == pytest.approx(1.0, abs=0.01)
+    assert metrics["test/avg/hr@10"] == pytest.approx(metrics["test/hr@10"], abs=0.01)
+    assert metrics["test/avg/ndcg@10"] == pytest.approx(metrics["test/ndcg@10"], abs=0.01)

@@ -1,4 +1,9 @@
-"""Sharded search equals single-process search: in-process shard merge, and two gloo processes."""
+"""Sharded search equals single-process search: in-process shard merge, and two gloo processes.
+
+Float results computed in other chunk and shard layouts are compared up to ties (scores within tolerance,
+ids equal except among tied scores, :mod:`tests.topk_compare`); the tie order itself is checked bit for bit
+on integer-valued vectors, whose dot products are exact in any summation order.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from rails.models.similarity import DotProductSimilarity
 from rails.retrieval import ExactTopK, PerComponentTopK, ShardedIndex
 from rails.retrieval.sharded import merge_shard_results, shard_bounds
 from tests.test_retrieval_index import corpus, tiny_mol
+from tests.topk_compare import assert_same_topk
 
 
 def test_shard_bounds_cover_corpus_contiguously():
@@ -22,29 +28,51 @@ def test_shard_bounds_cover_corpus_contiguously():
         assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
 
 
+def merged_shards(head, items, ids, queries, k, exclude, world, chunk_size):
+    """Search each of ``world`` contiguous shards separately and merge the results in rank order."""
+    parts_scores, parts_ids = [], []
+    for rank in range(world):
+        start, end = shard_bounds(ids.numel(), rank, world)
+        index = ExactTopK(chunk_size=chunk_size).build(head, items[start:end], ids[start:end])
+        scores, out = index.search(queries, k, exclude=exclude)
+        pad = k - scores.shape[1]
+        parts_scores.append(torch.nn.functional.pad(scores, (0, pad), value=-float("inf")))
+        parts_ids.append(torch.nn.functional.pad(out, (0, pad), value=0))
+    return merge_shard_results(torch.stack(parts_scores), torch.stack(parts_ids), k)
+
+
 @pytest.mark.parametrize("world", [2, 3])
 def test_in_process_shard_merge_equals_single(world):
     head = tiny_mol()
     items, ids, queries = corpus()
-    items = torch.cat([items, items[:6]])  # duplicated vectors -> exact ties across shards
+    items = torch.cat([items, items[:6]])  # duplicated vectors -> ties across shards
     ids = torch.cat([ids, torch.arange(2001, 2007)])
     exclude = torch.stack([ids[:3], ids[10:13], torch.zeros(3, dtype=torch.int64), ids[-3:], ids[:3]])
     k = 12
     ref_scores, ref_ids = ExactTopK(chunk_size=8).build(head, items, ids).search(queries, k, exclude=exclude)
-    parts_scores, parts_ids = [], []
-    for rank in range(world):
-        start, end = shard_bounds(ids.numel(), rank, world)
-        scores, out = (
-            ExactTopK(chunk_size=5)
-            .build(head, items[start:end], ids[start:end])
-            .search(queries, k, exclude=exclude)
-        )
-        pad = k - scores.shape[1]
-        parts_scores.append(torch.nn.functional.pad(scores, (0, pad), value=-float("inf")))
-        parts_ids.append(torch.nn.functional.pad(out, (0, pad), value=0))
-    scores, out = merge_shard_results(torch.stack(parts_scores), torch.stack(parts_ids), k)
-    assert torch.equal(out, ref_ids)
-    torch.testing.assert_close(scores, ref_scores)
+    scores, out = merged_shards(head, items, ids, queries, k, exclude, world, chunk_size=5)
+    assert_same_topk(scores, out, ref_scores, ref_ids)
+    for row, excluded in zip(out.tolist(), exclude.tolist()):
+        assert not set(row) & ({e for e in excluded if e} | {0})
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_shard_merge_breaks_exact_ties_by_global_corpus_position(world):
+    gen = torch.Generator().manual_seed(4)
+    base = torch.randint(-3, 4, (7, 6), generator=gen).float()
+    items = base.repeat(4, 1)  # every vector 4 times, spread over the shards: 4-way exact ties
+    ids = torch.randperm(500, generator=gen)[:28] + 1
+    queries = torch.randint(-3, 4, (5, 6), generator=gen).float()
+    head = DotProductSimilarity(normalize=False)  # integer dot products: exact in any summation order
+    exclude = torch.stack([ids[:2], ids[9:11], torch.zeros(2, dtype=torch.int64), ids[-2:], ids[3:5]])
+    ref_scores, ref_ids = ExactTopK(chunk_size=6).build(head, items, ids).search(queries, 15, exclude=exclude)
+    scores, out = merged_shards(head, items, ids, queries, 15, exclude, world, chunk_size=4)
+    assert torch.equal(scores, ref_scores) and torch.equal(out, ref_ids)
+    position = {i: p for p, i in enumerate(ids.tolist())}
+    for row_scores, row_ids in zip(scores.tolist(), out.tolist()):
+        for j in range(1, len(row_ids)):
+            if row_scores[j] == row_scores[j - 1]:  # within a tie, lower corpus position first
+                assert position[row_ids[j]] > position[row_ids[j - 1]]
 
 
 def test_sharded_index_without_process_group_is_single_process():
@@ -54,7 +82,7 @@ def test_sharded_index_without_process_group_is_single_process():
         ShardedIndex(ExactTopK(chunk_size=7)).build(head, items[:, :8], ids).search(queries[:, :8], 5)
     )
     ref_scores, ref = ExactTopK().build(head, items[:, :8], ids).search(queries[:, :8], 5)
-    assert torch.equal(out, ref)
+    assert_same_topk(scores, out, ref_scores, ref)
 
 
 def _free_port() -> int:
@@ -94,8 +122,7 @@ def test_two_gloo_processes_equal_single_process():
     ref_scores, ref_ids = ExactTopK().build(head, items, ids).search(queries, 10, exclude=exclude)
     for rank in range(world):
         scores, found = results[rank]["exact"]
-        assert torch.equal(found, ref_ids)
-        torch.testing.assert_close(scores, ref_scores, rtol=1e-5, atol=1e-5)
+        assert_same_topk(scores, found, ref_scores, ref_ids, msg=f"rank {rank}")
         # approximate per shard: each shard's candidates re-scored exactly, merged like exact
         _, approx = results[rank]["per_component"]
         assert approx.shape == ref_ids.shape and (approx != 0).all()

@@ -1,0 +1,80 @@
+"""Compare top-k results computed in different orders: scores within tolerance, ids equal up to ties.
+
+Two correct top-k searches that sum in different orders (other chunk sizes, shards, kernels, CPUs) can
+round the same score differently in the last bit, which reorders items whose scores tie or nearly tie.
+Comparing their ids bit for bit therefore passes or fails by machine. :func:`assert_same_topk` accepts
+an id mismatch only inside a group of tied reference scores; everything else must agree exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def _tied(a: float, b: float, rtol: float, atol: float) -> bool:
+    if a == b:
+        return True
+    return math.isfinite(a) and math.isfinite(b) and abs(a - b) <= atol + rtol * max(abs(a), abs(b))
+
+
+def tie_groups(scores: list[float], rtol: float, atol: float) -> list[tuple[int, int]]:
+    """[start, end) runs of consecutive sorted scores that are within tolerance of their neighbour."""
+    groups, start = [], 0
+    for j in range(1, len(scores) + 1):
+        if j == len(scores) or not _tied(scores[j - 1], scores[j], rtol, atol):
+            groups.append((start, j))
+            start = j
+    return groups
+
+
+def assert_same_topk(
+    scores: Tensor,
+    ids: Tensor,
+    ref_scores: Tensor,
+    ref_ids: Tensor,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    msg: str = "",
+) -> None:
+    """Assert that two (B, K) top-k results agree up to floating-point ties.
+
+    Scores must match position by position within tolerance (both are sorted, so swapping two tied items
+    keeps them close). Ids must match, except within a tie group of the reference scores, where both
+    results must hold the same ids in any order; the last group may be cut by K, so there the ids only
+    need to be distinct from the rest of the row (an item tied with the K-th one may take its place).
+
+    Args:
+        scores: (B, K) scores of the result under test, sorted descending; -inf at empty slots.
+        ids: (B, K) its ids.
+        ref_scores: (B, K) reference scores.
+        ref_ids: (B, K) reference ids.
+        rtol: relative tolerance on scores (and of what counts as a tie).
+        atol: absolute tolerance on scores (and of what counts as a tie).
+        msg: prefix of the failure message.
+    """
+    assert scores.shape == ids.shape == ref_scores.shape == ref_ids.shape, (
+        f"{msg} shapes {tuple(scores.shape)} {tuple(ids.shape)} vs {tuple(ref_scores.shape)}"
+    )
+    torch.testing.assert_close(
+        scores.cpu().double(), ref_scores.cpu().double(), rtol=rtol, atol=atol, msg=msg
+    )
+    for row, (got, want, values) in enumerate(
+        zip(ids.cpu().tolist(), ref_ids.cpu().tolist(), ref_scores.cpu().double().tolist())
+    ):
+        for start, end in tie_groups(values, rtol, atol):
+            found, expected = got[start:end], want[start:end]
+            if found == expected:
+                continue
+            cut = end == len(values)
+            if cut:
+                rest = got[:start]
+                ok = len(set(found)) == len(found) and not set(found) & set(rest)
+            else:
+                ok = sorted(found) == sorted(expected)
+            assert ok, (
+                f"{msg} row {row}, positions {start}..{end - 1}: ids {found} vs reference {expected} "
+                f"(scores {values[start:end]}) differ beyond a tie"
+            )
