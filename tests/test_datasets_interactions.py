@@ -167,3 +167,8 @@ def test_cli_trains_and_evaluates_from_a_fresh_table(tmp_path: Path) -> None:
     (prepared,) = [p for p in (tmp_path / "data").iterdir() if p.name.startswith("interactions-")]
     meta = json.loads((prepared / "meta.json").read_text())
     assert (meta["num_users"], meta["num_interactions"]) == (40, len(rows))
+
+
+def test_utf8_bom_header(tmp_path: Path) -> None:
+    data = read_canonical(table(tmp_path, "\ufeff" + CSV).prepare(tmp_path / "root"))
+    assert data.num_users == 2

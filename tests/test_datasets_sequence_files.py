@@ -295,3 +295,12 @@ def test_local_copy_with_wrong_checksum_is_refused(tmp_path: Path) -> None:
     write(tmp_path / "amazon-toys", "Toys_and_Games.txt", "1 2 3\n")
     with pytest.raises(ValueError, match=r"checksum mismatch for .*Toys_and_Games\.txt"):
         hydra.utils.instantiate(cfg.data).source.prepare(tmp_path)
+
+
+def test_byte_order_mark_and_sparse_id_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "items.txt"
+    path.write_bytes("\ufeff1 2 3\n2 3 2000000000\n".encode())
+    with caplog.at_level("WARNING"):
+        data = read_canonical(source(tmp_path, items_file=str(path)).prepare(tmp_path))
+    assert data.user_ids.tolist() == [1, 2]  # the BOM is not part of user 1's id
+    assert "the largest is 2,000,000,000" in caplog.text

@@ -14,9 +14,12 @@ the same ids. ``items.parquet`` keeps each id's raw text in its ``raw_id`` colum
 
 from __future__ import annotations
 
+import logging
 import re
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 _CANONICAL_INT = re.compile(r"[1-9][0-9]{0,15}")
 MAX_KEPT_ID = 2**53
@@ -64,3 +67,22 @@ def assign_ids(distinct: np.ndarray | list) -> np.ndarray:
     for offset, (_, position) in enumerate(sorted(remapped)):
         ids[position] = start + 1 + offset
     return ids
+
+
+def warn_if_sparse(ids: np.ndarray, what: str) -> None:
+    """Log a warning when kept integer ids make the id range much larger than the number of ids.
+
+    Item ids index the embedding table (max id + 1 rows), so e.g. 10,000 items with ids near 10^9 would
+    allocate a billion rows.
+    """
+    largest = int(ids.max(initial=0))
+    if largest > 1_000_000 and largest > 10 * len(ids):
+        log.warning(
+            "%s: %s distinct ids but the largest is %s: integer ids >= 1 are kept, so tables indexed by id "
+            "get %s rows. Give the ids a non-numeric prefix to have them remapped to 1..%s.",
+            what,
+            f"{len(ids):,}",
+            f"{largest:,}",
+            f"{largest + 1:,}",
+            f"{len(ids):,}",
+        )

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from rails.datamodules import table_io
-from rails.datamodules.ids import assign_ids
+from rails.datamodules.ids import assign_ids, warn_if_sparse
 from rails.datamodules.preprocess import (
     RawDatasetSource,
     chronological_order,
@@ -189,6 +189,7 @@ class InteractionTable(RawDatasetSource):
         rows = np.flatnonzero(keep)
         users, user_ids = _dense_ids(user_codes[rows], user_names)
         items, item_ids = _dense_ids(item_codes[rows], item_names)
+        warn_if_sparse(item_ids, f"{self.dataset} items")
         stamps = time[rows] if "timestamp" in raw else positions_in_file_order(users)
         ratings = raw["rating"][rows] if "rating" in raw else np.ones(len(rows))
         sequences = group_sequences(users, items, stamps, ratings)

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from rails.datamodules.download import DownloadError, RemoteFile, fetch, verify_file
-from rails.datamodules.ids import assign_ids
+from rails.datamodules.ids import assign_ids, warn_if_sparse
 from rails.datamodules.preprocess import RawDatasetSource, group_sequences, sequence_statistics
 from rails.datamodules.sequence_text import SequenceLines, parse_timestamps, read_catalog, read_sequence_file
 
@@ -169,6 +169,7 @@ class SequenceFiles(RawDatasetSource):
         else:
             vocabulary = list(distinct)
         ids = assign_ids(np.asarray(vocabulary, dtype=object))
+        warn_if_sparse(ids, f"{self.dataset} items")
         id_of = dict(zip(vocabulary, ids.tolist()))
         item_ids = np.fromiter((id_of[v] for v in distinct), dtype=np.int64, count=len(distinct))[codes]
         user_ids = assign_ids(np.asarray(lines.users, dtype=object))

@@ -57,6 +57,8 @@ def text_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
             except UnicodeDecodeError as err:
                 raise ValueError(f"{path}, line {number}: not valid {encoding} text ({err})") from err
             text = text.rstrip("\r\n")
+            if number == 1:
+                text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the first id
             if text.strip():
                 yield number, text
 

@@ -72,7 +72,7 @@ def _rows(path: Path, sep: str, encoding: str) -> Iterator[tuple[int, list[str]]
 def header_names(path: Path, sep: str, encoding: str) -> list[str]:
     """The column names of the first non-blank line."""
     for _, fields in _rows(path, sep, encoding):
-        return [f.strip() for f in fields]
+        return [f.strip().removeprefix("\ufeff") for f in fields]
     raise ValueError(f"{path} holds no rows")
 
 
