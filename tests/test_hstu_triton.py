@@ -124,15 +124,18 @@ def check_against_reference(
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
+FP32, BF16 = (torch.float32, 5e-3), (torch.bfloat16, 3e-2)  # (dtype, relative tolerance)
+
+
 @pytest.mark.gpu
 @cuda
-@pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 5e-3), (torch.bfloat16, 3e-2)])
 @pytest.mark.parametrize(
-    ("lengths", "n", "heads", "dqk", "dv", "blocks"),
-    [
-        ([200, 131, 1, 64], 200, 2, 25, 25, (None, None)),  # ML-1M HSTU-large heads, ragged, N % 64 != 0
-        ([50, 17, 33], 50, 8, 8, 8, (None, None)),  # Books head count, d < 16 padded inside the kernel
-        ([256, 190], 256, 2, 32, 32, (64, 32)),  # uneven tiles; bias kernel on 32-tiles, 8 bands
+    ("lengths", "n", "heads", "dqk", "dv", "blocks", "dtype", "tol"),
+    [  # every (shape, dtype) compiles its own kernels (seconds each): both dtypes on the real shape
+        ([200, 131, 1, 64], 200, 2, 25, 25, (None, None), *FP32),  # ML-1M HSTU-large, ragged, N % 64 != 0
+        ([200, 131, 1, 64], 200, 2, 25, 25, (None, None), *BF16),
+        ([50, 17, 33], 50, 8, 8, 8, (None, None), *BF16),  # Books head count, d < 16 padded in the kernel
+        ([256, 190], 256, 2, 32, 32, (64, 32), *FP32),  # uneven tiles; bias kernel on 32-tiles, 8 bands
     ],
 )
 def test_triton_matches_float64_cuda(lengths, n, heads, dqk, dv, blocks, dtype, tol) -> None:
