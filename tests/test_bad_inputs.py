@@ -53,6 +53,7 @@ def assert_short(message: str) -> None:
         (gzip.compress(GOOD), r"u\.data is gzip-compressed: decompress it first"),
         (b"PK\x03\x04" + GOOD, r"u\.data is a zip archive: extract it first"),
     ],
+    ids=["utf16-bom", "utf16-no-bom", "utf32", "utf8-bom", "binary-nul", "binary-control", "gzip", "zip"],
 )
 def test_non_text_files_say_what_they_look_like(tmp_path: Path, data: bytes, pattern: str) -> None:
     with pytest.raises(ValueError, match=pattern) as err:
@@ -158,6 +159,7 @@ def test_beir_random_bytes_name_file_and_line(beir: Path) -> None:
         (lambda text: text.encode("utf-16"), r"looks like UTF-16 text \(byte-order mark FF FE\)"),
         (lambda text: bytes(range(256)) * 8, r"looks like binary data"),
     ],
+    ids=["utf16", "binary"],
 )
 def test_beir_non_text_files_say_what_they_look_like(beir: Path, file: str, encode, pattern: str) -> None:
     path = beir / file
@@ -200,9 +202,11 @@ def test_beir_score_outside_int64_is_an_error(beir: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "why"),
     [
+        ("", r"no judgments"),
         ("query-id\tcorpus-id\tscore\n", r"no judgments"),
         ("query-id\tcorpus-id\tscore\nq7\td3\t0\nq8\td5\t-1\n", r"2 judgments, all with score <= 0"),
     ],
+    ids=["0-bytes", "header-only", "all-zero"],
 )
 def test_empty_or_all_zero_test_split_is_an_error(beir: Path, content: str, why: str) -> None:
     (beir / "qrels" / "test.tsv").write_text(content)

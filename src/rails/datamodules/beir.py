@@ -102,6 +102,8 @@ class BEIRData:
 
 def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(1-based line number, UTF-8 text) of each line of a text file; bad bytes raise with the line."""
+    if path.stat().st_size == 0:
+        return  # no lines; the caller decides whether that is an error
     check_text(path)
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
