@@ -442,11 +442,11 @@ def test_experiment_presets_compose_and_instantiate(name: str) -> None:
     cfg = compose_config("train", [f"experiment={name}"])
     GlobalHydra.instance().clear()
     model_cfg = OmegaConf.to_container(cfg.model, resolve=False)
-    assert model_cfg["loss"]["temperature"] == 1.0
-    assert model_cfg["encoder"]["output_norm"] == "layer_norm"
-    assert set(model_cfg["aux_loss_weights"]) == aux
     assert model_cfg["negatives"]["num_negatives"] == negatives
     model = hydra.utils.instantiate(cfg.model, num_items=20)
+    assert model.loss.temperature == 1.0  # the MoL head's recipe (model/similarity/mol.yaml)
+    assert model.encoder.output_norm.kind == "layer_norm"
+    assert set(model.aux_loss_weights) == aux
     head = model.similarity
     assert (head.num_query_components, head.num_item_components, head.component_dim) == dims
     assert model.hparams.item_dim == dim

@@ -9,31 +9,71 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from rails.models.losses.sampled_softmax import SampledSoftmaxLoss
+from rails.models.similarity.base import SimilarityHead
+from rails.utils.instantiate import require
+
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
 
+def check_aux_loss_weights(weights: Mapping[str, Any] | None) -> None:
+    """``aux_loss_weights`` maps loss names to weights >= 0 (argument rule shared by the modules)."""
+    for name, weight in (weights or {}).items():
+        valid = isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight >= 0
+        require(valid, f"aux_loss_weights.{name}", weight, "must be a number >= 0")
+
+
+def resolve_aux_loss_weights(head: SimilarityHead, overrides: Mapping[str, float] | None) -> dict[str, float]:
+    """The head's auxiliary-loss weights, with ``overrides`` replacing them by name.
+
+    Raises:
+        ValueError: when ``overrides`` names a loss the head does not return (e.g. a misspelt name).
+    """
+    weights = dict(head.aux_loss_weights)
+    unknown = sorted(set(overrides or {}) - set(weights))
+    if unknown:
+        raise ValueError(
+            f"aux_loss_weights={dict(overrides or {})}: {unknown} is not an auxiliary loss of "
+            f"{type(head).__name__} (it returns {sorted(weights) or 'none'})"
+        )
+    weights.update({name: float(value) for name, value in (overrides or {}).items()})
+    return weights
+
+
 class LearnedSimilarityModule(L.LightningModule):
-    """What every rails LightningModule shares: optimizer/scheduler factories, weighted auxiliary losses and
-    the resolved run config stored in checkpoints (``rails_config``, read by ``rails-eval``).
+    """What every rails LightningModule shares: optimizer/scheduler factories, the similarity head's training
+    recipe, weighted auxiliary losses and the resolved run config stored in checkpoints (``rails_config``,
+    read by ``rails-eval``).
+
+    Subclasses register ``self.similarity`` (a :class:`SimilarityHead`) and ``self.loss`` (a
+    :class:`SampledSoftmaxLoss`), then call :meth:`adopt_head_recipe`.
 
     Args:
         optimizer: partial optimizer, called with the parameters.
         scheduler: optional partial LR scheduler, stepped every optimizer step.
-        aux_loss_weights: weight of each named auxiliary loss of the head (unknown names raise).
     """
 
-    def __init__(
-        self,
-        optimizer: OptimizerFactory,
-        scheduler: SchedulerFactory | None = None,
-        aux_loss_weights: Mapping[str, float] | None = None,
-    ) -> None:
+    similarity: SimilarityHead
+    loss: SampledSoftmaxLoss
+
+    def __init__(self, optimizer: OptimizerFactory, scheduler: SchedulerFactory | None = None) -> None:
         super().__init__()
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.aux_loss_weights = dict(aux_loss_weights or {})
+        self.aux_loss_weights: dict[str, float] = {}
         self.run_config: dict[str, Any] | None = None
+
+    def adopt_head_recipe(self, aux_loss_weights: Mapping[str, float] | None) -> None:
+        """Apply the head's training recipe where nothing explicit was given.
+
+        The loss temperature becomes the head's ``loss_temperature`` when ``loss.temperature`` is None; the
+        auxiliary-loss weights are the head's ``aux_loss_weights`` with ``aux_loss_weights`` replacing them
+        by name (see :func:`resolve_aux_loss_weights`).
+        """
+        if self.loss.temperature is None:
+            self.loss.temperature = self.similarity.loss_temperature
+        self.aux_loss_weights = resolve_aux_loss_weights(self.similarity, aux_loss_weights)
 
     def weighted_total(
         self, main: Tensor, aux_losses: Mapping[str, Tensor]
@@ -43,7 +83,10 @@ class LearnedSimilarityModule(L.LightningModule):
         total = main
         for name, value in aux_losses.items():
             if name not in self.aux_loss_weights:
-                raise KeyError(f"auxiliary loss {name!r} has no weight in model.aux_loss_weights")
+                raise KeyError(
+                    f"auxiliary loss {name!r} has no weight: {type(self.similarity).__name__}.aux_loss_weights "
+                    "must name every loss the head returns"
+                )
             parts[name] = value
             total = total + self.aux_loss_weights[name] * value
         return total, parts

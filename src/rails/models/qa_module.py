@@ -15,16 +15,23 @@ embeddings and the graded qrels of the batch. bf16 comes from the trainer (``pre
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from rails.datamodules.qa import QAEvalBatch, QATrainBatch, TokenizedText
-from rails.models.base_module import LearnedSimilarityModule, OptimizerFactory, SchedulerFactory
+from rails.models.base_module import (
+    LearnedSimilarityModule,
+    OptimizerFactory,
+    SchedulerFactory,
+    check_aux_loss_weights,
+)
 from rails.models.encoders.lm import LMEncoder
 from rails.models.losses.sampled_softmax import SampledSoftmaxLoss
 from rails.models.similarity.base import SimilarityHead
+from rails.utils.instantiate import require_at_least
 
 
 def in_batch_collisions(query_rows: Tensor, passage_ids: Tensor, column_ids: Tensor) -> Tensor:
@@ -46,12 +53,15 @@ class QARetrievalModule(LearnedSimilarityModule):
     Args:
         encoder: :class:`rails.models.encoders.lm.LMEncoder`.
         similarity: head implementing :class:`rails.models.similarity.SimilarityHead` (dot product, MoL).
-        loss: sampled softmax (temperature 0.05 for dot product, 1.0 for MoL).
+        loss: sampled softmax; a ``temperature`` of None takes the head's ``loss_temperature`` (dot product
+            0.05, MoL 1.0).
         optimizer: partial optimizer.
         num_items: corpus size X; given by the datamodule at build time (recorded, not used for weights).
         in_batch_negatives: use the other passages of the batch as negatives (else only the random ones).
-        aux_loss_weights: weight of each named auxiliary loss of the head.
+        aux_loss_weights: per-name overrides of the head's ``aux_loss_weights`` (None or {}: the head's).
         scheduler: optional partial LR scheduler.
+
+    The head's ``query_norm`` is not applied: LM encoders pool without an output normalisation.
     """
 
     def __init__(
@@ -65,14 +75,21 @@ class QARetrievalModule(LearnedSimilarityModule):
         aux_loss_weights: dict[str, float] | None = None,
         scheduler: SchedulerFactory | None = None,
     ) -> None:
-        super().__init__(optimizer, scheduler, aux_loss_weights)
-        if num_items < 1:
-            raise ValueError(f"num_items must be >= 1 (the corpus size), got {num_items}")
+        super().__init__(optimizer, scheduler)
+        self.check_args(locals())
         self.save_hyperparameters(ignore=["encoder", "similarity", "loss", "optimizer", "scheduler"])
         self.encoder = encoder
         self.similarity = similarity
         self.loss = loss
         self.in_batch_negatives = in_batch_negatives
+        self.adopt_head_recipe(aux_loss_weights)
+
+    @staticmethod
+    def check_args(args: Mapping[str, Any]) -> None:
+        """Argument rules (see :func:`rails.utils.instantiate.check_config`)."""
+        if "num_items" in args:  # given by the datamodule at build time, absent from the config
+            require_at_least(args, 1, "num_items")
+        check_aux_loss_weights(args["aux_loss_weights"])
 
     # ----------------------------------------------------------------------------------------- embeddings
     def encode_queries(self, tokens: TokenizedText) -> Tensor:

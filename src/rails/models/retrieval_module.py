@@ -5,6 +5,11 @@ item; the positive and R uniformly sampled negatives are scored by the head in t
 auxiliary losses come from the positive call only), and the sampled-softmax loss plus the weighted
 auxiliary losses is minimised with AdamW.
 
+The similarity head brings its training recipe (see :class:`rails.models.similarity.base.SimilarityHead`):
+unless given explicitly, the loss temperature is the head's ``loss_temperature``, the encoder's output
+normalisation its ``query_norm`` and the auxiliary-loss weights its ``aux_loss_weights``, so any encoder
+trains with any head without other settings.
+
 Evaluation is done by :class:`rails.retrieval.callback.RetrievalEvaluator`, which uses
 :meth:`encode_items`, :meth:`query_embeddings` and ``self.similarity``; ``validation_step`` and
 ``test_step`` only hand it the query embeddings of the batch.
@@ -12,33 +17,42 @@ Evaluation is done by :class:`rails.retrieval.callback.RetrievalEvaluator`, whic
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from rails.batch import SequenceBatch
-from rails.models.base_module import LearnedSimilarityModule, OptimizerFactory, SchedulerFactory
+from rails.models.base_module import (
+    LearnedSimilarityModule,
+    OptimizerFactory,
+    SchedulerFactory,
+    check_aux_loss_weights,
+)
 from rails.models.encoders.base import SequenceEncoder
 from rails.models.item_embeddings import ItemEmbeddings
 from rails.models.losses.negatives import UniformNegatives
 from rails.models.losses.sampled_softmax import SampledSoftmaxLoss
 from rails.models.similarity.base import SimilarityHead, gather_state
+from rails.utils.instantiate import option_of, require, require_at_least
 
 
 class RetrievalModule(LearnedSimilarityModule):
     """Composes an item table, a sequence encoder, a similarity head, a negative sampler and a loss.
 
     Args:
-        encoder: maps (B, N, D) history embeddings to (B, N, D) per-position queries.
-        similarity: head implementing :class:`rails.models.similarity.SimilarityHead`.
-        loss: sampled softmax (temperature inside).
+        encoder: maps (B, N, D) history embeddings to (B, N, D) per-position queries; an ``output_norm`` of
+            None takes the head's ``query_norm``.
+        similarity: head implementing :class:`rails.models.similarity.SimilarityHead`; its ``query_dim`` /
+            ``item_dim``, where it has them, must equal the encoder width / ``item_dim``.
+        loss: sampled softmax; a ``temperature`` of None takes the head's ``loss_temperature``.
         negatives: negative sampler.
         optimizer: partial optimizer, called with the parameters.
         num_items: item table rows (max item id + 1); given by the datamodule at build time.
         item_dim: D of the item table (must equal the encoder's width).
-        aux_loss_weights: weight of each named auxiliary loss of the head (missing names get weight 0,
-            unknown names raise).
+        aux_loss_weights: per-name overrides of the head's ``aux_loss_weights`` (None or {}: the head's;
+            names the head does not return raise).
         scheduler: optional partial LR scheduler, stepped every optimizer step.
         compile_encoder: wrap the encoder in ``torch.compile``.
     """
@@ -56,18 +70,45 @@ class RetrievalModule(LearnedSimilarityModule):
         scheduler: SchedulerFactory | None = None,
         compile_encoder: bool = False,
     ) -> None:
-        super().__init__(optimizer=optimizer, scheduler=scheduler, aux_loss_weights=aux_loss_weights)
-        if getattr(encoder, "dim", item_dim) != item_dim:
-            raise ValueError(f"model.item_dim={item_dim} differs from model.encoder.dim={encoder.dim}")
+        super().__init__(optimizer=optimizer, scheduler=scheduler)
+        self.check_args(locals())
         self.save_hyperparameters(
             ignore=["encoder", "similarity", "loss", "negatives", "optimizer", "scheduler"]
         )
+        encoder.prefer_output_norm(similarity.query_norm)
         self.items = ItemEmbeddings(num_items, item_dim)
         self.encoder = torch.compile(encoder) if compile_encoder else encoder
         self.similarity = similarity
         self.loss = loss
         self.negatives = negatives
+        self.adopt_head_recipe(aux_loss_weights)
         self.register_buffer("corpus_ids", torch.zeros(0, dtype=torch.int64), persistent=False)
+
+    @staticmethod
+    def check_args(args: Mapping[str, Any]) -> None:
+        """Argument rules, including the widths the encoder, item table and head must share.
+
+        ``encoder`` and ``similarity`` are config mappings (config check) or built objects (constructor).
+        """
+        item_dim = args["item_dim"]
+        require_at_least(args, 1, "item_dim")
+        check_aux_loss_weights(args["aux_loss_weights"])
+        encoder_dim = option_of(args["encoder"], "dim")
+        require(
+            encoder_dim is None or encoder_dim == item_dim,
+            "encoder.dim",
+            encoder_dim,
+            f"must equal item_dim={item_dim} (the item table width)",
+        )
+        widths = {"query_dim": ("the encoder width", encoder_dim), "item_dim": ("item_dim", item_dim)}
+        for name, (what, width) in widths.items():
+            head_width = option_of(args["similarity"], name)
+            require(
+                head_width is None or width is None or head_width == width,
+                f"similarity.{name}",
+                head_width,
+                f"must equal {what} ({width})",
+            )
 
     # ----------------------------------------------------------------------------------------- embeddings
     def set_corpus(self, corpus_ids: Tensor) -> None:

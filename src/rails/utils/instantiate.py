@@ -1,19 +1,100 @@
-"""Config checking against constructor signatures, and builders for lists of callbacks/loggers."""
+"""Config checking against constructor signatures and argument rules, and builders for lists of callbacks/loggers.
+
+:func:`check_config` runs before anything is built. For every ``_target_`` node it checks, in two passes over
+the whole config:
+
+1. keys and types: every key is an argument of the target's signature and every plain value (interpolations
+   resolved) matches its annotation; the run-level keys of the primary config (``seed``, ``train``, ...)
+   are checked against :class:`RunKeys`;
+2. argument rules: a target may define ``check_args(args: Mapping[str, Any]) -> None`` (a staticmethod),
+   called with every argument of its signature (defaults filled in, interpolations resolved, nested
+   ``_target_`` nodes as plain mappings). It raises :class:`ArgumentError` naming the argument relative to
+   the object (``item_dim``, or ``similarity.query_dim`` for an argument of a nested object), and
+   :func:`check_config` reports the full key, e.g. ``model.item_dim=0: must be >= 1``.
+
+Constructors call the same ``check_args`` with their own arguments (nested objects then being built
+objects; :func:`option_of` reads either), so one rule guards both the config and the Python API.
+"""
 
 from __future__ import annotations
 
 import inspect
 import types
 import typing
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Literal, TypedDict
 
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 
 class ConfigError(ValueError):
-    """A config value does not fit the signature of the object it configures."""
+    """A config value does not fit the signature or the argument rules of the object it configures."""
+
+
+class ArgumentError(ValueError):
+    """An argument value outside its domain.
+
+    Args:
+        argument: the argument's name relative to the object (dotted for a nested object's argument).
+        value: the offending value.
+        requirement: what the value must satisfy, e.g. ``must be >= 1``.
+    """
+
+    def __init__(self, argument: str, value: Any, requirement: str) -> None:
+        self.argument = argument
+        self.value = value
+        self.requirement = requirement
+        super().__init__(f"{argument}={value!r}: {requirement}")
+
+
+class RunKeys(TypedDict, total=False):
+    """The run-level keys of ``conf/train.yaml`` / ``conf/eval.yaml`` (the schema :func:`check_config` uses)."""
+
+    seed: int | None
+    train: bool
+    test: bool
+    ckpt_path: str | None
+    optimized_metric: str | None
+    matmul_precision: Literal["highest", "high", "medium"] | None
+    task_name: str
+    tags: list[str] | None
+
+
+def option_of(node: Any, name: str) -> Any:
+    """``node[name]`` of a config mapping or ``node.name`` of a built object; None when absent.
+
+    Lets a ``check_args`` rule read an argument of a nested object both from the config (before anything is
+    built) and from the built object (in the constructor).
+    """
+    if isinstance(node, Mapping):
+        return node.get(name)
+    return getattr(node, name, None)
+
+
+def require(condition: bool, argument: str, value: Any, requirement: str) -> None:
+    """Raise :class:`ArgumentError` (``argument=value: requirement``) unless ``condition``."""
+    if not condition:
+        raise ArgumentError(argument, value, requirement)
+
+
+def require_at_least(args: Mapping[str, Any], minimum: float, *names: str) -> None:
+    """Every ``args[name]`` is >= ``minimum``."""
+    for name in names:
+        require(args[name] >= minimum, name, args[name], f"must be >= {minimum}")
+
+
+def require_positive(args: Mapping[str, Any], *names: str) -> None:
+    """Every ``args[name]`` is > 0."""
+    for name in names:
+        require(args[name] > 0, name, args[name], "must be > 0")
+
+
+def require_probability(args: Mapping[str, Any], *names: str) -> None:
+    """Every ``args[name]`` is a dropout rate in [0, 1)."""
+    for name in names:
+        require(0 <= args[name] < 1, name, args[name], "must lie in [0, 1)")
 
 
 def _matches(value: Any, annotation: Any) -> bool:
@@ -42,6 +123,13 @@ def _matches(value: Any, annotation: Any) -> bool:
     return True
 
 
+def _type_name(annotation: Any) -> str:
+    """``int``, ``int | None``, ``Literal['l2', 'none']`` (for messages)."""
+    if isinstance(annotation, type) and not typing.get_args(annotation):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
 def _hints(target: Any) -> tuple[inspect.Signature, dict[str, Any]]:
     func = target.__init__ if inspect.isclass(target) else target
     signature = inspect.signature(target)
@@ -52,51 +140,120 @@ def _hints(target: Any) -> tuple[inspect.Signature, dict[str, Any]]:
     return signature, hints
 
 
-def check_config(node: Any, path: str = "") -> None:
-    """Walk a config and validate every ``_target_`` node's keys and plain values against its signature.
+_UNRESOLVED = object()
 
-    Raises:
-        ConfigError: naming the full key, e.g. ``model.encoder.num_blocks: expected int, got 'abc'``.
-    """
+
+def _plain_value(node: DictConfig, key: Any) -> Any:
+    """The value of ``node[key]`` with interpolations resolved; ``_UNRESOLVED`` if it cannot be resolved."""
+    child = node._get_node(key)
+    try:
+        if isinstance(child, (DictConfig, ListConfig)):
+            return child if not OmegaConf.is_interpolation(node, key) else node[key]
+        return node[key]
+    except OmegaConfBaseException:  # e.g. ${hydra:...} outside a Hydra app; reported when it is used
+        return _UNRESOLVED
+
+
+def _target_nodes(node: Any, path: str) -> Iterator[tuple[str, DictConfig]]:
+    """Every ``_target_`` node below ``node`` (pre-order), with its full key."""
     if isinstance(node, ListConfig) and not node._is_none():
         for i, child in enumerate(node):
-            check_config(child, f"{path}[{i}]")
+            yield from _target_nodes(child, f"{path}[{i}]")
         return
     if not isinstance(node, DictConfig) or node._is_none() or node._is_missing():
         return
-    target_name = node.get("_target_") if "_target_" in node else None
-    if target_name is not None:
-        try:
-            target = hydra.utils.get_object(target_name)
-        except Exception as err:
-            raise ConfigError(f"{path or '<root>'}._target_: cannot import {target_name!r} ({err})") from err
-        signature, hints = _hints(target)
-        params = signature.parameters
-        accepts_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-        for key in node:
-            if str(key).startswith("_"):
-                continue
-            full = f"{path}.{key}" if path else str(key)
-            if key not in params and not accepts_kwargs:
-                known = ", ".join(n for n in params if n not in ("self", "args", "kwargs"))
-                raise ConfigError(f"{full}: unknown key for {target_name} (accepted: {known})")
-            child = node._get_node(key)
-            if (
-                key in params
-                and not OmegaConf.is_missing(node, key)
-                and not OmegaConf.is_interpolation(node, key)
-            ):
-                value = child._value() if not isinstance(child, (DictConfig, ListConfig)) else child
-                is_object = isinstance(value, DictConfig) and "_target_" in value
-                if not is_object and not _matches(value, hints.get(key, params[key].annotation)):
-                    expected = hints.get(key, params[key].annotation)
-                    raise ConfigError(f"{full}: expected {expected}, got {value!r} ({type(value).__name__})")
+    if "_target_" in node and node.get("_target_") is not None:
+        yield path, node
     for key in node:
         if str(key).startswith("_") or (not path and key == "hydra") or OmegaConf.is_missing(node, key):
             continue
         child = node._get_node(key)
         if isinstance(child, (DictConfig, ListConfig)) and not OmegaConf.is_interpolation(node, key):
-            check_config(child, f"{path}.{key}" if path else str(key))
+            yield from _target_nodes(child, f"{path}.{key}" if path else str(key))
+
+
+def _import_target(path: str, node: DictConfig) -> Any:
+    target_name = node.get("_target_")
+    try:
+        return hydra.utils.get_object(target_name)
+    except Exception as err:
+        raise ConfigError(f"{path or '<root>'}._target_: cannot import {target_name!r} ({err})") from err
+
+
+def _check_keys_and_types(path: str, node: DictConfig, target: Any) -> None:
+    signature, hints = _hints(target)
+    params = signature.parameters
+    accepts_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    for key in node:
+        if str(key).startswith("_"):
+            continue
+        full = f"{path}.{key}" if path else str(key)
+        if key not in params and not accepts_kwargs:
+            known = ", ".join(n for n in params if n not in ("self", "args", "kwargs"))
+            raise ConfigError(f"{full}: unknown key for {node.get('_target_')} (accepted: {known})")
+        if key not in params or OmegaConf.is_missing(node, key):
+            continue
+        value = _plain_value(node, key)
+        is_object = isinstance(value, DictConfig) and "_target_" in value
+        expected = hints.get(key, params[key].annotation)
+        if value is not _UNRESOLVED and not is_object and not _matches(value, expected):
+            raise ConfigError(
+                f"{full}: expected {_type_name(expected)}, got {value!r} ({type(value).__name__})"
+            )
+
+
+def _check_arguments(path: str, node: DictConfig, target: Any) -> None:
+    """Call ``target.check_args`` with the node's resolved arguments over the signature's defaults."""
+    check = getattr(target, "check_args", None)
+    if check is None:
+        return
+    try:
+        given = OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException:  # a mandatory (???) or unresolvable value: nothing to check yet
+        return
+    args = {
+        name: p.default
+        for name, p in inspect.signature(target).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    args.update({k: v for k, v in given.items() if not str(k).startswith("_")})  # type: ignore[union-attr]
+    try:
+        check(args)
+    except ArgumentError as err:
+        key = f"{path}.{err.argument}" if path else err.argument
+        raise ConfigError(f"{key}={err.value!r}: {err.requirement}") from err
+
+
+def _check_run_keys(cfg: DictConfig) -> None:
+    hints = typing.get_type_hints(RunKeys)
+    for key, expected in hints.items():
+        if key not in cfg or OmegaConf.is_missing(cfg, key):
+            continue
+        value = _plain_value(cfg, key)
+        if value is not _UNRESOLVED and not _matches(value, expected):
+            raise ConfigError(
+                f"{key}: expected {_type_name(expected)}, got {value!r} ({type(value).__name__})"
+            )
+
+
+def check_config(node: Any, path: str = "") -> None:
+    """Validate a config before anything is built (see the module docstring).
+
+    Args:
+        node: the composed config (or a part of it).
+        path: the full key of ``node`` (for messages).
+
+    Raises:
+        ConfigError: naming the full key and the value, e.g. ``model.encoder.num_blocks: expected int, got
+            'abc'`` or ``model.similarity.query_dim=32: must equal the encoder width (encoder.dim=16)``.
+    """
+    if not path and isinstance(node, DictConfig) and "_target_" not in node:
+        _check_run_keys(node)
+    nodes = [(p, n, _import_target(p, n)) for p, n in _target_nodes(node, path)]
+    for node_path, target_node, target in nodes:
+        _check_keys_and_types(node_path, target_node, target)
+    for node_path, target_node, target in nodes:
+        _check_arguments(node_path, target_node, target)
 
 
 def instantiate_dict(node: DictConfig | None, what: str) -> list[Any]:

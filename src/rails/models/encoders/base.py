@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from rails.batch import SequenceBatch
+from rails.utils.instantiate import require, require_at_least, require_probability
 
 OutputNorm = Literal["l2", "layer_norm", "none"]
+OUTPUT_NORMS: tuple[OutputNorm, ...] = ("l2", "layer_norm", "none")
 
 
 def truncated_normal_(tensor: Tensor, std: float) -> Tensor:
@@ -21,15 +24,30 @@ def truncated_normal_(tensor: Tensor, std: float) -> Tensor:
 
 
 class OutputNormalization(nn.Module):
-    """Encoder output post-processing: "l2" (dot-product runs), "layer_norm" (MoL runs), or "none"."""
+    """Encoder output post-processing: "l2" (dot-product heads), "layer_norm" (MoL heads) or "none".
 
-    def __init__(self, dim: int, kind: OutputNorm = "l2", eps: float = 1e-6) -> None:
+    Args:
+        dim: D.
+        kind: the normalisation, or None to let the similarity head choose (``RetrievalModule`` calls
+            :meth:`prefer` with the head's ``query_norm``); until then (an encoder used on its own) "l2".
+        eps: epsilon of both normalisations.
+    """
+
+    def __init__(self, dim: int, kind: OutputNorm | None = None, eps: float = 1e-6) -> None:
         super().__init__()
-        if kind not in ("l2", "layer_norm", "none"):
-            raise ValueError(f"output_norm must be 'l2', 'layer_norm' or 'none', got {kind!r}")
-        self.kind = kind
+        if kind is not None and kind not in OUTPUT_NORMS:
+            raise ValueError(f"output_norm must be one of {OUTPUT_NORMS} or None, got {kind!r}")
+        self.explicit = kind is not None
+        self.kind: OutputNorm = kind if kind is not None else "l2"
         self.eps = eps
         self.dim = dim
+
+    def prefer(self, kind: OutputNorm) -> None:
+        """Use ``kind`` unless a normalisation was given explicitly (how a head chooses its query norm)."""
+        if kind not in OUTPUT_NORMS:
+            raise ValueError(f"query_norm must be one of {OUTPUT_NORMS}, got {kind!r}")
+        if not self.explicit:
+            self.kind = kind
 
     def forward(self, x: Tensor) -> Tensor:
         if self.kind == "l2":
@@ -74,14 +92,31 @@ class SequenceEncoder(nn.Module, ABC):
 
     Output position i summarises history positions 0..i and is trained to predict ``batch.next_ids()[:, i]``;
     outputs at padded positions are arbitrary and never used. Encoders must be causal (output i does not
-    depend on positions > i) and padding-invariant. ``dim`` is the output width.
+    depend on positions > i) and padding-invariant. ``dim`` is the output width; ``output_norm`` the final
+    normalisation (whose kind the similarity head chooses unless it was given explicitly).
     """
 
     dim: int
+    output_norm: OutputNormalization
+
+    def prefer_output_norm(self, kind: OutputNorm) -> None:
+        """Adopt the similarity head's ``query_norm`` unless ``output_norm`` was set explicitly."""
+        self.output_norm.prefer(kind)
 
     @abstractmethod
     def forward(self, history_embeddings: Tensor, batch: SequenceBatch) -> Tensor:
         """(B, N, D) embeddings of ``batch.history_ids`` -> (B, N, D)."""
+
+
+def check_encoder_args(args: Mapping[str, Any]) -> None:
+    """Argument rules every sequence encoder shares: ``dim``, ``max_seq_len``, ``num_blocks``, ``num_heads``
+    >= 1, ``dropout`` in [0, 1), ``output_norm`` one of :data:`OUTPUT_NORMS` or None."""
+    require_at_least(args, 1, "dim", "max_seq_len", "num_blocks", "num_heads")
+    require_probability(args, "dropout")
+    norm = args["output_norm"]
+    require(
+        norm is None or norm in OUTPUT_NORMS, "output_norm", norm, f"must be one of {OUTPUT_NORMS} or null"
+    )
 
 
 def xavier_normal_except(module: nn.Module, skip: tuple[str, ...]) -> None:

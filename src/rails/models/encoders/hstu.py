@@ -17,13 +17,22 @@ W_o weight xavier_uniform and bias PyTorch-default U(+-1/sqrt(fan_in)), both bia
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from rails.batch import SequenceBatch
-from rails.models.encoders.base import OutputNorm, OutputNormalization, PositionalInput, SequenceEncoder
+from rails.models.encoders.base import (
+    OutputNorm,
+    OutputNormalization,
+    PositionalInput,
+    SequenceEncoder,
+    check_encoder_args,
+)
 from rails.models.encoders.hstu_attention import AttentionImpl, hstu_attention
+from rails.utils.instantiate import require, require_at_least, require_positive, require_probability
 
 # The reference pads sequences with max_output_len + 1 = 11 extra slots; its position table and its
 # attention normaliser are sized max_seq_len + 11 (spec §3.1, §4.2).
@@ -134,7 +143,8 @@ class HSTU(SequenceEncoder):
             invariance holds either way).
         num_time_buckets: largest log time bucket (128).
         time_bucket_divisor: natural-log bucket width (0.301).
-        output_norm: "l2" for dot-product heads, "layer_norm" for MoL.
+        output_norm: "l2" (dot product), "layer_norm" (MoL), "none", or None = the similarity head's
+            ``query_norm`` (see :class:`~rails.models.encoders.base.OutputNormalization`).
         attention_impl: "auto" (fused Triton kernel on CUDA, plain PyTorch elsewhere), "torch" or "triton".
     """
 
@@ -151,28 +161,13 @@ class HSTU(SequenceEncoder):
         attention_normalizer: float | None = None,
         num_time_buckets: int = 128,
         time_bucket_divisor: float = 0.301,
-        output_norm: OutputNorm = "l2",
+        output_norm: OutputNorm | None = None,
         attention_impl: AttentionImpl = "auto",
     ) -> None:
         super().__init__()
-        for key, value in (
-            ("dim", dim),
-            ("max_seq_len", max_seq_len),
-            ("num_blocks", num_blocks),
-            ("num_heads", num_heads),
-            ("qk_dim", qk_dim),
-            ("v_dim", v_dim),
-        ):
-            if value < 1:
-                raise ValueError(f"model.encoder.{key} must be >= 1, got {value}")
+        self.check_args(locals())
         if attention_normalizer is None:
             attention_normalizer = float(max_seq_len + REFERENCE_EXTRA_SLOTS)
-        if attention_normalizer <= 0:
-            raise ValueError(f"model.encoder.attention_normalizer must be > 0, got {attention_normalizer}")
-        if attention_impl not in ("auto", "torch", "triton"):
-            raise ValueError(
-                f"model.encoder.attention_impl must be auto|torch|triton, got {attention_impl!r}"
-            )
         self.dim = dim
         self.attention_normalizer = float(attention_normalizer)
         self.input = PositionalInput(dim, max_seq_len, dropout)
@@ -196,6 +191,20 @@ class HSTU(SequenceEncoder):
             for _ in range(num_blocks)
         )
         self.output_norm = OutputNormalization(dim, output_norm)
+
+    @staticmethod
+    def check_args(args: Mapping[str, Any]) -> None:
+        """Argument rules (see :func:`rails.utils.instantiate.check_config`)."""
+        check_encoder_args(args)
+        require_at_least(args, 1, "qk_dim", "v_dim", "num_time_buckets")
+        require_probability(args, "linear_dropout")
+        require_positive(args, "time_bucket_divisor")
+        normalizer = args["attention_normalizer"]
+        require(
+            normalizer is None or normalizer > 0, "attention_normalizer", normalizer, "must be > 0 or null"
+        )
+        impl = args["attention_impl"]
+        require(impl in ("auto", "torch", "triton"), "attention_impl", impl, "must be auto, torch or triton")
 
     def set_attention_impl(self, impl: AttentionImpl) -> None:
         """Switch every layer's attention implementation ("auto" | "torch" | "triton")."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -11,8 +14,10 @@ from rails.models.encoders.base import (
     OutputNormalization,
     PositionalInput,
     SequenceEncoder,
+    check_encoder_args,
     xavier_normal_except,
 )
+from rails.utils.instantiate import require, require_at_least
 
 
 class _PointWiseFeedForward(nn.Module):
@@ -42,7 +47,8 @@ class SASRec(SequenceEncoder):
         num_heads: attention heads (1 ML-1M, 4 ML-20M/Books).
         ffn_hidden_dim: feed-forward hidden width (= D in the paper configs).
         dropout: input, attention and FFN dropout (0.2 ML, 0.5 Books).
-        output_norm: "l2" for dot-product heads, "layer_norm" for MoL.
+        output_norm: "l2" (dot product), "layer_norm" (MoL), "none", or None = the similarity head's
+            ``query_norm`` (see :class:`~rails.models.encoders.base.OutputNormalization`).
     """
 
     def __init__(
@@ -53,11 +59,10 @@ class SASRec(SequenceEncoder):
         num_heads: int = 1,
         ffn_hidden_dim: int = 50,
         dropout: float = 0.2,
-        output_norm: OutputNorm = "l2",
+        output_norm: OutputNorm | None = None,
     ) -> None:
         super().__init__()
-        if dim % num_heads != 0:
-            raise ValueError(f"model.encoder.dim={dim} must be divisible by num_heads={num_heads}")
+        self.check_args(locals())
         self.dim = dim
         self.input = PositionalInput(dim, max_seq_len, dropout)
         self.attention_norms = nn.ModuleList(
@@ -75,6 +80,14 @@ class SASRec(SequenceEncoder):
         )
         self.output_norm = OutputNormalization(dim, output_norm)
         xavier_normal_except(self, skip=("input.",))
+
+    @staticmethod
+    def check_args(args: Mapping[str, Any]) -> None:
+        """Argument rules (see :func:`rails.utils.instantiate.check_config`)."""
+        check_encoder_args(args)
+        require_at_least(args, 1, "ffn_hidden_dim")
+        dim, heads = args["dim"], args["num_heads"]
+        require(dim % heads == 0, "dim", dim, f"must be divisible by num_heads={heads}")
 
     def forward(self, history_embeddings: Tensor, batch: SequenceBatch) -> Tensor:
         mask = batch.valid_mask

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import Tensor, nn
+
+from rails.utils.instantiate import require_at_least
 
 
 class UniformNegatives(nn.Module):
@@ -15,9 +20,13 @@ class UniformNegatives(nn.Module):
 
     def __init__(self, num_negatives: int = 128) -> None:
         super().__init__()
-        if num_negatives < 1:
-            raise ValueError(f"model.negatives.num_negatives must be >= 1, got {num_negatives}")
+        self.check_args(locals())
         self.num_negatives = num_negatives
+
+    @staticmethod
+    def check_args(args: Mapping[str, Any]) -> None:
+        """Argument rules (see :func:`rails.utils.instantiate.check_config`)."""
+        require_at_least(args, 1, "num_negatives")
 
     def forward(self, num_rows: int, corpus_ids: Tensor) -> Tensor:
         """(X,) corpus ids -> (num_rows, R) sampled ids."""

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import Tensor, nn
+
+from rails.utils.instantiate import require
 
 COLLISION_LOGIT = -5.0e4  # written after the temperature so it fits bf16/fp16 (spec §3.2)
 
@@ -12,14 +17,20 @@ class SampledSoftmaxLoss(nn.Module):
     """l = -log softmax([s+, s-_1..R] / tau)[0], negatives equal to the positive masked out.
 
     Args:
-        temperature: tau; 0.05 for L2-normalised dot products, 1.0 for MoL (which has its own 0.05).
+        temperature: tau; 0.05 for L2-normalised dot products, 1.0 for MoL (which has its own 0.05). None =
+            the similarity head's ``loss_temperature``, set by the retrieval module that owns both.
     """
 
-    def __init__(self, temperature: float = 0.05) -> None:
+    def __init__(self, temperature: float | None = None) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"model.loss.temperature must be > 0, got {temperature}")
+        self.check_args(locals())
         self.temperature = temperature
+
+    @staticmethod
+    def check_args(args: Mapping[str, Any]) -> None:
+        """Argument rules (see :func:`rails.utils.instantiate.check_config`)."""
+        value = args["temperature"]
+        require(value is None or value > 0, "temperature", value, "must be > 0 (or null: the head's)")
 
     def forward(
         self,
@@ -39,6 +50,11 @@ class SampledSoftmaxLoss(nn.Module):
         Returns:
             Scalar loss.
         """
+        if self.temperature is None:
+            raise RuntimeError(
+                "SampledSoftmaxLoss.temperature is None: give it explicitly, or use the loss inside a retrieval "
+                "module, which sets the similarity head's loss_temperature"
+            )
         logits = torch.cat([positive_scores[:, None], negative_scores], dim=1).float() / self.temperature
         if collisions is not None:
             logits[:, 1:] = logits[:, 1:].masked_fill(collisions, COLLISION_LOGIT)

@@ -18,15 +18,25 @@ the head:
   mutual-information load balancing) are returned by name, unweighted, and only in training mode.
 
 Scores are logits before the loss temperature; heads keep their own internal temperatures.
+
+Training recipe: a head also declares how it is trained, so that choosing a head is a self-contained choice
+(``model/similarity=mol`` works with any encoder and no other override). The retrieval modules read
+``loss_temperature`` (the sampled-softmax temperature its scores need), ``query_norm`` (the encoder output
+normalisation it expects) and ``aux_loss_weights`` (the weight of each auxiliary loss it returns) from the
+head, unless the loss / encoder / module was given an explicit value.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
+
+from rails.models.encoders.base import OUTPUT_NORMS, OutputNorm
+from rails.utils.instantiate import require, require_positive
 
 State = dict[str, Tensor]
 
@@ -49,7 +59,33 @@ def gather_state(state: State, ids: Tensor) -> State:
 
 
 class SimilarityHead(nn.Module, ABC):
-    """Abstract similarity head; see the module docstring for the contract and shapes."""
+    """Abstract similarity head; see the module docstring for the contract, shapes and training recipe.
+
+    Args:
+        loss_temperature: sampled-softmax temperature for this head's scores (1.0: scores are logits).
+        query_norm: encoder output normalisation this head expects ("l2" | "layer_norm" | "none").
+    """
+
+    def __init__(self, loss_temperature: float = 1.0, query_norm: OutputNorm = "none") -> None:
+        super().__init__()
+        self.loss_temperature = loss_temperature
+        self.query_norm: OutputNorm = query_norm
+
+    @staticmethod
+    def check_recipe(args: Mapping[str, Any]) -> None:
+        """Argument rules of the training recipe (``loss_temperature``, ``query_norm``)."""
+        require_positive(args, "loss_temperature")
+        require(
+            args["query_norm"] in OUTPUT_NORMS,
+            "query_norm",
+            args["query_norm"],
+            f"must be one of {OUTPUT_NORMS}",
+        )
+
+    @property
+    def aux_loss_weights(self) -> dict[str, float]:
+        """Weight of each auxiliary loss :meth:`forward` returns in training (none by default)."""
+        return {}
 
     @abstractmethod
     def encode_queries(self, query_embeddings: Tensor, **ctx: Tensor) -> State:

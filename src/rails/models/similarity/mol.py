@@ -15,11 +15,13 @@ query-item gating part needs the pair logits and is computed in ``score`` / ``sc
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from rails.models.encoders.base import OutputNorm
 from rails.models.similarity.base import SimilarityHead, SimilarityOutput, State, l2_normalize
 from rails.models.similarity.mol_components import (
     GLUActivation,
@@ -34,6 +36,7 @@ from rails.models.similarity.mol_gating import (
     SoftmaxDropoutMixer,
     mutual_information_loss,
 )
+from rails.utils.instantiate import require, require_at_least, require_positive, require_probability
 
 MixFn = Callable[[Tensor, Tensor, Tensor, Tensor, bool], tuple[Tensor, Tensor]]
 
@@ -73,6 +76,10 @@ class MoLSimilarity(SimilarityHead):
         query_components: optional replacement of the query MLP mapping (..., D_q) ->
             (..., P_Q - len(uid_hash_sizes), d_P) before L2 normalisation (e.g. LM token states).
         item_components: optional replacement of the item projection mapping (..., D_x) -> (..., P_X, d_P).
+        loss_temperature: sampled-softmax temperature of the scores (1.0: they are already divided by tau).
+        query_norm: encoder output normalisation MoL is trained with ("layer_norm" in every paper config).
+        mi_loss_weight: weight of ``mi_loss`` in the training loss (0.001).
+        uid_l2_weight: weight of ``uid_embedding_l2_norm`` (0.1; unused without user-id components).
 
     Initialisation (a documented choice, spec §1.9): the paper's *effective* initialisation, i.e.
     xavier_normal on every >= 2-D parameter of the default modules (GLU (1, 2*out) bias and user-id
@@ -80,7 +87,8 @@ class MoLSimilarity(SimilarityHead):
     default. Replacement component modules are left as given.
 
     Auxiliary losses (training mode only, from :meth:`forward`): ``mi_loss`` (spec §2.1, from the
-    post-dropout pi) and, with user-id components, ``uid_embedding_l2_norm`` (spec §2.2).
+    post-dropout pi) and, with user-id components, ``uid_embedding_l2_norm`` (spec §2.2); their weights
+    are :attr:`aux_loss_weights`.
     """
 
     def __init__(
@@ -110,26 +118,18 @@ class MoLSimilarity(SimilarityHead):
         max_score_elements: int = 2**27,
         query_components: nn.Module | None = None,
         item_components: nn.Module | None = None,
+        loss_temperature: float = 1.0,
+        query_norm: OutputNorm = "layer_norm",
+        mi_loss_weight: float = 1e-3,
+        uid_l2_weight: float = 0.1,
     ) -> None:
-        super().__init__()
-        for key, value in (
-            ("query_dim", query_dim),
-            ("item_dim", item_dim),
-            ("num_query_components", num_query_components),
-            ("num_item_components", num_item_components),
-            ("component_dim", component_dim),
-            ("max_score_elements", max_score_elements),
-        ):
-            if value < 1:
-                raise ValueError(f"model.similarity.{key} must be >= 1, got {value}")
-        if temperature <= 0:
-            raise ValueError(f"model.similarity.temperature must be > 0, got {temperature}")
+        self.check_args(locals())
+        super().__init__(loss_temperature=loss_temperature, query_norm=query_norm)
         uid_hash_sizes = [int(h) for h in uid_hash_sizes]
-        if len(uid_hash_sizes) >= num_query_components:
-            raise ValueError(
-                f"model.similarity.uid_hash_sizes has {len(uid_hash_sizes)} tables but "
-                f"num_query_components={num_query_components}: at least one component must come from the query"
-            )
+        self.query_dim = query_dim
+        self.item_dim = item_dim
+        self.mi_loss_weight = mi_loss_weight
+        self.uid_l2_weight = uid_l2_weight
         self.num_query_components = num_query_components
         self.num_item_components = num_item_components
         self.component_dim = component_dim
@@ -181,6 +181,39 @@ class MoLSimilarity(SimilarityHead):
         if self.uid_components is not None:
             mol_effective_init_(self.uid_components)
         self._mix_fn: MixFn = torch.compile(self._mix) if compile_mixing else self._mix
+
+    @staticmethod
+    def check_args(args: Mapping[str, Any]) -> None:
+        """Argument rules (see :func:`rails.utils.instantiate.check_config`)."""
+        dims = ("query_dim", "item_dim", "num_query_components", "num_item_components", "component_dim")
+        require_at_least(args, 1, *dims, "max_score_elements")
+        require_positive(args, "temperature")
+        require_at_least(args, 0, "mi_loss_weight", "uid_l2_weight")
+        dropouts = (
+            "query_dropout",
+            "item_dropout",
+            "uid_dropout",
+            "gating_item_dropout",
+            "gating_qi_dropout",
+        )
+        require_probability(args, *dropouts, "softmax_dropout")
+        uid, components = list(args["uid_hash_sizes"]), args["num_query_components"]
+        require(
+            len(uid) < components,
+            "uid_hash_sizes",
+            uid,
+            f"has {len(uid)} tables but num_query_components={components}: at least one component must "
+            "come from the query",
+        )
+        SimilarityHead.check_recipe(args)
+
+    @property
+    def aux_loss_weights(self) -> dict[str, float]:
+        """``{"mi_loss": mi_loss_weight}``, plus ``uid_embedding_l2_norm`` with user-id components."""
+        weights = {"mi_loss": self.mi_loss_weight}
+        if self.uid_components is not None:
+            weights["uid_embedding_l2_norm"] = self.uid_l2_weight
+        return weights
 
     # ------------------------------------------------------------------------------------------ helpers
     @contextlib.contextmanager
@@ -323,5 +356,6 @@ class MoLSimilarity(SimilarityHead):
         uid = self.uid_components.hash_sizes if self.uid_components is not None else []
         return (
             f"{self.num_query_components}x{self.num_item_components}x{self.component_dim}, "
-            f"temperature={self.temperature}, uid_hash_sizes={uid}"
+            f"temperature={self.temperature}, uid_hash_sizes={uid}, loss_temperature={self.loss_temperature}, "
+            f"query_norm={self.query_norm}, aux_loss_weights={self.aux_loss_weights}"
         )
