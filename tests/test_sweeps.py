@@ -1,4 +1,4 @@
-"""Sweeps: config composition, failed jobs scored NaN, the end-of-sweep summary, and real CPU sweeps (slow)."""
+"""Sweeps: config composition, failed jobs as failed trials, the end-of-sweep summary, real CPU sweeps (slow)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from omegaconf import OmegaConf, open_dict
 from rails.callbacks.summary import SweepSummary, best_job, collect_jobs
 from rails.config_dir import config_dir
 from rails.utils.instantiate import check_config
-from rails.utils.task import run_job
+from rails.utils.task import FailedTrial, run_job
 from tests.conftest import REPO_ROOT, TINY_OVERRIDES, compose_config, shrink
 
 
@@ -27,7 +27,8 @@ def test_optuna_search_space_composes() -> None:
     cfg = compose_config("train", ["hparams_search=optuna"])
     GlobalHydra.instance().clear()
     sweeper = cfg.hydra.sweeper
-    assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
+    assert sweeper._target_ == "hydra_plugins.rails_sweepers.optuna_sweeper.RailsOptunaSweeper"
+    assert sweeper.direction == "maximize"
     assert cfg.optimized_metric == "val/ndcg@10" and str(cfg.hydra.mode) == "RunMode.MULTIRUN"
     assert set(sweeper.params) == {
         "model.optimizer.lr",
@@ -44,6 +45,7 @@ def test_mol_search_space_composes() -> None:
     GlobalHydra.instance().clear()
     assert "model.similarity.num_query_components" in cfg.hydra.sweeper.params
     assert "model.similarity.num_item_components" in cfg.hydra.sweeper.params
+    assert "model.similarity.mi_loss_weight" in cfg.hydra.sweeper.params
     check_config(cfg)
 
 
@@ -73,21 +75,148 @@ def _set_mode(cfg, mode: str):  # noqa: ANN001, ANN202
     return cfg
 
 
-def test_failed_sweep_job_scores_nan_and_writes_its_traceback(tmp_path: Path) -> None:
+def test_failed_sweep_job_is_a_failed_trial_and_writes_its_traceback(tmp_path: Path) -> None:
     cfg = _set_mode(shrink(compose_config("train", TINY_OVERRIDES), tmp_path), "MULTIRUN")
+    error_file = tmp_path / "run" / "error.txt"
 
     def boom(_cfg):  # noqa: ANN001, ANN202
         raise RuntimeError("out of memory (simulated)")
 
     value = run_job(boom, cfg)
-    assert math.isnan(value)
-    assert "out of memory (simulated)" in (tmp_path / "run" / "error.txt").read_text()
+    assert isinstance(value, FailedTrial) and "out of memory (simulated)" in str(value)
+    with pytest.raises(ValueError, match="out of memory"):  # how hydra-optuna-sweeper learns it failed
+        float(value)
+    assert "out of memory (simulated)" in error_file.read_text()
+    error_file.unlink()
     assert run_job(lambda _cfg: {"val/ndcg@10": 0.25}, cfg) == 0.25
-    assert math.isnan(run_job(lambda _cfg: {"val/hr@10": 0.25}, cfg))  # optimized metric missing
+    assert not error_file.exists()
+    missing = run_job(lambda _cfg: {"val/hr@10": 0.25}, cfg)  # optimized metric missing
+    assert isinstance(missing, FailedTrial) and "not computed" in error_file.read_text()
+    not_finite = run_job(lambda _cfg: {"val/ndcg@10": math.nan}, cfg)  # a diverged run
+    assert isinstance(not_finite, FailedTrial) and "nan" in str(not_finite)
     _set_mode(cfg, "RUN")
     with pytest.raises(RuntimeError, match="simulated"):  # a single run fails loudly
         run_job(boom, cfg)
     GlobalHydra.instance().clear()
+
+
+def test_config_is_checked_before_the_job_runs(tmp_path: Path) -> None:
+    cfg = _set_mode(shrink(compose_config("train", [*TINY_OVERRIDES, "seed=abc"]), tmp_path), "MULTIRUN")
+    ran = []
+    value = run_job(lambda _cfg: ran.append(1) or {"val/ndcg@10": 0.5}, cfg)
+    GlobalHydra.instance().clear()
+    assert not ran and isinstance(value, FailedTrial) and "seed" in str(value)
+
+
+def test_rails_optuna_sweeper_is_a_hydra_plugin() -> None:
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.sweeper import Sweeper
+
+    names = {f"{p.__module__}.{p.__name__}" for p in Plugins.instance().discover(Sweeper)}
+    assert "hydra_plugins.rails_sweepers.optuna_sweeper.RailsOptunaSweeper" in names
+
+
+SWEEP_APP = """
+import json
+
+import hydra
+import optuna
+from hydra.core.hydra_config import HydraConfig
+from rails.utils.task import run_job
+
+
+class RecordingSampler(optuna.samplers.RandomSampler):
+    \"\"\"Writes what the sweeper told Optuna about each trial to told.txt (public sampler hook).\"\"\"
+
+    def after_trial(self, study, trial, state, values):
+        with open("told.txt", "a") as handle:
+            handle.write(f"{trial.number}:{state.name}\\n")
+        super().after_trial(study, trial, state, values)
+
+
+def task(cfg):
+    if HydraConfig.get().job.num in cfg.failing:
+        raise RuntimeError("this trial fails (simulated)")
+    metrics = {"val/score": cfg.x}
+    with open(f"{cfg.paths.output_dir}/metrics.json", "w") as handle:  # as rails-train does
+        json.dump(metrics, handle)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=".", config_name="app")
+def main(cfg):
+    return run_job(task, cfg)
+
+
+main()
+"""
+
+SWEEP_CONFIG = """
+defaults:
+  - override hydra/sweeper: optuna
+  - override hydra/sweeper/sampler: random
+  - _self_
+x: 0.0
+failing: []
+optimized_metric: val/score
+paths:
+  output_dir: ${hydra:runtime.output_dir}
+hydra:
+  mode: MULTIRUN
+  sweep:
+    dir: sweep
+  sweeper:
+    _target_: hydra_plugins.rails_sweepers.optuna_sweeper.RailsOptunaSweeper
+    direction: maximize
+    n_trials: 3
+    n_jobs: 1
+    max_failure_rate: 0.0
+    sampler:
+      _target_: __main__.RecordingSampler
+      seed: 0
+    params:
+      x: interval(0.0, 1.0)
+  callbacks:
+    summary:
+      _target_: rails.callbacks.summary.SweepSummary
+      metric: val/score
+"""
+
+
+def _sweep_app(tmp_path: Path, failing: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """A 3-trial Optuna sweep whose jobs ``failing`` raise (no training); returns the run and what Optuna was told."""
+    (tmp_path / "app.py").write_text(SWEEP_APP)
+    (tmp_path / "app.yaml").write_text(SWEEP_CONFIG)
+    result = subprocess.run(
+        [sys.executable, "app.py", f"failing={failing}"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    told = tmp_path / "told.txt"
+    return result, told.read_text().split() if told.is_file() else []
+
+
+def test_optuna_sweeper_tells_failed_trials_as_failed_and_goes_on(tmp_path: Path) -> None:
+    result, told = _sweep_app(tmp_path, "[1]")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert told == ["0:COMPLETE", "1:FAIL", "2:COMPLETE"]  # even with max_failure_rate 0
+    summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
+    assert [j["status"] for j in summary["jobs"]] == ["ok", "failed", "ok"]
+    best = OmegaConf.load(tmp_path / "sweep" / "optimization_results.yaml")
+    assert summary["best"]["metrics"]["val/score"] == pytest.approx(best.best_value)
+    assert "this trial fails (simulated)" in (tmp_path / "sweep" / "1" / "error.txt").read_text()
+
+
+def test_optuna_sweep_in_which_every_trial_fails_still_writes_its_summary(tmp_path: Path) -> None:
+    result, told = _sweep_app(tmp_path, "[0,1,2]")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert told == ["0:FAIL", "1:FAIL", "2:FAIL"]
+    assert "every trial of the sweep failed" in result.stderr + result.stdout
+    summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
+    assert summary["best"] is None and [j["status"] for j in summary["jobs"]] == ["failed"] * 3
 
 
 def _fake_job(
@@ -180,26 +309,62 @@ def test_basic_multirun_survives_a_failing_job(tmp_path: Path) -> None:
     assert "Invalid learning rate" in (_single_sweep(tmp_path) / "1" / "error.txt").read_text()
 
 
+# Job 0 of a sweep gets model.encoder.num_blocks=0, which the config check rejects: the forced failing trial.
+FAIL_FIRST_JOB = "model.encoder.num_blocks=${hydra:job.num}"
+
+
+def _check_sweep_with_failed_first_trial(
+    result: subprocess.CompletedProcess, tmp_path: Path, trials: int
+) -> Path:
+    assert result.returncode == 0, result.stderr[-4000:]
+    sweep = _single_sweep(tmp_path)
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert [j["status"] for j in summary["jobs"]] == ["failed"] + ["ok"] * (trials - 1)
+    assert "model.encoder.num_blocks=0: must be >= 1" in (sweep / "0" / "error.txt").read_text()
+    told_fail = "Failed experiment: Return value must be float-castable"  # the plugin told Optuna FAIL
+    assert told_fail in result.stderr + result.stdout
+    best = OmegaConf.load(sweep / "optimization_results.yaml")
+    assert summary["best"]["metrics"]["val/ndcg@10"] == pytest.approx(best.best_value)
+    assert summary["best"]["job"] != "0"
+    return sweep
+
+
 @pytest.mark.slow
-def test_optuna_sweep_of_four_trials_with_wandb_offline(tmp_path: Path) -> None:
+def test_optuna_sweep_with_a_failing_trial_and_wandb_offline(tmp_path: Path) -> None:
     overrides = [o for o in TINY_OVERRIDES if o != "~logger"]
     result = _rails_train(
         [
             "hparams_search=optuna",
-            "hydra.sweeper.n_trials=4",
+            "hydra.sweeper.n_trials=3",
             "hydra.sweeper.sampler.n_startup_trials=2",
             "logger=wandb",
             *overrides,
+            FAIL_FIRST_JOB,
         ],
         tmp_path,
         WANDB_MODE="offline",
         WANDB_SILENT="true",
     )
-    assert result.returncode == 0, result.stderr[-4000:]
-    sweep = _single_sweep(tmp_path)
-    best = OmegaConf.load(sweep / "optimization_results.yaml")
-    summary = json.loads((sweep / "summary.json").read_text())
-    assert len(summary["jobs"]) == 4 and all(j["status"] == "ok" for j in summary["jobs"])
-    assert summary["best"]["metrics"]["val/ndcg@10"] == pytest.approx(best.best_value)
-    wandb_runs = sorted(sweep.glob("*/wandb/offline-run-*"))
-    assert len(wandb_runs) == 4
+    sweep = _check_sweep_with_failed_first_trial(result, tmp_path, trials=3)
+    assert len(sorted(sweep.glob("[12]/wandb/offline-run-*"))) == 2
+
+
+@pytest.mark.slow
+def test_mol_optuna_sweep_runs_end_to_end(tmp_path: Path) -> None:
+    """hparams_search=mol_optuna with nothing but tiny sizes: MoL brings its own recipe, trials train."""
+    result = _rails_train(
+        [
+            "hparams_search=mol_optuna",
+            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.sampler.n_startup_trials=2",
+            *TINY_OVERRIDES,
+            "model.similarity.component_dim=8",
+            "model.similarity.query_hidden_dim=16",
+            FAIL_FIRST_JOB,
+        ],
+        tmp_path,
+        WANDB_MODE="disabled",
+    )
+    sweep = _check_sweep_with_failed_first_trial(result, tmp_path, trials=3)
+    config = OmegaConf.load(sweep / "1" / ".hydra" / "config.yaml")
+    assert config.model.similarity._target_.endswith("MoLSimilarity")

@@ -1,0 +1,1 @@
+"""Hydra sweepers shipped with rails (Hydra discovers plugins only under the ``hydra_plugins`` namespace)."""
