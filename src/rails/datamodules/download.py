@@ -28,6 +28,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -196,7 +197,7 @@ def is_truncated_copy(archive: str | os.PathLike[str], member: str, path: str | 
                     if not chunk or packed.read(len(chunk)) != chunk:
                         return False
                     remaining -= len(chunk)
-    except (KeyError, OSError, zipfile.BadZipFile, EOFError):
+    except (KeyError, OSError, EOFError, zipfile.BadZipFile, zlib.error):
         return False
     return True
 
