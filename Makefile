@@ -35,10 +35,10 @@ test-ops: install
 test-all: install lint
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -m "not gpu" -q
 
-# GPU suite on a CUDA machine (fused Triton kernels vs float64 references, bf16 steps; <= 3 min on an H100/H200).
+# GPU suite on a CUDA machine (fused Triton kernels vs float64 references, bf16 steps; <= 3 min on H100/H200).
 # Refuses to run without a CUDA device instead of skipping everything. Without internet: docs/operations.md.
 test-gpu: install
-	@$(BIN)/python -c "import sys, torch; torch.cuda.is_available() or sys.exit('make test-gpu: torch ' + torch.__version__ + ' sees no CUDA device')"
+	@$(BIN)/python -c "import sys, torch; torch.cuda.is_available() or sys.exit('test-gpu: torch sees no CUDA')"
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -m gpu -q --durations=10
 
 format: install

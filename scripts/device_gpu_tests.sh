@@ -14,10 +14,11 @@ mkdir -p "$OUT"
 LOG="$OUT/gpu_tests.log"
 
 if ! compgen -G ".whl/*.whl" >/dev/null; then
-  echo "no wheels in .whl/: run scripts/gpu_wheels.sh on a machine with internet and carry .whl" | tee "$LOG" >&2
+  echo "no wheels in .whl/: run scripts/gpu_wheels.sh where there is internet, carry .whl" | tee "$LOG" >&2
   exit 2
 fi
-python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .whl/*.whl 2>&1 | tee "$LOG" || exit 2
+python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .whl/*.whl 2>&1 | tee "$LOG" ||
+  exit 2
 export PYTHONPATH="$SITE:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=disabled PYTHONUNBUFFERED=1
 

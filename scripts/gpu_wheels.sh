@@ -22,7 +22,8 @@ for spec in "${SDISTS[@]}"; do
 done
 
 # One wheel per distribution name (pip normalises - and _ and case).
-dupes=$(for f in "$DEST"/*.whl; do basename "$f" | cut -d- -f1 | tr '[:upper:]-' '[:lower:]_'; done | sort | uniq -d)
+dupes=$(for f in "$DEST"/*.whl; do basename "$f" | cut -d- -f1 | tr '[:upper:]-' '[:lower:]_'; done |
+  sort | uniq -d)
 if [ -n "$dupes" ]; then
   echo "error: several versions in $DEST of: $dupes (remove all but one)" >&2
   exit 1
