@@ -72,8 +72,9 @@ def test_every_encoder_trains_one_step_with_every_head(encoder: str, head: str, 
         assert any(name.startswith(part) for name in changed), f"no parameter of {part} changed"
 
 
-def test_mol_without_user_id_components_needs_no_uid_weight(tmp_path: Path) -> None:
-    cfg = _tiny(tmp_path, ["model/similarity=mol", "model.similarity.uid_hash_sizes=[]"])
+@pytest.mark.parametrize("uid_weight", [[], ["+model.aux_loss_weights.uid_embedding_l2_norm=0.1"]])
+def test_mol_without_user_id_components_needs_no_uid_weight(uid_weight: list[str], tmp_path: Path) -> None:
+    cfg = _tiny(tmp_path, ["model/similarity=mol", "model.similarity.uid_hash_sizes=[]", *uid_weight])
     try:
         model, loader = _build(cfg)
     finally:
@@ -112,7 +113,9 @@ def test_head_recipe_keys_override_the_head(tmp_path: Path) -> None:
 
 def test_weight_for_a_loss_the_head_does_not_return_is_refused(tmp_path: Path) -> None:
     cfg = _tiny(tmp_path, ["model/similarity=mol", "+model.aux_loss_weights.mi_los=0.5"])
-    with pytest.raises(Exception, match=r"\['mi_los'\] is not an auxiliary loss of MoLSimilarity"):
+    with pytest.raises(
+        Exception, match=r"\['mi_los'\] is not an auxiliary loss of MoLSimilarity \(its losses"
+    ):
         hydra.utils.instantiate(cfg.model, num_items=20)
     GlobalHydra.instance().clear()
 

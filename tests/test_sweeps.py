@@ -251,6 +251,8 @@ def test_sweep_summary_picks_the_best_trial(tmp_path: Path, capsys) -> None:
     assert (sweep / "summary.csv").read_text().splitlines()[0].startswith("job,status,overrides")
     out = capsys.readouterr().out
     assert "best: job 1" in out and "failed" in out
+    assert summary["jobs"][2]["error"] == "Traceback ..." and "job 2 failed: Traceback ..." in out
+    assert summary["jobs"][0]["error"] is None
 
 
 @pytest.mark.parametrize(
@@ -320,7 +322,7 @@ def _check_sweep_with_failed_first_trial(
     sweep = _single_sweep(tmp_path)
     summary = json.loads((sweep / "summary.json").read_text())
     assert [j["status"] for j in summary["jobs"]] == ["failed"] + ["ok"] * (trials - 1)
-    assert "model.encoder.num_blocks=0: must be >= 1" in (sweep / "0" / "error.txt").read_text()
+    assert "model.encoder.num_blocks=0: must be >= 1" in summary["jobs"][0]["error"]
     told_fail = "Failed experiment: Return value must be float-castable"  # the plugin told Optuna FAIL
     assert told_fail in result.stderr + result.stdout
     best = OmegaConf.load(sweep / "optimization_results.yaml")

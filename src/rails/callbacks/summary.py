@@ -2,8 +2,9 @@
 
 At the end of a multirun (basic or Optuna sweeper, any launcher) it reads each job directory's
 ``metrics.json`` (written by ``rails-train``), ``.hydra/overrides.yaml`` and ``error.txt`` (written when a
-job failed), prints a rich table sorted by the optimised metric, the best trial's overrides and all its
-metrics, and writes ``summary.json`` and ``summary.csv`` into the sweep directory.
+job failed), prints a rich table sorted by the optimised metric, why each failed job failed, the best
+trial's overrides and all its metrics, and writes ``summary.json`` and ``summary.csv`` into the sweep
+directory.
 """
 
 from __future__ import annotations
@@ -22,14 +23,24 @@ from rails.utils.logging import atomic_write_text, get_logger
 log = get_logger(__name__)
 
 
+def _error_line(error_file: Path) -> str | None:
+    """The last non-empty line of a job's ``error.txt`` (the exception of a traceback), or None."""
+    if not error_file.is_file():
+        return None
+    lines = [line.strip() for line in error_file.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1] if lines else "failed"
+
+
 def collect_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
-    """One record per job directory under ``sweep_dir``: ``job``, ``dir``, ``status``, ``overrides``, ``metrics``."""
+    """One record per job directory under ``sweep_dir``: ``job``, ``dir``, ``status``, ``overrides``,
+    ``metrics`` and ``error`` (the last line of ``error.txt``, None for a job that did not fail)."""
     jobs = []
     for overrides_file in sorted(sweep_dir.glob("*/.hydra/overrides.yaml")):
         job_dir = overrides_file.parent.parent
         metrics_file = job_dir / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-        status = "failed" if (job_dir / "error.txt").is_file() else ("ok" if metrics else "missing")
+        error = _error_line(job_dir / "error.txt")
+        status = "failed" if error is not None else ("ok" if metrics else "missing")
         jobs.append(
             {
                 "job": job_dir.name,
@@ -37,6 +48,7 @@ def collect_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
                 "status": status,
                 "overrides": list(OmegaConf.load(overrides_file)),
                 "metrics": metrics,
+                "error": error,
             }
         )
     jobs.sort(key=lambda j: (0, int(j["job"])) if j["job"].isdigit() else (1, j["job"]))
@@ -90,14 +102,14 @@ class SweepSummary(Callback):
         names = sorted({k for j in jobs for k in j["metrics"]})
         with path.open("w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["job", "status", "overrides", *names])
+            writer.writerow(["job", "status", "overrides", *names, "error"])
             for j in jobs:
-                writer.writerow(
-                    [j["job"], j["status"], " ".join(j["overrides"]), *(j["metrics"].get(n) for n in names)]
-                )
+                metrics = (j["metrics"].get(n) for n in names)
+                writer.writerow([j["job"], j["status"], " ".join(j["overrides"]), *metrics, j["error"] or ""])
 
     def _print(self, sweep_dir: Path, jobs: list[dict[str, Any]], best: dict[str, Any] | None) -> None:
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         def fmt(value: Any) -> str:
@@ -124,6 +136,9 @@ class SweepSummary(Callback):
             )
         console = Console()
         console.print(table)
+        for j in jobs:
+            if j["error"] is not None:
+                console.print(f"[red]job {j['job']} failed:[/] {escape(j['error'])}", highlight=False)
         if best is None:
             console.print(f"[bold red]no job reported {self.metric}[/]")
             return

@@ -25,19 +25,22 @@ def check_aux_loss_weights(weights: Mapping[str, Any] | None) -> None:
 
 
 def resolve_aux_loss_weights(head: SimilarityHead, overrides: Mapping[str, float] | None) -> dict[str, float]:
-    """The head's auxiliary-loss weights, with ``overrides`` replacing them by name.
+    """The weight of each auxiliary loss ``head`` returns: its own ``aux_loss_weights``, replaced by name by
+    ``overrides``. An override for a loss the head class knows but this instance does not return (MoL's
+    ``uid_embedding_l2_norm`` without user-id components) has no effect.
 
     Raises:
-        ValueError: when ``overrides`` names a loss the head does not return (e.g. a misspelt name).
+        ValueError: when ``overrides`` names a loss the head class never returns (e.g. a misspelt name).
     """
-    weights = dict(head.aux_loss_weights)
-    unknown = sorted(set(overrides or {}) - set(weights))
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(head.aux_loss_names))
     if unknown:
         raise ValueError(
-            f"aux_loss_weights={dict(overrides or {})}: {unknown} is not an auxiliary loss of "
-            f"{type(head).__name__} (it returns {sorted(weights) or 'none'})"
+            f"aux_loss_weights={overrides}: {unknown} is not an auxiliary loss of {type(head).__name__} "
+            f"(its losses: {list(head.aux_loss_names) or 'none'})"
         )
-    weights.update({name: float(value) for name, value in (overrides or {}).items()})
+    weights = dict(head.aux_loss_weights)
+    weights.update({name: float(value) for name, value in overrides.items() if name in weights})
     return weights
 
 

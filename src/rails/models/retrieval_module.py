@@ -52,7 +52,7 @@ class RetrievalModule(LearnedSimilarityModule):
         num_items: item table rows (max item id + 1); given by the datamodule at build time.
         item_dim: D of the item table (must equal the encoder's width).
         aux_loss_weights: per-name overrides of the head's ``aux_loss_weights`` (None or {}: the head's;
-            names the head does not return raise).
+            names the head class never returns raise).
         scheduler: optional partial LR scheduler, stepped every optimizer step.
         compile_encoder: wrap the encoder in ``torch.compile``.
     """

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -66,6 +66,9 @@ class SimilarityHead(nn.Module, ABC):
         query_norm: encoder output normalisation this head expects ("l2" | "layer_norm" | "none").
     """
 
+    aux_loss_names: ClassVar[tuple[str, ...]] = ()
+    """Every auxiliary loss this head class can return (none by default)."""
+
     def __init__(self, loss_temperature: float = 1.0, query_norm: OutputNorm = "none") -> None:
         super().__init__()
         self.loss_temperature = loss_temperature
@@ -84,7 +87,7 @@ class SimilarityHead(nn.Module, ABC):
 
     @property
     def aux_loss_weights(self) -> dict[str, float]:
-        """Weight of each auxiliary loss :meth:`forward` returns in training (none by default)."""
+        """Weight of each auxiliary loss this instance returns in training (none by default)."""
         return {}
 
     @abstractmethod

@@ -207,6 +207,8 @@ class MoLSimilarity(SimilarityHead):
         )
         SimilarityHead.check_recipe(args)
 
+    aux_loss_names = ("mi_loss", "uid_embedding_l2_norm")
+
     @property
     def aux_loss_weights(self) -> dict[str, float]:
         """``{"mi_loss": mi_loss_weight}``, plus ``uid_embedding_l2_norm`` with user-id components."""
