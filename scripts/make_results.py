@@ -32,10 +32,13 @@ def main() -> None:
     args = parser.parse_args()
     rows = summarize(collect_runs(args.roots))
     for row in rows:  # repository-relative run directories
-        row["run_dirs"] = [str(Path(p).resolve().relative_to(REPO)) for p in row["run_dirs"]]
+        row["run_dirs"] = [
+            str(Path(p).resolve().relative_to(REPO)) if Path(p).resolve().is_relative_to(REPO) else p
+            for p in row["run_dirs"]
+        ]
     atomic_write_text(args.json, json.dumps(rows, indent=2) + "\n")
     atomic_write_text(args.md, markdown(rows))
-    readme = args.readme.read_text()
+    readme = args.readme.read_text() if args.readme.is_file() else ""
     if START in readme and END in readme:
         table = readme_table(rows, args.readme_datasets)
         readme = re.sub(

@@ -37,6 +37,7 @@ _NEUTRAL_PREFIXES = (
     "logger",
     "~logger",
     "trainer.enable_progress_bar=",
+    "callbacks.progress_bar=",
     "task_name=",
     "tags=",
 )
@@ -175,6 +176,8 @@ def _cell(row: Mapping[str, Any], name: str) -> str:
     value = row["metrics"].get(name)
     if value is None:
         return "–"
+    if value["n"] == 1:
+        return f"{value['mean']:.4f}"
     return f"{value['mean']:.4f} ± {value['std']:.4f}"
 
 

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Several rails-train multiruns at once on one GPU machine, started in the background so they can outlive one
+# remote command, then collected into $OUT/runs (metrics.json, run.json, .hydra/*.yaml, the job log).
+#
+#   bash scripts/gpu_sweep.sh start NAME [rails-train multirun overrides...]  # setsid + nohup, returns at once
+#   bash scripts/gpu_sweep.sh wait SECONDS        # wait until every started sweep ended (or SECONDS passed),
+#                                                 # then collect and print the results table
+#   bash scripts/gpu_sweep.sh collect             # collect what has finished so far
+#
+# Environment: WHEELS (default .whl: hydra-core, omegaconf, antlr4, hydra-joblib-launcher wheels for a machine
+# without them), RAILS_SRC (default: .snap/src when present, else src), SWEEPS (default /tmp/rails-sweeps),
+# OUT (where collected files go). Each NAME is one `python3 -m rails.train -m ...` with
+# hydra.sweep.dir=$SWEEPS/NAME; use hydra/launcher=parallel hydra.launcher.n_jobs=K to run K jobs at once.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+SWEEPS=${SWEEPS:-/tmp/rails-sweeps}
+OUT=${OUT:-$SWEEPS/out}
+WHEELS=${WHEELS:-.whl}
+if [ -z "${RAILS_SRC:-}" ]; then
+  if [ -d .snap/src ]; then RAILS_SRC=$PWD/.snap/src; else RAILS_SRC=$PWD/src; fi
+fi
+mkdir -p "$SWEEPS" "$OUT"
+
+setup() {
+  if [ ! -f /tmp/site/.done ] && ls "$WHEELS"/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+      "$WHEELS"/*.whl && touch /tmp/site/.done
+  fi
+  export PYTHONPATH=/tmp/site:$RAILS_SRC
+  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} PYTHONUNBUFFERED=1
+}
+
+start() {
+  local name=$1; shift
+  setup
+  setsid nohup python3 -m rails.train -m "hydra.sweep.dir=$SWEEPS/$name" "$@" >"$SWEEPS/$name.out" 2>&1 &
+  echo $! >"$SWEEPS/$name.pid"
+  echo "started $name (pid $(cat "$SWEEPS/$name.pid")): $*"
+}
+
+running() {
+  local pidfile n=0
+  for pidfile in "$SWEEPS"/*.pid; do
+    [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && n=$((n + 1))
+  done
+  echo $n
+}
+
+collect() {
+  setup
+  local metrics run dest
+  for metrics in "$SWEEPS"/*/*/metrics.json; do
+    [ -f "$metrics" ] || continue
+    run=$(dirname "$metrics")
+    dest=$OUT/runs/${run#"$SWEEPS"/}
+    mkdir -p "$dest/.hydra"
+    cp "$run"/metrics.json "$dest/"
+    cp "$run"/run.json "$dest/" 2>/dev/null
+    cp "$run"/.hydra/config.yaml "$run"/.hydra/overrides.yaml "$dest/.hydra/"
+    cp "$run"/*.log "$dest/" 2>/dev/null
+  done
+  for run in "$SWEEPS"/*/*/; do  # failed jobs: keep their error for the report
+    [ -f "$run/error.txt" ] && mkdir -p "$OUT/failed/${run#"$SWEEPS"/}" && cp "$run/error.txt" "$OUT/failed/${run#"$SWEEPS"/}"
+  done
+  cp "$SWEEPS"/*.out "$OUT/" 2>/dev/null
+  # One archive: the device tool returns only shallow folders.
+  tar -czf "$OUT/runs.tar.gz" -C "$OUT" runs $( [ -d "$OUT/failed" ] && echo failed ) 2>/dev/null
+  python3 - "$OUT/runs" <<'PY'
+import sys
+from rails.results import collect_runs, summarize
+rows = summarize(collect_runs([sys.argv[1]]))
+print(f"{'dataset':14} {'model':11} {'head':4} {'protocol':9} {'n':>2} {'HR@10':>15} {'NDCG@10':>15}  variant")
+for r in rows:
+    m = r["metrics"]
+    cell = lambda k: f"{m[k]['mean']:.4f}±{m[k]['std']:.4f}" if k in m else "-"
+    print(f"{r['dataset'][:14]:14} {r['model'][:11]:11} {r['head'][:4]:4} {r['protocol'][:9]:9} "
+          f"{len(r['seeds']):>2} {cell('test/hr@10'):>15} {cell('test/ndcg@10'):>15}  {r['variant']}")
+PY
+}
+
+wait_all() {
+  local deadline=$(( $(date +%s) + $1 ))
+  while [ "$(running)" -gt 0 ] && [ "$(date +%s)" -lt "$deadline" ]; do
+    sleep 20
+    echo "$(date +%T) sweeps running: $(running); finished runs: $(ls "$SWEEPS"/*/*/metrics.json 2>/dev/null | wc -l);" \
+      "epochs: $(for f in "$SWEEPS"/*/*/csv/*/metrics.csv; do [ -f "$f" ] && tail -n 1 "$f" | cut -d, -f1; done | tr '\n' ' ')"
+  done
+  nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null
+  collect
+  echo "sweeps still running: $(running)"
+}
+
+case "${1:-}" in
+  start) shift; start "$@" ;;
+  wait) wait_all "${2:-540}" ;;
+  collect) collect ;;
+  *) sed -n 2,13p "$0"; exit 2 ;;
+esac
