@@ -140,7 +140,9 @@ def test_non_dict_checkpoint_is_refused(tmp_path: Path) -> None:
 
 def test_eval_names_config_weight_mismatch(trained_checkpoint: Path, tmp_path: Path) -> None:
     state = torch.load(trained_checkpoint, weights_only=True)
-    state["rails_config"]["model"]["encoder"]["num_blocks"] += 1  # the stored config no longer fits the weights
+    state["rails_config"]["model"]["encoder"]["num_blocks"] += (
+        1  # the stored config no longer fits the weights
+    )
     edited = tmp_path / "edited.ckpt"
     torch.save(state, edited)
     with pytest.raises(CheckpointError, match=r"edited\.ckpt does not fit the model .* missing weight"):
