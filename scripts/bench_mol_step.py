@@ -30,7 +30,7 @@ from rails.models.encoders.hstu import HSTU
 from rails.models.losses import SampledSoftmaxLoss, UniformNegatives
 from rails.models.retrieval_module import RetrievalModule
 from rails.models.similarity import DotProductSimilarity, MoLSimilarity
-from rails.utils.run_info import git_commit
+from rails.runs.record import git_commit
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,8 +13,8 @@ import json
 import re
 from pathlib import Path
 
+from rails.io import atomic_write
 from rails.results import collect_runs, markdown, readme_table, summarize
-from rails.utils.logging import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -36,15 +36,15 @@ def main() -> None:
             str(Path(p).resolve().relative_to(REPO)) if Path(p).resolve().is_relative_to(REPO) else p
             for p in row["run_dirs"]
         ]
-    atomic_write_text(args.json, json.dumps(rows, indent=2) + "\n")
-    atomic_write_text(args.md, markdown(rows))
+    atomic_write(args.json, json.dumps(rows, indent=2) + "\n")
+    atomic_write(args.md, markdown(rows))
     readme = args.readme.read_text() if args.readme.is_file() else ""
     if START in readme and END in readme:
         table = readme_table(rows, args.readme_datasets)
         readme = re.sub(
             f"{re.escape(START)}.*?{re.escape(END)}", f"{START}\n{table}{END}", readme, flags=re.DOTALL
         )
-        atomic_write_text(args.readme, readme)
+        atomic_write(args.readme, readme)
     print(f"{len(rows)} rows -> {args.json}, {args.md}")
 
 

@@ -13,8 +13,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import open_dict
 
 from rails.eval import evaluate, load_checkpoint
+from rails.runs.checkpoints import AtomicCheckpointIO, CheckpointError, load_checkpoint_file
 from rails.train import run
-from rails.utils.checkpoint_io import AtomicCheckpointIO, CheckpointError, load_checkpoint_file
 from tests.conftest import REPO_ROOT, TINY_OVERRIDES, compose_config, shrink
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from hydra.core.global_hydra import GlobalHydra
 
+from rails.checks import ArgumentError
+from rails.config import ConfigError, check_config
 from rails.models.encoders.hstu import HSTU
 from rails.models.similarity.mol import MoLSimilarity
-from rails.utils.instantiate import ArgumentError, ConfigError, check_config
 from tests.conftest import TINY_OVERRIDES, compose_config
 
 

@@ -10,8 +10,7 @@ import hydra
 import pytest
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from rails.config_dir import config_dir
-from rails.utils.instantiate import ConfigError, check_config
+from rails.config import ConfigError, check_config, config_dir
 from tests.conftest import TINY_OVERRIDES, compose_config
 
 CONF = Path(config_dir())

@@ -10,10 +10,10 @@ import hydra
 import pytest
 from hydra.core.global_hydra import GlobalHydra
 
+from rails.config import check_config
 from rails.datamodules.amazon import AmazonBooks
 from rails.datamodules.movielens import MovieLens1M, MovieLens20M, MovieLens100K
 from rails.train import run
-from rails.utils.instantiate import check_config
 from tests.conftest import REPO_ROOT, compose_config, shrink
 
 

@@ -13,9 +13,9 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
+from rails.datamodules.samplers import ResumableDataLoader, ResumableRandomSampler, ShardedEvalSampler
 from rails.eval import evaluate
-from rails.utils import ddp_launch
-from rails.utils.samplers import ResumableDataLoader, ResumableRandomSampler, ShardedEvalSampler
+from rails.runs import ddp
 from tests.conftest import REPO_ROOT, TINY_OVERRIDES, compose_config, shrink
 
 
@@ -98,7 +98,7 @@ def test_child_command_runs_the_current_job_not_the_sweep(tmp_path: Path, monkey
     monkeypatch.setattr(
         sys, "argv", ["rails-train", "-m", "--config-name", "train", "seed=1,2", "trainer=ddp_sim"]
     )
-    command, cwd = ddp_launch.child_command(local_rank=1)
+    command, cwd = ddp.child_command(local_rank=1)
     GlobalHydra.instance().clear()
     args = command[command.index("--config-name") :]
     assert "-m" not in args and "seed=1,2" not in args
@@ -116,13 +116,40 @@ def test_launch_patch_reaches_lightnings_ddp_launcher(tmp_path: Path, monkeypatc
     shrink(compose_config("train", []), tmp_path)  # initialises HydraConfig, as inside a Hydra app
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     monkeypatch.setenv("MASTER_PORT", "1234")
-    with ddp_launch.hydra_safe_ddp_launch():
-        assert subprocess_script._hydra_subprocess_cmd is ddp_launch.child_command
+    with ddp.hydra_safe_ddp_launch():
+        assert subprocess_script._hydra_subprocess_cmd is ddp.child_command
         os.environ["LOCAL_RANK"] = "0"  # what the launcher does in the launching process
         os.environ["MASTER_PORT"] = "5555"
     assert subprocess_script._hydra_subprocess_cmd is original
     assert "LOCAL_RANK" not in os.environ and os.environ["MASTER_PORT"] == "1234"
     GlobalHydra.instance().clear()
+
+
+def test_lightning_is_the_version_the_launch_patch_was_written_for() -> None:
+    """rails.runs.ddp replaces a private Lightning function: pin the versions whose launcher it was read in."""
+    import inspect
+
+    import lightning
+    from lightning.fabric.strategies.launchers import subprocess_script as fabric_launcher
+    from lightning.pytorch.strategies.launchers import subprocess_script as pytorch_launcher
+    from packaging.version import Version
+
+    low, high = ddp.LIGHTNING_RANGE
+    assert Version(low) <= Version(lightning.__version__) < Version(high), (
+        f"lightning {lightning.__version__} is outside >={low},<{high}, the range rails.runs.ddp was written for: "
+        f"read {pytorch_launcher.__file__} (how it builds a child rank's command under Hydra), adapt "
+        "rails.runs.ddp.hydra_safe_ddp_launch if needed, then widen LIGHTNING_RANGE"
+    )
+    for module in (fabric_launcher, pytorch_launcher):
+        function = getattr(module, ddp.PATCHED, None)
+        assert function is not None, f"{module.__name__} has no {ddp.PATCHED}: rails.runs.ddp patches nothing"
+        assert list(inspect.signature(function).parameters) == ["local_rank"], (
+            f"{module.__name__}.{ddp.PATCHED} changed its signature: {inspect.signature(function)}"
+        )
+        calls = inspect.getsource(module._SubprocessScriptLauncher._call_children_scripts)
+        assert f"{ddp.PATCHED}(" in calls, (
+            f"{module.__name__}._SubprocessScriptLauncher no longer calls {ddp.PATCHED}: the patch has no effect"
+        )
 
 
 # ------------------------------------------------------------------------------------------------ slow

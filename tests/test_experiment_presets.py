@@ -10,7 +10,7 @@ import hydra
 import pytest
 from hydra.core.global_hydra import GlobalHydra
 
-from rails.config_dir import config_dir
+from rails.config import config_dir
 from tests.conftest import compose_config
 
 MOL_ML = {"mi_loss": 0.001, "uid_embedding_l2_norm": 0.1}

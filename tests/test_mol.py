@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from rails.batch import SequenceBatch
-from rails.config_dir import config_dir
+from rails.config import config_dir
 from rails.models.encoders.sasrec import SASRec
 from rails.models.losses import SampledSoftmaxLoss, UniformNegatives
 from rails.models.retrieval_module import RetrievalModule

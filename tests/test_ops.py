@@ -11,7 +11,7 @@ import torch
 
 from rails.callbacks.rng import capture_rng_state, restore_rng_state
 from rails.callbacks.throughput import SequenceThroughput
-from rails.utils.run_info import flatten, parameter_counts
+from rails.runs.record import flatten, parameter_counts
 
 
 def _draw() -> tuple[float, float, list[float]]:

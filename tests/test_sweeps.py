@@ -17,9 +17,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
 from rails.callbacks.summary import SweepSummary, best_job, collect_jobs
-from rails.config_dir import config_dir
-from rails.utils.instantiate import check_config
-from rails.utils.task import FailedTrial, run_job
+from rails.config import check_config, config_dir
+from rails.runs.jobs import FailedTrial, run_job
 from tests.conftest import REPO_ROOT, TINY_OVERRIDES, compose_config, shrink
 
 
@@ -122,7 +121,7 @@ import json
 import hydra
 import optuna
 from hydra.core.hydra_config import HydraConfig
-from rails.utils.task import run_job
+from rails.runs.jobs import run_job
 
 
 class RecordingSampler(optuna.samplers.RandomSampler):

@@ -14,9 +14,9 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import open_dict
 
 from rails.callbacks.wandb import index_rows
+from rails.callbacks.wandb_logger import RailsWandbLogger, resolve_mode
+from rails.runs.jobs import finish_wandb
 from rails.train import run
-from rails.utils.task import finish_wandb
-from rails.utils.wandb import RailsWandbLogger, resolve_mode
 from tests.conftest import TINY_OVERRIDES, compose_config, shrink
 
 
@@ -92,7 +92,7 @@ def test_offline_run_files(tmp_path: Path, monkeypatch) -> None:
     try:
         metrics = run(cfg)
     finally:
-        finish_wandb()  # what `rails-train` does after every job (rails.utils.task.run_job)
+        finish_wandb()  # what `rails-train` does after every job (rails.runs.jobs.run_job)
         GlobalHydra.instance().clear()
 
     run_dirs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))

@@ -1,5 +1,8 @@
 """Typed batches that flow from the datamodules to the models, and the shape glossary.
 
+Sequential recommendation: :class:`SequenceBatch`. Question answering: :class:`TokenizedText`,
+:class:`QATrainBatch`, :class:`QAEvalBatch`, :class:`PassageBatch`. Every batch moves with ``to(device)``.
+
 Shape glossary used in every docstring of the package:
     B    queries in a batch (users, questions)
     N    padded history length (``max_seq_len``)
@@ -14,13 +17,28 @@ Shape glossary used in every docstring of the package:
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import TypeVar
 
 import torch
 from torch import Tensor
 
+_Batch = TypeVar("_Batch", bound="_Movable")
+
+
+class _Movable:
+    """``to(device)`` for dataclasses of tensors (nested movables and None fields included); Lightning calls it."""
+
+    def to(self: _Batch, device: torch.device | str) -> _Batch:
+        """Return a copy with every tensor (and nested batch) moved to ``device``."""
+        moved = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            moved[f.name] = value.to(device) if value is not None else None
+        return replace(self, **moved)  # type: ignore[type-var]
+
 
 @dataclass
-class SequenceBatch:
+class SequenceBatch(_Movable):
     """A padded batch of user histories and the item each history should predict.
 
     Histories are left-aligned (position 0 = oldest kept item) and zero-padded on the right.
@@ -44,10 +62,6 @@ class SequenceBatch:
     target_ids: Tensor
     target_timestamps: Tensor
     target_ratings: Tensor
-
-    def to(self, device: torch.device | str) -> SequenceBatch:
-        """Return a copy with every tensor moved to ``device``."""
-        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
     def __len__(self) -> int:
         return int(self.user_ids.shape[0])
@@ -80,3 +94,69 @@ def collate_sequences(rows: list[dict[str, Tensor]]) -> SequenceBatch:
     return SequenceBatch(
         **{f.name: torch.stack([row[f.name] for row in rows]) for f in fields(SequenceBatch)}
     )
+
+
+@dataclass
+class TokenizedText(_Movable):
+    """Right-padded token ids. Attributes: input_ids (B, L) int64, attention_mask (B, L) int64 (1 = token)."""
+
+    input_ids: Tensor
+    attention_mask: Tensor
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+@dataclass
+class QATrainBatch(_Movable):
+    """B (question, relevant passage) pairs and R shared random corpus negatives.
+
+    Attributes:
+        queries: (B, L_q) tokens.
+        passages: (B, L_x) tokens of each row's relevant passage.
+        query_rows: (B,) int64 query row (two rows with the same query share their positives).
+        passage_ids: (B,) int64 corpus position of each positive.
+        negatives: (R, L_x) tokens of uniformly drawn passages, or None.
+        negative_ids: (R,) int64 their corpus positions, or None.
+    """
+
+    queries: TokenizedText
+    passages: TokenizedText
+    query_rows: Tensor
+    passage_ids: Tensor
+    negatives: TokenizedText | None = None
+    negative_ids: Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+
+@dataclass
+class QAEvalBatch(_Movable):
+    """B questions and their graded relevant passages.
+
+    Attributes:
+        queries: (B, L_q) tokens.
+        query_rows: (B,) int64.
+        relevant_ids: (B, J) int64 corpus positions of the relevant passages, -1 = padding.
+        relevant_grades: (B, J) float32 grades (> 0), 0 at padding.
+    """
+
+    queries: TokenizedText
+    query_rows: Tensor
+    relevant_ids: Tensor
+    relevant_grades: Tensor
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+
+@dataclass
+class PassageBatch(_Movable):
+    """Passages of the corpus. Attributes: passages (B, L_x) tokens, passage_ids (B,) int64 positions."""
+
+    passages: TokenizedText
+    passage_ids: Tensor
+
+    def __len__(self) -> int:
+        return len(self.passages)

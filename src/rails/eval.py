@@ -14,10 +14,9 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from rails.config_dir import config_dir
-from rails.utils.checkpoint_io import CheckpointError, check_state_dict_matches, load_checkpoint_file
-from rails.utils.instantiate import check_config, instantiate_dict
-from rails.utils.logging import get_logger, print_metrics_table, write_metrics
+from rails.config import check_config, config_dir, instantiate_dict
+from rails.log import get_logger, print_metrics_table, write_metrics
+from rails.runs.checkpoints import CheckpointError, check_state_dict_matches, load_checkpoint_file
 
 log = get_logger(__name__)
 

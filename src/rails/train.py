@@ -20,13 +20,12 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from rails.config_dir import config_dir
-from rails.utils.checkpoint_io import check_state_dict_matches, load_checkpoint_file
-from rails.utils.ddp_launch import hydra_safe_ddp_launch
-from rails.utils.instantiate import check_config, instantiate_dict
-from rails.utils.logging import get_logger, print_metrics_table, write_metrics
-from rails.utils.run_info import log_run_config, write_run_record
-from rails.utils.task import run_job
+from rails.config import check_config, config_dir, instantiate_dict
+from rails.log import get_logger, print_metrics_table, write_metrics
+from rails.runs.checkpoints import check_state_dict_matches, load_checkpoint_file
+from rails.runs.ddp import hydra_safe_ddp_launch
+from rails.runs.jobs import run_job
+from rails.runs.record import log_run_config, write_run_record
 
 log = get_logger(__name__)
 

@@ -12,7 +12,7 @@ trial's result:
   batch exceed ``max_failure_rate`` (with ``n_jobs: 1`` a single failure is a whole batch);
 - after the last trial, ``study.best_trial`` raises when no trial completed.
 
-``rails-train`` jobs never raise in a multirun and return a :class:`rails.utils.task.FailedTrial` (whose
+``rails-train`` jobs never raise in a multirun and return a :class:`rails.runs.jobs.FailedTrial` (whose
 ``float()`` raises) when they fail, so the plugin tells Optuna FAIL and goes on; ``max_failure_rate`` then
 only guards against crashes outside the job. This subclass handles the last case: when every trial failed
 it logs so and returns normally, so that the end-of-sweep callbacks (``SweepSummary``) still write the

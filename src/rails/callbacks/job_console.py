@@ -67,7 +67,7 @@ class JobConsoleToFile(Callback):
         if self._saved is None:
             return
         status = getattr(job_return.status, "name", str(job_return.status))
-        if (Path(config.hydra.runtime.output_dir) / "error.txt").is_file():  # rails.utils.task.run_job
+        if (Path(config.hydra.runtime.output_dir) / "error.txt").is_file():  # rails.runs.jobs.run_job
             status = "FAILED (error.txt)"
         print(f"[{_stamp()}] job {config.hydra.job.num} ended: {status}", flush=True)
         sys.stderr.flush()

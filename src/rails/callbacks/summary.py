@@ -10,6 +10,7 @@ directory.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -18,7 +19,8 @@ from typing import Any, Literal
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from rails.utils.logging import atomic_write_text, get_logger
+from rails.io import atomic_write
+from rails.log import get_logger
 
 log = get_logger(__name__)
 
@@ -94,18 +96,19 @@ class SweepSummary(Callback):
         jobs = collect_jobs(sweep_dir)
         best = best_job(jobs, self.metric, self.mode)
         summary = {"metric": self.metric, "mode": self.mode, "best": best, "jobs": jobs}
-        atomic_write_text(sweep_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        atomic_write(sweep_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         self._write_csv(sweep_dir / "summary.csv", jobs)
         self._print(sweep_dir, jobs, best)
 
     def _write_csv(self, path: Path, jobs: list[dict[str, Any]]) -> None:
         names = sorted({k for j in jobs for k in j["metrics"]})
-        with path.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["job", "status", "overrides", *names, "error"])
-            for j in jobs:
-                metrics = (j["metrics"].get(n) for n in names)
-                writer.writerow([j["job"], j["status"], " ".join(j["overrides"]), *metrics, j["error"] or ""])
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        writer.writerow(["job", "status", "overrides", *names, "error"])
+        for j in jobs:
+            metrics = (j["metrics"].get(n) for n in names)
+            writer.writerow([j["job"], j["status"], " ".join(j["overrides"]), *metrics, j["error"] or ""])
+        atomic_write(path, text.getvalue())
 
     def _print(self, sweep_dir: Path, jobs: list[dict[str, Any]], best: dict[str, Any] | None) -> None:
         from rich.console import Console

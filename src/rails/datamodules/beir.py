@@ -16,28 +16,28 @@ named as such.
 Passages are addressed by their row in ``corpus.jsonl`` (0..X-1), which is what the models call item ids.
 
 :class:`BEIRDataset` is a *dataset source* (``prepare(root) -> Path``): it uses an existing directory, or
-downloads ``<name>.zip`` from the public BEIR mirror, verifies its SHA-256, extracts it without letting any
-member escape the target directory, and renames the result into place atomically. Tests never download.
+downloads ``<name>.zip`` from the public BEIR mirror next to it (:func:`rails.datamodules.download.fetch`:
+SHA-256 verified before the file appears), extracts it without letting any member escape
+(:func:`~rails.datamodules.download.safe_extract_zip`), and renames the result into place
+(:func:`rails.io.atomic_directory`). Tests download from ``file://`` URLs only.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import shutil
-import tempfile
-import urllib.request
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from rails.datamodules.download import RemoteFile, fetch, file_digests, safe_extract_zip
 from rails.datamodules.raw_io import check_text, fits_int64, quote, shorten
-from rails.utils.logging import get_logger
+from rails.io import atomic_directory
+from rails.log import get_logger
 
 log = get_logger(__name__)
 
@@ -248,27 +248,6 @@ def read_beir(directory: str | os.PathLike[str], with_titles: bool = True) -> BE
     return data
 
 
-def sha256_file(path: Path, block: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def safe_extract(archive: Path, target: Path) -> None:
-    """Extract a zip archive into ``target``, refusing absolute paths, ``..`` and links out of it."""
-    target = target.resolve()
-    with zipfile.ZipFile(archive) as bundle:
-        for member in bundle.infolist():
-            destination = (target / member.filename).resolve()
-            if destination != target and target not in destination.parents:
-                raise ValueError(f"{archive}: member {member.filename!r} would extract outside {target}")
-            if (member.external_attr >> 16) & 0o170000 == 0o120000:
-                raise ValueError(f"{archive}: member {member.filename!r} is a symbolic link")
-        bundle.extractall(target)
-
-
 def _is_beir_dir(path: Path) -> bool:
     return (
         (path / "corpus.jsonl").is_file() and (path / "queries.jsonl").is_file() and (path / "qrels").is_dir()
@@ -318,40 +297,27 @@ class BEIRDataset:
         return self._download(final)
 
     def _download(self, final: Path) -> Path:
+        """Fetch ``<name>.zip`` beside ``final`` (kept, verified when present), extract it into ``final``."""
         if self.sha256 is None and not self.allow_unverified:
             raise ValueError(
                 f"{final} is absent and data.source.sha256 is not set: refusing an unverified download of "
                 f"{self.url} (set data.source.sha256, or data.source.allow_unverified=true)"
             )
-        final.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{self.name}.", dir=final.parent))
-        try:
-            archive = staging / f"{self.name}.zip"
-            log.info(f"downloading {self.url} -> {archive}")
-            with urllib.request.urlopen(self.url, timeout=60) as response, archive.open("wb") as out:
-                shutil.copyfileobj(response, out)
-            digest = sha256_file(archive)
-            if self.sha256 is not None and digest != self.sha256:
-                raise ValueError(
-                    f"{self.url}: sha256 {digest} does not match data.source.sha256={self.sha256}"
-                )
-            if self.sha256 is None:
-                log.warning(
-                    f"{self.url}: unverified download, sha256={digest} (pin it in data.source.sha256)"
-                )
-            extracted = staging / "extracted"
-            safe_extract(archive, extracted)
+        archive = fetch(RemoteFile(self.url, f"{self.name}.zip", sha256=self.sha256), final.parent)
+        if self.sha256 is None:
+            digest = file_digests(archive)[0]
+            log.warning(f"{self.url}: unverified download, sha256={digest} (pin it in data.source.sha256)")
+        # another process that extracted the same dataset first wins: its folder is kept
+        with atomic_directory(final, keep_existing=_is_beir_dir, replace=False) as staging:
+            extracted = staging / ".extracted"
+            safe_extract_zip(archive, extracted)
             candidates = [extracted, *sorted(p for p in extracted.iterdir() if p.is_dir())]
             found = next((p for p in candidates if _is_beir_dir(p)), None)
             if found is None:
                 raise ValueError(
                     f"{self.url}: archive has no BEIR directory (corpus.jsonl, queries.jsonl, qrels/)"
                 )
-            try:
-                os.replace(found, final)  # atomic on one filesystem; fails if another process won the race
-            except OSError:
-                if not _is_beir_dir(final):
-                    raise
-            return final
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            for entry in list(found.iterdir()):
+                os.replace(entry, staging / entry.name)
+            shutil.rmtree(extracted)
+        return final

@@ -11,7 +11,7 @@ A prepared dataset is a directory holding:
   ``num_interactions`` and the ``settings`` that produced the files.
 
 Writers go through :func:`write_canonical`, which writes into a temporary sibling directory and renames
-it into place, so a reader never sees a half-written dataset. A temporary directory left behind by a
+it into place (:func:`rails.io.atomic_directory`), so a reader never sees a half-written dataset. A temporary directory left behind by a
 killed writer is removed by a later write in the same parent (:func:`remove_stale_temporaries`), and a
 prepared directory whose parquet files do not match its ``meta.json`` (e.g. a truncated copy) does not
 count as canonical, so it is rebuilt rather than read.
@@ -24,7 +24,6 @@ import logging
 import os
 import shutil
 import socket
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rails.io import TMP_MARKER, atomic_directory
+
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
@@ -42,7 +43,6 @@ SEQUENCES_FILE = "sequences.parquet"
 ITEMS_FILE = "items.parquet"
 META_FILE = "meta.json"
 OWNER_FILE = ".owner.json"
-TMP_MARKER = ".tmp-"
 STALE_AFTER_S = 3600.0
 
 
@@ -163,8 +163,8 @@ def write_canonical(
     }
     directory.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(directory.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}{TMP_MARKER}", dir=directory.parent))
-    try:
+    # another process that finished the same preparation first wins: its directory is kept
+    with atomic_directory(directory, keep_existing=is_canonical) as tmp:
         owner = {"pid": os.getpid(), "host": socket.gethostname(), "created": time.time()}
         (tmp / OWNER_FILE).write_text(json.dumps(owner))
         sequences[["user_id", "item_ids", "timestamps", "ratings"]].to_parquet(
@@ -173,15 +173,6 @@ def write_canonical(
         items.to_parquet(tmp / ITEMS_FILE, index=False)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
         (tmp / OWNER_FILE).unlink()
-        if is_canonical(directory):  # another process finished the same preparation first: keep theirs
-            shutil.rmtree(tmp)
-            return directory
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 

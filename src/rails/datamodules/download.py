@@ -32,6 +32,9 @@ import zlib
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from rails.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +129,8 @@ def fetch(remote: RemoteFile, directory: str | os.PathLike[str], allow_download:
     """Return ``directory/remote.filename``, downloading and verifying it first when absent.
 
     An existing file is verified too (a mismatch raises rather than silently re-downloading). The download
-    streams into a temporary sibling file that is renamed into place only after verification.
+    streams into a temporary sibling ``.part`` file that is renamed into place only after verification
+    (:func:`rails.io.atomic_write`); a failed or mismatching download leaves nothing behind.
 
     Raises:
         DownloadError: the file is absent and could not be downloaded (or downloads are disabled); the
@@ -145,21 +149,16 @@ def fetch(remote: RemoteFile, directory: str | os.PathLike[str], allow_download:
     )
     if not allow_download:
         raise DownloadError(f"{target} is missing and downloads are disabled (download=false). {manual}")
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{remote.filename}.", suffix=".part", dir=directory)
-    tmp = Path(tmp_name)
-    try:
-        log.info("downloading %s -> %s", remote.url, target)
+    log.info("downloading %s -> %s", remote.url, target)
+
+    def download(out: BinaryIO) -> None:
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(remote.url, timeout=60) as response:
+            with urllib.request.urlopen(remote.url, timeout=60) as response:
                 shutil.copyfileobj(response, out, CHUNK)
         except (urllib.error.URLError, OSError) as err:
             raise DownloadError(f"could not download {remote.url}: {err}. {manual}") from err
-        verify_file(tmp, remote)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
+
+    return atomic_write(target, download, suffix=".part", check=lambda partial: verify_file(partial, remote))
 
 
 def _unsafe_member(info: zipfile.ZipInfo) -> str | None:

@@ -1,10 +1,10 @@
 """QADataModule: question -> passage retrieval over a BEIR-layout dataset, tokenised for an LM encoder.
 
-- Training batches (:class:`QATrainBatch`): one (question, relevant passage) pair per row, taken from the
+- Training batches (:class:`~rails.batch.QATrainBatch`): one (question, relevant passage) pair per row, taken from the
   training qrels, plus optionally R passages drawn uniformly from the corpus and shared by the batch.
-- Evaluation batches (:class:`QAEvalBatch`): questions with their graded relevant passages, padded.
+- Evaluation batches (:class:`~rails.batch.QAEvalBatch`): questions with their graded relevant passages, padded.
 - The corpus loader (:meth:`QADataModule.corpus_dataloader`) yields every passage once, in corpus order
-  (:class:`PassageBatch`); passage ``i`` has item id ``i`` and ``num_items`` is the corpus size, so
+  (:class:`~rails.batch.PassageBatch`); passage ``i`` has item id ``i`` and ``num_items`` is the corpus size, so
   ``rails.train.build`` sizes the model exactly as for sequential recommendation.
 
 Texts are tokenised in the collate function (in DataLoader workers when ``num_workers > 0``), truncated to
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,86 +24,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from rails.batch import PassageBatch, QAEvalBatch, QATrainBatch, TokenizedText
 from rails.datamodules.beir import BEIRData, BEIRDataset, Qrels, read_beir, select_split
-from rails.models.encoders.lm import resolve_pretrained
-from rails.utils.samplers import ShardedEvalSampler, per_device_batch_size
-
-
-class _Movable:
-    """``to(device)`` for dataclasses of tensors (nested movables included); Lightning calls it."""
-
-    def to(self, device: torch.device | str) -> Any:
-        moved = {}
-        for f in fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            moved[f.name] = value.to(device) if value is not None else None
-        return replace(self, **moved)  # type: ignore[type-var]
-
-
-@dataclass
-class TokenizedText(_Movable):
-    """Right-padded token ids. Attributes: input_ids (B, L) int64, attention_mask (B, L) int64 (1 = token)."""
-
-    input_ids: Tensor
-    attention_mask: Tensor
-
-    def __len__(self) -> int:
-        return int(self.input_ids.shape[0])
-
-
-@dataclass
-class QATrainBatch(_Movable):
-    """B (question, relevant passage) pairs and R shared random corpus negatives.
-
-    Attributes:
-        queries: (B, L_q) tokens.
-        passages: (B, L_x) tokens of each row's relevant passage.
-        query_rows: (B,) int64 query row (two rows with the same query share their positives).
-        passage_ids: (B,) int64 corpus position of each positive.
-        negatives: (R, L_x) tokens of uniformly drawn passages, or None.
-        negative_ids: (R,) int64 their corpus positions, or None.
-    """
-
-    queries: TokenizedText
-    passages: TokenizedText
-    query_rows: Tensor
-    passage_ids: Tensor
-    negatives: TokenizedText | None = None
-    negative_ids: Tensor | None = None
-
-    def __len__(self) -> int:
-        return len(self.queries)
-
-
-@dataclass
-class QAEvalBatch(_Movable):
-    """B questions and their graded relevant passages.
-
-    Attributes:
-        queries: (B, L_q) tokens.
-        query_rows: (B,) int64.
-        relevant_ids: (B, J) int64 corpus positions of the relevant passages, -1 = padding.
-        relevant_grades: (B, J) float32 grades (> 0), 0 at padding.
-    """
-
-    queries: TokenizedText
-    query_rows: Tensor
-    relevant_ids: Tensor
-    relevant_grades: Tensor
-
-    def __len__(self) -> int:
-        return len(self.queries)
-
-
-@dataclass
-class PassageBatch(_Movable):
-    """Passages of the corpus. Attributes: passages (B, L_x) tokens, passage_ids (B,) int64 positions."""
-
-    passages: TokenizedText
-    passage_ids: Tensor
-
-    def __len__(self) -> int:
-        return len(self.passages)
+from rails.datamodules.samplers import ShardedEvalSampler, per_device_batch_size
+from rails.pretrained import resolve_pretrained
 
 
 class _Tokenize:

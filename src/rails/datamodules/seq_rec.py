@@ -12,13 +12,13 @@ from torch.utils.data import DataLoader, Sampler
 
 from rails.batch import collate_sequences
 from rails.datamodules.canonical import CanonicalData, DatasetSource, read_canonical
-from rails.datamodules.sequences import SequenceExamples, training_item_counts
-from rails.utils.samplers import (
+from rails.datamodules.samplers import (
     ResumableDataLoader,
     ResumableRandomSampler,
     ShardedEvalSampler,
     per_device_batch_size,
 )
+from rails.datamodules.sequences import SequenceExamples, training_item_counts
 
 
 class SequentialDataModule(L.LightningDataModule):

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rails.datamodules.qa import QAEvalBatch, QATrainBatch, TokenizedText
+from rails.batch import QAEvalBatch, QATrainBatch, TokenizedText
 from rails.models.base_module import (
     LearnedSimilarityModule,
     OptimizerFactory,

@@ -6,6 +6,12 @@ child rank starts a sweep of its own (new multirun directories, extra trials). :
 the command of one child rank from the *current job* instead: the job's own overrides, single-run mode, and
 the job's output directory, so all ranks of a job share one run directory. :func:`hydra_safe_ddp_launch`
 installs it for the duration of a ``with`` block.
+
+Lightning has no public hook for the child command: the block replaces the private
+``_hydra_subprocess_cmd`` of ``lightning.{fabric,pytorch}.strategies.launchers.subprocess_script``, whose
+name, signature (``local_rank -> (command, cwd)``) and call site were read in Lightning 2.3.0 and 2.6.6.
+:data:`LIGHTNING_RANGE` is the range this was written for; ``tests/test_ddp.py`` fails outside it (read the
+launcher source of the new version, then widen the range), and the block warns when the function is gone.
 """
 
 from __future__ import annotations
@@ -15,6 +21,13 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 
+from rails.log import get_logger
+
+log = get_logger(__name__)
+
+# Lightning versions whose subprocess launcher calls the private ``_hydra_subprocess_cmd`` as patched here.
+LIGHTNING_RANGE = ("2.3", "2.7")  # >= first, < second
+PATCHED = "_hydra_subprocess_cmd"
 # Command-line flags of a Hydra app that take a value and must be passed on to child ranks.
 _VALUE_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
 # Environment variables Lightning's launcher sets in the launching process; left behind, they would make the
@@ -69,6 +82,7 @@ def hydra_safe_ddp_launch() -> Iterator[None]:
     On exit the launcher's environment variables are restored, so the next job of a sweep launches its own
     ranks on a fresh port.
     """
+    import lightning
     from hydra.core.hydra_config import HydraConfig
     from lightning.fabric.strategies.launchers import subprocess_script as fabric_launcher
     from lightning.pytorch.strategies.launchers import subprocess_script as pytorch_launcher
@@ -77,16 +91,22 @@ def hydra_safe_ddp_launch() -> Iterator[None]:
         yield
         return
     # Both modules hold a reference to the function (the pytorch launcher imports it from fabric's).
-    modules = [m for m in (fabric_launcher, pytorch_launcher) if hasattr(m, "_hydra_subprocess_cmd")]
-    originals = [m._hydra_subprocess_cmd for m in modules]
+    modules = [m for m in (fabric_launcher, pytorch_launcher) if hasattr(m, PATCHED)]
+    if len(modules) < 2:
+        log.warning(
+            f"lightning {lightning.__version__}: the subprocess launcher has no {PATCHED} (rails.runs.ddp was "
+            f"written for >={LIGHTNING_RANGE[0]},<{LIGHTNING_RANGE[1]}); DDP child ranks of a Hydra sweep may "
+            "start sweeps of their own"
+        )
+    originals = [getattr(m, PATCHED) for m in modules]
     saved_env = {key: os.environ.get(key) for key in _LAUNCH_ENV}
     for module in modules:
-        module._hydra_subprocess_cmd = child_command
+        setattr(module, PATCHED, child_command)
     try:
         yield
     finally:
         for module, original in zip(modules, originals):
-            module._hydra_subprocess_cmd = original
+            setattr(module, PATCHED, original)
         for key, value in saved_env.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -12,6 +12,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from rails.io import atomic_write
+
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists are kept as values)."""
@@ -72,10 +74,8 @@ def write_run_record(path: str | Path, trainer: L.Trainer, **extra: Any) -> None
     """Atomically write ``run.json``: the launch command, system info (GPU kind, versions) and ``extra``."""
     import json
 
-    from rails.utils.logging import atomic_write_text
-
     record = {"command": launch_command(), **system_info(trainer), **extra}
-    atomic_write_text(path, json.dumps(record, indent=2, default=str) + "\n")
+    atomic_write(path, json.dumps(record, indent=2, default=str) + "\n")
 
 
 def parameter_counts(model: torch.nn.Module) -> dict[str, int]:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from rails.utils.instantiate import check_config
-from rails.utils.logging import atomic_write_text
+from rails.config import check_config
+from rails.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def score(metrics: Mapping[str, float], name: str) -> float | FailedTrial:
 def run_job(task: Callable[[DictConfig], Mapping[str, float]], cfg: DictConfig) -> float | FailedTrial | None:
     """Check ``cfg``, run ``task(cfg)`` and return ``cfg.optimized_metric`` from its metrics (for sweepers).
 
-    The config is checked (:func:`rails.utils.instantiate.check_config`) before the task runs, so a bad value
+    The config is checked (:func:`rails.config.check_config`) before the task runs, so a bad value
     fails before anything is seeded, prepared or built. In a multirun a raised exception is logged, its
     traceback written to ``<output_dir>/error.txt`` and the job returns a :class:`FailedTrial` (Optuna
     records the trial as failed and continues; the basic sweeper moves on); so does a job whose optimised
@@ -97,7 +97,7 @@ def run_job(task: Callable[[DictConfig], Mapping[str, float]], cfg: DictConfig) 
             raise
         output_dir = Path(cfg.paths.output_dir)
         log.error(f"job failed ({type(err).__name__}: {err}); traceback in {output_dir / 'error.txt'}")
-        atomic_write_text(output_dir / "error.txt", traceback.format_exc())
+        atomic_write(output_dir / "error.txt", traceback.format_exc())
         first_line = next(iter(str(err).splitlines()), "")
         return FailedTrial(f"{type(err).__name__}: {first_line}") if name else None
     finally:
@@ -108,5 +108,5 @@ def run_job(task: Callable[[DictConfig], Mapping[str, float]], cfg: DictConfig) 
     result = score(metrics, name)
     if isinstance(result, FailedTrial):
         log.warning(f"{result}; the job counts as failed")
-        atomic_write_text(Path(cfg.paths.output_dir) / "error.txt", f"{result}\n")
+        atomic_write(Path(cfg.paths.output_dir) / "error.txt", f"{result}\n")
     return result

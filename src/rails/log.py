@@ -1,4 +1,4 @@
-"""Run output: atomic metrics.json, the rich metrics table, and a rank-zero logger."""
+"""Run output: a rank-zero logger, the atomic ``metrics.json`` and the rich metrics table."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 
 from lightning.pytorch.utilities import rank_zero_only
+
+from rails.io import atomic_write
 
 
 def get_logger(name: str) -> logging.Logger:
@@ -21,28 +21,12 @@ def get_logger(name: str) -> logging.Logger:
     return logger
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_metrics(path: str | os.PathLike[str], metrics: Mapping[str, float]) -> None:
     """Atomically write ``metrics`` as sorted JSON (NaN/inf written as null)."""
     clean = {
         k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in sorted(metrics.items())
     }
-    atomic_write_text(path, json.dumps(clean, indent=2) + "\n")
+    atomic_write(path, json.dumps(clean, indent=2) + "\n")
 
 
 def print_metrics_table(
