@@ -5,7 +5,7 @@
 set -euo pipefail
 dataset=${1:-ml_1m}
 shift || true
-for row in sasrec_dot hstu_dot hstu_large_dot sasrec_mol hstu_large_mol; do
-  rails-train experiment="${dataset}_${row}" "$@"
-done
+rows=(sasrec_dot hstu_dot hstu_large_dot sasrec_mol hstu_large_mol)
+presets=$(printf "${dataset}_%s," "${rows[@]}")
+rails-train -m "experiment=${presets%,}" "$@"     # one Hydra multirun, a job per row
 python scripts/summarize_runs.py logs --metrics test/hr@10 test/ndcg@10 test/hr@50 test/ndcg@50 test/hr@200 test/ndcg@200 test/mrr

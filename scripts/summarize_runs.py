@@ -1,7 +1,9 @@
-"""Mean ± std of chosen metrics over every run under a log directory, grouped by task name.
+"""Mean ± std of chosen test metrics over every run under one or more folders (a sweep, ``logs``, ...).
 
-Each run directory holds ``metrics.json`` and ``.hydra/config.yaml`` (written by rails-train); runs are
-grouped by their ``task_name`` and the table is printed as Markdown (and written with ``--out``).
+Runs are grouped as in ``docs/results.md`` (:func:`rails.results.summarize`): by experiment identity (the
+preset's tags, else task name + encoder + head), split protocol and variant (every override except seeds and
+paths), so the heads of ``rails-train -m model/similarity=dot,mol seed=1,2,3`` are two rows of three seeds.
+The Markdown table is printed (and written atomically with ``--out``).
 
     python scripts/summarize_runs.py logs --metrics test/ndcg@10 test/recall@100 --out docs/qa_runs.md
 """
@@ -9,55 +11,44 @@ grouped by their ``task_name`` and the table is printed as Markdown (and written
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-from collections import defaultdict
+import sys
 from pathlib import Path
+from typing import Any
 
-import yaml
-
-
-def collect(root: Path) -> dict[str, list[dict[str, float]]]:
-    """task_name -> list of metrics dicts, one per run directory under ``root``."""
-    groups: dict[str, list[dict[str, float]]] = defaultdict(list)
-    for metrics_path in sorted(root.rglob("metrics.json")):
-        config_path = metrics_path.parent / ".hydra" / "config.yaml"
-        task = "unknown"
-        if config_path.is_file():
-            task = (yaml.safe_load(config_path.read_text()) or {}).get("task_name", task)
-        groups[task].append(json.loads(metrics_path.read_text()))
-    return groups
+from rails.io import atomic_write
+from rails.results import collect_runs, summarize
 
 
-def table(groups: dict[str, list[dict[str, float]]], metrics: list[str]) -> str:
-    """Markdown table: one row per task, mean ± std (n runs) per metric."""
-    lines = ["| task | runs | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
-    for task, runs in sorted(groups.items()):
-        cells = []
-        for name in metrics:
-            values = [r[name] for r in runs if r.get(name) is not None]
-            if not values:
-                cells.append("–")
-                continue
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.fmean(values):.4f} ± {spread:.4f}")
-        lines.append(f"| {task} | {len(runs)} | " + " | ".join(cells) + " |")
+def table(rows: list[dict[str, Any]], metrics: list[str]) -> str:
+    """Markdown: one row per group, ``mean ± std`` (``–`` where no run of the group has the metric)."""
+    lines = [
+        "| experiment | model | head | protocol | variant | runs | " + " | ".join(metrics) + " |",
+        "|---|---|---|---|---|---|" + "---|" * len(metrics),
+    ]
+    for row in rows:
+        values = [row["metrics"].get(name) for name in metrics]
+        cells = ["–" if v is None else f"{v['mean']:.4f} ± {v['std']:.4f}" for v in values]
+        lines.append(
+            f"| {row['dataset']} | {row['model']} | {row['head']} | {row['protocol']} | `{row['variant']}` | "
+            f"{len(row['run_dirs'])} | " + " | ".join(cells) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("root", type=Path, help="directory searched recursively for metrics.json")
-    parser.add_argument("--metrics", nargs="+", default=["test/hr@10", "test/ndcg@10"])
+    parser.add_argument("roots", nargs="+", type=Path, help="folders searched recursively for metrics.json")
+    parser.add_argument("--metrics", nargs="+", default=["test/hr@10", "test/ndcg@10"], help="test/* names")
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
-    text = table(collect(args.root), args.metrics)
+    args = parser.parse_args(argv)
+    text = table(summarize(collect_runs(args.roots)), args.metrics)
     print(text)
     if args.out is not None:
-        args.out.write_text(text)
+        atomic_write(args.out, text)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

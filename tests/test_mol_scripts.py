@@ -1,4 +1,4 @@
-"""The MoL comparison and benchmark scripts run end to end in their CPU smoke modes (slow: subprocesses)."""
+"""The MoL step benchmark and the head comparison (a Hydra multirun) run end to end on CPU (slow: subprocesses)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import TINY_OVERRIDES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,25 +28,19 @@ def test_bench_mol_step_tiny(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_compare_heads_quick(tmp_path: Path) -> None:
-    output = tmp_path / "results.md"
-    command = [
-        sys.executable,
-        "scripts/compare_heads.py",
-        "--quick",
-        "--seeds",
-        "1",
-        "--datasets",
-        "synthetic",
-        "--runs-dir",
-        str(tmp_path / "runs"),
-        "--data-dir",
-        str(tmp_path / "data"),
-        "--output",
-        str(output),
-    ]
+def test_head_comparison_is_a_multirun_summarised_by_head(tmp_path: Path) -> None:
+    """The comparison of scripts/synthetic_oracle.py's docstring (shrunk): one multirun, one row per head."""
+    tiny = [o for o in TINY_OVERRIDES if not o.startswith(("~", "++"))]
+    command = [sys.executable, "-m", "rails.train", "-m", "data=synthetic", "data.holdout=2"]
+    command += ["model/encoder=hstu", "model/similarity=dot,mol", "seed=1,2", *tiny]
+    command += ["~logger", "callbacks=none", "++trainer.limit_train_batches=2", f"paths.log_dir={tmp_path}"]
+    command += [f"paths.data_dir={tmp_path / 'data'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
     subprocess.run(command, cwd=REPO_ROOT, check=True, capture_output=True, timeout=900)
-    text = output.read_text()
-    assert "| synthetic | dot |" in text and "| synthetic | mol |" in text
-    assert "QUICK MODE" in text
-    assert len(list((tmp_path / "runs").glob("*/*/metrics.json"))) == 2
+    assert len(list((tmp_path / "sweep").glob("*/metrics.json"))) == 4
+    out = tmp_path / "heads.md"
+    summary = [sys.executable, "scripts/summarize_runs.py", str(tmp_path / "sweep"), "--out", str(out)]
+    subprocess.run(summary, cwd=REPO_ROOT, check=True, capture_output=True, timeout=300)
+    rows = [line for line in out.read_text().splitlines() if "model/similarity=" in line]
+    assert len(rows) == 2, out.read_text()
+    assert all("| 2 |" in row for row in rows)  # two seeds per head
+    assert any("DotProductSimilarity" in row for row in rows) and any("MoLSimilarity" in row for row in rows)

@@ -38,6 +38,42 @@ from rails.datamodules.canonical import is_canonical, settings_key, write_canoni
 
 
 @dataclass
+class UserState:
+    """What the generator knows about one user just before it draws the user's last (test) item.
+
+    Attributes:
+        interests: the user's clusters, in draw order.
+        weights: (len(interests),) float64 Dirichlet weights over them.
+        current: the cluster of the previous step.
+        seen: items consumed so far (never drawn again).
+        last_pos: cluster -> chain position of the last item consumed there (-1: none yet).
+        consumed: cluster -> items consumed there.
+    """
+
+    interests: list[int]
+    weights: np.ndarray
+    current: int
+    seen: set[int]
+    last_pos: dict[int, int]
+    consumed: dict[int, int]
+
+
+@dataclass
+class Simulation:
+    """The hidden structure behind a generated dataset (what :mod:`rails.datamodules.synthetic_oracle` reads).
+
+    Attributes:
+        clusters: (num_clusters, num_items // num_clusters) int64; row c is cluster c's chain of item ids.
+        item_probs: (num_items // num_clusters,) float64 popularity of each chain position inside a cluster.
+        states: one :class:`UserState` per user, in user order.
+    """
+
+    clusters: np.ndarray
+    item_probs: np.ndarray
+    states: list[UserState]
+
+
+@dataclass
 class SyntheticSequences:
     """Seeded generator of multi-interest sequences; ``prepare`` caches the canonical files.
 
@@ -97,6 +133,11 @@ class SyntheticSequences:
 
     def generate(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Return (sequences, items) frames in the canonical layout."""
+        sequences, items, _ = self.simulate()
+        return sequences, items
+
+    def simulate(self) -> tuple[pd.DataFrame, pd.DataFrame, Simulation]:
+        """:meth:`generate` plus the hidden structure (clusters, popularity) and every user's last-step state."""
         rng = np.random.default_rng(self.seed)
         size = self.num_items // self.num_clusters
         clusters = rng.permutation(np.arange(1, self.num_items + 1)).reshape(self.num_clusters, size)
@@ -106,7 +147,7 @@ class SyntheticSequences:
         cluster_probs = np.arange(1, self.num_clusters + 1, dtype=np.float64) ** -self.zipf_exponent
         cluster_probs = rng.permutation(cluster_probs / cluster_probs.sum())
 
-        rows = []
+        rows, states = [], []
         for user in range(1, self.num_users + 1):
             k = int(rng.integers(self.interests_min, self.interests_max + 1))
             interests = rng.choice(self.num_clusters, size=k, replace=False, p=cluster_probs)
@@ -119,6 +160,13 @@ class SyntheticSequences:
             t = rng.uniform(946684800, 1262304000)
             current = int(rng.choice(interests, p=weights))
             for step in range(length):
+                if step == length - 1:
+                    interest_list = [int(c) for c in interests]
+                    states.append(
+                        UserState(
+                            interest_list, weights, current, set(seen), last_pos.copy(), consumed.copy()
+                        )
+                    )
                 if step > 0 and k > 1 and rng.random() < self.switch_prob:
                     others = [c for c in interests if c != current]
                     other_w = np.array([weights[list(interests).index(c)] for c in others])
@@ -147,7 +195,7 @@ class SyntheticSequences:
         for c in range(self.num_clusters):
             item_cluster[clusters[c]] = c
         items_frame = pd.DataFrame({"item_id": np.arange(1, self.num_items + 1), "cluster": item_cluster[1:]})
-        return sequences, items_frame
+        return sequences, items_frame, Simulation(clusters, item_probs, states)
 
     def prepare(self, root: str | os.PathLike[str]) -> Path:
         """Generate once into ``root/synthetic-<settings hash>`` and return that directory."""
