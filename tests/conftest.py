@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from rails.config import config_dir
+import rails.config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RAILS_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -31,9 +30,7 @@ def shared_data_dir() -> Path:
 
 def compose_config(config_name: str = "train", overrides: list[str] | None = None) -> DictConfig:
     """Compose a primary config from ``conf/`` with Hydra's runtime fields filled in (no app run)."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose(config_name=config_name, overrides=overrides or [], return_hydra_config=True)
+    return rails.config.compose_config(config_name, overrides or [], return_hydra_config=True)
 
 
 TINY_OVERRIDES = [

@@ -96,3 +96,27 @@ def test_prepare_data_cli(shared_data_dir: Path, tmp_path: Path) -> None:
         timeout=120,
     )
     assert bad.returncode != 0 and "missing/ratings.dat" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_prepare_data_cli_takes_every_dataset_config(tmp_path: Path) -> None:
+    items = tmp_path / "items.txt"
+    items.write_text("1 2 3 4\n2 3 4 5\n3 4 5 6\n")
+    script = str(REPO_ROOT / "scripts" / "prepare_data.py")
+    command = [
+        sys.executable,
+        script,
+        "sequences",
+        "--root",
+        str(tmp_path / "root"),
+        f"data.source.items_file={items}",
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    prepared = Path(out.stdout.strip().splitlines()[-1])
+    assert prepared.parent == tmp_path / "root" and prepared.name.startswith("sequences-")
+    assert (prepared / "sequences.parquet").is_file()
+    bad = subprocess.run(
+        command[:3] + ["--raw-file", str(items)], capture_output=True, text=True, timeout=120
+    )
+    assert bad.returncode == 1 and "--raw-file does not apply to sequences" in bad.stderr
+    assert "Traceback" not in bad.stderr

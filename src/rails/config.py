@@ -44,6 +44,24 @@ def config_dir() -> str:
     )
 
 
+def compose_config(
+    config_name: str = "train", overrides: Sequence[str] = (), return_hydra_config: bool = False
+) -> DictConfig:
+    """Compose a primary config of :func:`config_dir` with command-line style overrides, outside a Hydra app.
+
+    For scripts and tests: the same composition ``rails-train <overrides>`` does, without running anything.
+    Hydra's global state is reset first.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose(
+            config_name=config_name, overrides=list(overrides), return_hydra_config=return_hydra_config
+        )
+
+
 class ConfigError(ValueError):
     """A config value does not fit the signature or the argument rules of the object it configures."""
 
