@@ -29,6 +29,7 @@ import torch
 
 from rails.batch import SequenceBatch
 from rails.kernels import triton_usable
+from rails.models.encoders.base import SequenceHistory
 from rails.models.encoders.hstu import HSTU
 
 IMPLS = ("torch", "triton")
@@ -125,7 +126,7 @@ def encoder_step(
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         with autocast(device, precision):
-            out = model(table(batch.history_ids), batch)
+            out = model(table(batch.history_ids), SequenceHistory.of(batch))
             loss = (out[mask].float() * table(batch.next_ids())[mask].float()).sum()
         loss.backward()
         optimizer.step()

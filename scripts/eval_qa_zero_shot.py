@@ -1,7 +1,7 @@
 """Zero-shot evaluation of a Hugging Face encoder on a BEIR dataset with the dot-product head.
 
 Runs the framework's own path end to end (``QADataModule`` -> ``LMEncoder`` -> ``DotProductSimilarity`` ->
-``QARetrievalEvaluator``, through ``Trainer.test``) without any training, and prints / writes the test
+``RetrievalEvaluator`` with the qrels judge, through ``Trainer.test``) without any training, and prints / writes the test
 metrics. The acceptance check of issue #7: all-MiniLM-L6-v2, mean pooling, normalised embeddings, SciFact
 test nDCG@10 of about 0.645 (MTEB).
 
@@ -28,7 +28,7 @@ from rails.models.encoders.lm import LMEncoder
 from rails.models.losses.sampled_softmax import SampledSoftmaxLoss
 from rails.models.qa_module import QARetrievalModule
 from rails.models.similarity.dot_product import DotProductSimilarity
-from rails.retrieval.qa_callback import QARetrievalEvaluator
+from rails.retrieval import QrelsJudge, RetrievalEvaluator
 
 
 def main() -> None:
@@ -74,7 +74,7 @@ def main() -> None:
         devices=1,
         precision=args.precision,
         logger=False,
-        callbacks=[QARetrievalEvaluator()],
+        callbacks=[RetrievalEvaluator(QrelsJudge(), autocast=True)],
         enable_progress_bar=False,
         enable_model_summary=False,
     )

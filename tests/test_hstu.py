@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
 from rails.batch import SequenceBatch
-from rails.models.encoders import HSTU
+from rails.models.encoders import HSTU, SequenceHistory
 from rails.models.encoders.hstu_attention import (
     hstu_attention,
     hstu_attention_reference,
@@ -56,7 +59,7 @@ def tiny_hstu(**overrides: object) -> HSTU:
 
 def test_shapes_and_l2_output() -> None:
     batch = random_batch([12, 5, 1], n=12)
-    out = tiny_hstu()(torch.randn(3, 12, 16), batch)
+    out = tiny_hstu()(torch.randn(3, 12, 16), SequenceHistory.of(batch))
     assert out.shape == (3, 12, 16)
     norms = out[batch.valid_mask].norm(dim=-1)
     torch.testing.assert_close(norms, torch.ones_like(norms))
@@ -67,14 +70,14 @@ def test_causal() -> None:
     model = tiny_hstu()
     batch = random_batch([12, 12], n=12)
     emb = torch.randn(2, 12, 16)
-    base = model(emb, batch)
+    base = model(emb, SequenceHistory.of(batch))
     for t in (0, 4, 10):
         emb2 = emb.clone()
         emb2[:, t + 1 :] = torch.randn_like(emb2[:, t + 1 :])
         ts2 = batch.history_timestamps.clone()
         ts2[:, t + 2 :] += 12345
         perturbed = SequenceBatch(**{**batch.__dict__, "history_timestamps": ts2})
-        out = model(emb2, perturbed)
+        out = model(emb2, SequenceHistory.of(perturbed))
         torch.testing.assert_close(out[:, : t + 1], base[:, : t + 1])
         assert not torch.allclose(out[:, t + 1 :], base[:, t + 1 :])
 
@@ -87,9 +90,9 @@ def test_next_timestamp_reaches_current_position() -> None:
             layer.bias.time_weights.copy_(torch.linspace(-3, 3, layer.bias.time_weights.numel()))
     batch = random_batch([6], n=12)
     emb = torch.randn(1, 12, 16)
-    base = model(emb, batch)
+    base = model(emb, SequenceHistory.of(batch))
     later = SequenceBatch(**{**batch.__dict__, "target_timestamps": batch.target_timestamps + 10**7})
-    out = model(emb, later)
+    out = model(emb, SequenceHistory.of(later))
     torch.testing.assert_close(out[:, :5], base[:, :5])
     assert not torch.allclose(out[:, 5], base[:, 5])
 
@@ -98,7 +101,7 @@ def test_padding_invariance() -> None:
     model = tiny_hstu()
     batch = random_batch([7, 3, 9], n=9)
     emb = torch.randn(3, 9, 16)
-    base = model(emb, batch)
+    base = model(emb, SequenceHistory.of(batch))
     pad = 3
     padded = SequenceBatch(
         **{
@@ -110,7 +113,7 @@ def test_padding_invariance() -> None:
     )
     noisy = torch.cat([emb, torch.randn(3, pad, 16)], dim=1)
     noisy[~padded.valid_mask] = torch.randn(int((~padded.valid_mask).sum()), 16)  # garbage at padding
-    out = model(noisy, padded)
+    out = model(noisy, SequenceHistory.of(padded))
     mask = batch.valid_mask
     torch.testing.assert_close(out[:, :9][mask], base[mask])
 
@@ -240,13 +243,12 @@ def test_hstu_trains_and_beats_popularity(tmp_path: Path) -> None:
 
 
 def test_bench_script_smoke(tmp_path: Path) -> None:
-    """scripts/bench_hstu.py runs on CPU and writes its markdown + json report."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_hstu", CONF.parent / "scripts" / "bench_hstu.py")
-    bench = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    """scripts/bench_hstu.py runs on CPU (as a command) and writes its markdown + json report."""
     args = ["--device", "cpu", "--tiny", "--lengths", "8", "--tokens", "16", "--steps", "1", "--warmup", "0"]
-    result = bench.main([*args, "--no-epoch", "--precision", "32-true", "--out", str(tmp_path / "bench")])
+    args += ["--no-epoch", "--precision", "32-true", "--out", str(tmp_path / "bench")]
+    script = CONF.parent / "scripts" / "bench_hstu.py"
+    proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads((tmp_path / "bench.json").read_text())
     assert result["steps"][0]["seq_len"] == 8 and result["steps"][0]["torch_ms"] > 0
     assert "| 8 | 2 |" in (tmp_path / "bench.md").read_text()

@@ -157,7 +157,7 @@ def test_triton_bf16_long_matches_float32_torch_cuda() -> None:
 @cuda
 def test_hstu_encoder_triton_equals_torch_cuda() -> None:
     from rails.batch import SequenceBatch
-    from rails.models.encoders import HSTU
+    from rails.models.encoders import HSTU, SequenceHistory
 
     torch.manual_seed(0)
     model = HSTU(dim=50, max_seq_len=200, num_blocks=2, num_heads=2, qk_dim=25, v_dim=25).cuda().eval()
@@ -183,7 +183,7 @@ def test_hstu_encoder_triton_equals_torch_cuda() -> None:
         model.set_attention_impl(impl)
         model.zero_grad()
         emb.grad = None
-        out = model(emb, batch)
+        out = model(emb, SequenceHistory.of(batch))
         (out[batch.valid_mask] * directions).sum().backward()
         layer = model.layers[0]
         outputs.append(
@@ -233,7 +233,7 @@ def test_triton_interpreter_cpu() -> None:
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
         assert "1 passed" in result.stdout, result.stdout[-2000:]
         return
-    from rails.kernels import hstu_attention_triton as module
+    from rails.kernels import hstu_attention_backward as module
 
     torch.set_num_threads(1)
     # Ragged rows, N not a multiple of the tile, a length-1 row, d < 16.

@@ -57,9 +57,6 @@ ALLOWED: dict[str, set[str]] = {
 SHIMS = pytest.mark.xfail(
     strict=True, reason="#15: rails.utils re-export shims, removed by the lead at the end"
 )
-MOVE = pytest.mark.xfail(
-    strict=True, reason="#15: the models/retrieval/kernels move (parallel change) has not landed yet"
-)
 
 
 def layer_of(module: str) -> str | None:
@@ -173,8 +170,8 @@ def test_the_table_is_the_one_in_the_architecture_doc() -> None:
         "apps",
         "operations",
         "retrieval",
-        pytest.param("models", marks=MOVE),
-        pytest.param("kernels", marks=MOVE),
+        "models",
+        "kernels",
         "data",
         "foundation",
         "results",
@@ -208,7 +205,7 @@ def test_there_is_no_rails_utils() -> None:
     [
         "callbacks",
         "datamodules",
-        pytest.param("kernels", marks=MOVE),
+        "kernels",
         "models",
         "retrieval",
         "runs",
@@ -265,7 +262,6 @@ def test_script_import_detector(tmp_path: Path) -> None:
     ]
 
 
-@MOVE
 def test_no_test_imports_a_script() -> None:
     found = [line for path in sorted((REPO_ROOT / "tests").rglob("*.py")) for line in script_imports(path)]
     assert not found, "tests import files of scripts/ (import the library module instead):\n" + "\n".join(

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from rails.retrieval.exact import CorpusPositions, exclusion_mask, target_ranks
+from rails.retrieval.corpus import CorpusPositions, exclusion_mask
+from rails.retrieval.judges import target_ranks
 from rails.retrieval.metrics import ranks_from_topk, recall_at_k, retrieval_metrics
 
 INF = math.inf

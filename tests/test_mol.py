@@ -18,8 +18,7 @@ from rails.config import config_dir
 from rails.models.encoders.sasrec import SASRec
 from rails.models.losses import SampledSoftmaxLoss, UniformNegatives
 from rails.models.retrieval_module import RetrievalModule
-from rails.models.similarity import DotProductSimilarity, MoLSimilarity
-from rails.models.similarity.base import gather_state
+from rails.models.similarity import DotProductSimilarity, MoLItemState, MoLQueryState, MoLSimilarity
 from rails.models.similarity.mol_gating import SoftmaxDropoutMixer, mutual_information_loss
 from rails.train import run
 from tests.conftest import TINY_OVERRIDES, compose_config, shrink
@@ -78,7 +77,7 @@ def test_forward_state_with_deduplicated_items_equals_forward(inputs) -> None:
     ids = torch.tensor([[0, 3, 3, 1], [4, 4, 4, 0], [2, 1, 0, 3]])  # sampled corpus positions (B, R)
     direct = head(q, items[ids], user_ids=user_ids)
     unique, inverse = ids.unique(return_inverse=True)
-    state = gather_state(head.encode_items(items[unique]), inverse)
+    state = head.encode_items(items[unique]).gather(inverse)
     via_state = head.forward_state(q, state, user_ids=user_ids)
     torch.testing.assert_close(via_state.scores, direct.scores, rtol=1e-10, atol=1e-10)
     for name in ("mi_loss", "uid_embedding_l2_norm"):
@@ -89,20 +88,22 @@ def test_state_layout(inputs) -> None:
     q, items, per_query, user_ids = inputs
     head = make_head().eval()
     query_state = head.encode_queries(q, user_ids=user_ids)
-    assert {k: tuple(v.shape) for k, v in query_state.items()} == {
+    assert isinstance(query_state, MoLQueryState) and query_state.lead_shape == (3,)
+    assert {k: tuple(v.shape) for k, v in query_state.tensors().items()} == {
         "components": (3, P_Q, D_P),
         "gate": (3, P_Q * P_X),
     }
     for x in (items, per_query):
         state = head.encode_items(x)
         lead = tuple(x.shape[:-1])
-        assert {k: tuple(v.shape) for k, v in state.items()} == {
+        assert isinstance(state, MoLItemState) and state.lead_shape == lead
+        assert {k: tuple(v.shape) for k, v in state.tensors().items()} == {
             "components": (*lead, P_X, D_P),
             "gate": (*lead, P_Q * P_X),
         }
-        norms = torch.linalg.vector_norm(state["components"], dim=-1)
+        norms = torch.linalg.vector_norm(state.components, dim=-1)
         torch.testing.assert_close(norms, torch.ones_like(norms))
-    norms = torch.linalg.vector_norm(query_state["components"], dim=-1)
+    norms = torch.linalg.vector_norm(query_state.components, dim=-1)
     torch.testing.assert_close(norms, torch.ones_like(norms))
 
 
@@ -126,7 +127,7 @@ def test_gating_weights_sum_to_one_eval_and_train(inputs) -> None:
         query_state = head.encode_queries(q, user_ids=user_ids)
         item_state = head.encode_items(per_query)
         _, weights = head._mix(
-            query_state["components"], query_state["gate"], item_state["components"], item_state["gate"], True
+            query_state.components, query_state.gate, item_state.components, item_state.gate, True
         )
         sums = weights.sum(-1)
         torch.testing.assert_close(sums, torch.ones_like(sums))
@@ -186,7 +187,7 @@ def test_constant_gate_averages_the_logits(inputs) -> None:
                 part[3].bias.zero_()
     query_state = head.encode_queries(q, user_ids=user_ids)
     item_state = head.encode_items(items)
-    cosines = torch.einsum("bid,xjd->bxij", query_state["components"], item_state["components"])
+    cosines = torch.einsum("bid,xjd->bxij", query_state.components, item_state.components)
     expected = cosines.mean(dim=(-1, -2)) / 0.05
     torch.testing.assert_close(head.score(query_state, item_state), expected, rtol=1e-10, atol=1e-10)
 
@@ -227,7 +228,7 @@ def test_uid_hashing_and_missing_user_ids(inputs) -> None:
     user_ids = torch.tensor([0, HASH - 1, HASH, 2 * HASH + 3, -1])
     assert head.uid_components.rows(user_ids, 0).tolist() == [1, HASH, 1, 4, HASH]
     same_q = q[:1].expand(5, -1)
-    components = head.encode_queries(same_q, user_ids=user_ids)["components"]
+    components = head.encode_queries(same_q, user_ids=user_ids).components
     torch.testing.assert_close(components[0], components[2])  # 0 and H collide
     assert not torch.allclose(components[0, -1], components[1, -1])  # the uid component differs
     torch.testing.assert_close(components[0, :-1], components[1, :-1])  # the MLP components do not
@@ -260,8 +261,8 @@ def test_lm_style_flat_components() -> None:
     f = unit(q.view(2, 3, 4))
     g = unit(x.view(5, 2, 4))
     state = head.encode_queries(q)
-    torch.testing.assert_close(state["components"], f)
-    torch.testing.assert_close(head.encode_items(x)["components"], g)
+    torch.testing.assert_close(state.components, f)
+    torch.testing.assert_close(head.encode_items(x).components, g)
 
 
 def test_chunked_score_equals_unchunked(inputs) -> None:

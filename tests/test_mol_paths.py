@@ -18,7 +18,6 @@ from rails.models.encoders.hstu import HSTU
 from rails.models.losses import SampledSoftmaxLoss, UniformNegatives
 from rails.models.retrieval_module import RetrievalModule
 from rails.models.similarity import MoLSimilarity
-from rails.models.similarity.base import gather_state
 from rails.models.similarity.mol_gating import mutual_information_loss
 
 NUM_ITEMS, DIM, SEQ = 12, 8, 6
@@ -91,7 +90,7 @@ def _training_path_scores(module: RetrievalModule, queries: Tensor, user_ids: Te
     head = module.similarity
     ids = corpus[None, :].expand(queries.shape[0], -1)
     unique, inverse = ids.unique(return_inverse=True)
-    state = gather_state(head.encode_items(module.encode_items(unique)), inverse)
+    state = head.encode_items(module.embed_items(unique)).gather(inverse)
     return head.forward_state(queries, state, user_ids=user_ids).scores
 
 
@@ -100,12 +99,12 @@ def test_eval_path_equals_training_paths_in_eval_mode() -> None:
     head = module.similarity
     batch = _batch()
     with torch.no_grad():
-        queries = module.query_embeddings(batch)
+        queries = module.embed_queries(batch)
         ctx = module.query_context(batch)
-        corpus_state = head.encode_items(module.encode_items(module.corpus_ids))  # what the evaluator builds
+        corpus_state = head.encode_items(module.embed_items(module.corpus_ids))  # what the evaluator builds
         evaluator = head.score(head.encode_queries(queries, **ctx), corpus_state)
-        forward = head(queries, module.encode_items(module.corpus_ids), **ctx)
-        per_query_items = module.encode_items(module.corpus_ids)[None].expand(len(batch), -1, -1)
+        forward = head(queries, module.embed_items(module.corpus_ids), **ctx)
+        per_query_items = module.embed_items(module.corpus_ids)[None].expand(len(batch), -1, -1)
         forward_pairs = head(queries, per_query_items, **ctx)
         forward_state = _training_path_scores(module, queries, ctx["user_ids"])
     assert evaluator.shape == (3, NUM_ITEMS - 1)
@@ -120,7 +119,7 @@ def test_dropout_acts_only_in_training() -> None:
     batch = _batch()
     with torch.no_grad():
         module.eval()
-        queries = module.query_embeddings(batch)
+        queries = module.embed_queries(batch)
         user_ids = batch.user_ids
         eval_scores = _training_path_scores(module, queries, user_ids)
         module.similarity.train()  # head only: same queries, dropout on inside the head
@@ -132,7 +131,7 @@ def test_dropout_acts_only_in_training() -> None:
     no_dropout = _module(dropout=0.0)
     with torch.no_grad():
         no_dropout.eval()
-        queries = no_dropout.query_embeddings(batch)
+        queries = no_dropout.embed_queries(batch)
         eval_scores = _training_path_scores(no_dropout, queries, user_ids)
         no_dropout.similarity.train()
         torch.testing.assert_close(_training_path_scores(no_dropout, queries, user_ids), eval_scores)
@@ -145,18 +144,18 @@ def test_aux_losses_come_from_the_positive_call_only() -> None:
     _, parts = module.training_loss(batch)
     next_ids = batch.next_ids()
     supervised = batch.valid_mask & (next_ids != 0)
-    queries = module.sequence_embeddings(batch)[supervised]
+    queries = module.embed_sequences(batch)[supervised]
     user_ids = batch.user_ids[:, None].expand_as(next_ids)[supervised]
     head = module.similarity
-    positive = head(queries, module.encode_items(next_ids[supervised])[:, None, :], user_ids=user_ids)
+    positive = head(queries, module.embed_items(next_ids[supervised])[:, None, :], user_ids=user_ids)
     torch.testing.assert_close(parts["mi_loss"], positive.aux_losses["mi_loss"])
     torch.testing.assert_close(parts["uid_embedding_l2_norm"], positive.aux_losses["uid_embedding_l2_norm"])
     # the negatives call would give a different MI loss: the test can tell the two calls apart
-    negatives = head(queries, module.encode_items(module.corpus_ids), user_ids=user_ids)
+    negatives = head(queries, module.embed_items(module.corpus_ids), user_ids=user_ids)
     assert not torch.allclose(negatives.aux_losses["mi_loss"], parts["mi_loss"])
     # and the positive-call MI loss is the formula of spec §2.1 on its (M, 1, P) weights
     with torch.no_grad():
         qs = head.encode_queries(queries, user_ids=user_ids)
-        items = head.encode_items(module.encode_items(next_ids[supervised])[:, None, :])
-        _, weights = head._mix(qs["components"], qs["gate"], items["components"], items["gate"], True)
+        items = head.encode_items(module.embed_items(next_ids[supervised])[:, None, :])
+        _, weights = head._mix(qs.components, qs.gate, items.components, items.gate, True)
     torch.testing.assert_close(parts["mi_loss"], mutual_information_loss(weights))

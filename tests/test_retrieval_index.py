@@ -152,7 +152,7 @@ def test_approximate_equals_exact_when_budget_covers_corpus(name):
             ExactTopK(chunk_size=16).build(head, items, ids).search(queries, k, exclude=exclude)
         )
         assert_same_topk(scores, out, ref_scores, ref_ids, msg=name)
-    assert index.fallback_rows == 0 or name != "per_component"
+    assert index.exact_fallback_rows == 0 or name != "per_component"
 
 
 @pytest.mark.parametrize("name", sorted(APPROX))
@@ -186,7 +186,7 @@ def test_approximate_short_candidates_fall_back_to_exact():
     _, ref = ExactTopK().build(head, items, ids).search(queries, 10, exclude=exclude)
     per = PerComponentTopK(k_per_pair=1).build(head, items, ids)
     scores_per, out_per = per.search(queries, 30)  # 6 pairs x 1 candidate < 30: every row falls back
-    assert per.fallback_rows == 5
+    assert per.exact_fallback_rows == 5 and per.exact_fallback.all()
     ref_scores_per, ref_per = ExactTopK().build(head, items, ids).search(queries, 30)
     assert_same_topk(scores_per, out_per, ref_scores_per, ref_per)
     assert (out != 0).all() and out.shape == ref.shape

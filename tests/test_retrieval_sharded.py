@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 
 from rails.models.similarity import DotProductSimilarity
 from rails.retrieval import ExactTopK, PerComponentTopK, ShardedIndex
-from rails.retrieval.sharded import merge_shard_results, shard_bounds
+from rails.retrieval.indexes.sharded import merge_shard_results, shard_bounds
 from tests.test_retrieval_index import corpus, tiny_mol
 from tests.topk_compare import assert_same_topk
 

@@ -9,9 +9,9 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from rails.checks import require
 from rails.models.losses.sampled_softmax import SampledSoftmaxLoss
 from rails.models.similarity.base import SimilarityHead
-from rails.utils.instantiate import require
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]

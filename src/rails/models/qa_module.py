@@ -1,6 +1,6 @@
 """QARetrievalModule: LM encoder(s) -> similarity head -> sampled softmax, for question -> passage retrieval.
 
-Training (one step): the B questions and their B relevant passages of a :class:`~rails.datamodules.qa.QATrainBatch`
+Training (one step): the B questions and their B relevant passages of a :class:`~rails.batch.QATrainBatch`
 are encoded; every question is scored against all B passages of the batch (in-batch negatives) and the R
 shared uniform corpus passages the batch may carry, in one head call; its own passage is the positive and
 every other column a negative, except columns that are also relevant to it (same passage, or a passage
@@ -8,20 +8,22 @@ paired with the same question in this batch), which are masked as collisions. Th
 :class:`rails.models.losses.SampledSoftmaxLoss` plus the head's weighted auxiliary losses (MoL's
 ``mi_loss``), exactly as in :class:`rails.models.retrieval_module.RetrievalModule`.
 
-Evaluation is done over the full corpus by :class:`rails.retrieval.qa_callback.QARetrievalEvaluator`, which
-uses :meth:`QARetrievalModule.encode_passages`; ``validation_step`` / ``test_step`` hand it the question
-embeddings and the graded qrels of the batch. bf16 comes from the trainer (``precision=bf16-mixed``).
+Evaluation is done over the full corpus by :class:`rails.retrieval.evaluator.RetrievalEvaluator` with a
+:class:`rails.retrieval.judges.QrelsJudge`, which uses :meth:`QARetrievalModule.embed_corpus`;
+``validation_step`` / ``test_step`` hand it the question embeddings and the graded qrels of the batch. bf16
+comes from the trainer (``precision=bf16-mixed``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from rails.batch import QAEvalBatch, QATrainBatch, TokenizedText
+from rails.checks import require_at_least
 from rails.models.base_module import (
     LearnedSimilarityModule,
     OptimizerFactory,
@@ -31,7 +33,6 @@ from rails.models.base_module import (
 from rails.models.encoders.lm import LMEncoder
 from rails.models.losses.sampled_softmax import SampledSoftmaxLoss
 from rails.models.similarity.base import SimilarityHead
-from rails.utils.instantiate import require_at_least
 
 
 def in_batch_collisions(query_rows: Tensor, passage_ids: Tensor, column_ids: Tensor) -> Tensor:
@@ -86,29 +87,35 @@ class QARetrievalModule(LearnedSimilarityModule):
 
     @staticmethod
     def check_args(args: Mapping[str, Any]) -> None:
-        """Argument rules (see :func:`rails.utils.instantiate.check_config`)."""
+        """Argument rules (see :func:`rails.config.check_config`)."""
         if "num_items" in args:  # given by the datamodule at build time, absent from the config
             require_at_least(args, 1, "num_items")
         check_aux_loss_weights(args["aux_loss_weights"])
 
     # ----------------------------------------------------------------------------------------- embeddings
-    def encode_queries(self, tokens: TokenizedText) -> Tensor:
+    def embed_queries(self, tokens: TokenizedText) -> Tensor:
         """(B, L_q) question tokens -> (B, D_q) (the head's ``encode_queries`` input)."""
-        return self.encoder.encode_queries(tokens)
+        return self.encoder.embed_queries(tokens)
 
-    def encode_passages(self, tokens: TokenizedText) -> Tensor:
+    def embed_passages(self, tokens: TokenizedText) -> Tensor:
         """(B, L_x) passage tokens -> (B, D_x) (the head's ``encode_items`` input)."""
-        return self.encoder.encode_passages(tokens)
+        return self.encoder.embed_passages(tokens)
+
+    def embed_corpus(self, datamodule: Any, batch_size: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        """Every passage of ``datamodule.corpus_dataloader(batch_size)`` as ((C,) passage ids, (C, D_x))."""
+        for batch in datamodule.corpus_dataloader(batch_size):
+            batch = batch.to(self.device)
+            yield batch.passage_ids, self.embed_passages(batch.passages)
 
     # ------------------------------------------------------------------------------------------- training
     def training_loss(self, batch: QATrainBatch) -> tuple[Tensor, dict[str, Tensor]]:
         """Sampled softmax over in-batch and random negatives; returns (total, named parts)."""
         size = len(batch)
-        queries = self.encode_queries(batch.queries)  # (B, D_q)
-        columns = [self.encode_passages(batch.passages)]  # (B, D_x)
+        queries = self.embed_queries(batch.queries)  # (B, D_q)
+        columns = [self.embed_passages(batch.passages)]  # (B, D_x)
         column_ids = [batch.passage_ids]
         if batch.negatives is not None and batch.negative_ids is not None:
-            columns.append(self.encode_passages(batch.negatives))  # (R, D_x)
+            columns.append(self.embed_passages(batch.negatives))  # (R, D_x)
             column_ids.append(batch.negative_ids)
         if not self.in_batch_negatives and len(columns) == 1:
             raise ValueError("model.in_batch_negatives=false needs data.num_negatives > 0")
@@ -135,7 +142,7 @@ class QARetrievalModule(LearnedSimilarityModule):
     # ----------------------------------------------------------------------------------------- evaluation
     def _eval_outputs(self, batch: QAEvalBatch) -> dict[str, Any]:
         return {
-            "queries": self.encode_queries(batch.queries),
+            "queries": self.embed_queries(batch.queries),
             "context": {},
             "relevant_ids": batch.relevant_ids,
             "relevant_grades": batch.relevant_grades,
@@ -148,4 +155,4 @@ class QARetrievalModule(LearnedSimilarityModule):
         return self._eval_outputs(batch)
 
     def predict_step(self, batch: QAEvalBatch, batch_idx: int) -> Tensor:
-        return self.encode_queries(batch.queries)
+        return self.embed_queries(batch.queries)

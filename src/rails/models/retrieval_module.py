@@ -10,32 +10,48 @@ unless given explicitly, the loss temperature is the head's ``loss_temperature``
 normalisation its ``query_norm`` and the auxiliary-loss weights its ``aux_loss_weights``, so any encoder
 trains with any head without other settings.
 
-Evaluation is done by :class:`rails.retrieval.callback.RetrievalEvaluator`, which uses
-:meth:`encode_items`, :meth:`query_embeddings` and ``self.similarity``; ``validation_step`` and
-``test_step`` only hand it the query embeddings of the batch.
+The negative pool is the datamodule's candidate corpus: a datamodule implementing :class:`CorpusSource`
+(``corpus_item_ids()``) supplies it when fitting starts; without one, :meth:`RetrievalModule.set_corpus` must
+have been called (fitting without a pool raises at once).
+
+Evaluation is done by :class:`rails.retrieval.evaluator.RetrievalEvaluator`, which uses :meth:`embed_corpus`
+and ``self.similarity``; ``validation_step`` and ``test_step`` hand it the query embeddings of the batch, the
+head's query context, the target ids and the history ids (for :class:`rails.retrieval.judges.NextItemJudge`).
+
+Naming: ``embed_*`` maps ids to vectors (:meth:`embed_items`, :meth:`embed_sequences`, :meth:`embed_queries`);
+the head's ``encode_*`` maps vectors to its state.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
 from rails.batch import SequenceBatch
+from rails.checks import option_of, require, require_at_least
 from rails.models.base_module import (
     LearnedSimilarityModule,
     OptimizerFactory,
     SchedulerFactory,
     check_aux_loss_weights,
 )
-from rails.models.encoders.base import SequenceEncoder
+from rails.models.encoders.base import SequenceEncoder, SequenceHistory
 from rails.models.item_embeddings import ItemEmbeddings
 from rails.models.losses.negatives import UniformNegatives
 from rails.models.losses.sampled_softmax import SampledSoftmaxLoss
-from rails.models.similarity.base import SimilarityHead, gather_state
-from rails.utils.instantiate import option_of, require, require_at_least
+from rails.models.similarity.base import SimilarityHead
+
+
+@runtime_checkable
+class CorpusSource(Protocol):
+    """What :class:`RetrievalModule` asks of its datamodule: the candidate corpus (negative pool, evaluation)."""
+
+    def corpus_item_ids(self) -> Tensor:
+        """(X,) int64 every candidate item id."""
+        ...
 
 
 class RetrievalModule(LearnedSimilarityModule):
@@ -115,19 +131,29 @@ class RetrievalModule(LearnedSimilarityModule):
         """Register the (X,) candidate ids used as the negative pool."""
         self.corpus_ids = corpus_ids.to(device=self.device, dtype=torch.int64)
 
-    def encode_items(self, item_ids: Tensor) -> Tensor:
+    def embed_items(self, item_ids: Tensor) -> Tensor:
         """(*S,) item ids -> (*S, D) item embeddings (the head's ``encode_items`` input)."""
         return self.items(item_ids)
 
-    def sequence_embeddings(self, batch: SequenceBatch) -> Tensor:
-        """(B, N, D) per-position query embeddings."""
-        return self.encoder(self.items(batch.history_ids), batch)
+    def embed_sequences(self, batch: SequenceBatch) -> Tensor:
+        """(B, N, D) per-position query embeddings of the batch's histories (targets are not shown)."""
+        return self.encoder(self.items(batch.history_ids), SequenceHistory.of(batch))
 
-    def query_embeddings(self, batch: SequenceBatch) -> Tensor:
+    def embed_queries(self, batch: SequenceBatch) -> Tensor:
         """(B, D) embedding at the last valid history position (the evaluation query)."""
-        per_position = self.sequence_embeddings(batch)
+        per_position = self.embed_sequences(batch)
         rows = torch.arange(len(batch), device=per_position.device)
         return per_position[rows, batch.lengths - 1]
+
+    def embed_corpus(
+        self, datamodule: CorpusSource, batch_size: int | None = None
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """The datamodule's corpus as ((C,) item ids, (C, D) embeddings) batches of ``batch_size`` (65536)."""
+        corpus_ids = datamodule.corpus_item_ids().to(self.device)
+        size = batch_size or 65536
+        for start in range(0, corpus_ids.numel(), size):
+            ids = corpus_ids[start : start + size]
+            yield ids, self.embed_items(ids)
 
     @staticmethod
     def query_context(batch: SequenceBatch) -> dict[str, Tensor]:
@@ -137,20 +163,20 @@ class RetrievalModule(LearnedSimilarityModule):
     # ------------------------------------------------------------------------------------------- training
     def training_loss(self, batch: SequenceBatch) -> tuple[Tensor, dict[str, Tensor]]:
         """Sampled-softmax loss over every supervised position; returns (total, named parts)."""
-        per_position = self.sequence_embeddings(batch)  # (B, N, D)
+        per_position = self.embed_sequences(batch)  # (B, N, D)
         next_ids = batch.next_ids()  # (B, N)
         supervised = batch.valid_mask & (next_ids != 0)
         queries = per_position[supervised]  # (M, D)
         positives = next_ids[supervised]  # (M,)
         user_ids = batch.user_ids[:, None].expand_as(next_ids)[supervised]  # (M,)
         if self.corpus_ids.numel() == 0:
-            raise RuntimeError("RetrievalModule.set_corpus() was not called: no negative pool")
+            raise RuntimeError("RetrievalModule has no negative pool: see on_fit_start / set_corpus()")
         negative_ids = self.negatives(queries.shape[0], self.corpus_ids)  # (M, R)
         positive_out = self.similarity(queries, self.items(positives)[:, None, :], user_ids=user_ids)
         # Each distinct negative is encoded once and gathered per row (the item state is query-independent);
         # with MoL this halves the step time. Item-side dropout is thus shared by repeats within a step.
         unique_ids, inverse = negative_ids.unique(return_inverse=True)
-        negative_state = gather_state(self.similarity.encode_items(self.items(unique_ids)), inverse)
+        negative_state = self.similarity.encode_items(self.items(unique_ids)).gather(inverse)
         negative_out = self.similarity.forward_state(queries, negative_state, user_ids=user_ids)
         main = self.loss(
             positive_out.scores[:, 0], negative_out.scores, collisions=negative_ids == positives[:, None]
@@ -159,9 +185,19 @@ class RetrievalModule(LearnedSimilarityModule):
         return total, parts
 
     def on_fit_start(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None and hasattr(datamodule, "corpus_item_ids"):
+        """Take the negative pool from the datamodule (a :class:`CorpusSource`), or keep the one set before.
+
+        Raises:
+            ValueError: when the datamodule is not a CorpusSource and no pool was set with :meth:`set_corpus`.
+        """
+        datamodule = self.trainer.datamodule
+        if isinstance(datamodule, CorpusSource):
             self.set_corpus(datamodule.corpus_item_ids())
+        elif self.corpus_ids.numel() == 0:
+            raise ValueError(
+                f"RetrievalModule needs a negative pool: the datamodule ({type(datamodule).__name__}) has no "
+                "corpus_item_ids() (rails.models.retrieval_module.CorpusSource); call set_corpus(ids) before fit"
+            )
 
     def training_step(self, batch: SequenceBatch, batch_idx: int) -> Tensor:
         total, parts = self.training_loss(batch)
@@ -171,7 +207,7 @@ class RetrievalModule(LearnedSimilarityModule):
     # ----------------------------------------------------------------------------------------- evaluation
     def _eval_outputs(self, batch: SequenceBatch) -> dict[str, Any]:
         return {
-            "queries": self.query_embeddings(batch),
+            "queries": self.embed_queries(batch),
             "context": self.query_context(batch),
             "targets": batch.target_ids,
             "exclude": batch.history_ids,
@@ -184,4 +220,4 @@ class RetrievalModule(LearnedSimilarityModule):
         return self._eval_outputs(batch)
 
     def predict_step(self, batch: SequenceBatch, batch_idx: int) -> Tensor:
-        return self.query_embeddings(batch)
+        return self.embed_queries(batch)

@@ -1,22 +1,36 @@
-"""Retrieval: exact and approximate top-k over learned similarities, metrics, and the evaluation callback.
+"""Retrieval: exact and approximate top-k over learned similarities, judges, metrics and the evaluator.
 
-Indexes (see :mod:`rails.retrieval.index` for the contract): :class:`ExactTopK`, and for
-Mixture-of-Logits heads :class:`PerComponentTopK`, :class:`AverageTopK`, :class:`CombinedTopK`;
-MIPS backends :class:`TorchMIPS` and :class:`FaissMIPS`; :class:`ShardedIndex` for corpus sharding.
+Indexes (:mod:`rails.retrieval.indexes`, one contract): :class:`ExactTopK`, for Mixture-of-Logits heads
+:class:`PerComponentTopK`, :class:`AverageTopK`, :class:`CombinedTopK`, and :class:`ShardedIndex` for corpus
+sharding; MIPS backends :class:`TorchMIPS` and :class:`FaissMIPS` (:mod:`rails.retrieval.mips`). The one
+evaluation callback is :class:`RetrievalEvaluator` (:mod:`rails.retrieval.evaluator`) with a judge
+(:class:`NextItemJudge`, :class:`QrelsJudge`); metrics live in :mod:`rails.retrieval.metrics`; the top-k
+benchmark harness in :mod:`rails.retrieval.benchmark`.
 """
 
-from rails.retrieval.index import ExactTopK, RetrievalIndex
+from rails.retrieval.evaluator import RetrievalEvaluator
+from rails.retrieval.indexes import (
+    AverageTopK,
+    CombinedTopK,
+    ExactTopK,
+    PerComponentTopK,
+    RetrievalIndex,
+    ShardedIndex,
+)
+from rails.retrieval.judges import Judge, NextItemJudge, QrelsJudge
 from rails.retrieval.mips import FaissMIPS, MIPSBackend, TorchMIPS
-from rails.retrieval.mol_topk import AverageTopK, CombinedTopK, PerComponentTopK
-from rails.retrieval.sharded import ShardedIndex
 
 __all__ = [
     "AverageTopK",
     "CombinedTopK",
     "ExactTopK",
     "FaissMIPS",
+    "Judge",
     "MIPSBackend",
+    "NextItemJudge",
     "PerComponentTopK",
+    "QrelsJudge",
+    "RetrievalEvaluator",
     "RetrievalIndex",
     "ShardedIndex",
     "TorchMIPS",

@@ -7,8 +7,10 @@ order is irrelevant because candidates are re-scored with the full head.
 - :class:`TorchMIPS`: exact, chunked matmul + ``topk`` on the tensors' device (CPU or CUDA); the
   stored matrix may be bf16 (the paper's default for the candidate stage).
 - :class:`FaissMIPS`: faiss ``IndexFlatIP`` (exact) or ``IndexIVFFlat`` (inner product, ``nlist`` lists,
-  ``nprobe`` probed); on a GPU when faiss-gpu is installed. Falls back to :class:`TorchMIPS` (with a
-  warning) when faiss is not importable, unless ``fallback=False``.
+  ``nprobe`` probed); on a GPU when faiss-gpu is installed. When faiss is not importable it falls back to
+  exact :class:`TorchMIPS`, never silently: the substitution and its reason are logged once per process
+  (and recorded in ``FaissMIPS.fallback_reason``). It is refused instead (ImportError) when faiss was asked
+  for explicitly: ``fallback=False`` or ``use_gpu=True``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from torch import Tensor
 from rails.retrieval.topk import chunked_topk
 
 log = logging.getLogger(__name__)
+_logged_fallbacks: set[str] = set()  # reasons already logged by this process
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -102,8 +105,10 @@ class FaissMIPS(MIPSBackend):
         index: "flat" (exact ``IndexFlatIP``) or "ivf" (``IndexIVFFlat``, inner product).
         nlist: IVF lists (clipped to X); trained on the indexed vectors.
         nprobe: IVF lists probed per query.
-        use_gpu: ``None`` = on a GPU when faiss has GPUs and the vectors are on CUDA; ``True`` requires it.
-        fallback: use :class:`TorchMIPS` when faiss is not importable (else raise ImportError).
+        use_gpu: ``None`` = on a GPU when faiss has GPUs and the vectors are on CUDA; ``True`` requires it
+            (and therefore faiss: no fallback).
+        fallback: use exact :class:`TorchMIPS` when faiss is not importable, logging it once per process
+            with the reason; ``False`` raises ImportError instead.
 
     faiss-gpu caps k at 2048 per search; the candidate budget per search must stay below that.
     """
@@ -125,10 +130,16 @@ class FaissMIPS(MIPSBackend):
         self.nprobe = nprobe
         self.use_gpu = use_gpu
         self._fallback: TorchMIPS | None = None
+        self.fallback_reason: str | None = None
         if not faiss_available():
-            if not fallback:
-                raise ImportError("FaissMIPS needs faiss (pip install faiss-cpu, or faiss-gpu)")
-            log.warning("faiss is not installed: FaissMIPS falls back to exact TorchMIPS")
+            reason = "faiss is not importable (pip install faiss-cpu, or faiss-gpu)"
+            if not fallback or use_gpu:
+                setting = "fallback=false" if not fallback else "use_gpu=true"
+                raise ImportError(f"FaissMIPS({setting}) refuses to run without faiss: {reason}")
+            self.fallback_reason = reason
+            if reason not in _logged_fallbacks:
+                _logged_fallbacks.add(reason)
+                log.warning(f"FaissMIPS falls back to exact TorchMIPS candidates: {reason}")
             self._fallback = TorchMIPS()
         self._index = None
         self._device = torch.device("cpu")

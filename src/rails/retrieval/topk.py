@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from rails.retrieval.exact import exclusion_mask
+from rails.retrieval.corpus import exclusion_mask
 
 ChunkScorer = Callable[[int, int], Tensor]  # (start, end) -> (R, end - start) scores
 
@@ -52,6 +52,17 @@ def stable_topk(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return values.gather(1, order), index.gather(1, order)
 
 
+def pad_results(scores: Tensor, positions: Tensor, width: int) -> tuple[Tensor, Tensor]:
+    """Right-pad (R, K) results to (R, width) with empty slots ``(-inf, -1)``."""
+    missing = width - scores.shape[1]
+    if missing <= 0:
+        return scores, positions
+    rows = scores.shape[0]
+    scores = torch.cat([scores, scores.new_full((rows, missing), -math.inf)], dim=1)
+    positions = torch.cat([positions, positions.new_full((rows, missing), -1)], dim=1)
+    return scores, positions
+
+
 def merge_topk(scores: Tensor, positions: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """Top-k of concatenated result lists, keeping the deterministic order.
 
@@ -66,6 +77,52 @@ def merge_topk(scores: Tensor, positions: Tensor, k: int) -> tuple[Tensor, Tenso
     """
     order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
     return scores.gather(1, order), positions.gather(1, order)
+
+
+class RunningTopK:
+    """Top-k of a corpus whose scores arrive chunk by chunk, in increasing corpus position.
+
+    Args:
+        k: results kept per row (the caller clips it to the corpus size).
+        stable: deterministic tie-breaking by position (exact search); ``False`` uses plain
+            ``torch.topk`` (candidate generation, where the order of ties does not matter).
+    """
+
+    def __init__(self, k: int, stable: bool = True) -> None:
+        self.k = k
+        self.stable = stable
+        self.scores: Tensor | None = None
+        self.positions: Tensor | None = None
+
+    def update(self, scores: Tensor, start: int, exclude_positions: Tensor | None = None) -> None:
+        """Merge the (R, C) scores of corpus[start:start + C]; ``exclude_positions`` (R, H) are dropped."""
+        end = start + scores.shape[1]
+        if exclude_positions is not None:
+            scores = scores.masked_fill(exclusion_mask(exclude_positions, start, end), -math.inf)
+        if self.stable:
+            values, index = stable_topk(scores, self.k)
+        else:
+            values, index = torch.topk(scores, min(self.k, end - start), dim=1)
+        positions = (index + start).masked_fill(values == -math.inf, -1)
+        if self.scores is None:
+            self.scores, self.positions = values, positions
+            return
+        assert self.positions is not None
+        cat_scores = torch.cat([self.scores, values], dim=1)
+        cat_positions = torch.cat([self.positions, positions], dim=1)
+        if self.stable:
+            self.scores, self.positions = merge_topk(cat_scores, cat_positions, self.k)
+        else:
+            self.scores, index = torch.topk(cat_scores, min(self.k, cat_scores.shape[1]), dim=1)
+            self.positions = cat_positions.gather(1, index)
+
+    def result(self, rows: int, device: torch.device | None = None) -> tuple[Tensor, Tensor]:
+        """(R, k') scores sorted descending and int64 positions; (R, 0) when nothing was merged."""
+        if self.scores is None:
+            empty = torch.empty(rows, 0, device=device)
+            return empty, empty.long()
+        assert self.positions is not None
+        return self.scores, self.positions
 
 
 def chunked_topk(
@@ -87,8 +144,7 @@ def chunked_topk(
         k: results per row; the output has min(k, X) columns.
         chunk_size: corpus items scored at once.
         exclude_positions: (R, H) corpus positions to drop per row (-1 = none).
-        stable: deterministic tie-breaking by position (exact search); ``False`` uses plain
-            ``torch.topk`` (candidate generation, where the order of ties does not matter).
+        stable: deterministic tie-breaking by position (see :class:`RunningTopK`).
         device: output device when ``num_items`` is 0.
 
     Returns:
@@ -99,33 +155,7 @@ def chunked_topk(
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    width = min(k, num_items)
-    best_scores: Tensor | None = None
-    best_positions: Tensor | None = None
+    running = RunningTopK(min(k, num_items), stable)
     for start in range(0, num_items, chunk_size):
-        end = min(start + chunk_size, num_items)
-        scores = score_chunk(start, end)
-        if exclude_positions is not None:
-            scores = scores.masked_fill(exclusion_mask(exclude_positions, start, end), -math.inf)
-        if stable:
-            values, index = stable_topk(scores, width)
-        else:
-            values, index = torch.topk(scores, min(width, end - start), dim=1)
-        positions = index + start
-        positions = positions.masked_fill(values == -math.inf, -1)
-        if best_scores is None:
-            best_scores, best_positions = values, positions
-            continue
-        assert best_positions is not None
-        cat_scores = torch.cat([best_scores, values], dim=1)
-        cat_positions = torch.cat([best_positions, positions], dim=1)
-        if stable:
-            best_scores, best_positions = merge_topk(cat_scores, cat_positions, width)
-        else:
-            best_scores, index = torch.topk(cat_scores, min(width, cat_scores.shape[1]), dim=1)
-            best_positions = cat_positions.gather(1, index)
-    if best_scores is None:
-        empty = torch.empty(rows, 0, device=device)
-        return empty, empty.long()
-    assert best_positions is not None
-    return best_scores, best_positions
+        running.update(score_chunk(start, min(start + chunk_size, num_items)), start, exclude_positions)
+    return running.result(rows, device)

@@ -1,7 +1,7 @@
-"""Sequence encoders: (B, N, D) history embeddings + SequenceBatch -> (B, N, D) per-position queries."""
+"""Sequence encoders: (B, N, D) history embeddings + SequenceHistory -> (B, N, D) per-position queries."""
 
-from rails.models.encoders.base import SequenceEncoder
+from rails.models.encoders.base import SequenceEncoder, SequenceHistory
 from rails.models.encoders.hstu import HSTU
 from rails.models.encoders.sasrec import SASRec
 
-__all__ = ["HSTU", "SASRec", "SequenceEncoder"]
+__all__ = ["HSTU", "SASRec", "SequenceEncoder", "SequenceHistory"]

@@ -1,17 +1,22 @@
-"""The sequence-encoder contract and the pieces every sequential encoder shares (spec §4.1, §4.2)."""
+"""The sequence-encoder contract and the pieces every sequential encoder shares (spec §4.1, §4.2).
+
+An encoder sees the (B, N, D) history embeddings and a :class:`SequenceHistory` (lengths, timestamps and
+next-position timestamps), never the batch's targets.
+"""
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from rails.batch import SequenceBatch
-from rails.utils.instantiate import require, require_at_least, require_probability
+from rails.checks import require, require_at_least, require_probability
 
 OutputNorm = Literal["l2", "layer_norm", "none"]
 OUTPUT_NORMS: tuple[OutputNorm, ...] = ("l2", "layer_norm", "none")
@@ -87,13 +92,45 @@ class PositionalInput(nn.Module):
         return self.dropout(x) * valid_mask[..., None].to(x.dtype)
 
 
-class SequenceEncoder(nn.Module, ABC):
-    """Contract: ``forward(history_embeddings (B, N, D), batch) -> (B, N, D)`` per-position query embeddings.
+@dataclass(frozen=True)
+class SequenceHistory:
+    """What a sequence encoder sees of a batch besides the item embeddings (never the target ids).
 
-    Output position i summarises history positions 0..i and is trained to predict ``batch.next_ids()[:, i]``;
-    outputs at padded positions are arbitrary and never used. Encoders must be causal (output i does not
-    depend on positions > i) and padding-invariant. ``dim`` is the output width; ``output_norm`` the final
-    normalisation (whose kind the similarity head chooses unless it was given explicitly).
+    Attributes:
+        lengths: (B,) int64 number of valid history positions (>= 1); histories are left-aligned.
+        timestamps: (B, N) int64 unix seconds of the history items, 0 at padding.
+        next_timestamps: (B, N) int64 timestamp of the item each position predicts (the target's at
+            ``lengths - 1``, 0 beyond), for HSTU's relative time bias.
+    """
+
+    lengths: Tensor
+    timestamps: Tensor
+    next_timestamps: Tensor
+
+    @classmethod
+    def of(cls, batch: SequenceBatch) -> SequenceHistory:
+        """The history part of a :class:`~rails.batch.SequenceBatch`."""
+        return cls(batch.lengths, batch.history_timestamps, batch.next_timestamps())
+
+    @property
+    def valid_mask(self) -> Tensor:
+        """(B, N) bool, True at valid history positions."""
+        positions = torch.arange(self.timestamps.shape[1], device=self.timestamps.device)
+        return positions[None, :] < self.lengths[:, None]
+
+    def to(self, device: torch.device | str) -> SequenceHistory:
+        """A copy with every tensor moved to ``device``."""
+        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
+class SequenceEncoder(nn.Module, ABC):
+    """Contract: ``forward(history_embeddings (B, N, D), history) -> (B, N, D)`` per-position query embeddings.
+
+    Output position i summarises history positions 0..i and is trained to predict the next item (the
+    history item at i + 1, the target at ``lengths - 1``); outputs at padded positions are arbitrary and never
+    used. Encoders must be causal (output i does not depend on positions > i) and padding-invariant. ``dim``
+    is the output width; ``output_norm`` the final normalisation (whose kind the similarity head chooses
+    unless it was given explicitly).
     """
 
     dim: int
@@ -104,8 +141,8 @@ class SequenceEncoder(nn.Module, ABC):
         self.output_norm.prefer(kind)
 
     @abstractmethod
-    def forward(self, history_embeddings: Tensor, batch: SequenceBatch) -> Tensor:
-        """(B, N, D) embeddings of ``batch.history_ids`` -> (B, N, D)."""
+    def forward(self, history_embeddings: Tensor, history: SequenceHistory) -> Tensor:
+        """(B, N, D) embeddings of the history items -> (B, N, D)."""
 
 
 def check_encoder_args(args: Mapping[str, Any]) -> None:

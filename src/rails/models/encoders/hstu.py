@@ -23,16 +23,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rails.batch import SequenceBatch
+from rails.checks import require, require_at_least, require_positive, require_probability
 from rails.models.encoders.base import (
     OutputNorm,
     OutputNormalization,
     PositionalInput,
     SequenceEncoder,
+    SequenceHistory,
     check_encoder_args,
 )
 from rails.models.encoders.hstu_attention import AttentionImpl, hstu_attention
-from rails.utils.instantiate import require, require_at_least, require_positive, require_probability
 
 # The reference pads sequences with max_output_len + 1 = 11 extra slots; its position table and its
 # attention normaliser are sized max_seq_len + 11 (spec §3.1, §4.2).
@@ -194,7 +194,7 @@ class HSTU(SequenceEncoder):
 
     @staticmethod
     def check_args(args: Mapping[str, Any]) -> None:
-        """Argument rules (see :func:`rails.utils.instantiate.check_config`)."""
+        """Argument rules (see :func:`rails.config.check_config`)."""
         check_encoder_args(args)
         require_at_least(args, 1, "qk_dim", "v_dim", "num_time_buckets")
         require_probability(args, "linear_dropout")
@@ -213,13 +213,11 @@ class HSTU(SequenceEncoder):
         for layer in self.layers:
             layer.attention_impl = impl
 
-    def forward(self, history_embeddings: Tensor, batch: SequenceBatch) -> Tensor:
-        """(B, N, D) embeddings of ``batch.history_ids`` -> (B, N, D); padded rows are zero before the norm."""
-        mask = batch.valid_mask
+    def forward(self, history_embeddings: Tensor, history: SequenceHistory) -> Tensor:
+        """(B, N, D) embeddings of the history items -> (B, N, D); padded rows are zero before the norm."""
+        mask = history.valid_mask
         keep = mask[..., None].to(history_embeddings.dtype)
-        timestamps = batch.history_timestamps
-        next_timestamps = batch.next_timestamps()
         x = self.input(history_embeddings, mask)
         for layer in self.layers:
-            x = layer(x, timestamps, next_timestamps, batch.lengths) * keep.to(x.dtype)
+            x = layer(x, history.timestamps, history.next_timestamps, history.lengths) * keep.to(x.dtype)
         return self.output_norm(x)

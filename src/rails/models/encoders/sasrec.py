@@ -8,16 +8,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rails.batch import SequenceBatch
+from rails.checks import require, require_at_least
 from rails.models.encoders.base import (
     OutputNorm,
     OutputNormalization,
     PositionalInput,
     SequenceEncoder,
+    SequenceHistory,
     check_encoder_args,
     xavier_normal_except,
 )
-from rails.utils.instantiate import require, require_at_least
 
 
 class _PointWiseFeedForward(nn.Module):
@@ -83,14 +83,15 @@ class SASRec(SequenceEncoder):
 
     @staticmethod
     def check_args(args: Mapping[str, Any]) -> None:
-        """Argument rules (see :func:`rails.utils.instantiate.check_config`)."""
+        """Argument rules (see :func:`rails.config.check_config`)."""
         check_encoder_args(args)
         require_at_least(args, 1, "ffn_hidden_dim")
         dim, heads = args["dim"], args["num_heads"]
         require(dim % heads == 0, "dim", dim, f"must be divisible by num_heads={heads}")
 
-    def forward(self, history_embeddings: Tensor, batch: SequenceBatch) -> Tensor:
-        mask = batch.valid_mask
+    def forward(self, history_embeddings: Tensor, history: SequenceHistory) -> Tensor:
+        """(B, N, D) embeddings of the history items -> (B, N, D)."""
+        mask = history.valid_mask
         n = history_embeddings.shape[1]
         causal = torch.triu(torch.ones(n, n, dtype=torch.bool, device=mask.device), diagonal=1)
         x = self.input(history_embeddings, mask)

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rails.utils.instantiate import require_at_least
+from rails.checks import require_at_least
 
 
 class UniformNegatives(nn.Module):
@@ -25,7 +25,7 @@ class UniformNegatives(nn.Module):
 
     @staticmethod
     def check_args(args: Mapping[str, Any]) -> None:
-        """Argument rules (see :func:`rails.utils.instantiate.check_config`)."""
+        """Argument rules (see :func:`rails.config.check_config`)."""
         require_at_least(args, 1, "num_negatives")
 
     def forward(self, num_rows: int, corpus_ids: Tensor) -> Tensor:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rails.utils.instantiate import require
+from rails.checks import require
 
 COLLISION_LOGIT = -5.0e4  # written after the temperature so it fits bf16/fp16 (spec §3.2)
 
@@ -28,7 +28,7 @@ class SampledSoftmaxLoss(nn.Module):
 
     @staticmethod
     def check_args(args: Mapping[str, Any]) -> None:
-        """Argument rules (see :func:`rails.utils.instantiate.check_config`)."""
+        """Argument rules (see :func:`rails.config.check_config`)."""
         value = args["temperature"]
         require(value is None or value > 0, "temperature", value, "must be > 0 (or null: the head's)")
 

@@ -1,12 +1,12 @@
 """The similarity-head contract every head (dot product, Mixture-of-Logits, ...) implements.
 
-A head turns encoder outputs into *states* and scores them. States are dicts of tensors whose leading
-dimensions index queries or items, so indexes can chunk, gather, shard and cache them without knowing
-the head:
+A head turns encoder outputs into *states* and scores them. States are typed tensor containers
+(:mod:`rails.models.similarity.states`) whose leading dimensions index queries or items, so indexes can
+chunk, gather, shard and cache them without knowing the head:
 
-- ``encode_queries(query_embeddings (B, D_q), **ctx) -> query_state``: every tensor has leading dim B.
+- ``encode_queries(query_embeddings (B, D_q), **ctx) -> query_state``: a :class:`HeadState`, leading dim B.
   ``ctx`` carries side inputs such as ``user_ids`` (B,) for MoL user-id components.
-- ``encode_items(item_embeddings (*L, D_x)) -> item_state``: every tensor has the leading dims ``*L``
+- ``encode_items(item_embeddings (*L, D_x)) -> item_state``: a :class:`HeadState`, leading dims ``*L``
   ((X,) for a shared corpus, (B, X) for per-query candidates). Everything about an item that does not
   depend on the query (normalised embedding, MoL item components, MoL item-side gating) belongs here,
   so an index computes it once per evaluation.
@@ -35,10 +35,9 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from rails.checks import require, require_positive
 from rails.models.encoders.base import OUTPUT_NORMS, OutputNorm
-from rails.utils.instantiate import require, require_positive
-
-State = dict[str, Tensor]
+from rails.models.similarity.states import HeadState
 
 
 class SimilarityOutput(NamedTuple):
@@ -46,16 +45,6 @@ class SimilarityOutput(NamedTuple):
 
     scores: Tensor
     aux_losses: dict[str, Tensor]
-
-
-def slice_state(state: State, index: slice | Tensor) -> State:
-    """Index every tensor of a state along its leading dimension (chunking, gathering candidates)."""
-    return {key: value[index] for key, value in state.items()}
-
-
-def gather_state(state: State, ids: Tensor) -> State:
-    """Per-query candidates: (X, ...) item state and (B, K) corpus positions -> (B, K, ...) state."""
-    return {key: value[ids] for key, value in state.items()}
 
 
 class SimilarityHead(nn.Module, ABC):
@@ -91,19 +80,19 @@ class SimilarityHead(nn.Module, ABC):
         return {}
 
     @abstractmethod
-    def encode_queries(self, query_embeddings: Tensor, **ctx: Tensor) -> State:
+    def encode_queries(self, query_embeddings: Tensor, **ctx: Tensor) -> HeadState:
         """(B, D_q) encoder outputs -> query state with leading dim B."""
 
     @abstractmethod
-    def encode_items(self, item_embeddings: Tensor) -> State:
+    def encode_items(self, item_embeddings: Tensor) -> HeadState:
         """(*L, D_x) item embeddings -> item state with leading dims *L."""
 
     @abstractmethod
-    def score(self, query_state: State, item_state: State) -> Tensor:
+    def score(self, query_state: HeadState, item_state: HeadState) -> Tensor:
         """All pairs: query state (B, ...) x item state (X, ...) -> (B, X)."""
 
     @abstractmethod
-    def score_pairs(self, query_state: State, item_state: State) -> Tensor:
+    def score_pairs(self, query_state: HeadState, item_state: HeadState) -> Tensor:
         """Per-query items: query state (B, ...) x item state (B, X, ...) -> (B, X)."""
 
     def forward(self, query_embeddings: Tensor, item_embeddings: Tensor, **ctx: Tensor) -> SimilarityOutput:
@@ -118,11 +107,13 @@ class SimilarityHead(nn.Module, ABC):
             f"item_embeddings must be (X, D) or (B, X, D), got shape {tuple(item_embeddings.shape)}"
         )
 
-    def forward_state(self, query_embeddings: Tensor, item_state: State, **ctx: Tensor) -> SimilarityOutput:
+    def forward_state(
+        self, query_embeddings: Tensor, item_state: HeadState, **ctx: Tensor
+    ) -> SimilarityOutput:
         """Training path from a precomputed per-query item state (B, X, ...) -> SimilarityOutput((B, X), aux).
 
         Lets the caller encode each distinct sampled item once (``encode_items`` on unique ids, then
-        ``gather_state``) instead of once per occurrence. Heads with auxiliary losses override this.
+        ``item_state.gather``) instead of once per occurrence. Heads with auxiliary losses override this.
         """
         return SimilarityOutput(
             self.score_pairs(self.encode_queries(query_embeddings, **ctx), item_state), {}

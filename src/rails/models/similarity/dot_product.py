@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 
 from rails.models.encoders.base import OutputNorm
-from rails.models.similarity.base import SimilarityHead, State, l2_normalize
+from rails.models.similarity.base import SimilarityHead, l2_normalize
+from rails.models.similarity.states import DotState
 
 
 class DotProductSimilarity(SimilarityHead):
@@ -21,7 +22,7 @@ class DotProductSimilarity(SimilarityHead):
         loss_temperature: sampled-softmax temperature (0.05 in every paper config: cosines / 0.05).
         query_norm: encoder output normalisation (the paper's "l2_norm" user embedding).
 
-    States: query ``{"embeddings": (B, D)}``, item ``{"embeddings": (*L, D)}``.
+    States: :class:`~rails.models.similarity.states.DotState` with ``vectors`` (B, D) / (*L, D).
     """
 
     def __init__(
@@ -38,24 +39,28 @@ class DotProductSimilarity(SimilarityHead):
 
     @staticmethod
     def check_args(args: Mapping[str, Any]) -> None:
-        """Argument rules (see :func:`rails.utils.instantiate.check_config`)."""
+        """Argument rules (see :func:`rails.config.check_config`)."""
         SimilarityHead.check_recipe(args)
 
     def _prepare(self, x: Tensor) -> Tensor:
         return l2_normalize(x, self.eps) if self.normalize else x
 
-    def encode_queries(self, query_embeddings: Tensor, **ctx: Tensor) -> State:
-        return {"embeddings": self._prepare(query_embeddings)}
+    def encode_queries(self, query_embeddings: Tensor, **ctx: Tensor) -> DotState:
+        """(B, D) -> DotState((B, D))."""
+        return DotState(self._prepare(query_embeddings))
 
-    def encode_items(self, item_embeddings: Tensor) -> State:
-        return {"embeddings": self._prepare(item_embeddings)}
+    def encode_items(self, item_embeddings: Tensor) -> DotState:
+        """(*L, D) -> DotState((*L, D))."""
+        return DotState(self._prepare(item_embeddings))
 
-    def score(self, query_state: State, item_state: State) -> Tensor:
-        return query_state["embeddings"] @ item_state["embeddings"].to(query_state["embeddings"].dtype).T
+    def score(self, query_state: DotState, item_state: DotState) -> Tensor:  # type: ignore[override]
+        """(B, D) x (X, D) -> (B, X)."""
+        return query_state.vectors @ item_state.vectors.to(query_state.vectors.dtype).T
 
-    def score_pairs(self, query_state: State, item_state: State) -> Tensor:
-        items = item_state["embeddings"].to(query_state["embeddings"].dtype)
-        return torch.einsum("bd,bxd->bx", query_state["embeddings"], items)
+    def score_pairs(self, query_state: DotState, item_state: DotState) -> Tensor:  # type: ignore[override]
+        """(B, D) x (B, X, D) -> (B, X)."""
+        items = item_state.vectors.to(query_state.vectors.dtype)
+        return torch.einsum("bd,bxd->bx", query_state.vectors, items)
 
     def extra_repr(self) -> str:
         return f"normalize={self.normalize}, loss_temperature={self.loss_temperature}, query_norm={self.query_norm}"

@@ -5,11 +5,12 @@
 with L2-normalised query components f (B, P_Q, d_P) and item components g (X, P_X, d_P), and gating
 weights pi over the P = P_Q * P_X pairs (pair index p = i * P_X + j, query-major). See spec §1-2.
 
-States (the layout approximate top-k indexes rely on):
-    query: ``{"components": (B, P_Q, d_P) L2-normalised, "gate": (B, P) query-only gating part}``
-    item:  ``{"components": (*L, P_X, d_P) L2-normalised, "gate": (*L, P) item-only gating part}``
+States (:mod:`rails.models.similarity.states`, the layout approximate top-k indexes rely on):
+    query: ``MoLQueryState(components (B, P_Q, d_P) L2-normalised, gate (B, P) query-only gating part)``
+    item:  ``MoLItemState(components (*L, P_X, d_P) L2-normalised, gate (*L, P) item-only gating part)``
 Everything that depends only on the item is computed once in :meth:`MoLSimilarity.encode_items`; the
 query-item gating part needs the pair logits and is computed in ``score`` / ``score_pairs``.
+:meth:`MoLSimilarity.mixing` hands the gating weights of that step to fused kernels as plain tensors.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from rails.checks import require, require_at_least, require_positive, require_probability
 from rails.models.encoders.base import OutputNorm
-from rails.models.similarity.base import SimilarityHead, SimilarityOutput, State, l2_normalize
+from rails.models.similarity.base import SimilarityHead, SimilarityOutput, l2_normalize
 from rails.models.similarity.mol_components import (
     GLUActivation,
     ItemComponentProjection,
@@ -36,7 +38,7 @@ from rails.models.similarity.mol_gating import (
     SoftmaxDropoutMixer,
     mutual_information_loss,
 )
-from rails.utils.instantiate import require, require_at_least, require_positive, require_probability
+from rails.models.similarity.states import MoLItemState, MoLMixing, MoLQueryState
 
 MixFn = Callable[[Tensor, Tensor, Tensor, Tensor, bool], tuple[Tensor, Tensor]]
 
@@ -184,7 +186,7 @@ class MoLSimilarity(SimilarityHead):
 
     @staticmethod
     def check_args(args: Mapping[str, Any]) -> None:
-        """Argument rules (see :func:`rails.utils.instantiate.check_config`)."""
+        """Argument rules (see :func:`rails.config.check_config`)."""
         dims = ("query_dim", "item_dim", "num_query_components", "num_item_components", "component_dim")
         require_at_least(args, 1, *dims, "max_score_elements")
         require_positive(args, "temperature")
@@ -236,7 +238,7 @@ class MoLSimilarity(SimilarityHead):
 
     def _encode_queries(
         self, query_embeddings: Tensor, user_ids: Tensor | None
-    ) -> tuple[State, Tensor | None]:
+    ) -> tuple[MoLQueryState, Tensor | None]:
         """Query state and, with user-id components, the (B,) pre-dropout squared uid norms."""
         if query_embeddings.dim() != 2:
             raise ValueError(f"query_embeddings must be (B, D_q), got shape {tuple(query_embeddings.shape)}")
@@ -253,10 +255,7 @@ class MoLSimilarity(SimilarityHead):
                 raise ValueError(f"user_ids must have shape {lead}, got {tuple(user_ids.shape)}")
             uid, squared_norms = self.uid_components(user_ids)
             components = torch.cat([components, uid.to(components.dtype)], dim=-2)
-        state = {
-            "components": l2_normalize(components, self.eps),
-            "gate": self.gating.query_gate(query_embeddings),
-        }
+        state = MoLQueryState(l2_normalize(components, self.eps), self.gating.query_gate(query_embeddings))
         return state, squared_norms
 
     def _mix(
@@ -276,50 +275,60 @@ class MoLSimilarity(SimilarityHead):
         scores = (weights.to(logits.dtype) * logits).sum(dim=-1)
         return scores, weights
 
-    def _chunked_scores(self, query_state: State, item_state: State, pairwise: bool) -> Tensor:
-        items = item_state["components"]
-        num_items = items.shape[1] if pairwise else items.shape[0]
-        batch = query_state["components"].shape[0]
+    def _chunked_scores(self, query_state: MoLQueryState, item_state: MoLItemState, pairwise: bool) -> Tensor:
+        num_items = item_state.lead_shape[-1]
+        batch = len(query_state)
         per_item = batch * max(self.num_pairs, self._qi_hidden_dim)
         chunk = num_items if torch.is_grad_enabled() else max(1, self.max_score_elements // max(per_item, 1))
         parts = []
         for start in range(0, max(num_items, 1), chunk):
-            end = min(start + chunk, num_items)
-            if pairwise:
-                comps, gate = items[:, start:end], item_state["gate"][:, start:end]
-            else:
-                comps, gate = items[start:end], item_state["gate"][start:end]
-            scores, _ = self._mix_fn(query_state["components"], query_state["gate"], comps, gate, pairwise)
+            items = slice(start, min(start + chunk, num_items))
+            part = item_state.index((slice(None), items) if pairwise else items)
+            scores, _ = self._mix_fn(
+                query_state.components, query_state.gate, part.components, part.gate, pairwise
+            )
             parts.append(scores)
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     # ----------------------------------------------------------------------------------------- contract
-    def encode_queries(self, query_embeddings: Tensor, **ctx: Tensor) -> State:
-        """(B, D_q) queries (+ ``user_ids`` (B,)) -> ``{"components": (B, P_Q, d_P), "gate": (B, P)}``."""
+    def encode_queries(self, query_embeddings: Tensor, **ctx: Tensor) -> MoLQueryState:
+        """(B, D_q) queries (+ ``user_ids`` (B,)) -> ``MoLQueryState((B, P_Q, d_P), (B, P))``."""
         with self._precision(query_embeddings):
             state, _ = self._encode_queries(query_embeddings, ctx.get("user_ids"))
         return state
 
-    def encode_items(self, item_embeddings: Tensor) -> State:
-        """(*L, D_x) items -> ``{"components": (*L, P_X, d_P), "gate": (*L, P)}``."""
+    def encode_items(self, item_embeddings: Tensor) -> MoLItemState:
+        """(*L, D_x) items -> ``MoLItemState((*L, P_X, d_P), (*L, P))``."""
         with self._precision(item_embeddings):
             lead = tuple(item_embeddings.shape[:-1])
             components = self.item_components(item_embeddings)
             self._check_components(components, lead, self.num_item_components, "item")
-            return {
-                "components": l2_normalize(components, self.eps),
-                "gate": self.gating.item_gate(item_embeddings),
-            }
+            return MoLItemState(l2_normalize(components, self.eps), self.gating.item_gate(item_embeddings))
 
-    def score(self, query_state: State, item_state: State) -> Tensor:
+    def score(self, query_state: MoLQueryState, item_state: MoLItemState) -> Tensor:  # type: ignore[override]
         """Query state (B, ...) x item state (X, ...) -> (B, X) MoL scores."""
-        with self._precision(query_state["components"]):
+        with self._precision(query_state.components):
             return self._chunked_scores(query_state, item_state, pairwise=False)
 
-    def score_pairs(self, query_state: State, item_state: State) -> Tensor:
+    def score_pairs(self, query_state: MoLQueryState, item_state: MoLItemState) -> Tensor:  # type: ignore[override]
         """Query state (B, ...) x per-query item state (B, X, ...) -> (B, X) MoL scores."""
-        with self._precision(query_state["components"]):
+        with self._precision(query_state.components):
             return self._chunked_scores(query_state, item_state, pairwise=True)
+
+    def mixing(self) -> MoLMixing:
+        """The mixture step's parameters as detached tensors and numbers (for fused kernels)."""
+        hidden, out = self.gating.qi_part[1], self.gating.qi_part[3]
+        return MoLMixing(
+            temperature=float(self.temperature),
+            combination=self.gating.combination,
+            num_query_components=self.num_query_components,
+            num_item_components=self.num_item_components,
+            qi_hidden_weight=hidden.weight.detach(),
+            qi_hidden_bias=None if hidden.bias is None else hidden.bias.detach(),
+            qi_out_weight=out.weight.detach(),
+            qi_out_bias=None if out.bias is None else out.bias.detach(),
+            training=self.training,
+        )
 
     def forward(self, query_embeddings: Tensor, item_embeddings: Tensor, **ctx: Tensor) -> SimilarityOutput:
         """(B, D_q) x (X, D_x) | (B, X, D_x) -> SimilarityOutput((B, X), aux losses in training)."""
@@ -331,21 +340,19 @@ class MoLSimilarity(SimilarityHead):
             item_state = self.encode_items(item_embeddings)
         return self.forward_state(query_embeddings, item_state, **ctx)
 
-    def forward_state(self, query_embeddings: Tensor, item_state: State, **ctx: Tensor) -> SimilarityOutput:
+    def forward_state(  # type: ignore[override]
+        self, query_embeddings: Tensor, item_state: MoLItemState, **ctx: Tensor
+    ) -> SimilarityOutput:
         """Training path from a precomputed item state ((X, ...) shared or (B, X, ...) per query).
 
         Lets a caller encode each distinct sampled item once (``encode_items`` on unique ids, then
-        ``gather_state``) instead of once per occurrence; scores and aux losses are as in :meth:`forward`.
+        ``item_state.gather``) instead of once per occurrence; scores and aux losses are as in :meth:`forward`.
         """
-        pairwise = item_state["components"].dim() == 4
+        pairwise = len(item_state.lead_shape) == 2
         with self._precision(query_embeddings):
             query_state, squared_uid_norms = self._encode_queries(query_embeddings, ctx.get("user_ids"))
             scores, weights = self._mix_fn(
-                query_state["components"],
-                query_state["gate"],
-                item_state["components"],
-                item_state["gate"],
-                pairwise,
+                query_state.components, query_state.gate, item_state.components, item_state.gate, pairwise
             )
         aux: dict[str, Tensor] = {}
         if self.training:

@@ -12,11 +12,14 @@ Every index here works in two stages:
    head (``score_pairs``, gating included); the top k are returned in the package's deterministic order.
 
 Each index returns exactly ``min(k, X)`` de-duplicated results: a query whose candidate set (after
-de-duplication and exclusions) is smaller than k is answered by exact search instead (counted in
-``fallback_rows``). With a budget that covers the corpus, results equal :class:`ExactTopK`'s.
+de-duplication and exclusions) is smaller than k is answered by exact search instead; those queries are
+flagged in ``exact_fallback`` after each search (the evaluator logs their share as
+``{stage}/{name}/exact_fallback_rate``). With a budget that covers the corpus, results equal
+:class:`~rails.retrieval.indexes.exact.ExactTopK`'s.
 
-The heads must expose MoL states: query ``{"components": (B, P_Q, d_P), ...}`` and item
-``{"components": (X, P_X, d_P), ...}`` (see :mod:`rails.models.similarity.mol`).
+The head must produce MoL states (:class:`~rails.models.similarity.states.MoLQueryState` with components
+(B, P_Q, d_P), :class:`~rails.models.similarity.states.MoLItemState` with components (X, P_X, d_P)); other
+states are refused with a ValueError at :meth:`build` / search time.
 """
 
 from __future__ import annotations
@@ -27,29 +30,30 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from rails.models.similarity.base import SimilarityHead, State, gather_state, slice_state
-from rails.retrieval.index import ExactTopK, RetrievalIndex, pad_results
+from rails.models.similarity.base import SimilarityHead
+from rails.models.similarity.states import HeadState, MoLState
+from rails.retrieval.indexes.base import RetrievalIndex
+from rails.retrieval.indexes.exact import ExactTopK
 from rails.retrieval.mips import MIPSBackend, TorchMIPS
-from rails.retrieval.topk import stable_topk
+from rails.retrieval.topk import pad_results, stable_topk
 
 MIPSFactory = Callable[[], MIPSBackend]
 
 
-def _components(state: State, side: str) -> Tensor:
-    components = state.get("components")
-    if components is None or components.dim() != 3:
-        shape = None if components is None else tuple(components.shape)
+def _components(state: HeadState, side: str) -> Tensor:
+    """(N, P, d_P) components of a MoL state with one leading dim; ValueError for any other state."""
+    if not isinstance(state, MoLState) or len(state.lead_shape) != 1:
         raise ValueError(
-            f"approximate MoL top-k needs a {side} state with 'components' of shape (N, P, d_P) "
-            f"(a MoL head); got keys {sorted(state)} and components shape {shape}"
+            f"approximate MoL top-k needs a MoL {side} state with components (N, P, d_P) (a MoLSimilarity "
+            f"head); got {type(state).__name__} with leading dims {state.lead_shape}"
         )
-    return components
+    return state.components
 
 
 def rescore_candidates(
     head: SimilarityHead,
-    query_state: State,
-    item_state: State,
+    query_state: HeadState,
+    item_state: HeadState,
     candidates: Tensor,
     k: int,
     exclude_positions: Tensor | None = None,
@@ -75,7 +79,7 @@ def rescore_candidates(
         excluded = torch.sort(exclude_positions, dim=1).values
         slot = torch.searchsorted(excluded, positions).clamp_max(excluded.shape[1] - 1)
         invalid |= excluded.gather(1, slot) == positions
-    scores = head.score_pairs(query_state, gather_state(item_state, positions.clamp_min(0)))
+    scores = head.score_pairs(query_state, item_state.gather(positions.clamp_min(0)))
     scores = scores.float().masked_fill(invalid, -math.inf)
     values, index = stable_topk(scores, k)
     chosen = positions.gather(1, index).masked_fill(values == -math.inf, -1)
@@ -102,7 +106,7 @@ class _PairCandidates:
         self.mips = mips
         self.backends: list[MIPSBackend] = []
 
-    def build(self, item_state: State) -> None:
+    def build(self, item_state: HeadState) -> None:
         components = _components(item_state, "item")
         self.backends = []
         for j in range(components.shape[1]):
@@ -110,7 +114,7 @@ class _PairCandidates:
             backend.build(components[:, j].contiguous())
             self.backends.append(backend)
 
-    def __call__(self, query_state: State, exclude_positions: Tensor | None) -> Tensor:
+    def __call__(self, query_state: HeadState, exclude_positions: Tensor | None) -> Tensor:
         queries = _components(query_state, "query")
         batch, num_query, dim = queries.shape
         rows = queries.reshape(batch * num_query, dim)
@@ -129,11 +133,11 @@ class _AverageCandidates:
         self.mips = mips
         self.backend: MIPSBackend | None = None
 
-    def build(self, item_state: State) -> None:
+    def build(self, item_state: HeadState) -> None:
         self.backend = self.mips()
         self.backend.build(_components(item_state, "item").float().mean(dim=1))
 
-    def __call__(self, query_state: State, exclude_positions: Tensor | None, k: int) -> Tensor:
+    def __call__(self, query_state: HeadState, exclude_positions: Tensor | None, k: int) -> Tensor:
         assert self.backend is not None
         queries = _components(query_state, "query").float().mean(dim=1)
         return self.backend.search(queries, max(self.num_candidates, k), exclude_positions)
@@ -145,34 +149,35 @@ class _CandidateIndex(RetrievalIndex):
     def __init__(self, fallback_chunk_size: int = 65536, build_batch_size: int = 65536) -> None:
         super().__init__(build_batch_size)
         self._exact = ExactTopK(chunk_size=fallback_chunk_size, fused=False)
-        self.fallback_rows = 0
 
     def _build(self) -> None:
-        assert self.head is not None
+        assert self.head is not None and self.item_state is not None
+        _components(self.item_state, "item")
         self._exact.build(self.head, item_ids=self.item_ids, item_state=self.item_state)
         self._build_candidates(self.item_state)
 
-    def _build_candidates(self, item_state: State) -> None:
+    def _build_candidates(self, item_state: HeadState) -> None:
         raise NotImplementedError
 
-    def _candidates(self, query_state: State, k: int, exclude_positions: Tensor | None) -> Tensor:
+    def _candidates(self, query_state: HeadState, k: int, exclude_positions: Tensor | None) -> Tensor:
         raise NotImplementedError
 
-    def _search(self, query_state: State, k: int, exclude_positions: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _search(
+        self, query_state: HeadState, k: int, exclude_positions: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
         head = self._require_built()
+        assert self.item_state is not None
         width = min(k, self.num_items)
         candidates = self._candidates(query_state, k, exclude_positions)
         scores, positions, count = rescore_candidates(
             head, query_state, self.item_state, candidates, width, exclude_positions
         )
-        short = (count < _available(self.num_items, exclude_positions, count).clamp_max(width)).nonzero()[
-            :, 0
-        ]
-        self.fallback_rows = int(short.numel())
+        self.exact_fallback = count < _available(self.num_items, exclude_positions, count).clamp_max(width)
+        short = self.exact_fallback.nonzero()[:, 0]
         scores, positions = pad_results(scores, positions, width)  # fewer candidate slots than k
-        if self.fallback_rows:
+        if short.numel():
             exclude = None if exclude_positions is None else exclude_positions[short]
-            exact_scores, exact_positions = self._exact._search(slice_state(query_state, short), k, exclude)
+            exact_scores, exact_positions = self._exact._search(query_state.index(short), k, exclude)
             scores[short] = exact_scores.to(scores.dtype)
             positions[short] = exact_positions
         return scores, positions
@@ -199,10 +204,10 @@ class PerComponentTopK(_CandidateIndex):
         super().__init__(fallback_chunk_size, build_batch_size)
         self.pairs = _PairCandidates(k_per_pair, mips or TorchMIPS)
 
-    def _build_candidates(self, item_state: State) -> None:
+    def _build_candidates(self, item_state: HeadState) -> None:
         self.pairs.build(item_state)
 
-    def _candidates(self, query_state: State, k: int, exclude_positions: Tensor | None) -> Tensor:
+    def _candidates(self, query_state: HeadState, k: int, exclude_positions: Tensor | None) -> Tensor:
         return self.pairs(query_state, exclude_positions)
 
 
@@ -226,10 +231,10 @@ class AverageTopK(_CandidateIndex):
         super().__init__(fallback_chunk_size, build_batch_size)
         self.average = _AverageCandidates(num_candidates, mips or TorchMIPS)
 
-    def _build_candidates(self, item_state: State) -> None:
+    def _build_candidates(self, item_state: HeadState) -> None:
         self.average.build(item_state)
 
-    def _candidates(self, query_state: State, k: int, exclude_positions: Tensor | None) -> Tensor:
+    def _candidates(self, query_state: HeadState, k: int, exclude_positions: Tensor | None) -> Tensor:
         return self.average(query_state, exclude_positions, k)
 
 
@@ -256,11 +261,11 @@ class CombinedTopK(_CandidateIndex):
         self.pairs = _PairCandidates(k_per_pair, mips or TorchMIPS)
         self.average = _AverageCandidates(num_candidates, mips or TorchMIPS)
 
-    def _build_candidates(self, item_state: State) -> None:
+    def _build_candidates(self, item_state: HeadState) -> None:
         self.pairs.build(item_state)
         self.average.build(item_state)
 
-    def _candidates(self, query_state: State, k: int, exclude_positions: Tensor | None) -> Tensor:
+    def _candidates(self, query_state: HeadState, k: int, exclude_positions: Tensor | None) -> Tensor:
         return torch.cat(
             [self.pairs(query_state, exclude_positions), self.average(query_state, exclude_positions, k)],
             dim=1,

@@ -17,7 +17,9 @@ One program handles one query and one contiguous split of the corpus. It walks i
 
 Each program writes K_PAD keys; the host takes the top k over the splits ((B, splits * K_PAD), tiny)
 and decodes scores and positions. Results follow the package's order: score descending, position
-ascending on ties. Limits: k <= 256 (``MAX_FUSED_K``), eval-mode heads with "glu_silu" gating.
+ascending on ties. Limits: k <= 256 (``MAX_FUSED_K``), "glu_silu" gating without dropout. The kernel takes
+tensors and numbers only; :mod:`rails.retrieval.indexes.exact` feeds it a MoL head's states and
+``head.mixing()``.
 """
 
 from __future__ import annotations
@@ -128,21 +130,11 @@ if triton is not None:
         tl.store(OUT + (b * num_splits + split) * K_PAD + tl.arange(0, K_PAD), buf)
 
 
-def fused_mol_topk_supported(head: object, query_state: dict, item_state: dict, k: int) -> str | None:
-    """None when the fused kernel applies to this head/state/k on CUDA, else the reason it does not."""
-    from rails.models.similarity.mol import MoLSimilarity
-
-    if not isinstance(head, MoLSimilarity):
-        return f"head is {type(head).__name__}, not MoLSimilarity"
-    if head.training:
-        return "head is in training mode (softmax dropout)"
-    if head.gating.combination != "glu_silu":
-        return f"gating_combination is {head.gating.combination!r}, the kernel implements 'glu_silu'"
+def fused_mol_topk_unsupported(device: torch.device | str, k: int) -> str | None:
+    """None when the fused kernel can run top-``k`` on tensors of ``device``, else the reason it cannot."""
     if k > MAX_FUSED_K:
         return f"k={k} exceeds MAX_FUSED_K={MAX_FUSED_K}"
-    if not {"components", "gate"} <= set(query_state) or not {"components", "gate"} <= set(item_state):
-        return "states lack 'components' / 'gate'"
-    device = item_state["components"].device
+    device = torch.device(device)
     if device.type != "cuda" and not (device.type == "cpu" and triton_usable("cpu")):
         return f"device {device} is neither CUDA nor CPU under TRITON_INTERPRET=1"
     if not triton_usable(device):
@@ -176,21 +168,34 @@ def _pad2(x: Tensor, rows: int, cols: int, dtype: torch.dtype) -> Tensor:
 
 
 def fused_mol_topk(
-    head: torch.nn.Module,
-    query_state: dict[str, Tensor],
-    item_state: dict[str, Tensor],
+    query_components: Tensor,
+    query_gate: Tensor,
+    item_components: Tensor,
+    item_gate: Tensor,
+    *,
+    qi_hidden_weight: Tensor,
+    qi_hidden_bias: Tensor | None,
+    qi_out_weight: Tensor,
+    qi_out_bias: Tensor | None,
+    temperature: float,
     k: int,
     exclude_positions: Tensor | None = None,
     block_x: int | None = None,
     num_splits: int | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Exact MoL top-k with the fused kernel.
+    """Exact MoL top-k with the fused kernel ("glu_silu" gating, no dropout).
 
     Args:
-        head: an eval-mode :class:`~rails.models.similarity.mol.MoLSimilarity` ("glu_silu" gating).
-        query_state: ``{"components": (B, P_Q, d_P), "gate": (B, P)}``.
-        item_state: ``{"components": (X, P_X, d_P), "gate": (X, P)}``; bf16 components run the matmuls
-            in bf16 (fp32 accumulation), fp32 components in exact fp32 ("ieee").
+        query_components: (B, P_Q, d_P) L2-normalised query components.
+        query_gate: (B, P) query-only gating part.
+        item_components: (X, P_X, d_P) L2-normalised item components; bf16 components run the matmuls in
+            bf16 (fp32 accumulation), fp32 components in exact fp32 ("ieee").
+        item_gate: (X, P) item-only gating part.
+        qi_hidden_weight: (H, P) first Linear of the query-item gating part.
+        qi_hidden_bias: (H,) its bias, or None.
+        qi_out_weight: (P, H) second Linear.
+        qi_out_bias: (P,) its bias, or None.
+        temperature: tau dividing every component cosine.
         k: results per query (<= 256).
         exclude_positions: (B, H) corpus positions to drop (-1 = none).
         block_x: items per tile (power of two >= the padded k; default max(64, K_PAD)).
@@ -203,20 +208,22 @@ def fused_mol_topk(
         raise RuntimeError("fused_mol_topk needs triton")
     if k < 1 or k > MAX_FUSED_K:
         raise ValueError(f"fused_mol_topk supports 1 <= k <= {MAX_FUSED_K}, got {k}")
-    item_components = item_state["components"]
     num_items, num_item_comp, dim = item_components.shape
-    query_components = query_state["components"]
     batch, num_query_comp, _ = query_components.shape
     device = item_components.device
     pairs = num_query_comp * num_item_comp
+    if tuple(qi_hidden_weight.shape[1:]) != (pairs,) or tuple(qi_out_weight.shape[:1]) != (pairs,):
+        raise ValueError(
+            f"gating weights {tuple(qi_hidden_weight.shape)} / {tuple(qi_out_weight.shape)} do not match "
+            f"P = {num_query_comp} x {num_item_comp} pairs"
+        )
     width = min(k, num_items)
     if num_items == 0 or batch == 0:
         return torch.empty(batch, 0, device=device), torch.empty(batch, 0, dtype=torch.int64, device=device)
 
     compute_dtype = torch.bfloat16 if item_components.dtype == torch.bfloat16 else torch.float32
     precision = None if compute_dtype == torch.bfloat16 else "ieee"  # bf16 operands: default dot
-    qi_in, qi_out = head.gating.qi_part[1], head.gating.qi_part[3]
-    hidden = qi_in.out_features
+    hidden = qi_hidden_weight.shape[0]
     kd, kd_pad = num_item_comp * dim, _next_pow2(num_item_comp * dim)
     p_pad, h_pad = _next_pow2(pairs), _next_pow2(hidden)
     k_pad = _next_pow2(width)
@@ -225,19 +232,19 @@ def fused_mol_topk(
         raise ValueError(f"block_x must be a power of two >= {k_pad}, got {block}")
 
     items = item_components.reshape(num_items, kd).to(compute_dtype).contiguous()
-    item_gate = item_state["gate"].contiguous()
+    item_gate = item_gate.contiguous()
     fbd = block_diagonal_queries(query_components.float(), num_item_comp)
     fbd_pad = torch.zeros(batch, kd_pad, p_pad, dtype=compute_dtype, device=device)
     fbd_pad[:, :kd, :pairs] = fbd.to(compute_dtype)
-    query_gate = _pad2(query_state["gate"].float(), batch, p_pad, torch.float32)
-    w1 = _pad2(qi_in.weight.detach().T, p_pad, h_pad, compute_dtype)
-    w2 = _pad2(qi_out.weight.detach().T, h_pad, p_pad, compute_dtype)
+    query_gate = _pad2(query_gate.float(), batch, p_pad, torch.float32)
+    w1 = _pad2(qi_hidden_weight.T, p_pad, h_pad, compute_dtype)
+    w2 = _pad2(qi_out_weight.T, h_pad, p_pad, compute_dtype)
     b1 = torch.zeros(h_pad, dtype=torch.float32, device=device)
     b2 = torch.zeros(p_pad, dtype=torch.float32, device=device)
-    if qi_in.bias is not None:
-        b1[:hidden] = qi_in.bias.detach().float()
-    if qi_out.bias is not None:
-        b2[:pairs] = qi_out.bias.detach().float()
+    if qi_hidden_bias is not None:
+        b1[:hidden] = qi_hidden_bias.float()
+    if qi_out_bias is not None:
+        b2[:pairs] = qi_out_bias.float()
 
     has_excl = exclude_positions is not None and exclude_positions.shape[1] > 0
     e_width = exclude_positions.shape[1] if has_excl else 1
@@ -271,7 +278,7 @@ def fused_mol_topk(
             num_items,
             items_per_split,
             num_splits,
-            1.0 / head.temperature,
+            1.0 / temperature,
             items.stride(0),
             item_gate.stride(0),
             KD=kd,
