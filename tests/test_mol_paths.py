@@ -9,11 +9,14 @@ and the auxiliary losses must come from the positive call alone.
 from __future__ import annotations
 
 import functools
+from types import SimpleNamespace
 
+import pytest
 import torch
 from torch import Tensor
 
 from rails.batch import SequenceBatch
+from rails.models.encoders import SequenceHistory
 from rails.models.encoders.hstu import HSTU
 from rails.models.losses import SampledSoftmaxLoss, UniformNegatives
 from rails.models.retrieval_module import RetrievalModule
@@ -159,3 +162,29 @@ def test_aux_losses_come_from_the_positive_call_only() -> None:
         items = head.encode_items(module.embed_items(next_ids[supervised])[:, None, :])
         _, weights = head._mix(qs.components, qs.gate, items.components, items.gate, True)
     torch.testing.assert_close(parts["mi_loss"], mutual_information_loss(weights))
+
+
+def test_encoder_sees_the_history_never_the_target_ids() -> None:
+    module = _module(dropout=0.0).eval()
+    batch = _batch()
+    other_targets = SequenceBatch(**{**batch.__dict__, "target_ids": torch.tensor([1, 2, 3])})
+    with torch.no_grad():
+        torch.testing.assert_close(module.embed_sequences(batch), module.embed_sequences(other_targets))
+    history = SequenceHistory.of(batch)
+    assert not hasattr(history, "target_ids") and torch.equal(history.valid_mask, batch.valid_mask)
+    assert torch.equal(history.next_timestamps, batch.next_timestamps())
+
+
+def test_negative_pool_comes_from_a_corpus_source_datamodule() -> None:
+    module = _module(dropout=0.0)
+    module.trainer = SimpleNamespace(
+        datamodule=SimpleNamespace(corpus_item_ids=lambda: torch.tensor([4, 5, 6]))
+    )
+    RetrievalModule.on_fit_start(module)
+    assert module.corpus_ids.tolist() == [4, 5, 6]
+    module.trainer = SimpleNamespace(datamodule=None)  # no corpus source: the pool set before is kept
+    RetrievalModule.on_fit_start(module)
+    assert module.corpus_ids.tolist() == [4, 5, 6]
+    module.set_corpus(torch.zeros(0, dtype=torch.int64))
+    with pytest.raises(ValueError, match="CorpusSource"):
+        RetrievalModule.on_fit_start(module)

@@ -126,3 +126,67 @@ def test_two_gloo_processes_equal_single_process():
         # approximate per shard: each shard's candidates re-scored exactly, merged like exact
         _, approx = results[rank]["per_component"]
         assert approx.shape == ref_ids.shape and (approx != 0).all()
+
+
+# ------------------------------------------------------------------------------- the evaluator under DDP
+def _evaluator_and_batches(rank: int | None):
+    """The evaluator with a sharded, a sharded approximate and a plain exact index; rank r's batches (None: all).
+
+    Rank 0 holds two batches and rank 1 one (a non-padding sampler gives ranks different batch counts), so the
+    collective searches must run at epoch end, in lockstep, on the gathered queries.
+    """
+    from rails.retrieval import NextItemJudge, RetrievalEvaluator
+    from tests.test_retrieval_evaluator import next_item_problem
+
+    corpus_ids, table, datamodule, outputs = next_item_problem(seed=3, num_items=23, batches=3, batch=4)
+    indexes = {
+        "sharded": ShardedIndex(ExactTopK(chunk_size=4)),
+        "sharded_pc": ShardedIndex(PerComponentTopK(k_per_pair=1)),
+        "exact": ExactTopK(),
+    }
+    evaluator = RetrievalEvaluator(NextItemJudge(ks=[1, 5]), chunk_size=7, indexes=indexes, index_k=5)
+    mine = outputs if rank is None else [outputs[i] for i in ([0, 2] if rank == 0 else [1])]
+    return evaluator, table, datamodule, mine
+
+
+def _evaluator_worker(rank: int, world: int, port: int, results: dict) -> None:
+    from tests.test_retrieval_evaluator import FakeModule, FakeTrainer, run_epoch
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        evaluator, table, datamodule, batches = _evaluator_and_batches(rank)
+        results[rank] = run_epoch(
+            evaluator, FakeTrainer(datamodule), FakeModule(tiny_mol(), table), batches, "test"
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_evaluator_with_sharded_index_under_two_gloo_processes_equals_one_process():
+    from tests.test_retrieval_evaluator import FakeModule, FakeTrainer, run_epoch
+
+    world = 2
+    manager = mp.get_context("spawn").Manager()
+    results = manager.dict()
+    mp.start_processes(
+        _evaluator_worker, args=(world, _free_port(), results), nprocs=world, start_method="spawn"
+    )
+    evaluator, table, datamodule, batches = _evaluator_and_batches(None)
+    single = run_epoch(evaluator, FakeTrainer(datamodule), FakeModule(tiny_mol(), table), batches, "test")
+    for rank in range(world):
+        logged = results[rank]
+        assert set(logged) == set(single), rank
+        for key, value in single.items():
+            if key.endswith("latency_ms") or key.startswith("test/sharded_pc/"):
+                continue  # timings; per-shard candidates differ from single-corpus ones
+            assert logged[key] == pytest.approx(value, abs=1e-9), (rank, key)
+        # the sharded exact index equals the exact ranking and the exact top-k on every rank
+        assert logged["test/sharded/recall@5"] == pytest.approx(1.0)
+        assert logged["test/sharded/hr@5"] == pytest.approx(single["test/hr@5"])
+        assert 0.0 <= logged["test/sharded_pc/exact_fallback_rate"] <= 1.0
+        assert 0.0 < logged["test/sharded_pc/recall@5"] <= 1.0
+    for key in single:  # all-reduced: every rank logs the same values
+        if not key.endswith("latency_ms"):
+            assert results[0][key] == pytest.approx(results[1][key], abs=1e-12), key
