@@ -22,7 +22,6 @@ Relative paths are resolved against ``raw_dir`` when it is set, else against the
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ import pandas as pd
 from rails.datamodules import table_io
 from rails.datamodules.ids import assign_ids, warn_if_sparse
 from rails.datamodules.preprocess import (
-    RawDatasetSource,
+    OwnDataSource,
     chronological_order,
     group_sequences,
     sequence_statistics,
@@ -41,7 +40,6 @@ from rails.datamodules.preprocess import (
 
 ROLES = ("user", "item", "timestamp", "rating")
 KINDS: dict[str, table_io.Kind] = {"user": "id", "item": "id", "timestamp": "int", "rating": "float"}
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -50,7 +48,7 @@ def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
 
 
 @dataclass
-class InteractionTable(RawDatasetSource):
+class InteractionTable(OwnDataSource):
     """An interaction log table, filtered and grouped into per-user sequences.
 
     Args:
@@ -93,8 +91,6 @@ class InteractionTable(RawDatasetSource):
         _choice("format", self.format, ("auto", "csv", "tsv", "parquet"))
         _choice("duplicates", self.duplicates, ("keep", "first", "last"))
         _choice("k_core", self.k_core, ("iterative", "single_pass"))
-        if not _NAME.fullmatch(self.dataset):
-            raise ValueError(f"data.source.dataset must be a plain name, got {self.dataset!r}")
         for key in ("min_user_count", "min_item_count"):
             if getattr(self, key) < 1:
                 raise ValueError(f"data.source.{key} must be >= 1, got {getattr(self, key)}")
@@ -114,19 +110,7 @@ class InteractionTable(RawDatasetSource):
         self.columns = {k: v for k, v in columns.items() if v is not None}
         if self.min_rating is not None and "rating" not in self.columns:
             raise ValueError("data.source.min_rating needs data.source.columns.rating")
-        self.expected = {str(k): int(v) for k, v in self.expected.items()} if self.expected else None
-        if self.verify_statistics and not self.expected:
-            raise ValueError(
-                "data.source.verify_statistics=true needs data.source.expected; set it false for your own data"
-            )
-
-    @property  # type: ignore[override]
-    def name(self) -> str:
-        return self.dataset
-
-    @property  # type: ignore[override]
-    def expected_statistics(self) -> dict[str, int]:
-        return dict(self.expected or {})
+        self.check_own_settings()
 
     def table_path(self, root: Path) -> Path:
         if not self.path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -237,3 +238,41 @@ class RawDatasetSource(ABC):
         write_canonical(directory, sequences, items, name=self.name, settings=settings)
         log.info("%s: prepared data written to %s", self.name, directory)
         return directory
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+class OwnDataSource(RawDatasetSource):
+    """Base of the sources of your own files (sequence files, interaction tables): the dataset name and the
+    statistics to verify are settings (``dataset: str``, ``expected: dict | None`` dataclass fields of the
+    subclass) instead of class constants."""
+
+    dataset: str
+    expected: dict[str, int] | None
+
+    def check_own_settings(self) -> None:
+        """Validate ``dataset`` and ``expected`` (from the subclass's ``__post_init__``).
+
+        Raises:
+            ValueError: naming ``data.source.dataset`` or ``data.source.expected``.
+        """
+        if not _PLAIN_NAME.fullmatch(self.dataset):
+            raise ValueError(
+                f"data.source.dataset must be a plain name (letters, digits, '.', '_', '-'), got "
+                f"{self.dataset!r}"
+            )
+        self.expected = {str(k): int(v) for k, v in self.expected.items()} if self.expected else None
+        if self.verify_statistics and not self.expected:
+            raise ValueError(
+                "data.source.verify_statistics=true needs data.source.expected (the statistics to check); "
+                "set verify_statistics=false for your own data"
+            )
+
+    @property  # type: ignore[override]
+    def name(self) -> str:
+        return self.dataset
+
+    @property  # type: ignore[override]
+    def expected_statistics(self) -> dict[str, int]:
+        return dict(self.expected or {})

@@ -13,12 +13,10 @@ Texts are tokenised in the collate function (in DataLoader workers when ``num_wo
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
@@ -26,7 +24,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from rails.batch import PassageBatch, QAEvalBatch, QATrainBatch, TokenizedText
 from rails.datamodules.beir import BEIRData, BEIRDataset, Qrels, read_beir, select_split
-from rails.datamodules.samplers import ShardedEvalSampler, per_device_batch_size
+from rails.datamodules.prepared import PreparedDataModule
+from rails.datamodules.samplers import ShardedEvalSampler
 from rails.pretrained import resolve_pretrained
 
 
@@ -111,7 +110,7 @@ class _PassageCollate:
         )
 
 
-class QADataModule(L.LightningDataModule):
+class QADataModule(PreparedDataModule):
     """Training pairs, evaluation queries with graded qrels, and the passage corpus of a BEIR dataset.
 
     Args:
@@ -156,7 +155,7 @@ class QADataModule(L.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(source, root, batch_size)
         for key, value in {
             "query_max_length": query_max_length,
             "passage_max_length": passage_max_length,
@@ -170,12 +169,9 @@ class QADataModule(L.LightningDataModule):
             raise ValueError("data.num_negatives and data.val_queries_from_train must be >= 0")
         if val_split is None and val_queries_from_train == 0:
             raise ValueError("data.val_split is null: set data.val_queries_from_train > 0 to validate")
-        self.source = source
         self.tokenizer_name = tokenizer
-        self.root = root
         self.query_max_length = query_max_length
         self.passage_max_length = passage_max_length
-        self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.corpus_batch_size = corpus_batch_size
         self.num_negatives = num_negatives
@@ -188,52 +184,34 @@ class QADataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.data: BEIRData | None = None
-        self.data_dir: Path | None = None
         self.splits: dict[str, Qrels] = {}
         self.tokenizer: Any = None
-        self._per_device_batch_size = batch_size
 
     # ------------------------------------------------------------------------------------------ loading
-    def _root(self) -> Path:
-        return Path(self.root or os.environ.get("RAILS_DATA_DIR") or "data").expanduser()
+    def load(self, directory: Path) -> BEIRData:
+        """Read the BEIR folder, select the train/val/test qrels and load the tokenizer."""
+        from transformers import AutoTokenizer
 
-    def prepare_data(self) -> None:
-        """Download the dataset once if it is not present (rank zero only)."""
-        self.source.prepare(self._root())
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.data is None:
-            from transformers import AutoTokenizer
-
-            self.data_dir = self.source.prepare(self._root())
-            data = read_beir(self.data_dir, with_titles=self.with_titles)
-            train = select_split(data, self.train_split, "train_split")
-            if self.val_split is not None:
-                val = select_split(data, self.val_split, "val_split")
-            else:
-                if self.val_queries_from_train >= len(train):
-                    raise ValueError(
-                        f"data.val_queries_from_train={self.val_queries_from_train} leaves no training "
-                        f"questions ({len(train)} in split {self.train_split!r})"
-                    )
-                order = np.random.default_rng(self.seed).permutation(len(train))
-                held_out = np.zeros(len(train), dtype=bool)
-                held_out[order[: self.val_queries_from_train]] = True
-                train, val = train.subset(~held_out), train.subset(held_out)
-            self.splits = {
-                "train": train,
-                "val": val,
-                "test": select_split(data, self.test_split, "test_split"),
-            }
-            self.tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(self.tokenizer_name))
-            self.data = data
-        self._per_device_batch_size = per_device_batch_size(self.batch_size, self.trainer)
+        data = read_beir(directory, with_titles=self.with_titles)
+        train = select_split(data, self.train_split, "train_split")
+        if self.val_split is not None:
+            val = select_split(data, self.val_split, "val_split")
+        else:
+            if self.val_queries_from_train >= len(train):
+                raise ValueError(
+                    f"data.val_queries_from_train={self.val_queries_from_train} leaves no training "
+                    f"questions ({len(train)} in split {self.train_split!r})"
+                )
+            order = np.random.default_rng(self.seed).permutation(len(train))
+            held_out = np.zeros(len(train), dtype=bool)
+            held_out[order[: self.val_queries_from_train]] = True
+            train, val = train.subset(~held_out), train.subset(held_out)
+        self.splits = {"train": train, "val": val, "test": select_split(data, self.test_split, "test_split")}
+        self.tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(self.tokenizer_name))
+        return data
 
     def _require_data(self) -> BEIRData:
-        if self.data is None:
-            self.setup()
-        assert self.data is not None
-        return self.data
+        return super()._require_data()
 
     # ------------------------------------------------------------------------------------------- corpus
     @property

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 
 from rails.batch import collate_sequences
 from rails.datamodules.canonical import CanonicalData, DatasetSource, read_canonical
+from rails.datamodules.prepared import PreparedDataModule
 from rails.datamodules.samplers import (
     ResumableDataLoader,
     ResumableRandomSampler,
     ShardedEvalSampler,
-    per_device_batch_size,
 )
 from rails.datamodules.sequences import SequenceExamples, training_item_counts
 
 
-class SequentialDataModule(L.LightningDataModule):
+class SequentialDataModule(PreparedDataModule):
     """Train/val/test loaders of :class:`rails.batch.SequenceBatch` and the candidate corpus.
 
     Args:
@@ -47,44 +45,25 @@ class SequentialDataModule(L.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(source, root, batch_size)
         if batch_size < 1 or eval_batch_size < 1:
             raise ValueError(
                 f"data.batch_size and data.eval_batch_size must be >= 1, got {batch_size}, {eval_batch_size}"
             )
         if holdout not in (1, 2):
             raise ValueError(f"data.holdout must be 1 or 2, got {holdout}")
-        self.source = source
-        self.root = root
         self.max_seq_len = max_seq_len
-        self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.holdout = holdout
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.data: CanonicalData | None = None
-        self.data_dir: Path | None = None
-        self._per_device_batch_size = batch_size
 
-    def _root(self) -> Path:
-        root = self.root or os.environ.get("RAILS_DATA_DIR") or "data"
-        return Path(root).expanduser()
-
-    def prepare_data(self) -> None:
-        """Download/generate and preprocess once (rank zero only, cached by the source)."""
-        self.source.prepare(self._root())
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.data is None:
-            self.data_dir = self.source.prepare(self._root())
-            self.data = read_canonical(self.data_dir)
-        self._per_device_batch_size = per_device_batch_size(self.batch_size, self.trainer)
+    def load(self, directory: Path) -> CanonicalData:
+        return read_canonical(directory)
 
     def _require_data(self) -> CanonicalData:
-        if self.data is None:
-            self.setup()
-        assert self.data is not None
-        return self.data
+        return super()._require_data()
 
     @property
     def num_items(self) -> int:

@@ -21,7 +21,6 @@ Relative file paths are resolved against ``raw_dir`` when it is set, else agains
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,16 +30,14 @@ import pandas as pd
 
 from rails.datamodules.download import DownloadError, RemoteFile, fetch, verify_file
 from rails.datamodules.ids import assign_ids, warn_if_sparse
-from rails.datamodules.preprocess import RawDatasetSource, group_sequences, sequence_statistics
+from rails.datamodules.preprocess import OwnDataSource, group_sequences, sequence_statistics
 from rails.datamodules.sequence_text import SequenceLines, parse_timestamps, read_catalog, read_sequence_file
 
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
 
 @dataclass
-class SequenceFiles(RawDatasetSource):
+class SequenceFiles(OwnDataSource):
     """Per-user sequence text files, optional parallel timestamps, optional item catalogue.
 
     Args:
@@ -80,27 +77,9 @@ class SequenceFiles(RawDatasetSource):
     sha256: str | None = None
 
     def __post_init__(self) -> None:
-        if not _NAME.fullmatch(self.dataset):
-            raise ValueError(
-                f"data.source.dataset must be a plain name (letters, digits, '.', '_', '-'), got "
-                f"{self.dataset!r}"
-            )
+        self.check_own_settings()
         if self.catalog_separator == "":
             raise ValueError("data.source.catalog_separator must not be empty (null = detect)")
-        self.expected = {str(k): int(v) for k, v in self.expected.items()} if self.expected else None
-        if self.verify_statistics and not self.expected:
-            raise ValueError(
-                "data.source.verify_statistics=true needs data.source.expected (the statistics to check); "
-                "set verify_statistics=false for your own data"
-            )
-
-    @property  # type: ignore[override]
-    def name(self) -> str:
-        return self.dataset
-
-    @property  # type: ignore[override]
-    def expected_statistics(self) -> dict[str, int]:
-        return dict(self.expected or {})
 
     # -- locating files -------------------------------------------------------------------------------------
     def _resolve(self, root: Path, value: str | None) -> Path | None:
