@@ -12,13 +12,13 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
+from rails.config import check_config
 from rails.models.encoders.sasrec import SASRec
 from rails.models.losses.negatives import UniformNegatives
 from rails.models.losses.sampled_softmax import SampledSoftmaxLoss
 from rails.models.retrieval_module import RetrievalModule
 from rails.models.similarity.dot_product import DotProductSimilarity
 from rails.models.similarity.mol import MoLSimilarity
-from rails.utils.instantiate import check_config
 from tests.conftest import TINY_OVERRIDES, compose_config, shrink
 
 ENCODERS = ["sasrec", "hstu", "hstu_large"]
