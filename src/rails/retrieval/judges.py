@@ -68,11 +68,12 @@ class RankCounter:
         self.scores = relevant_scores[valid]  # (M,)
         self.exclude = None if queries.exclude is None else queries.exclude[self.rows]  # (M, H)
         self.ahead = torch.zeros_like(self.positions)
+        self.one_per_query = bool(valid.all()) and valid.shape[1] == 1  # pairs = queries: no row gather
 
     def update(self, scores: Tensor, start: int) -> None:
         """Count the items of corpus[start:start + C] ranked ahead, from their (B, C) scores."""
         end = start + scores.shape[1]
-        pair_scores = scores[self.rows]  # (M, C)
+        pair_scores = scores if self.one_per_query else scores[self.rows]  # (M, C)
         beats = pair_scores >= self.scores[:, None].to(pair_scores.dtype)
         positions = torch.arange(start, end, device=scores.device)
         beats &= positions[None, :] != self.positions[:, None]
