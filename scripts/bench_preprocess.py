@@ -27,6 +27,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from rails.io import atomic_write
+
 ML20M_ROWS, ML20M_USERS, ML20M_MOVIES, ML20M_MAX_ID = 20_000_263, 138_493, 27_278, 131_262
 DOC = Path(__file__).resolve().parents[1] / "docs" / "data.md"
 START, END = "<!-- bench_preprocess:start -->", "<!-- bench_preprocess:end -->"
@@ -101,7 +103,7 @@ def write_doc(result: dict) -> None:
     if START not in text:
         text += f"\n## Preprocessing benchmark\n\n{START}\n{END}\n"
     head, rest = text.split(START, 1)
-    DOC.write_text(head + block + rest.split(END, 1)[1])
+    atomic_write(DOC, head + block + rest.split(END, 1)[1])
 
 
 def main() -> None:

@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import time
-from pathlib import Path
 
 import lightning as L
 import torch
 
 from rails.datamodules.beir import BEIRDataset
 from rails.datamodules.qa import QADataModule
+from rails.io import atomic_write
 from rails.models.encoders.lm import LMEncoder
 from rails.models.losses.sampled_softmax import SampledSoftmaxLoss
 from rails.models.qa_module import QARetrievalModule
@@ -101,11 +100,7 @@ def main() -> None:
     }
     print(json.dumps(report, indent=2))
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-        os.replace(tmp, out)
+        atomic_write(args.out, json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

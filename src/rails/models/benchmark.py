@@ -1,0 +1,257 @@
+"""Training-step benchmarks of the models (``scripts/bench_mol_step.py``, ``scripts/bench_hstu.py``).
+
+Shared pieces: random histories of ML-1M-like shapes (:func:`random_batch`), synchronised step timing with
+peak memory (:func:`time_steps`), the paper's HSTU-large (:func:`hstu_large`). Here also the MoL vs
+dot-product training step (:func:`bench_head_step`, report :func:`head_step_markdown`): one step =
+encoder forward over every history position, positive and R-negative head calls, sampled-softmax loss +
+weighted aux losses, backward, AdamW (``RetrievalModule.training_loss``, no Lightning/Hydra). The HSTU
+attention benchmark is :mod:`rails.models.benchmark_hstu`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from rails.batch import SequenceBatch
+from rails.models.encoders.hstu import HSTU
+from rails.models.losses import SampledSoftmaxLoss, UniformNegatives
+from rails.models.retrieval_module import RetrievalModule
+from rails.models.similarity import DotProductSimilarity, MoLSimilarity
+
+HEADS = ("dot", "mol", "mol_compiled")
+
+
+def random_batch(
+    lengths: torch.Tensor, seq_len: int, num_items: int, device: torch.device, seed: int = 0
+) -> SequenceBatch:
+    """Random right-padded histories: ids in [1, num_items), increasing timestamps, the given lengths.
+
+    Args:
+        lengths: (B,) int64 valid positions per history (<= seq_len).
+        seq_len: N.
+        num_items: item ids are drawn below it.
+        device: where the batch goes.
+        seed: generator seed.
+    """
+    g = torch.Generator().manual_seed(seed)
+    b = lengths.shape[0]
+    valid = torch.arange(seq_len)[None, :] < lengths[:, None]
+    times = 978_300_000 + torch.randint(1, 100_000, (b, seq_len + 1), generator=g).cumsum(1)
+    return SequenceBatch(
+        user_ids=torch.arange(1, b + 1),
+        history_ids=torch.randint(1, num_items, (b, seq_len), generator=g) * valid,
+        history_timestamps=times[:, :seq_len] * valid,
+        history_ratings=valid.float() * 4,
+        lengths=lengths,
+        target_ids=torch.randint(1, num_items, (b,), generator=g),
+        target_timestamps=times[torch.arange(b), lengths],
+        target_ratings=torch.full((b,), 4.0),
+    ).to(device)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Milliseconds per step (mean, sample std over the timed steps) and peak allocated GiB (NaN on CPU)."""
+
+    mean_ms: float
+    std_ms: float
+    peak_gib: float
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_steps(step: Callable[[], None], device: torch.device, warmup: int, steps: int) -> Timing:
+    """Run ``warmup`` untimed steps, then time ``steps`` synchronised steps one by one."""
+    for _ in range(warmup):
+        step()
+    synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        times.append((time.perf_counter() - start) * 1e3)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else math.nan
+    return Timing(statistics.fmean(times), statistics.stdev(times) if len(times) > 1 else 0.0, peak)
+
+
+def hstu_large(max_seq_len: int, tiny: bool = False, **kwargs: Any) -> HSTU:
+    """RAILS HSTU-large ML-1M sizes (D 50, 8 blocks, 2 heads, d_qk = d_v = 25), or a 2-block toy (D 16)."""
+    if tiny:
+        return HSTU(dim=16, max_seq_len=max_seq_len, num_blocks=2, num_heads=2, qk_dim=8, v_dim=8, **kwargs)
+    return HSTU(dim=50, max_seq_len=max_seq_len, num_blocks=8, num_heads=2, qk_dim=25, v_dim=25, **kwargs)
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """Sizes of the MoL vs dot training-step benchmark."""
+
+    batch: int
+    seq_len: int
+    negatives: int
+    dim: int
+    num_items: int
+    blocks: int
+    heads: int
+    head_dim: int
+    mol: tuple[int, int, int]  # P_Q, P_X, d_P
+    mol_hidden: int  # query MLP width
+    gating_hidden: int
+
+
+FULL = Shapes(128, 200, 128, 50, 3707, 8, 2, 25, (8, 4, 64), 512, 128)
+TINY = Shapes(4, 12, 8, 16, 50, 2, 1, 8, (4, 2, 8), 16, 8)
+
+
+def head_step_module(shapes: Shapes, head: str, device: torch.device) -> RetrievalModule:
+    """HSTU-large + the requested head (``dot``, ``mol``, ``mol_compiled``), paper settings for each."""
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {list(HEADS)}, got {head!r}")
+    mol = head.startswith("mol")
+    encoder = HSTU(
+        dim=shapes.dim,
+        max_seq_len=shapes.seq_len,
+        num_blocks=shapes.blocks,
+        num_heads=shapes.heads,
+        qk_dim=shapes.head_dim,
+        v_dim=shapes.head_dim,
+        output_norm="layer_norm" if mol else "l2",
+    )
+    if mol:
+        p_q, p_x, d_p = shapes.mol
+        similarity: DotProductSimilarity | MoLSimilarity = MoLSimilarity(
+            query_dim=shapes.dim,
+            item_dim=shapes.dim,
+            num_query_components=p_q,
+            num_item_components=p_x,
+            component_dim=d_p,
+            query_hidden_dim=shapes.mol_hidden,
+            uid_hash_sizes=[6040],
+            gating_query_hidden_dim=shapes.gating_hidden,
+            gating_item_hidden_dim=shapes.gating_hidden,
+            gating_qi_hidden_dim=shapes.gating_hidden,
+            compile_mixing=head == "mol_compiled",
+        )
+        weights = {"mi_loss": 1e-3, "uid_embedding_l2_norm": 0.1}
+    else:
+        similarity, weights = DotProductSimilarity(), {}
+    module = RetrievalModule(
+        encoder,
+        similarity,
+        SampledSoftmaxLoss(temperature=1.0 if mol else 0.05),
+        UniformNegatives(shapes.negatives),
+        optimizer=functools.partial(torch.optim.AdamW, lr=1e-3, betas=(0.9, 0.98), weight_decay=1e-3),
+        num_items=shapes.num_items,
+        item_dim=shapes.dim,
+        aux_loss_weights=weights,
+    ).to(device)
+    module.set_corpus(torch.arange(1, shapes.num_items, device=device))
+    return module.train()
+
+
+def bench_head_step(
+    shapes: Shapes,
+    head: str,
+    precision: str,
+    device: torch.device,
+    warmup: int,
+    iters: int,
+    full_length: bool = False,
+) -> dict[str, Any]:
+    """Time one training step of HSTU-large + ``head`` in ``precision`` (``fp32`` or ``bf16`` autocast).
+
+    History lengths are uniform in [min(20, N), N] (all N with ``full_length``).
+
+    Returns:
+        ``head``, ``precision``, ``mean_ms``, ``std_ms``, ``peak_gib`` and ``M`` (supervised positions).
+    """
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
+    torch.manual_seed(0)
+    module = head_step_module(shapes, head, device)
+    optimizer = module.configure_optimizers()
+    n = shapes.seq_len
+    g = torch.Generator().manual_seed(0)
+    lengths = (
+        torch.full((shapes.batch,), n)
+        if full_length
+        else torch.randint(min(20, n), n + 1, (shapes.batch,), generator=g)
+    )
+    batch = random_batch(lengths, n, shapes.num_items, device)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            total, _ = module.training_loss(batch)
+        total.backward()
+        optimizer.step()
+
+    timing = time_steps(step, device, warmup, iters)
+    return {
+        "head": head,
+        "precision": precision,
+        "mean_ms": timing.mean_ms,
+        "std_ms": timing.std_ms,
+        "peak_gib": timing.peak_gib,
+        "M": int(batch.lengths.sum()),
+    }
+
+
+def head_step_markdown(
+    rows: Sequence[dict[str, Any]],
+    shapes: Shapes,
+    device_name: str,
+    command: str,
+    commit: str | None,
+    warmup: int,
+    iters: int,
+    full_length: bool,
+    tiny: bool,
+) -> str:
+    """``docs/bench_mol.md``: the step table of :func:`bench_head_step` rows, with each head's ratio to dot."""
+    lines = [
+        "# MoL vs dot-product training step (HSTU-large)",
+        "",
+        f"Written by `scripts/bench_mol_step.py` on {dt.datetime.now().isoformat(timespec='seconds')}, "
+        f"device: **{device_name}**, torch {torch.__version__}, commit `{commit or 'unknown'}`.",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Shapes: batch {shapes.batch}, N {shapes.seq_len}, R {shapes.negatives}, D {shapes.dim}, "
+        f"{shapes.num_items - 1} items, HSTU {shapes.blocks} blocks x {shapes.heads} heads x "
+        f"{shapes.head_dim}/{shapes.head_dim}; MoL {'x'.join(map(str, shapes.mol))} (query MLP "
+        f"{shapes.mol_hidden}, gating {shapes.gating_hidden}, one uid component); history lengths "
+        f"{'all N' if full_length else 'uniform in [min(20, N), N]'} (M = supervised positions). "
+        f"Step = forward + backward + AdamW; {warmup} warm-up, {iters} timed steps.",
+        "",
+        "| head | precision | M | step ms (mean ± std) | x dot (same precision) | peak GiB |",
+        "|---|---|---|---|---|---|",
+    ]
+    dot = {r["precision"]: r["mean_ms"] for r in rows if r["head"] == "dot"}
+    for r in rows:
+        ratio = r["mean_ms"] / dot[r["precision"]] if r["precision"] in dot else float("nan")
+        lines.append(
+            f"| {r['head']} | {r['precision']} | {r['M']} | {r['mean_ms']:.2f} ± {r['std_ms']:.2f} | "
+            f"{ratio:.2f} | {r['peak_gib']:.2f} |"
+        )
+    lines += [
+        "",
+        "Acceptance (issue #4): MoL step <= 1.5x the dot-product step on one H100/H200. "
+        + ("CPU/tiny numbers say nothing about it." if tiny or device_name == "cpu" else ""),
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,72 @@
+"""The training-step benchmark library (rails.models.benchmark, rails.models.benchmark_hstu) on CPU, tiny shapes."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from rails.models.benchmark import TINY, bench_head_step, head_step_markdown, random_batch, time_steps
+from rails.models.benchmark_hstu import (
+    Budget,
+    HSTUBench,
+    batch_sizes,
+    bench_epoch,
+    bench_lengths,
+    write_report,
+)
+
+CPU = torch.device("cpu")
+
+
+def test_random_batch_is_valid_and_seeded() -> None:
+    lengths = torch.tensor([3, 5, 1])
+    batch = random_batch(lengths, 5, 10, CPU, seed=4)
+    assert batch.history_ids.shape == (3, 5) and torch.equal(batch.lengths, lengths)
+    assert ((batch.history_ids > 0) == batch.valid_mask).all() and (batch.history_ids < 10).all()
+    assert (batch.target_ids >= 1).all() and (
+        batch.target_timestamps > batch.history_timestamps.max(1).values
+    ).all()
+    assert torch.equal(random_batch(lengths, 5, 10, CPU, seed=4).history_ids, batch.history_ids)
+
+
+def test_time_steps_counts_every_timed_step() -> None:
+    calls = []
+    timing = time_steps(lambda: calls.append(1), CPU, warmup=2, steps=3)
+    assert len(calls) == 5 and timing.mean_ms >= 0 and timing.std_ms >= 0 and math.isnan(timing.peak_gib)
+
+
+def test_head_step_rows_and_report() -> None:
+    rows = [bench_head_step(TINY, head, "fp32", CPU, warmup=0, iters=2) for head in ("dot", "mol")]
+    assert [r["head"] for r in rows] == ["dot", "mol"] and all(r["mean_ms"] > 0 for r in rows)
+    assert rows[0]["M"] == rows[1]["M"] > 0  # same batch for both heads
+    text = head_step_markdown(
+        rows, TINY, "cpu", "python scripts/bench_mol_step.py --tiny", None, 0, 2, False, True
+    )
+    assert "| dot | fp32 |" in text and "| mol | fp32 |" in text and "1.00" in text
+    with pytest.raises(ValueError, match="head must be one of"):
+        bench_head_step(TINY, "cosine", "fp32", CPU, 0, 1)
+
+
+def test_hstu_lengths_epoch_and_report(tmp_path: Path) -> None:
+    assert batch_sizes([200, 1024, 8], 64, None, tiny=False) == [655, 128, 8]
+    assert batch_sizes([16, 32], 64, None, tiny=True) == [4, 2]
+    with pytest.raises(ValueError, match="one value per length"):
+        batch_sizes([16, 32], 64, [1], tiny=True)
+    bench = HSTUBench([8], [2], steps=1, warmup=0, precision="32-true", tiny=True)
+    rows = bench_lengths(bench, CPU, ["torch"], Budget(60.0))
+    assert rows[0]["seq_len"] == 8 and rows[0]["torch_ms"] > 0
+    skipped = bench_lengths(bench, CPU, ["torch"], Budget(-1.0))
+    assert skipped[0]["torch_ms"] == "skipped (time budget)"
+    epoch = bench_epoch(bench, CPU, ["torch"], Budget(60.0))
+    assert epoch[0]["steps"] == 4 and epoch[0]["epoch_s"] > 0
+    meta = {"device_name": "cpu", "date": "d", "torch": "t", "precision": "32-true", "model": "tiny"}
+    write_report(tmp_path / "bench", {**meta, "timed_steps": 1, "warmup_steps": 0}, rows, epoch)
+    assert json.loads((tmp_path / "bench.json").read_text())["steps"][0]["seq_len"] == 8
+    assert (
+        "| 8 | 2 |" in (tmp_path / "bench.md").read_text()
+        and "| torch | 64 | 16 | 4 |" in (tmp_path / "bench.md").read_text()
+    )
