@@ -72,21 +72,20 @@ class SequenceBatch(_Movable):
         positions = torch.arange(self.history_ids.shape[1], device=self.history_ids.device)
         return positions[None, :] < self.lengths[:, None]
 
+    def _next(self, history: Tensor, target: Tensor) -> Tensor:
+        """(B, N) ``history`` shifted left by one, ``target`` at position L-1, 0 beyond."""
+        shifted = torch.nn.functional.pad(history[:, 1:], (0, 1))
+        shifted = shifted.masked_fill(~self.valid_mask, 0)
+        shifted[torch.arange(len(self), device=shifted.device), self.lengths - 1] = target
+        return shifted
+
     def next_ids(self) -> Tensor:
         """(B, N) int64 id each position must predict: the next history item, the target at L-1, 0 beyond."""
-        shifted = torch.nn.functional.pad(self.history_ids[:, 1:], (0, 1))
-        shifted = shifted.masked_fill(~self.valid_mask, 0)
-        rows = torch.arange(len(self), device=shifted.device)
-        shifted[rows, self.lengths - 1] = self.target_ids
-        return shifted
+        return self._next(self.history_ids, self.target_ids)
 
     def next_timestamps(self) -> Tensor:
         """(B, N) int64 timestamp of the item each position predicts (target's at L-1, 0 beyond)."""
-        shifted = torch.nn.functional.pad(self.history_timestamps[:, 1:], (0, 1))
-        shifted = shifted.masked_fill(~self.valid_mask, 0)
-        rows = torch.arange(len(self), device=shifted.device)
-        shifted[rows, self.lengths - 1] = self.target_timestamps
-        return shifted
+        return self._next(self.history_timestamps, self.target_timestamps)
 
 
 def collate_sequences(rows: list[dict[str, Tensor]]) -> SequenceBatch:

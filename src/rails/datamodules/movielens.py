@@ -21,7 +21,6 @@ to be a deliberate copy and used as it is (the statistics check judges it).
 from __future__ import annotations
 
 import logging
-from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -101,6 +100,9 @@ class MovieLensSource(RawDatasetSource):
     movies_name: ClassVar[str]
     ratings_sep: ClassVar[str]
     ratings_header: ClassVar[str | None] = None
+    movies_sep: ClassVar[str] = "::"
+    movies_header: ClassVar[str | None] = None
+    movies_quoted: ClassVar[bool] = False  # CSV quoting (ML-20M titles hold commas)
     encoding: ClassVar[str] = "latin-1"
     pinned_files: ClassVar[dict[str, str]] = {}
 
@@ -170,9 +172,18 @@ class MovieLensSource(RawDatasetSource):
         )
         return {k: np.asarray(v) for k, v in columns.items()}
 
-    @abstractmethod
     def read_movies(self, path: Path) -> pd.DataFrame:
-        """Movies frame: item_id (int64, unique, >= 1), title, genres."""
+        """Movies frame: item_id (int64, unique, >= 1), title, genres (``id, title, genres`` lines)."""
+        columns = [Column("item_id", "int"), Column("title", "str"), Column("genres", "any")]
+        rows = raw_io.read_lines(
+            path,
+            columns,
+            self.movies_separator or self.movies_sep,
+            self.encoding,
+            header=self.movies_header,
+            quoted=self.movies_quoted,
+        )
+        return self._movies_frame(path, rows, [f[2] for _, f in rows])
 
     def _movies_frame(self, path: Path, rows: list[tuple[int, list[str]]], genres: list[str]) -> pd.DataFrame:
         ids = np.array([int(fields[0]) for _, fields in rows], dtype=np.int64)
@@ -230,11 +241,6 @@ class MovieLens1M(MovieLensSource):
         "num_items": 3883,
     }
 
-    def read_movies(self, path: Path) -> pd.DataFrame:
-        columns = [Column("item_id", "int"), Column("title", "str"), Column("genres", "any")]
-        rows = raw_io.read_lines(path, columns, self.movies_separator or "::", self.encoding)
-        return self._movies_frame(path, rows, [f[2] for _, f in rows])
-
 
 @dataclass
 class MovieLens20M(MovieLensSource):
@@ -247,6 +253,9 @@ class MovieLens20M(MovieLensSource):
     movies_name: ClassVar[str] = "movies.csv"
     ratings_sep: ClassVar[str] = ","
     ratings_header: ClassVar[str | None] = "userId,movieId,rating,timestamp"
+    movies_sep: ClassVar[str] = ","
+    movies_header: ClassVar[str | None] = "movieId,title,genres"
+    movies_quoted: ClassVar[bool] = True
     encoding: ClassVar[str] = "utf-8"
     expected_statistics: ClassVar[dict[str, int]] = {
         "num_users": 138493,
@@ -254,18 +263,6 @@ class MovieLens20M(MovieLensSource):
         "num_rated_items": 26744,
         "num_items": 27278,
     }
-
-    def read_movies(self, path: Path) -> pd.DataFrame:
-        columns = [Column("item_id", "int"), Column("title", "str"), Column("genres", "any")]
-        rows = raw_io.read_lines(
-            path,
-            columns,
-            self.movies_separator or ",",
-            self.encoding,
-            header="movieId,title,genres",
-            quoted=True,
-        )
-        return self._movies_frame(path, rows, [f[2] for _, f in rows])
 
 
 @dataclass
