@@ -51,7 +51,8 @@ def head_capacity(
     torch.manual_seed(seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     num_users, num_items = probs.shape
-    queries = torch.nn.Parameter(torch.randn(num_users, dim, device=device) * 0.02)  # small: Adam moves it fast
+    # small initial vectors: Adam moves them fast
+    queries = torch.nn.Parameter(torch.randn(num_users, dim, device=device) * 0.02)
     items = torch.nn.Parameter(torch.randn(num_items - 1, dim, device=device) * 0.02)
     if head == "dot":
         similarity: torch.nn.Module = DotProductSimilarity()
@@ -81,9 +82,13 @@ def head_capacity(
                 hits = 0
                 for start in range(0, num_users, batch):
                     sl = slice(start, start + batch)
-                    s_all = similarity(prepare(queries[sl]), items).scores.masked_fill(mask[sl], -float("inf"))
+                    s_all = similarity(prepare(queries[sl]), items).scores.masked_fill(
+                        mask[sl], -float("inf")
+                    )
                     t = s_all.gather(1, target_cols[sl, None])
                     hits += int(((s_all >= t).sum(1) <= 10).sum())
             best = max(best, hits / num_users)
-            log.info(f"{head} D={dim} step {step + 1}: loss {loss.item():.4f} test hr@10 {hits / num_users:.4f}")
+            log.info(
+                f"{head} D={dim} step {step + 1}: loss {loss.item():.4f} test hr@10 {hits / num_users:.4f}"
+            )
     return best
