@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
@@ -30,6 +31,8 @@ class SequentialDataModule(PreparedDataModule):
         batch_size: global training batch size; divided by the world size in ``setup``.
         eval_batch_size: users per evaluation batch (per device).
         holdout: 1 = paper protocol (val target = test target), 2 = separate validation item.
+        timestamps: ``data`` = the prepared timestamps; ``positions`` = each user's positions 0..n-1 instead
+            (an ablation: what a time-aware encoder such as HSTU sees on data without timestamps).
         num_workers: DataLoader workers.
         pin_memory: pin host memory for GPU transfers.
     """
@@ -42,6 +45,7 @@ class SequentialDataModule(PreparedDataModule):
         batch_size: int = 128,
         eval_batch_size: int = 256,
         holdout: int = 1,
+        timestamps: str = "data",
         num_workers: int = 0,
         pin_memory: bool = False,
     ) -> None:
@@ -52,6 +56,9 @@ class SequentialDataModule(PreparedDataModule):
             )
         if holdout not in (1, 2):
             raise ValueError(f"data.holdout must be 1 or 2, got {holdout}")
+        if timestamps not in ("data", "positions"):
+            raise ValueError(f"data.timestamps must be 'data' or 'positions', got {timestamps!r}")
+        self.timestamps = timestamps
         self.max_seq_len = max_seq_len
         self.eval_batch_size = eval_batch_size
         self.holdout = holdout
@@ -60,7 +67,13 @@ class SequentialDataModule(PreparedDataModule):
         self.data: CanonicalData | None = None
 
     def load(self, directory: Path) -> CanonicalData:
-        return read_canonical(directory)
+        data = read_canonical(directory)
+        if self.timestamps == "positions":
+            lengths = data.lengths()
+            data.timestamps = np.arange(len(data.item_ids), dtype=np.int64) - np.repeat(
+                data.offsets[:-1], lengths
+            )
+        return data
 
     def _require_data(self) -> CanonicalData:
         return super()._require_data()
