@@ -53,10 +53,6 @@ ALLOWED: dict[str, set[str]] = {
     "results": {"results", "foundation"},
     "root": {"root"},
 }
-# Marked while #15 is in flight; an XPASS(strict) failure means the marker is due for removal.
-SHIMS = pytest.mark.xfail(
-    strict=True, reason="#15: rails.utils re-export shims, removed by the lead at the end"
-)
 
 
 def layer_of(module: str) -> str | None:
@@ -184,7 +180,6 @@ def test_imports_follow_the_layer_table(layer: str) -> None:
     assert not found, "imports against docs/architecture.md (Layers):\n" + "\n".join(found)
 
 
-@SHIMS
 def test_every_module_belongs_to_a_layer() -> None:
     unknown = [p for p in PACKAGE.rglob("*.py") if layer_of(module_name(p)) is None]
     assert not unknown, "modules outside the layers of docs/architecture.md: " + ", ".join(
@@ -192,7 +187,6 @@ def test_every_module_belongs_to_a_layer() -> None:
     )
 
 
-@SHIMS
 def test_there_is_no_rails_utils() -> None:
     assert not (PACKAGE / "utils").exists(), (
         f"{(PACKAGE / 'utils').relative_to(REPO_ROOT)} exists: its modules belong to named packages "
