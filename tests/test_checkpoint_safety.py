@@ -156,3 +156,15 @@ def test_train_names_resume_mismatch(trained_checkpoint: Path, tmp_path: Path) -
     with pytest.raises(CheckpointError, match="does not fit the model built from the config"):
         run(cfg)
     GlobalHydra.instance().clear()
+
+
+def test_eval_names_the_override_for_an_outdated_evaluator(trained_checkpoint: Path, tmp_path: Path) -> None:
+    state = torch.load(trained_checkpoint, weights_only=True)
+    state["rails_config"]["retrieval"]["evaluator"]["_target_"] = (
+        "rails.retrieval.callback.RetrievalEvaluator"
+    )
+    old = tmp_path / "old.ckpt"
+    torch.save(state, old)
+    with pytest.raises(ValueError, match="pass retrieval=default"):
+        evaluate(_eval_cfg(old, tmp_path))
+    GlobalHydra.instance().clear()

@@ -14,7 +14,7 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from rails.config import check_config, config_dir, instantiate_dict
+from rails.config import ConfigError, check_config, config_dir, instantiate_dict
 from rails.log import get_logger, print_metrics_table, write_metrics
 from rails.runs.checkpoints import CheckpointError, check_state_dict_matches, load_checkpoint_file
 
@@ -44,7 +44,15 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     stored = OmegaConf.create(checkpoint["rails_config"])
     data_cfg = cfg.data if cfg.get("data") is not None else stored.data
     retrieval_cfg = cfg.retrieval if cfg.get("retrieval") is not None else stored.get("retrieval")
-    check_config(OmegaConf.create({"data": data_cfg, "retrieval": retrieval_cfg, "trainer": cfg.trainer}))
+    try:
+        check_config(OmegaConf.create({"data": data_cfg, "retrieval": retrieval_cfg, "trainer": cfg.trainer}))
+    except ConfigError as err:
+        if cfg.get("retrieval") is None and str(err).startswith("retrieval."):
+            raise ConfigError(
+                f"{err} -- the checkpoint's stored evaluation config no longer builds (written by an older "
+                "rails?): pass retrieval=default (next-item data) or retrieval=qa (question answering)"
+            ) from err
+        raise
     datamodule: L.LightningDataModule = hydra.utils.instantiate(data_cfg)
     datamodule.prepare_data()
     datamodule.setup("validate")
