@@ -24,17 +24,19 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from rails.kernels.hstu_attention_forward import block_dim, load_rows, tile_bias
+from rails.kernels.hstu_attention_tiles import (
+    attention_tile,
+    block_dim,
+    dscores_tile,
+    load_rows,
+    load_times,
+    score_tile,
+    sequence_head,
+    tile_bias,
+)
 
 # Tiles of one band handled by one bias-gradient program (bounds the longest program at long N).
 BAND_CHUNK_TILES = 16
-
-
-@triton.jit
-def _dscores(s, da, mask, inv_normalizer):
-    """dS = dA * d/dS (SiLU(S) / n), zero outside the mask."""
-    sig = tl.sigmoid(s)
-    return tl.where(mask, da * inv_normalizer * sig * (1.0 + s * (1.0 - sig)), 0.0)
 
 
 @triton.jit
@@ -76,12 +78,8 @@ def _hstu_bwd_dkdv(
     BLOCK_DV: tl.constexpr,
 ):
     """dK, dV for one key tile; DK has K's strides, DV_OUT V's, DO the output strides."""
-    pid_n = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    length = tl.load(LENGTHS + b).to(tl.int32)
-    start_n = pid_n * BLOCK_N
+    b, h, length = sequence_head(LENGTHS, H)
+    start_n = tl.program_id(0) * BLOCK_N
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_dqk = tl.arange(0, BLOCK_DQK)
     offs_dv = tl.arange(0, BLOCK_DV)
@@ -90,20 +88,17 @@ def _hstu_bwd_dkdv(
     if start_n < length:
         k = load_rows(K + b * stride_kb + h * stride_kh, offs_n, stride_kn, offs_dqk, length, DQK)
         v = load_rows(V + b * stride_vb + h * stride_vh, offs_n, stride_vn, offs_dv, length, DV)
-        ts = tl.load(TS + b * stride_tb + offs_n, mask=offs_n < length, other=0)
-        first_m = (start_n // BLOCK_M) * BLOCK_M
-        for start_m in range(first_m, length, BLOCK_M):
+        ts = load_times(TS + b * stride_tb, offs_n, length)
+        for start_m in range((start_n // BLOCK_M) * BLOCK_M, length, BLOCK_M):
             offs_m = start_m + tl.arange(0, BLOCK_M)
             q = load_rows(Q + b * stride_qb + h * stride_qh, offs_m, stride_qn, offs_dqk, length, DQK)
             do = load_rows(DO + b * stride_ob + h * stride_oh, offs_m, stride_on, offs_dv, length, DV)
-            tsn = tl.load(TSN + b * stride_tb + offs_m, mask=offs_m < length, other=0)
-            bias, mask, bucket = tile_bias(
-                offs_m, offs_n, tsn, ts, length, POS, TSW, time_bucket_divisor, NUM_BUCKETS
+            tsn = load_times(TSN + b * stride_tb, offs_m, length)
+            s, mask = score_tile(
+                q, k, offs_m, offs_n, tsn, ts, length, POS, TSW, time_bucket_divisor, NUM_BUCKETS
             )
-            s = tl.dot(q, tl.trans(k)) + bias
-            a = tl.where(mask, s * tl.sigmoid(s) * inv_normalizer, 0.0)
-            dv += tl.dot(tl.trans(a).to(do.dtype), do)
-            ds = _dscores(s, tl.dot(do, tl.trans(v)), mask, inv_normalizer)
+            dv += tl.dot(tl.trans(attention_tile(s, mask, inv_normalizer)).to(do.dtype), do)
+            ds = dscores_tile(s, tl.dot(do, tl.trans(v)), mask, inv_normalizer)
             dk += tl.dot(tl.trans(ds).to(q.dtype), q)
     store_rows = offs_n[:, None] < N
     tl.store(
@@ -156,12 +151,8 @@ def _hstu_bwd_dq(
     BLOCK_DV: tl.constexpr,
 ):
     """dQ for one query tile (DQ has Q's strides)."""
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    length = tl.load(LENGTHS + b).to(tl.int32)
-    start_m = pid_m * BLOCK_M
+    b, h, length = sequence_head(LENGTHS, H)
+    start_m = tl.program_id(0) * BLOCK_M
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_dqk = tl.arange(0, BLOCK_DQK)
     offs_dv = tl.arange(0, BLOCK_DV)
@@ -169,19 +160,16 @@ def _hstu_bwd_dq(
     if start_m < length:
         q = load_rows(Q + b * stride_qb + h * stride_qh, offs_m, stride_qn, offs_dqk, length, DQK)
         do = load_rows(DO + b * stride_ob + h * stride_oh, offs_m, stride_on, offs_dv, length, DV)
-        tsn = tl.load(TSN + b * stride_tb + offs_m, mask=offs_m < length, other=0)
-        end_n = tl.minimum(start_m + BLOCK_M, length)
-        for start_n in range(0, end_n, BLOCK_N):
+        tsn = load_times(TSN + b * stride_tb, offs_m, length)
+        for start_n in range(0, tl.minimum(start_m + BLOCK_M, length), BLOCK_N):
             offs_n = start_n + tl.arange(0, BLOCK_N)
             k = load_rows(K + b * stride_kb + h * stride_kh, offs_n, stride_kn, offs_dqk, length, DQK)
             v = load_rows(V + b * stride_vb + h * stride_vh, offs_n, stride_vn, offs_dv, length, DV)
-            ts = tl.load(TS + b * stride_tb + offs_n, mask=offs_n < length, other=0)
-            bias, mask, bucket = tile_bias(
-                offs_m, offs_n, tsn, ts, length, POS, TSW, time_bucket_divisor, NUM_BUCKETS
+            ts = load_times(TS + b * stride_tb, offs_n, length)
+            s, mask = score_tile(
+                q, k, offs_m, offs_n, tsn, ts, length, POS, TSW, time_bucket_divisor, NUM_BUCKETS
             )
-            s = tl.dot(q, tl.trans(k)) + bias
-            ds = _dscores(s, tl.dot(do, tl.trans(v)), mask, inv_normalizer)
-            dq += tl.dot(ds.to(k.dtype), k)
+            dq += tl.dot(dscores_tile(s, tl.dot(do, tl.trans(v)), mask, inv_normalizer).to(k.dtype), k)
     tl.store(
         DQ + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn + offs_dqk[None, :],
         dq.to(DQ.dtype.element_ty),
@@ -250,8 +238,8 @@ def _hstu_bwd_bias(
     for t in range(first, last):
         offs_m = (t + band) * BLOCK + offs
         offs_n = t * BLOCK + offs
-        tsn = tl.load(TSN + b * stride_tb + offs_m, mask=offs_m < length, other=0)
-        ts = tl.load(TS + b * stride_tb + offs_n, mask=offs_n < length, other=0)
+        tsn = load_times(TSN + b * stride_tb, offs_m, length)
+        ts = load_times(TS + b * stride_tb, offs_n, length)
         bias, mask, bucket = tile_bias(
             offs_m, offs_n, tsn, ts, length, POS, TSW, time_bucket_divisor, NUM_BUCKETS
         )
@@ -262,7 +250,7 @@ def _hstu_bwd_bias(
             v = load_rows(V + b * stride_vb + h * stride_vh, offs_n, stride_vn, offs_dv, length, DV)
             do = load_rows(DO + b * stride_ob + h * stride_oh, offs_m, stride_on, offs_dv, length, DV)
             s = tl.dot(q, tl.trans(k)) + bias
-            ds_sum += _dscores(s, tl.dot(do, tl.trans(v)), mask, inv_normalizer)
+            ds_sum += dscores_tile(s, tl.dot(do, tl.trans(v)), mask, inv_normalizer)
         acc += ds_sum
         # Histogram over the buckets present in this tile only (ascending; sentinel NUM_BUCKETS + 1).
         tile_buckets = tl.where(mask, bucket, NUM_BUCKETS + 1)

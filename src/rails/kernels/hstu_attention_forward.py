@@ -1,8 +1,8 @@
-"""Forward kernel of the fused HSTU attention (Triton) and the tile helpers the backward kernels share.
+"""Forward kernel of the fused HSTU attention (Triton) and its launcher.
 
 ``_hstu_fwd`` computes O for one (query tile, sequence, head): it recomputes
 ``S = Q K^T + w_pos[i - j] + w_ts[bucket(next_ts_i - ts_j)]`` tile by tile from the two bias tables and the
-(B, N) timestamps (:func:`tile_bias`), applies ``SiLU(S) / n`` under the causal / length mask and
+(B, N) timestamps (:mod:`rails.kernels.hstu_attention_tiles`), applies ``SiLU(S) / n`` under the causal / length mask and
 accumulates ``A V``, visiting only key tiles on or below the diagonal and before the row's length. The
 autograd wrapper is :mod:`rails.kernels.hstu_attention_triton`.
 """
@@ -14,28 +14,14 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-
-@triton.jit
-def load_rows(ptr, offs_rows, stride_row, offs_d, length, dim):
-    """(rows, BLOCK_D) tile of a (N, dim) head slice; zero beyond ``length`` rows and ``dim`` columns."""
-    return tl.load(
-        ptr + offs_rows[:, None] * stride_row + offs_d[None, :],
-        mask=(offs_rows[:, None] < length) & (offs_d[None, :] < dim),
-        other=0.0,
-    )
-
-
-@triton.jit
-def tile_bias(offs_m, offs_n, tsn, ts, length, POS, TSW, time_bucket_divisor, NUM_BUCKETS: tl.constexpr):
-    """Relative bias (BLOCK_M, BLOCK_N) float32, causal/valid mask and int32 time buckets of one tile."""
-    mask = (offs_m[:, None] >= offs_n[None, :]) & (offs_n[None, :] < length) & (offs_m[:, None] < length)
-    distance = tl.maximum(offs_m[:, None] - offs_n[None, :], 0)
-    gap = tl.maximum(tl.abs(tsn[:, None] - ts[None, :]), 1).to(tl.float32)
-    bucket = (tl.log(gap) / time_bucket_divisor).to(tl.int32)
-    bucket = tl.minimum(tl.maximum(bucket, 0), NUM_BUCKETS)
-    bias = tl.load(POS + distance, mask=mask, other=0.0).to(tl.float32)
-    bias += tl.load(TSW + bucket, mask=mask, other=0.0).to(tl.float32)
-    return bias, mask, bucket
+from rails.kernels.hstu_attention_tiles import (
+    attention_tile,
+    block_dim,
+    load_rows,
+    load_times,
+    score_tile,
+    sequence_head,
+)
 
 
 @triton.jit
@@ -75,41 +61,29 @@ def _hstu_fwd(
     BLOCK_DV: tl.constexpr,
 ):
     """O for one (query tile, sequence, head); rows past the length are written as zeros."""
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    length = tl.load(LENGTHS + b).to(tl.int32)
-    start_m = pid_m * BLOCK_M
+    b, h, length = sequence_head(LENGTHS, H)
+    start_m = tl.program_id(0) * BLOCK_M
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_dqk = tl.arange(0, BLOCK_DQK)
     offs_dv = tl.arange(0, BLOCK_DV)
     acc = tl.zeros((BLOCK_M, BLOCK_DV), dtype=tl.float32)
     if start_m < length:
         q = load_rows(Q + b * stride_qb + h * stride_qh, offs_m, stride_qn, offs_dqk, length, DQK)
-        tsn = tl.load(TSN + b * stride_tb + offs_m, mask=offs_m < length, other=0)
-        end_n = tl.minimum(start_m + BLOCK_M, length)
-        for start_n in range(0, end_n, BLOCK_N):
+        tsn = load_times(TSN + b * stride_tb, offs_m, length)
+        for start_n in range(0, tl.minimum(start_m + BLOCK_M, length), BLOCK_N):
             offs_n = start_n + tl.arange(0, BLOCK_N)
             k = load_rows(K + b * stride_kb + h * stride_kh, offs_n, stride_kn, offs_dqk, length, DQK)
             v = load_rows(V + b * stride_vb + h * stride_vh, offs_n, stride_vn, offs_dv, length, DV)
-            ts = tl.load(TS + b * stride_tb + offs_n, mask=offs_n < length, other=0)
-            bias, mask, bucket = tile_bias(
-                offs_m, offs_n, tsn, ts, length, POS, TSW, time_bucket_divisor, NUM_BUCKETS
+            ts = load_times(TS + b * stride_tb, offs_n, length)
+            s, mask = score_tile(
+                q, k, offs_m, offs_n, tsn, ts, length, POS, TSW, time_bucket_divisor, NUM_BUCKETS
             )
-            s = tl.dot(q, tl.trans(k)) + bias
-            a = tl.where(mask, s * tl.sigmoid(s) * inv_normalizer, 0.0)
-            acc += tl.dot(a.to(v.dtype), v)
+            acc += tl.dot(attention_tile(s, mask, inv_normalizer).to(v.dtype), v)
     tl.store(
         OUT + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on + offs_dv[None, :],
         acc.to(OUT.dtype.element_ty),
         mask=(offs_m[:, None] < N) & (offs_dv[None, :] < DV),
     )
-
-
-def block_dim(d: int) -> int:
-    """Head dim padded to a power of two >= 16 inside the kernels (25 -> 32)."""
-    return max(16, triton.next_power_of_2(d))
 
 
 def hstu_forward(
