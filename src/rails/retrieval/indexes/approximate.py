@@ -114,7 +114,8 @@ class _PairCandidates:
             backend.build(components[:, j].contiguous())
             self.backends.append(backend)
 
-    def __call__(self, query_state: HeadState, exclude_positions: Tensor | None) -> Tensor:
+    def __call__(self, query_state: HeadState, exclude_positions: Tensor | None, k: int) -> Tensor:
+        """(B, P * k_per_pair) candidate positions (-1 = none); ``k`` does not change the budget."""
         queries = _components(query_state, "query")
         batch, num_query, dim = queries.shape
         rows = queries.reshape(batch * num_query, dim)
@@ -138,17 +139,27 @@ class _AverageCandidates:
         self.backend.build(_components(item_state, "item").float().mean(dim=1))
 
     def __call__(self, query_state: HeadState, exclude_positions: Tensor | None, k: int) -> Tensor:
+        """(B, max(num_candidates, k)) candidate positions (-1 = none)."""
         assert self.backend is not None
         queries = _components(query_state, "query").float().mean(dim=1)
         return self.backend.search(queries, max(self.num_candidates, k), exclude_positions)
 
 
-class _CandidateIndex(RetrievalIndex):
-    """Candidate generation + exact re-scoring, with exact search for queries short of candidates."""
+CandidateSource = _PairCandidates | _AverageCandidates
 
-    def __init__(self, fallback_chunk_size: int = 65536, build_batch_size: int = 65536) -> None:
+
+class _CandidateIndex(RetrievalIndex):
+    """Candidate generation + exact re-scoring, with exact search for queries short of candidates.
+
+    The candidates of a query are the concatenation of what each of ``sources`` returns.
+    """
+
+    def __init__(
+        self, sources: list[CandidateSource], fallback_chunk_size: int = 65536, build_batch_size: int = 65536
+    ) -> None:
         super().__init__(build_batch_size)
         self._exact = ExactTopK(chunk_size=fallback_chunk_size, fused=False)
+        self.sources = sources
 
     def _build(self) -> None:
         assert self.head is not None and self.item_state is not None
@@ -157,10 +168,12 @@ class _CandidateIndex(RetrievalIndex):
         self._build_candidates(self.item_state)
 
     def _build_candidates(self, item_state: HeadState) -> None:
-        raise NotImplementedError
+        for source in self.sources:
+            source.build(item_state)
 
     def _candidates(self, query_state: HeadState, k: int, exclude_positions: Tensor | None) -> Tensor:
-        raise NotImplementedError
+        """(B, C) candidate positions of every source, concatenated (-1 = none)."""
+        return torch.cat([source(query_state, exclude_positions, k) for source in self.sources], dim=1)
 
     def _search(
         self, query_state: HeadState, k: int, exclude_positions: Tensor | None
@@ -201,14 +214,8 @@ class PerComponentTopK(_CandidateIndex):
         fallback_chunk_size: int = 65536,
         build_batch_size: int = 65536,
     ) -> None:
-        super().__init__(fallback_chunk_size, build_batch_size)
         self.pairs = _PairCandidates(k_per_pair, mips or TorchMIPS)
-
-    def _build_candidates(self, item_state: HeadState) -> None:
-        self.pairs.build(item_state)
-
-    def _candidates(self, query_state: HeadState, k: int, exclude_positions: Tensor | None) -> Tensor:
-        return self.pairs(query_state, exclude_positions)
+        super().__init__([self.pairs], fallback_chunk_size, build_batch_size)
 
 
 class AverageTopK(_CandidateIndex):
@@ -228,14 +235,8 @@ class AverageTopK(_CandidateIndex):
         fallback_chunk_size: int = 65536,
         build_batch_size: int = 65536,
     ) -> None:
-        super().__init__(fallback_chunk_size, build_batch_size)
         self.average = _AverageCandidates(num_candidates, mips or TorchMIPS)
-
-    def _build_candidates(self, item_state: HeadState) -> None:
-        self.average.build(item_state)
-
-    def _candidates(self, query_state: HeadState, k: int, exclude_positions: Tensor | None) -> Tensor:
-        return self.average(query_state, exclude_positions, k)
+        super().__init__([self.average], fallback_chunk_size, build_batch_size)
 
 
 class CombinedTopK(_CandidateIndex):
@@ -257,16 +258,6 @@ class CombinedTopK(_CandidateIndex):
         fallback_chunk_size: int = 65536,
         build_batch_size: int = 65536,
     ) -> None:
-        super().__init__(fallback_chunk_size, build_batch_size)
         self.pairs = _PairCandidates(k_per_pair, mips or TorchMIPS)
         self.average = _AverageCandidates(num_candidates, mips or TorchMIPS)
-
-    def _build_candidates(self, item_state: HeadState) -> None:
-        self.pairs.build(item_state)
-        self.average.build(item_state)
-
-    def _candidates(self, query_state: HeadState, k: int, exclude_positions: Tensor | None) -> Tensor:
-        return torch.cat(
-            [self.pairs(query_state, exclude_positions), self.average(query_state, exclude_positions, k)],
-            dim=1,
-        )
+        super().__init__([self.pairs, self.average], fallback_chunk_size, build_batch_size)
