@@ -1,37 +1,42 @@
 """Recall-vs-latency benchmark of exact and approximate top-k for Mixture-of-Logits heads.
 
-A command line over :mod:`rails.retrieval.benchmark` (timing, recall, roofline, result files) and
-:mod:`rails.retrieval.benchmark_data` (the problems). For MoL heads (P_Q x P_X x d_P settings of the paper)
-over synthetic corpora, or a trained checkpoint's head and item table, every index (plain-PyTorch chunked
-brute force = the reference row, fused Triton exact search on CUDA, PerComponentTopK / AverageTopK /
-CombinedTopK at several budgets, faiss candidate stages when faiss is importable) is timed on batches of
-queries and its recall@k against the exact top-k is measured on the same queries. Results:
-``<out>/bench_topk.{md,json,csv}`` (and ``.png``).
+A command line over :mod:`rails.retrieval.benchmark` (rows, timing, ground truth, roofline),
+:mod:`rails.retrieval.benchmark_data` (the problems) and :mod:`rails.retrieval.benchmark_report` (the
+files). For MoL heads (P_Q x P_X x d_P settings of the paper) over synthetic corpora, and trained
+checkpoints at their corpus size, every row (the plain-PyTorch bf16 brute force = the baseline, the rails
+chunked exact index, the fused Triton exact search on CUDA, PerComponentTopK / AverageTopK / CombinedTopK at
+several budgets, faiss candidate stages when faiss is importable) is timed on batches of queries and its
+recall@k measured against an fp32 exact search (checked against float64). It rewrites
+``<out>/bench_topk.{json,md,png}`` whole from this one run.
 
 Data (``--data``, several allowed): ``structured`` (default; a head trained on clustered two-interest data),
-``random`` (``--random``; the untrained head), ``checkpoint`` (``--checkpoint PATH``; a rails-train MoL
-checkpoint, its table tiled to ``--items``).
+``random`` (``--random``; the untrained head), ``checkpoint`` (``--checkpoint PATH ...``; rails-train MoL
+checkpoints, each at its own item-table size unless ``--checkpoint-items``).
 
     python scripts/bench_topk.py                       # GPU: 1M and 10M items, 8x4x64 and 8x8x32, bf16
     python scripts/bench_topk.py --items 1000000 --settings 8x4x64 --batch-sizes 32
-    python scripts/bench_topk.py --tiny --out /tmp/b   # CPU smoke run (used by the tests)
-    python scripts/bench_topk.py --items 1000000 --batch-sizes 32 --data structured random --runs 10 --no-faiss
+    python scripts/bench_topk.py --tiny --out /tmp/b   # CPU smoke run
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import shlex
+import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from rails.retrieval.benchmark import BenchSettings, Row, bench_problem, parse_fused_config, write_results
+from rails.retrieval.benchmark import BenchSettings, Row, bench_problem, measure_peaks, parse_fused_config
 from rails.retrieval.benchmark_data import (
     SyntheticSettings,
     checkpoint_problem,
     parse_setting,
     synthetic_problem,
 )
+from rails.retrieval.benchmark_report import results_record, write_results
 from rails.retrieval.mips import faiss_available
 from rails.runs.checkpoints import load_checkpoint_file
 
@@ -47,10 +52,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--data", nargs="+", default=["structured"], choices=["structured", "random", "checkpoint"]
     )
+    parser.add_argument("--random", action="store_true", help="shorthand for --data random")
     parser.add_argument(
-        "--random", action="store_true", help="shorthand for --data random (the old benchmark)"
+        "--checkpoint",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="rails-train MoL checkpoints (adds --data checkpoint)",
     )
-    parser.add_argument("--checkpoint", type=Path, help="rails-train MoL checkpoint (adds --data checkpoint)")
+    parser.add_argument(
+        "--checkpoint-items",
+        type=int,
+        help="tile checkpoint item tables to this size (default: their own size)",
+    )
     parser.add_argument(
         "--clusters", type=int, default=1024, help="structured: Gaussian clusters on the sphere"
     )
@@ -64,7 +78,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hidden", type=int, default=128, help="gating MLP hidden width")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--reference-chunk", type=int, default=65536)
+    parser.add_argument("--time-budget-s", type=float, default=3.0, help="timing seconds per row (>= 1 run)")
+    parser.add_argument("--chunk-size", type=int, default=65536, help="items per brute-force / truth chunk")
+    parser.add_argument("--truth-queries", type=int, default=256, help="queries with an fp32 ground truth")
+    parser.add_argument("--check-queries", type=int, default=4, help="of which checked against float64")
+    parser.add_argument(
+        "--slow-max-items",
+        type=int,
+        help="brute-force rows (plain, reference) on larger corpora: timed on this many items and scaled",
+    )
+    parser.add_argument("--no-reference", action="store_true", help="skip the rails chunked exact index row")
+    parser.add_argument("--peak-tflops", type=float, help="roofline matmul rate (default: measured here)")
+    parser.add_argument("--peak-gbps", type=float, help="roofline bandwidth, GB/s (default: measured here)")
+    parser.add_argument("--plot-batch", type=int, help="batch size drawn in the figure (default 32)")
     parser.add_argument(
         "--fused-configs",
         nargs="*",
@@ -79,15 +105,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.items, args.settings, args.batch_sizes = [3000], ["3x2x8"], [1, 8]
         args.width, args.hidden, args.warmup, args.runs, args.k = 16, 16, 1, 3, 20
         args.clusters, args.train_steps, args.train_batch = 32, 10, 64
+        args.truth_queries, args.check_queries = 8, 2
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     data = ["random"] if args.random else list(dict.fromkeys(args.data))
-    if args.checkpoint is not None and "checkpoint" not in data:
+    if args.checkpoint and "checkpoint" not in data:
         data.append("checkpoint")
-    if "checkpoint" in data and args.checkpoint is None:
+    if "checkpoint" in data and not args.checkpoint:
         raise SystemExit("--data checkpoint needs --checkpoint PATH")
     try:
         for setting in args.settings:
@@ -95,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
         fused_configs = [parse_fused_config(text) for text in args.fused_configs]
     except ValueError as err:
         raise SystemExit(f"--settings / --fused-configs: {err}") from err
+    if min(args.batch_sizes) < 1 or min(args.items) < 1:
+        raise SystemExit(f"--items and --batch-sizes must be >= 1, got {args.items}, {args.batch_sizes}")
     synthetic = SyntheticSettings(
         args.width,
         args.hidden,
@@ -104,37 +133,68 @@ def main(argv: list[str] | None = None) -> None:
         args.train_steps,
         args.train_batch,
     )
-    bench = BenchSettings(args.batch_sizes, args.k, args.warmup, args.runs, args.reference_chunk, args.tiny)
+    bench = BenchSettings(
+        batch_sizes=args.batch_sizes,
+        k=args.k,
+        warmup=args.warmup,
+        runs=args.runs,
+        time_budget_s=args.time_budget_s,
+        chunk_size=args.chunk_size,
+        truth_queries=args.truth_queries,
+        check_queries=args.check_queries,
+        slow_max_items=args.slow_max_items,
+        with_reference=not args.no_reference,
+        tiny=args.tiny,
+    )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     with_faiss = faiss_available() and not args.no_faiss
+    peaks = measure_peaks(device, args.peak_tflops, args.peak_gbps)
+    pool = max(args.batch_sizes + [args.truth_queries])
     rows: list[Row] = []
+    problems = []
+
+    def run(problem) -> None:
+        new_rows, record = bench_problem(problem, bench, device, gpu, peaks, with_faiss, fused_configs)
+        rows.extend(new_rows)
+        problems.append(record)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
     for kind in data:
-        for setting in ["checkpoint"] if kind == "checkpoint" else args.settings:
-            for num_items in args.items:
-                if kind == "checkpoint":
-                    checkpoint = load_checkpoint_file(args.checkpoint)
-                    try:
-                        problem = checkpoint_problem(
-                            checkpoint,
-                            num_items,
-                            args.query_noise,
-                            dtype,
-                            device,
-                            f"--checkpoint {args.checkpoint}",
-                        )
-                    except ValueError as err:
-                        raise SystemExit(str(err)) from err
-                else:
-                    problem = synthetic_problem(kind, setting, num_items, synthetic, dtype, device)
-                rows += bench_problem(
-                    problem, setting, num_items, bench, device, device_name, with_faiss, fused_configs
-                )
+        if kind == "checkpoint":
+            for path in args.checkpoint:
+                try:
+                    problem = checkpoint_problem(
+                        load_checkpoint_file(path),
+                        args.checkpoint_items,
+                        args.query_noise,
+                        dtype,
+                        device,
+                        f"--checkpoint {path}",
+                        pool,
+                        f"checkpoint:{path.stem}",
+                    )
+                except ValueError as err:
+                    raise SystemExit(str(err)) from err
+                run(problem)
                 del problem
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-    write_results(rows, args.out, device_name)
+            continue
+        for setting in args.settings:
+            for num_items in args.items:
+                problem = synthetic_problem(kind, setting, num_items, synthetic, dtype, device, pool)
+                run(problem)
+                del problem
+    meta = {
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": shlex.join(["python", "scripts/bench_topk.py", *(sys.argv[1:] if argv is None else argv)]),
+        "peaks": asdict(peaks),
+        "settings": {**asdict(bench), "batch_sizes": list(bench.batch_sizes), "item_dtype": str(dtype)},
+    }
+    write_results(results_record(rows, problems, meta), args.out, args.plot_batch)
 
 
 if __name__ == "__main__":

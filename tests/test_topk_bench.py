@@ -1,13 +1,10 @@
-"""The top-k benchmark (rails.retrieval.benchmark, scripts/bench_topk.py): the CPU --tiny run writes its
-tables, the roofline arithmetic, the structured synthetic data (the head learns it), the checkpoint problem,
-and the fused tile settings as public index arguments."""
+"""The top-k benchmark library (rails.retrieval.benchmark*): the plain brute-force baseline and the fp32 / float64
+ground truth, the roofline, the chunked bf16 problems, and a tiny run's rows and files (JSON keys, markdown, PNG).
+CPU only, tiny corpora."""
 
 from __future__ import annotations
 
 import json
-import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,15 +12,86 @@ import torch
 
 from rails.retrieval import benchmark as bench
 from rails.retrieval import benchmark_data as data
+from rails.retrieval import benchmark_exact as exact
+from rails.retrieval import benchmark_report as report
+from rails.retrieval.indexes import ExactTopK
+from rails.retrieval.metrics import recall_at_k
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_topk.py"
+GIVEN = bench.Peaks(tflops=800.0, gbps=4000.0, source="given")
 
 
-def test_roofline_floor_of_the_acceptance_setting():
-    floor_ms, nbytes, flops = bench.roofline(8, 4, 64, 128, 10_000_000, 32, "NVIDIA H100 80GB HBM3")
+def tiny_problem(num_items: int = 300, dtype: torch.dtype = torch.float32) -> data.Problem:
+    settings = data.SyntheticSettings(width=8, hidden=8, clusters=4, train_steps=2, train_batch=16)
+    return data.synthetic_problem("structured", "2x2x4", num_items, settings, dtype, "cpu", num_queries=6)
+
+
+def test_roofline_floor_at_given_rates():
+    floor_ms, nbytes, flops = bench.roofline(8, 4, 64, 128, 10_000_000, 32, GIVEN)
     assert nbytes == pytest.approx(10_000_000 * (4 * 64 + 32) * 2)
     assert flops == pytest.approx(32 * 10_000_000 * (2 * 32 * 64 + 4 * 32 * 128 + 8 * 32))
-    assert floor_ms == pytest.approx(1000 * flops / 989.4e12)  # compute-bound at B = 32
+    assert floor_ms == pytest.approx(1000 * flops / 800e12)  # compute-bound at B = 32
+    floor_b1, _, _ = bench.roofline(8, 4, 64, 128, 10_000_000, 1, GIVEN)
+    assert floor_b1 == pytest.approx(1000 * nbytes / 4000e9)  # memory-bound at B = 1
+
+
+def test_measure_peaks_given_or_measured():
+    assert bench.measure_peaks(torch.device("cpu"), 1.0, 2.0) == bench.Peaks(1.0, 2.0, "given")
+    measured = bench.measure_peaks(torch.device("cpu"), tflops=5.0)
+    assert measured.tflops == 5.0 and measured.gbps > 0 and measured.source.startswith("measured")
+
+
+def test_time_call_stops_at_its_budget():
+    calls = []
+    times, result = bench.time_call(lambda: calls.append(1) or len(calls), 2, 1000, torch.device("cpu"), 0.0)
+    assert len(times) == 1 and len(calls) == 2 and result == 2  # one warm-up (budget spent), one timed run
+
+
+def test_mol_scores_match_the_head():
+    problem = tiny_problem()
+    head, items = problem.head, problem.item_state
+    queries = head.encode_queries(problem.queries[:3])
+    expected = head.score(queries, items.index(slice(0, 50)))
+    got = exact.mol_scores(head.mixing(), queries, items.index(slice(0, 50)), torch.float32)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_plain_bruteforce_and_fp32_truth_agree_with_the_exact_index():
+    problem = tiny_problem()
+    head, items = problem.head, problem.item_state
+    queries = head.encode_queries(problem.queries)
+    truth_scores, truth = exact.exact_topk(head, queries, items, 10, torch.float32, chunk_size=37)
+    index = ExactTopK(fused=False).build(head, item_state=items)
+    ref_scores, ref_ids = index.search_state(queries, 10)
+    torch.testing.assert_close(truth_scores, ref_scores, atol=1e-4, rtol=1e-4)
+    assert recall_at_k(truth + 1, ref_ids) >= 0.95
+    for chunk in (7, 1000):  # bf16 baseline, chunked or not: close to the fp32 truth
+        scores, positions = exact.plain_bruteforce_topk(head, queries, items, 10, chunk_size=chunk)
+        assert scores.shape == positions.shape == (6, 10)
+        assert recall_at_k(positions, truth) >= 0.8
+        torch.testing.assert_close(scores, truth_scores, atol=0.1, rtol=0.02)
+
+
+def test_chunk_items_bounds_the_intermediate():
+    head = tiny_problem().head  # P = 4, H = 8
+    assert exact.chunk_items(head, batch=4, chunk_size=1000, max_elements=320) == 10  # 4 * 10 * 8 = 320
+    assert exact.chunk_items(head, batch=4, chunk_size=5, max_elements=10**9) == 5
+    with pytest.raises(ValueError, match="chunk_size"):
+        exact.chunk_items(head, batch=4, chunk_size=0, max_elements=10)
+
+
+def test_float64_check_accepts_the_truth_and_flags_a_wrong_id():
+    problem = tiny_problem()
+    head, items = problem.head, problem.item_state
+    queries = head.encode_queries(problem.queries[:2])
+    scores, positions = exact.exact_topk(head, queries, items, 10)
+    check = exact.float64_check(head, queries, items, scores, positions, chunk_size=64)
+    assert check["ids_agree_up_to_ties"] and check["id_agreement"] == 1.0
+    assert 0.0 <= check["max_abs_score_diff"] < 1e-3
+    _, worst = exact.exact_topk(head, queries, items, len(items))
+    wrong = positions.clone()
+    wrong[0, 0] = worst[0, -1]  # the lowest-scored item in place of the best one
+    bad = exact.float64_check(head, queries, items, scores, wrong, chunk_size=64)
+    assert not bad["ids_agree_up_to_ties"] and bad["id_agreement"] < 1.0
 
 
 def test_clustered_items_and_two_interest_queries():
@@ -37,6 +105,24 @@ def test_clustered_items_and_two_interest_queries():
     assert ((queries * expected).sum(dim=1) > 0.95).all()
 
 
+def test_corpus_state_is_written_chunk_by_chunk_in_the_target_dtype():
+    head = data.make_head(2, 2, 4, 8, 8, torch.device("cpu"))
+    items = torch.randn(25, 8)
+    state = data.corpus_state(head, iter(items.split(10)), 25, torch.bfloat16)
+    assert state.components.dtype == state.gate.dtype == torch.bfloat16 and len(state) == 25
+    expected = head.encode_items(items)
+    torch.testing.assert_close(state.components.float(), expected.components, atol=1e-2, rtol=1e-2)
+    with pytest.raises(ValueError, match="expected num_items=30"):
+        data.corpus_state(head, iter(items.split(10)), 30, torch.bfloat16)
+
+
+def test_structured_problem_stores_bf16_and_queries_mix_corpus_items():
+    problem = tiny_problem(num_items=200, dtype=torch.bfloat16)
+    assert problem.item_state.components.dtype == torch.bfloat16 and len(problem.item_state) == 200
+    assert problem.queries.shape == (6, 8) and problem.setting == "2x2x4"
+    assert torch.allclose(problem.queries.norm(dim=1), torch.ones(6))
+
+
 def test_training_the_synthetic_head_lowers_its_loss():
     torch.manual_seed(0)
     items = data.clustered_items(400, 16, clusters=8, spread=0.5, seed=0, device="cpu")
@@ -46,7 +132,7 @@ def test_training_the_synthetic_head_lowers_its_loss():
     assert not head.training and after < 0.8 * before
 
 
-def test_checkpoint_problem_rebuilds_head_and_item_table(tmp_path: Path):
+def test_checkpoint_problem_rebuilds_head_and_item_table():
     from rails.models.similarity.mol import MoLSimilarity
 
     kwargs = {"query_dim": 12, "item_dim": 12, "num_query_components": 2, "num_item_components": 2}
@@ -57,15 +143,15 @@ def test_checkpoint_problem_rebuilds_head_and_item_table(tmp_path: Path):
     state = {f"similarity.{k}": v for k, v in head.state_dict().items()} | {"items.table.weight": table}
     node = {"_target_": "rails.models.similarity.mol.MoLSimilarity", **kwargs}
     checkpoint = {"rails_config": {"model": {"similarity": node}}, "state_dict": state}
-    problem = data.checkpoint_problem(checkpoint, num_items=45, noise=0.1, dtype=torch.float32, device="cpu")
-    assert problem.item_state.components.shape == (45, 2, 8)  # 30 real rows tiled to 45
+    own = data.checkpoint_problem(checkpoint, None, 0.1, torch.float32, "cpu", num_queries=5)
+    assert own.item_state.components.shape == (30, 2, 8) and own.queries.shape == (5, 12)  # row 0 = padding
+    problem = data.checkpoint_problem(checkpoint, 45, 0.1, torch.float32, "cpu", num_queries=5)
     expected = head.encode_items(table[1:])
     torch.testing.assert_close(problem.item_state.components[:30], expected.components)
     torch.testing.assert_close(problem.item_state.components[30:], expected.components[:15])
-    assert problem.queries(5, 0).shape == (5, 12)
     foreign = {"rails_config": {"model": {"similarity": {"_target_": "x.Dot"}}}, "state_dict": {}}
     with pytest.raises(ValueError, match="not a MoLSimilarity"):
-        data.checkpoint_problem(foreign, num_items=4, noise=0.1, dtype=torch.float32, device="cpu")
+        data.checkpoint_problem(foreign, 4, 0.1, torch.float32, "cpu")
 
 
 def test_parse_fused_config():
@@ -79,50 +165,58 @@ def test_parse_fused_config():
             bench.parse_fused_config(bad)
 
 
-def test_bench_problem_rows_on_a_tiny_corpus(tmp_path: Path):
-    settings = data.SyntheticSettings(width=8, hidden=8, clusters=4, train_steps=2, train_batch=16)
-    problem = data.synthetic_problem("structured", "2x2x4", 300, settings, torch.float32, "cpu")
-    run = bench.BenchSettings(batch_sizes=[3], k=10, warmup=0, runs=1, tiny=True)
-    rows = bench.bench_problem(problem, "2x2x4", 300, run, torch.device("cpu"), "CPU", with_faiss=False)
+def test_tiny_run_rows_json_markdown_and_png(tmp_path: Path):
+    problem = tiny_problem()
+    run = bench.BenchSettings(
+        batch_sizes=[3],
+        k=10,
+        warmup=0,
+        runs=1,
+        tiny=True,
+        truth_queries=4,
+        check_queries=1,
+        slow_max_items=100,
+    )
+    cpu = torch.device("cpu")
+    rows, record = bench.bench_problem(problem, run, cpu, "CPU", GIVEN, with_faiss=False)
     names = [row.index for row in rows]
-    assert names[0] == "reference_torch_chunked" and {
-        "PerComponentTopK",
-        "AverageTopK",
-        "CombinedTopK",
-    } <= set(names)
-    assert rows[0].recall == 1.0 and all(0.0 <= row.recall <= 1.0 for row in rows)
+    assert names[:2] == [bench.PLAIN, "reference_torch_chunked"]
+    assert {"PerComponentTopK", "AverageTopK", "CombinedTopK"} <= set(names)
+    plain = rows[0]
+    assert plain.speedup_vs_plain == pytest.approx(1.0) and plain.recall is None
+    assert "timed on the first 100 items" in plain.note  # 300 items > slow_max_items: scaled, no recall
+    approx = [row for row in rows if row.index not in (bench.PLAIN, "reference_torch_chunked")]
+    assert all(0.0 <= row.recall <= 1.0 and row.recall_queries == 3 for row in approx)
+    assert all(row.speedup_vs_plain == pytest.approx(plain.latency_ms / row.latency_ms) for row in approx)
     per_pair = next(row for row in rows if row.params == "k_per_pair=1")
-    assert per_pair.fallback_rows == 3  # 4 pairs x 1 candidate < k = 10: every query answered exactly
-    bench.write_results(rows, tmp_path, "CPU")
-    written = json.loads((tmp_path / "bench_topk.json").read_text())["rows"]
-    assert [row["index"] for row in written] == names
+    assert per_pair.exact_fallback_rows == 3 and per_pair.recall == 1.0  # 4 candidates < k: exact fallback
+    assert record["float64_check"]["ids_agree_up_to_ties"] and record["truth"]["queries"] == 4
 
-
-@pytest.mark.slow
-def test_tiny_run_writes_markdown_json_csv(tmp_path: Path):
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--tiny", "--data", "structured", "random", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr
-    rows = json.loads((tmp_path / "bench_topk.json").read_text())["rows"]
-    names = {row["index"] for row in rows}
-    assert {"reference_torch_chunked", "PerComponentTopK", "AverageTopK", "CombinedTopK"} <= names
-    assert {row["data"] for row in rows} == {"structured", "random"}
-    assert all(0.0 <= row["recall"] <= 1.0 and row["latency_ms"] > 0 for row in rows)
-    assert all(row["recall"] == 1.0 for row in rows if row["index"] == "reference_torch_chunked")
-    assert all(math.isnan(row["speedup_vs_fused"]) for row in rows)  # CPU: no fused row
-    assert "| data | setting |" in (tmp_path / "bench_topk.md").read_text()
-    assert (tmp_path / "bench_topk.csv").read_text().startswith("device,")
-
-
-def test_checkpoint_data_needs_a_path(tmp_path: Path):
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--tiny", "--data", "checkpoint", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode != 0 and "--checkpoint PATH" in proc.stderr
+    meta = {
+        "gpu": "CPU",
+        "torch": torch.__version__,
+        "date": "today",
+        "command": "python scripts/bench_topk.py",
+    }
+    meta |= {"peaks": vars(GIVEN), "settings": {"k": 10, "runs": 1, "time_budget_s": 3.0}}
+    report.write_results(report.results_record(rows, [record], meta), tmp_path)
+    written = json.loads((tmp_path / "bench_topk.json").read_text())
+    required = {
+        "index",
+        "items",
+        "batch",
+        "setting",
+        "latency_ms",
+        "recall",
+        "floor_ms",
+        "speedup_vs_plain",
+        "gpu",
+    }
+    assert all(required | {"exact_fallback_rows"} <= set(row) for row in written["rows"])
+    assert [row["index"] for row in written["rows"]] == names and written["rows"][0]["recall"] is None
+    assert written["problems"][0]["float64_check"]["queries"] == 1
+    page = (tmp_path / "bench_topk.md").read_text()
+    assert page == report.markdown(written) and page.count("\n| 3 |") == len(rows)
+    assert (tmp_path / "bench_topk.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="no benchmark rows"):
+        report.results_record([], [], meta)

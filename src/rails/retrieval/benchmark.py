@@ -1,47 +1,53 @@
 """Recall-vs-latency benchmark of exact and approximate top-k for Mixture-of-Logits heads (``scripts/bench_topk.py``).
 
-On a :class:`~rails.retrieval.benchmark_data.Problem` (a MoL head, its corpus state and a query sampler)
-every index (plain-PyTorch chunked brute force = the reference row, fused Triton exact search on CUDA at its
-default and at explicit tile settings, PerComponentTopK / AverageTopK / CombinedTopK at several budgets,
-faiss candidate stages when faiss is importable) is built through the index contract, timed on batches of
-queries (median over ``runs`` calls after ``warmup``; CUDA events on GPU) and its recall@k against the exact
-top-k is measured on the same queries. The roofline floor of exact search (bytes streamed, FLOPs) is stated
-per row, and every row's speed-up vs both the reference and the fused exact search of the same run, and how
-many queries an approximate index answered by exact fallback. :func:`write_results` writes
-``bench_topk.{md,json,csv}`` (and ``.png`` with matplotlib).
+On a :class:`~rails.retrieval.benchmark_data.Problem` (a MoL head, its corpus state, a query pool):
+
+- the **baseline row** is the plain-PyTorch bf16 brute force
+  (:func:`~rails.retrieval.benchmark_exact.plain_bruteforce_topk`); every row's ``speedup_vs_plain`` is its
+  latency against that row's, measured side by side in the same run;
+- the **ground truth** is an fp32 exact search (:func:`~rails.retrieval.benchmark_exact.exact_topk`, not
+  any kernel under test) on the pool's first ``truth_queries`` queries, itself checked against float64 on
+  ``check_queries`` of them; every row's recall@k is measured against it on the first min(B, truth_queries)
+  queries of its batch;
+- the rows: the rails exact index (``reference_torch_chunked``), the fused Triton exact search on CUDA (its
+  default and explicit tile settings), PerComponentTopK / AverageTopK / CombinedTopK at several budgets, and
+  faiss candidate stages when faiss is importable; each index is built, timed and freed in turn (median over
+  up to ``runs`` calls after ``warmup``, within ``time_budget_s`` per row; CUDA events on GPU);
+- ``floor_ms``: the roofline of exact search (FLOPs at a matmul rate vs bytes at a bandwidth, both measured
+  on the device by :func:`measure_peaks` unless given).
+
+Brute-force rows above ``slow_max_items`` items are timed on the corpus's first ``slow_max_items`` items
+and their latency scaled by X / slow_max_items (they are linear in X); such rows say so in ``note`` and
+have no recall. An index that runs out of GPU memory gives a row with ``latency_ms`` None and the reason.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from rails.io import atomic_write
+from rails.models.similarity.states import MoLQueryState
 from rails.retrieval.benchmark_data import Problem
+from rails.retrieval.benchmark_exact import exact_topk, float64_check, plain_bruteforce_topk
 from rails.retrieval.indexes import AverageTopK, CombinedTopK, ExactTopK, PerComponentTopK, RetrievalIndex
 from rails.retrieval.metrics import recall_at_k
 from rails.retrieval.mips import FaissMIPS, TorchMIPS
 
-# Peak dense bf16 tensor FLOP/s and HBM bytes/s (public spec sheets; docs/../peers.md §3).
-PEAKS = {"H100": (989.4e12, 3.35e12), "H200": (989.4e12, 4.8e12)}
-
 IndexFactory = Callable[[], RetrievalIndex]
+PLAIN = "plain_torch_bruteforce"
 
 
 @dataclass
 class Row:
-    """One benchmark row: an index at one corpus size, setting and batch size."""
+    """One benchmark row: an index (or the plain brute force) at one corpus size, head shape and batch size."""
 
-    device: str
+    gpu: str
     data: str
     setting: str
     items: int
@@ -49,27 +55,43 @@ class Row:
     k: int
     index: str
     params: str
-    latency_ms: float
-    latency_p90_ms: float
-    recall: float
-    speedup_vs_reference: float
-    speedup_vs_fused: float
-    fallback_rows: int  # queries short of candidates, answered by exact search (approximate indexes)
+    latency_ms: float | None
+    latency_p90_ms: float | None
+    timed_runs: int
+    recall: float | None  # vs the fp32 ground truth, on recall_queries queries of the batch
+    recall_queries: int
+    speedup_vs_plain: float | None
+    exact_fallback_rows: int  # queries an approximate index answered by exact search (too few candidates)
     floor_ms: float
     floor_bytes: float
     floor_flops: float
+    note: str = ""
 
 
 @dataclass(frozen=True)
 class BenchSettings:
-    """What every problem is measured with (the benchmark's ``--batch-sizes`` ... flags)."""
+    """What every problem is measured with (the benchmark's flags)."""
 
     batch_sizes: Sequence[int] = (1, 32, 256)
     k: int = 100
     warmup: int = 3
     runs: int = 20
-    reference_chunk: int = 65536
+    time_budget_s: float = 3.0  # per row: stop timing after this many seconds (at least one timed run)
+    chunk_size: int = 65536  # items per chunk of the brute force, the ground truth and the reference index
+    truth_queries: int = 256  # queries with an fp32 ground truth (recall is measured on them)
+    check_queries: int = 4  # of which checked against float64
+    slow_max_items: int | None = None  # brute-force rows above this size: timed on a prefix, scaled
+    with_reference: bool = True  # time the rails chunked exact index (ExactTopK(fused=False))
     tiny: bool = False  # small approximate budgets (CPU smoke runs)
+
+
+@dataclass(frozen=True)
+class Peaks:
+    """Matmul rate and memory bandwidth of the roofline, and where they come from ("measured"/"given")."""
+
+    tflops: float
+    gbps: float
+    source: str
 
 
 @dataclass(frozen=True)
@@ -95,39 +117,71 @@ def parse_fused_config(text: str) -> FusedTopKConfig:
     return FusedTopKConfig(block_x=values[0], num_splits=values[1] if len(values) > 1 else None)
 
 
-def time_call(fn: Callable[[], object], warmup: int, runs: int, device: torch.device) -> list[float]:
-    """Milliseconds per call: CUDA events on GPU, perf_counter on CPU."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(
+    fn: Callable[[], Any], warmup: int, runs: int, device: torch.device, budget_s: float = math.inf
+) -> tuple[list[float], Any]:
+    """Milliseconds per call (CUDA events on GPU, perf_counter on CPU) and the last call's result.
+
+    At least one warm-up call (when ``warmup`` > 0) and one timed call; further calls stop once
+    ``budget_s`` seconds have been spent.
+    """
+    start_all = time.perf_counter()
+    result = None
+    for i in range(warmup):
+        if i and time.perf_counter() - start_all > budget_s / 2:
+            break
+        result = fn()
+    _sync(device)
+    times: list[float] = []
+    while len(times) < max(1, runs):
+        if times and time.perf_counter() - start_all > budget_s:
+            break
         if device.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize(device)
             start.record()
-            fn()
+            result = fn()
             end.record()
             torch.cuda.synchronize(device)
             times.append(start.elapsed_time(end))
         else:
             t0 = time.perf_counter()
-            fn()
+            result = fn()
             times.append(1000.0 * (time.perf_counter() - t0))
-    return times
+    return times, result
+
+
+def measure_peaks(device: torch.device, tflops: float | None = None, gbps: float | None = None) -> Peaks:
+    """The roofline's rates: given ones, else measured here (bf16 GEMM on CUDA / fp32 on CPU; a large copy)."""
+    if tflops is not None and gbps is not None:
+        return Peaks(tflops, gbps, "given")
+    cuda = device.type == "cuda"
+    if tflops is None:
+        n, dtype = (8192, torch.bfloat16) if cuda else (1024, torch.float32)
+        a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+        times, _ = time_call(lambda: a @ b, 3, 10, device)
+        tflops = 2.0 * n**3 / (min(times) / 1000.0) / 1e12
+    if gbps is None:
+        src = torch.empty((1 << 30) if cuda else (1 << 25), dtype=torch.uint8, device=device)
+        dst = torch.empty_like(src)
+        times, _ = time_call(lambda: dst.copy_(src), 3, 10, device)
+        gbps = 2.0 * src.numel() / (min(times) / 1000.0) / 1e9  # read + write
+    return Peaks(float(tflops), float(gbps), "measured" if cuda else "measured (CPU)")
 
 
 def roofline(
-    pq: int, px: int, dim: int, hidden: int, items: int, batch: int, device_name: str
+    pq: int, px: int, dim: int, hidden: int, items: int, batch: int, peaks: Peaks
 ) -> tuple[float, float, float]:
     """(floor_ms, bytes, flops) of exact search: bf16 item components + item gate streamed once;
     per (query, item): pair logits 2*P*d_P, query-item gating MLP 2*2*P*H, ~8P element-wise."""
     pairs = pq * px
     nbytes = items * (px * dim + pairs) * 2.0
     flops = batch * items * (2.0 * pairs * dim + 4.0 * pairs * hidden + 8.0 * pairs)
-    peak = next((v for key, v in PEAKS.items() if key in device_name), None)
-    if peak is None:
-        return math.nan, nbytes, flops
-    return 1000.0 * max(flops / peak[0], nbytes / peak[1]), nbytes, flops
+    return 1000.0 * max(flops / (peaks.tflops * 1e12), nbytes / (peaks.gbps * 1e9)), nbytes, flops
 
 
 def index_grid(tiny: bool, device: torch.device, with_faiss: bool) -> list[tuple[str, str, IndexFactory]]:
@@ -156,129 +210,172 @@ def index_grid(tiny: bool, device: torch.device, with_faiss: bool) -> list[tuple
     return grid
 
 
+def check_truth(
+    problem: Problem, settings: BenchSettings, device: torch.device
+) -> tuple[dict[str, Any], Any]:
+    """fp32 ground truth of the pool's first ``truth_queries`` queries, checked against float64 on
+    ``check_queries`` of them: (the problem's JSON record, (n, K) truth positions)."""
+    head, items = problem.head, problem.item_state
+    count = min(settings.truth_queries, len(problem.queries))
+    queries = head.encode_queries(problem.queries[:count])
+    assert isinstance(queries, MoLQueryState)
+    t0 = time.perf_counter()
+    scores, positions = exact_topk(head, queries, items, settings.k, torch.float32, settings.chunk_size)
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    checked = min(settings.check_queries, count)
+    check = float64_check(
+        head,
+        queries.index(slice(0, checked)),
+        items,
+        scores[:checked],
+        positions[:checked],
+        settings.chunk_size,
+    )
+    record = {
+        "data": problem.name,
+        "setting": problem.setting,
+        "items": len(items),
+        "item_dtype": str(items.components.dtype).replace("torch.", ""),
+        "truth": {"dtype": "float32", "queries": count, "seconds": seconds},
+        "float64_check": check,
+    }
+    print(
+        f"{problem.name} {problem.setting} X={len(items)}: ground truth {seconds:.1f} s, float64 check {check}"
+    )
+    return record, positions
+
+
 def bench_problem(
     problem: Problem,
-    setting: str,
-    num_items: int,
     settings: BenchSettings,
     device: torch.device,
-    device_name: str,
+    gpu: str,
+    peaks: Peaks,
     with_faiss: bool,
     fused_configs: Sequence[FusedTopKConfig] = (),
-) -> list[Row]:
-    """Time every index on one problem for every batch size; recall vs the exact (fused when on CUDA) top-k."""
+) -> tuple[list[Row], dict[str, Any]]:
+    """Every row of one problem at every batch size, and the problem's ground-truth record."""
     head, item_state = problem.head, problem.item_state
-    pq, px, dim = head.num_query_components, head.num_item_components, head.component_dim
+    num_items = len(item_state)
+    if max(settings.batch_sizes) > len(problem.queries):
+        raise ValueError(
+            f"batch sizes {list(settings.batch_sizes)} exceed the pool of {len(problem.queries)}"
+        )
+    record, truth = check_truth(problem, settings, device)
+    truth_ids = truth + 1  # indexes are built with the default ids 1..X
     hidden = head.mixing().hidden_dim
-    label = setting if setting != "checkpoint" else f"checkpoint {pq}x{px}x{dim}"
-    reference = ExactTopK(chunk_size=settings.reference_chunk, fused=False).build(head, item_state=item_state)
-    exact_rows: list[tuple[str, str, RetrievalIndex]] = [("reference_torch_chunked", "", reference)]
+    states = {b: head.encode_queries(problem.queries[:b]) for b in settings.batch_sizes}
+    cap = settings.slow_max_items
+    scaled = cap is not None and num_items > cap
+    slow_items = item_state.index(slice(0, cap)) if scaled and cap is not None else item_state
+    scale = num_items / len(slow_items)
+    scaled_note = (
+        f"timed on the first {len(slow_items):,} items, latency x{scale:g} (linear in X); recall not measured"
+    )
+
+    def plain(q: Any) -> tuple[Any, Any]:
+        scores, positions = plain_bruteforce_topk(head, q, slow_items, settings.k, settings.chunk_size)
+        return scores, positions + 1
+
+    candidates: list[tuple[str, str, Callable[[], Any], bool]] = [(PLAIN, "", lambda: plain, True)]
+    if settings.with_reference:
+        reference = lambda: ExactTopK(chunk_size=settings.chunk_size, fused=False).build(  # noqa: E731
+            head, item_state=slow_items
+        )
+        candidates.append(("reference_torch_chunked", "", reference, True))
     if device.type == "cuda":
-        exact_rows.append(
-            ("fused_triton_exact", "", ExactTopK(fused=True).build(head, item_state=item_state))
+        candidates.append(
+            (
+                "fused_triton_exact",
+                "",
+                lambda: ExactTopK(fused=True).build(head, item_state=item_state),
+                False,
+            )
         )
         for config in fused_configs:
             params = f"block_x={config.block_x},num_splits={config.num_splits}"
-            exact_rows.append(
-                ("fused_triton_exact", params, config.index().build(head, item_state=item_state))
-            )
-    approx = [
-        (n, p, f().build(head, item_state=item_state))
-        for n, p, f in index_grid(settings.tiny, device, with_faiss)
-    ]
+            build = lambda c=config: c.index().build(head, item_state=item_state)  # noqa: E731
+            candidates.append(("fused_triton_exact", params, build, False))
+    for name, params, factory in index_grid(settings.tiny, device, with_faiss):
+        candidates.append((name, params, lambda f=factory: f().build(head, item_state=item_state), False))
+
     rows: list[Row] = []
-    for batch in settings.batch_sizes:
-        query_state = head.encode_queries(problem.queries(batch, batch))
-        _, truth = exact_rows[min(1, len(exact_rows) - 1)][2].search_state(query_state, settings.k)
-        floor_ms, nbytes, flops = roofline(pq, px, dim, hidden, num_items, batch, device_name)
-        ref_ms = fused_ms = None
-        for name, params, index in exact_rows + approx:
-            times = time_call(
-                lambda i=index, q=query_state: i.search_state(q, settings.k),
-                settings.warmup,
-                settings.runs,
-                device,
+    plain_ms: dict[int, float] = {}
+    for name, params, build, slow in candidates:
+        note = scaled_note if slow and scaled else ""
+        try:
+            index = build()
+        except torch.cuda.OutOfMemoryError as err:
+            index, note = None, f"out of memory at build: {str(err).splitlines()[0]}"
+        for batch in settings.batch_sizes:
+            floor_ms, nbytes, flops = roofline(
+                head.num_query_components,
+                head.num_item_components,
+                head.component_dim,
+                hidden,
+                num_items,
+                batch,
+                peaks,
             )
-            median = statistics.median(times)
-            ref_ms = ref_ms or median
-            if name == "fused_triton_exact" and not params:
-                fused_ms = median
-            _, ids = index.search_state(query_state, settings.k)
             row = Row(
-                device_name,
+                gpu,
                 problem.name,
-                label,
+                problem.setting,
                 num_items,
                 batch,
                 settings.k,
                 name,
                 params,
-                median,
-                sorted(times)[int(0.9 * (len(times) - 1))],
-                recall_at_k(ids, truth),
-                ref_ms / median,
-                (fused_ms / median) if fused_ms else math.nan,
-                index.exact_fallback_rows,
+                None,
+                None,
+                0,
+                None,
+                0,
+                None,
+                0,
                 floor_ms,
                 nbytes,
                 flops,
+                note,
             )
             rows.append(row)
+            if index is None:
+                continue
+            search = index if callable(index) else (lambda q, i=index: i.search_state(q, settings.k))
+            query = states[batch]
+            try:
+                times, (_, ids) = time_call(
+                    lambda s=search, q=query: s(q),
+                    settings.warmup,
+                    settings.runs,
+                    device,
+                    settings.time_budget_s,
+                )
+            except torch.cuda.OutOfMemoryError as err:
+                row.note = f"out of memory at search: {str(err).splitlines()[0]}"
+                torch.cuda.empty_cache()
+                continue
+            factor = scale if slow else 1.0
+            row.latency_ms = statistics.median(times) * factor
+            row.latency_p90_ms = sorted(times)[int(0.9 * (len(times) - 1))] * factor
+            row.timed_runs = len(times)
+            if not (slow and scaled):
+                measured = min(batch, len(truth_ids))
+                row.recall = recall_at_k(ids[:measured], truth_ids[:measured])
+                row.recall_queries = measured
+            if isinstance(index, RetrievalIndex):
+                row.exact_fallback_rows = index.exact_fallback_rows
+            if name == PLAIN:
+                plain_ms[batch] = row.latency_ms
+            if batch in plain_ms:
+                row.speedup_vs_plain = plain_ms[batch] / row.latency_ms
             print(
-                f"{problem.name} {label} X={num_items} B={batch} {name} {params}: {median:.3f} ms, "
-                f"recall {row.recall:.4f}, {row.speedup_vs_fused:.1f}x vs fused, {row.fallback_rows} exact fallbacks"
+                f"{problem.name} {problem.setting} X={num_items} B={batch} {name} {params}: "
+                f"{row.latency_ms:.3f} ms, recall {row.recall}, {row.speedup_vs_plain}x vs plain, "
+                f"{row.exact_fallback_rows} exact fallbacks {note}"
             )
-    return rows
-
-
-def write_results(rows: Sequence[Row], out: Path, device_name: str) -> None:
-    """``bench_topk.{json,csv,md}`` (and ``bench_topk.png`` when matplotlib is importable) under ``out``,
-    each written atomically."""
-    if not rows:
-        raise ValueError("write_results: no benchmark rows")
-    atomic_write(
-        out / "bench_topk.json",
-        json.dumps({"device": device_name, "rows": [asdict(r) for r in rows]}, indent=1),
-    )
-    table = io.StringIO(newline="")
-    writer = csv.DictWriter(table, fieldnames=list(asdict(rows[0])))
-    writer.writeheader()
-    writer.writerows(asdict(r) for r in rows)
-    atomic_write(out / "bench_topk.csv", table.getvalue())
-    lines = [
-        "# Top-k retrieval benchmark (scripts/bench_topk.py)",
-        "",
-        f"Device: **{device_name}**, torch {torch.__version__}. Latency = median ms per query batch (CUDA events "
-        "after warm-up); recall = |top-k ∩ exact top-k| / k; speed-ups vs the plain-PyTorch chunked reference row "
-        "and vs the fused exact search of the same run; floor = roofline of exact search (bf16 item components + "
-        "gate streamed once, logits + gating MLP FLOPs at peak dense bf16).",
-        "",
-        "| data | setting | items | B | index | params | ms (median) | ms (p90) | recall@k | vs reference | "
-        "vs fused | exact fallbacks | floor ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r.data} | {r.setting} | {r.items:,} | {r.batch} | {r.index} | {r.params} | {r.latency_ms:.3f} | "
-            f"{r.latency_p90_ms:.3f} | {r.recall:.4f} | {r.speedup_vs_reference:.1f}x | "
-            f"{r.speedup_vs_fused:.1f}x | {r.fallback_rows} | {r.floor_ms:.3f} |"
-        )
-    atomic_write(out / "bench_topk.md", "\n".join(lines) + "\n")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for r in rows:
-        ax.scatter(r.latency_ms, r.recall, s=12)
-    ax.set_xscale("log")
-    ax.set_xlabel("latency per batch (ms, log)")
-    ax.set_ylabel("recall@k vs exact")
-    ax.set_title(f"MoL top-k, {device_name}")
-    atomic_write(
-        out / "bench_topk.png", lambda handle: fig.savefig(handle, format="png", dpi=120, bbox_inches="tight")
-    )
-    plt.close(fig)
+        del index
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows, record

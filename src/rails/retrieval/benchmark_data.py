@@ -7,15 +7,19 @@
 - ``random``: the untrained head over random clustered embeddings (approximate recall near zero, since
   nothing aligns the components);
 - ``checkpoint`` (:func:`checkpoint_problem`): the MoL head and item table of a rails-train checkpoint
-  (``rails_config`` + ``state_dict``); queries are random items plus noise, and the corpus is the table
-  tiled to the requested size.
+  (``rails_config`` + ``state_dict``); queries are random items plus noise, and the corpus is the table at
+  its own size (or tiled to a requested size).
+
+Corpora are generated and encoded :data:`CHUNK` items at a time into one preallocated item state of the
+requested dtype (bf16 on GPU: 100M x 4 x 64 x 2 B = 51 GB of components), never as a full fp32 copy; each
+problem carries a fixed pool of queries, and a batch of B queries is the pool's first B rows.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,17 +30,24 @@ from torch import Tensor
 
 from rails.models.similarity.mol import MoLSimilarity
 from rails.models.similarity.states import MoLItemState
-from rails.retrieval.corpus import encode_corpus
+
+CHUNK = 1 << 20  # corpus items generated and encoded at once
 
 
 @dataclass
 class Problem:
-    """A head, its (X, ...) item state and a query sampler: ``queries(n, seed) -> (n, D_q)``."""
+    """A head, its (X, ...) item state and a pool of (Q, D_q) query embeddings (batches take its first rows)."""
 
     name: str
     head: MoLSimilarity
     item_state: MoLItemState
-    queries: Callable[[int, int], Tensor]
+    queries: Tensor
+
+    @property
+    def setting(self) -> str:
+        """The head shape, ``P_Q x P_X x d_P`` (e.g. "8x4x64")."""
+        head = self.head
+        return f"{head.num_query_components}x{head.num_item_components}x{head.component_dim}"
 
 
 @dataclass(frozen=True)
@@ -82,19 +93,37 @@ def sphere(x: Tensor) -> Tensor:
     return F.normalize(x, dim=-1)
 
 
+def cluster_centers(clusters: int, width: int, seed: int, device: Any) -> Tensor:
+    """(clusters, D) unit cluster centres (the same for every corpus size)."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    return sphere(torch.randn(clusters, width, generator=gen)).to(device)
+
+
+def _generator(device: Any, seed: int) -> torch.Generator:
+    return torch.Generator(device=torch.device(device)).manual_seed(seed)
+
+
+def clustered_chunk(centers: Tensor, chunk_index: int, count: int, spread: float, seed: int) -> Tensor:
+    """(count, D) unit items of corpus chunk ``chunk_index`` (positions ``chunk_index * CHUNK ...``), drawn on
+    the centres' device from a generator seeded by (seed, chunk): full chunks are the same for every corpus
+    size."""
+    device, width = centers.device, centers.shape[1]
+    gen = _generator(device, seed * 1_000_003 + chunk_index)
+    assign = torch.randint(0, centers.shape[0], (count,), generator=gen, device=device)
+    noise = torch.randn(count, width, generator=gen, device=device) * (spread / math.sqrt(width))
+    return sphere(centers[assign] + noise)
+
+
 def clustered_items(
     num_items: int, width: int, clusters: int, spread: float, seed: int, device: Any
 ) -> Tensor:
-    """(X, D) unit item embeddings: a mixture of ``clusters`` Gaussians on the sphere."""
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    centers = sphere(torch.randn(clusters, width, generator=gen)).to(device)
-    parts = []
-    for start in range(0, num_items, 1 << 20):
-        count = min(1 << 20, num_items - start)
-        assign = torch.randint(0, clusters, (count,), generator=gen).to(device)
-        noise = torch.randn(count, width, generator=gen).to(device) * (spread / math.sqrt(width))
-        parts.append(sphere(centers[assign] + noise))
-    return torch.cat(parts)
+    """(X, D) unit item embeddings: a mixture of ``clusters`` Gaussians on the sphere (small corpora only;
+    :func:`synthetic_problem` streams the same chunks into the item state instead)."""
+    centers = cluster_centers(clusters, width, seed, device)
+    starts = range(0, num_items, CHUNK)
+    return torch.cat(
+        [clustered_chunk(centers, c, min(CHUNK, num_items - s), spread, seed) for c, s in enumerate(starts)]
+    )
 
 
 def two_interest_queries(
@@ -129,56 +158,111 @@ def train_head(head: MoLSimilarity, items: Tensor, steps: int, batch: int, noise
 
 
 @torch.no_grad()
-def corpus_state(head: MoLSimilarity, items: Tensor, dtype: torch.dtype) -> MoLItemState:
-    """(X, D_x) embeddings -> (X, ...) item state in ``dtype``, encoded 2^18 items at a time."""
-    state = encode_corpus(head, items, 1 << 18)
-    assert isinstance(state, MoLItemState)
-    return state.to(dtype)
+def corpus_state(
+    head: MoLSimilarity, chunks: Iterable[Tensor], num_items: int, dtype: torch.dtype
+) -> MoLItemState:
+    """Raw (c, D_x) item chunks -> one preallocated (X, ...) item state in ``dtype``.
+
+    Each chunk is encoded and written in place, so a 100M-item bf16 corpus never exists in another dtype
+    (or twice). ValueError when the chunks do not add up to ``num_items``.
+    """
+    components: Tensor | None = None
+    gate: Tensor | None = None
+    filled = 0
+    for raw in chunks:
+        state = head.encode_items(raw)
+        count = raw.shape[0]
+        if filled + count > num_items:
+            raise ValueError(f"corpus_state: chunks hold more than num_items={num_items} items")
+        if components is None or gate is None:
+            device = state.components.device
+            components = torch.empty((num_items, *state.components.shape[1:]), dtype=dtype, device=device)
+            gate = torch.empty((num_items, state.gate.shape[1]), dtype=dtype, device=device)
+        components[filled : filled + count] = state.components
+        gate[filled : filled + count] = state.gate
+        filled += count
+    if components is None or gate is None or filled != num_items:
+        raise ValueError(f"corpus_state: chunks hold {filled} items, expected num_items={num_items}")
+    return MoLItemState(components, gate)
 
 
 def synthetic_problem(
-    kind: str, setting: str, num_items: int, settings: SyntheticSettings, dtype: torch.dtype, device: Any
+    kind: str,
+    setting: str,
+    num_items: int,
+    settings: SyntheticSettings,
+    dtype: torch.dtype,
+    device: Any,
+    num_queries: int = 256,
 ) -> Problem:
-    """``structured``: a trained head over clustered items; ``random``: an untrained head, random-ish corpus."""
+    """``structured``: a trained head over clustered items; ``random``: an untrained head, random-ish corpus.
+
+    The corpus is generated and encoded CHUNK items at a time into a ``dtype`` state; the ``num_queries``
+    query pool is built on the way (structured queries mix two corpus items anywhere in the corpus).
+    """
+    if num_items < 1 or num_queries < 1:
+        raise ValueError(f"num_items and num_queries must be >= 1, got {num_items}, {num_queries}")
     pq, px, dim = parse_setting(setting)
     head = make_head(pq, px, dim, settings.width, settings.hidden, device)
+    width = settings.width
+    gen = torch.Generator(device="cpu").manual_seed(10_000)
+    sizes = [(c, start, min(CHUNK, num_items - start)) for c, start in enumerate(range(0, num_items, CHUNK))]
     if kind == "random":
-        gen = torch.Generator(device="cpu").manual_seed(1)
-        centers = torch.randn(256, settings.width, generator=gen)
-        assign = torch.randint(0, 256, (num_items,), generator=gen)
-        items = (centers[assign] + 0.7 * torch.randn(num_items, settings.width, generator=gen)).to(device)
+        centers = torch.randn(256, width, generator=torch.Generator().manual_seed(1)).to(device)
 
-        def random_queries(count: int, seed: int) -> Tensor:
-            gen = torch.Generator().manual_seed(seed)
-            return torch.randn(count, settings.width, generator=gen).to(device)
+        def random_chunks() -> Iterator[Tensor]:
+            for c, _, count in sizes:
+                chunk_gen = _generator(device, 7_000_003 + c)
+                assign = torch.randint(0, 256, (count,), generator=chunk_gen, device=centers.device)
+                yield centers[assign] + 0.7 * torch.randn(
+                    count, width, generator=chunk_gen, device=centers.device
+                )
 
-        return Problem(kind, head, corpus_state(head, items, dtype), random_queries)
+        queries = torch.randn(num_queries, width, generator=gen).to(device)
+        return Problem(kind, head, corpus_state(head, random_chunks(), num_items, dtype), queries)
     if kind != "structured":
         raise ValueError(f"synthetic data must be 'structured' or 'random', got {kind!r}")
-    items = clustered_items(num_items, settings.width, settings.clusters, settings.spread, 1, device)
+    centers = cluster_centers(settings.clusters, width, 1, device)
     t0 = time.perf_counter()
-    loss = train_head(head, items, settings.train_steps, settings.train_batch, settings.query_noise, seed=2)
+    train_items = clustered_chunk(centers, 0, sizes[0][2], settings.spread, 1)
+    loss = train_head(
+        head, train_items, settings.train_steps, settings.train_batch, settings.query_noise, seed=2
+    )
+    del train_items
     print(
         f"{setting} X={num_items}: trained the head for {settings.train_steps} steps in "
         f"{time.perf_counter() - t0:.1f} s, final loss {loss:.3f}"
     )
+    positives = torch.randint(0, num_items, (num_queries, 2), generator=gen).to(device)
+    jitter = torch.randn(num_queries, width, generator=gen).to(device) * (
+        settings.query_noise / math.sqrt(width)
+    )
+    picked = torch.zeros(num_queries, 2, width, device=device)
 
-    def structured_queries(count: int, seed: int) -> Tensor:
-        gen = torch.Generator().manual_seed(10_000 + seed)
-        return two_interest_queries(items, count, settings.query_noise, gen)[0]
+    def structured_chunks() -> Iterator[Tensor]:
+        for c, start, count in sizes:
+            raw = clustered_chunk(centers, c, count, settings.spread, 1)
+            inside = (positives >= start) & (positives < start + count)
+            picked[inside] = raw[positives[inside] - start]
+            yield raw
 
-    return Problem(kind, head, corpus_state(head, items, dtype), structured_queries)
+    state = corpus_state(head, structured_chunks(), num_items, dtype)
+    return Problem(kind, head, state, sphere(picked.sum(dim=1) + jitter))
 
 
 def checkpoint_problem(
     checkpoint: Mapping[str, Any],
-    num_items: int,
+    num_items: int | None,
     noise: float,
     dtype: torch.dtype,
     device: Any,
     source: str = "checkpoint",
+    num_queries: int = 256,
+    name: str = "checkpoint",
 ) -> Problem:
     """MoL head + item table of a loaded rails-train checkpoint; queries = random items plus noise.
+
+    The corpus is the item table (``num_items`` None: its own size) or the table tiled to ``num_items``.
 
     Raises:
         ValueError: naming ``source`` when the checkpoint has no MoL head node or no item table.
@@ -198,14 +282,17 @@ def checkpoint_problem(
     if table is None:
         raise ValueError(f"{source}: state_dict has no 'items.table.weight' item table")
     table = table[1:].float().to(device)  # row 0 = padding
-    reps = math.ceil(num_items / table.shape[0])
-    items = table.repeat(reps, 1)[:num_items] if reps > 1 else table
-    scale = float(items.norm(dim=1).mean())
+    rows = table.shape[0]
+    num_items = rows if num_items is None else num_items
+    tiled = table.repeat(max(1, CHUNK // rows), 1)  # whole tables per chunk
 
-    def checkpoint_queries(count: int, seed: int) -> Tensor:
-        gen = torch.Generator().manual_seed(seed)
-        picks = torch.randint(0, table.shape[0], (count,), generator=gen).to(device)
-        jitter = torch.randn(count, table.shape[1], generator=gen).to(device)
-        return table[picks] + jitter * (noise * scale / math.sqrt(table.shape[1]))
+    def table_chunks() -> Iterator[Tensor]:
+        for start in range(0, num_items, tiled.shape[0]):
+            yield tiled[: min(tiled.shape[0], num_items - start)]
 
-    return Problem("checkpoint", head, corpus_state(head, items, dtype), checkpoint_queries)
+    gen = torch.Generator().manual_seed(0)
+    picks = torch.randint(0, rows, (num_queries,), generator=gen).to(device)
+    jitter = torch.randn(num_queries, table.shape[1], generator=gen).to(device)
+    scale = float(table.norm(dim=1).mean())
+    queries = table[picks] + jitter * (noise * scale / math.sqrt(table.shape[1]))
+    return Problem(name, head, corpus_state(head, table_chunks(), num_items, dtype), queries)
