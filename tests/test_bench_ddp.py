@@ -1,0 +1,240 @@
+"""The DDP check (rails.runs.ddp_bench, its report, the EpochTimer callback, scripts/bench_ddp.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+
+from rails.callbacks.epoch_timer import EpochTimer
+from rails.runs.ddp_bench import BenchSettings, compare_metrics, epoch_seconds, eval_sharding, summarize
+from rails.runs.ddp_bench_report import END, START, load_summary, render, update_section
+from tests.conftest import REPO_ROOT, TINY_OVERRIDES
+
+
+# ------------------------------------------------------------------------------------------- EpochTimer
+def _trainer(tmp_path: Path, rank: int = 0, world: int = 2, sanity: bool = False) -> Any:
+    return SimpleNamespace(
+        global_rank=rank, world_size=world, default_root_dir=str(tmp_path), sanity_checking=sanity
+    )
+
+
+def test_epoch_timer_records_training_epochs_without_validation_and_the_evaluated_users(
+    tmp_path: Path,
+) -> None:
+    timer, trainer, module = EpochTimer(), _trainer(tmp_path, rank=1), torch.nn.Linear(1, 1)
+    module.device = torch.device("cpu")  # what a LightningModule exposes
+    timer.on_validation_epoch_start(trainer, module)  # a sanity check before training: not recorded
+    timer.on_validation_batch_start(trainer, module, SimpleNamespace(user_ids=torch.tensor([9])), 0)
+    trainer.sanity_checking = True
+    timer.on_validation_epoch_end(trainer, module)
+    trainer.sanity_checking = False
+    assert timer.eval == {}
+
+    timer.on_train_epoch_start(trainer, module)
+    timer.on_validation_epoch_start(trainer, module)  # closes the training part of epoch 0
+    assert len(timer.train_epoch_s) == 1
+    for i, users in enumerate(([5, 1], [3])):
+        timer.on_validation_batch_start(trainer, module, SimpleNamespace(user_ids=torch.tensor(users)), i)
+    timer.on_validation_epoch_end(trainer, module)
+    timer.on_train_epoch_end(trainer, module)  # validation already closed the epoch: nothing added
+    timer.on_train_epoch_start(trainer, module)  # epoch 1 without validation
+    timer.on_train_epoch_end(trainer, module)
+    timer.on_test_epoch_start(trainer, module)
+    timer.on_test_batch_start(trainer, module, SimpleNamespace(user_ids=torch.tensor([[4], [2]])), 0)
+    timer.on_test_epoch_end(trainer, module)
+
+    record = json.loads((tmp_path / "epoch_timer" / "rank1.json").read_text())
+    assert record["rank"] == 1 and record["world_size"] == 2
+    assert len(record["train_epoch_s"]) == 2 and all(s >= 0 for s in record["train_epoch_s"])
+    assert record["eval"]["val"]["users"] == [1, 3, 5] and record["eval"]["val"]["batches"] == 2
+    assert record["eval"]["test"]["users"] == [2, 4] and record["eval"]["test"]["batches"] == 1
+
+
+# ---------------------------------------------------------------------------------- fake run directories
+def _run_dir(root: Path, epochs: list[list[float]], users: list[list[int]]) -> Path:
+    """A run directory whose rank r timed ``epochs[r]`` and evaluated ``users[r]`` (val)."""
+    for rank, (seconds, ids) in enumerate(zip(epochs, users)):
+        record = {
+            "rank": rank,
+            "world_size": len(epochs),
+            "train_epoch_s": seconds,
+            "eval": {"val": {"seconds": 0.1, "batches": 1, "users": ids}},
+        }
+        (root / "epoch_timer").mkdir(parents=True, exist_ok=True)
+        (root / "epoch_timer" / f"rank{rank}.json").write_text(json.dumps(record))
+    return root
+
+
+def test_epoch_seconds_skips_the_warm_up_and_takes_the_slowest_rank(tmp_path: Path) -> None:
+    run = _run_dir(tmp_path, [[9.0, 1.0, 2.0], [8.0, 1.5, 1.0]], [[0], [1]])
+    mean, per_epoch = epoch_seconds(run)
+    assert per_epoch == [9.0, 1.5, 2.0]
+    assert mean == pytest.approx(1.75)
+    with pytest.raises(ValueError, match="none left after skipping 3"):
+        epoch_seconds(run, skip=3)
+
+
+def test_epoch_seconds_rejects_missing_and_inconsistent_records(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="EpochTimer"):
+        epoch_seconds(tmp_path)
+    run = _run_dir(tmp_path / "a", [[1.0, 2.0], [1.0]], [[0], [1]])
+    with pytest.raises(ValueError, match="different numbers of epochs"):
+        epoch_seconds(run)
+    (run / "epoch_timer" / "rank0.json").unlink()
+    with pytest.raises(ValueError, match=r"ranks \[1\] but world size 2"):
+        epoch_seconds(run)
+
+
+def test_eval_sharding_checks_disjoint_shards_that_cover_the_single_device_users(tmp_path: Path) -> None:
+    single = _run_dir(tmp_path / "one", [[1.0, 1.0]], [[1, 2, 3, 4, 5]])
+    good = eval_sharding(_run_dir(tmp_path / "good", [[1.0, 1.0]] * 2, [[1, 3, 5], [2, 4]]), single)
+    assert good["sharded"] and good["disjoint"] and good["union_equals_single"]
+    assert good["users_per_rank"] == [3, 2] and good["users_single"] == 5
+    overlap = eval_sharding(_run_dir(tmp_path / "overlap", [[1.0, 1.0]] * 2, [[1, 2, 3, 5], [2, 4]]), single)
+    assert not overlap["disjoint"] and overlap["union_equals_single"] and not overlap["sharded"]
+    unsharded = eval_sharding(_run_dir(tmp_path / "copy", [[1.0, 1.0]] * 2, [[1, 2, 3, 4, 5]] * 2), single)
+    assert not unsharded["sharded"]
+    short = eval_sharding(_run_dir(tmp_path / "short", [[1.0, 1.0]] * 2, [[1, 3], [2, 4]]), single)
+    assert short["disjoint"] and not short["union_equals_single"] and not short["sharded"]
+    with pytest.raises(ValueError, match="no test evaluation"):
+        eval_sharding(tmp_path / "good", single, stage="test")
+
+
+def test_compare_metrics_takes_the_largest_absolute_difference() -> None:
+    result = compare_metrics(
+        {"val/hr@10": 0.5, "val/ndcg@10": 0.25, "test/mrr": None, "only/ddp": 1.0},
+        {"val/hr@10": 0.5 + 3e-7, "val/ndcg@10": 0.2, "test/mrr": None},
+    )
+    assert result["compared"] == 3 and result["worst_metric"] == "val/ndcg@10"
+    assert result["max_abs_diff"] == pytest.approx(0.05)
+    assert result["diffs"]["val/hr@10"] == pytest.approx(3e-7) and result["diffs"]["test/mrr"] == 0.0
+    assert math.isinf(compare_metrics({"a": None}, {"a": 0.1})["max_abs_diff"])
+    with pytest.raises(ValueError, match="no common metric"):
+        compare_metrics({"a": 1.0}, {"b": 1.0})
+
+
+def test_settings_reject_runs_that_cannot_measure_anything() -> None:
+    with pytest.raises(ValueError, match="gpus must be >= 2"):
+        BenchSettings(gpus=1)
+    with pytest.raises(ValueError, match="epochs must be >= 2"):
+        BenchSettings(epochs=1)
+    with pytest.raises(ValueError, match="global_batches"):
+        BenchSettings(gpus=4, global_batches=[2])
+
+
+# ----------------------------------------------------------------------------------- JSON and markdown
+def _row(batch: int, one: float, many: float, diff: float) -> dict[str, Any]:
+    return {
+        "global_batch": batch,
+        "per_gpu_batch": batch // 2,
+        "epoch_s": {"1": one, "2": many},
+        "epoch_s_all": {"1": [5.0, one], "2": [6.0, many]},
+        "speedup": one / many,
+        "max_metric_abs_diff": diff,
+        "worst_metric": "val/ndcg@10",
+        "metrics_compared": 12,
+        "metric_diffs": {},
+        "eval_sharding": {"sharded": True, "users_per_rank": [3020, 3020]},
+        "gpu": "NVIDIA H200",
+        "commands": [f"python -m rails.train data.batch_size={batch}"],
+    }
+
+
+def test_summary_headline_is_the_first_batch_and_the_markdown_tells_where_the_speedup_is_met() -> None:
+    settings = BenchSettings(global_batches=(128, 512))
+    summary = summarize(settings, [_row(128, 2.0, 1.6, 2e-7), _row(512, 1.0, 0.5, 0.0)], "bench")
+    assert summary["gpus"] == 2 and summary["epoch_s"] == {"1": 2.0, "2": 1.6}
+    assert summary["speedup"] == pytest.approx(1.25) and summary["max_metric_abs_diff"] == 2e-7
+    accept = summary["acceptance"]
+    assert (
+        not accept["speedup_met"] and accept["metrics_met"] and accept["speedup_met_at_global_batch"] == [512]
+    )
+    text = render(summary)
+    assert "| 128 | 64 | 2.000 | 1.600 | 1.25x | 2.0e-07 (val/ndcg@10) | yes (3020, 3020) |" in text
+    assert "| 512 | 256 | 1.000 | 0.500 | 2.00x |" in text
+    assert "reached at global batch 512" in text and "(4x fewer steps)" in text
+    met = render(summarize(settings, [_row(128, 2.0, 1.0, 0.0)], "bench"))
+    assert "speed-up 2.00x >= 1.8: yes" in met and "reached at" not in met
+
+
+def test_update_section_replaces_only_the_generated_block(tmp_path: Path) -> None:
+    page = tmp_path / "benchmarks.md"
+    page.write_text("# Benchmarks\n\nintro\n")
+    update_section(page, "first\n")
+    assert page.read_text() == f"# Benchmarks\n\nintro\n\n{START}\nfirst\n{END}\n"
+    page.write_text(page.read_text() + "\nafter\n")
+    update_section(page, "second")
+    update_section(page, "second")  # idempotent
+    assert page.read_text() == f"# Benchmarks\n\nintro\n\n{START}\nsecond\n{END}\n\nafter\n"
+    page.write_text(f"x\n{END}\n")
+    with pytest.raises(ValueError, match="end marker of the DDP block only"):
+        update_section(page, "third")
+
+
+def test_load_summary_names_the_file_and_the_missing_keys(tmp_path: Path) -> None:
+    path = tmp_path / "bench_ddp.json"
+    path.write_text(json.dumps({"gpus": 2}))
+    with pytest.raises(ValueError, match=r"bench_ddp.json: not a bench_ddp summary \(missing \['epoch_s'"):
+        load_summary(path)
+    path.write_text("{")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_summary(path)
+
+
+def test_render_command_regenerates_the_markdown_from_the_json(tmp_path: Path) -> None:
+    summary = summarize(BenchSettings(global_batches=(128,)), [_row(128, 2.0, 1.0, 0.0)], "bench")
+    (tmp_path / "bench_ddp.json").write_text(json.dumps(summary))
+    (tmp_path / "benchmarks.md").write_text(f"# B\n\n{START}\nold\n{END}\n")
+    result = subprocess.run(
+        [sys.executable, "scripts/bench_ddp.py", "render", "--json", str(tmp_path / "bench_ddp.json"),
+         "--markdown", str(tmp_path / "benchmarks.md")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    page = (tmp_path / "benchmarks.md").read_text()
+    assert "old" not in page and "| 128 | 64 | 2.000 | 1.000 | 2.00x |" in page
+
+
+# ------------------------------------------------------------------------------------------------ slow
+@pytest.mark.slow
+def test_bench_on_two_gloo_processes_writes_an_honest_summary(tmp_path: Path) -> None:
+    """The whole flow with trainer=ddp_sim: 1 vs 2 CPU processes, rails-eval of the 2-process checkpoint."""
+    data = [o for o in TINY_OVERRIDES if o.startswith(("data.", "model."))]
+    data = [o for o in data if not o.startswith(("data.batch_size", "data.source.num_users"))]
+    overrides = [
+        *data,
+        "data.source.num_users=121",  # odd: one rank evaluates one user more
+        "trainer.enable_model_summary=false",
+        "~logger",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"data.root={tmp_path / 'data'}",
+    ]
+    out, json_path, page = tmp_path / "runs", tmp_path / "bench_ddp.json", tmp_path / "benchmarks.md"
+    page.write_text("# Benchmarks\n")
+    command = [
+        sys.executable, "scripts/bench_ddp.py", "run", "--experiment", "quickstart", "--trainer-one", "cpu",
+        "--trainer-many", "ddp_sim", "--epochs", "2", "--global-batches", "32", "--out", str(out),
+        "--json", str(json_path), "--markdown", str(page), "--", *overrides,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = load_summary(json_path)
+    assert summary["gpus"] == 2 and set(summary["epoch_s"]) == {"1", "2"}
+    assert all(s > 0 for s in summary["epoch_s"].values())
+    assert summary["speedup"] == pytest.approx(summary["epoch_s"]["1"] / summary["epoch_s"]["2"])
+    row = summary["runs"][0]
+    assert row["metrics_compared"] > 0 and any(k.startswith("val/") for k in row["metric_diffs"])
+    assert summary["max_metric_abs_diff"] <= 1e-6  # one checkpoint, same users: sums agree up to rounding
+    assert summary["eval_sharded"] and sorted(row["eval_sharding"]["users_per_rank"]) == [60, 61]
+    assert len(row["epoch_s_all"]["2"]) == 2 and len(row["commands"]) == 3
+    assert START in page.read_text() and "| 32 | 16 |" in page.read_text()
