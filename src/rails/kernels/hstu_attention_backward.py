@@ -24,9 +24,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from rails.kernels.hstu_attention_launch import HSTULaunch, HSTUSequences, kernel_arguments
 from rails.kernels.hstu_attention_tiles import (
     attention_tile,
-    block_dim,
     dscores_tile,
     load_rows,
     load_times,
@@ -283,17 +283,9 @@ def hstu_backward(
     q: Tensor,
     k: Tensor,
     v: Tensor,
-    position_weights: Tensor,
-    time_weights: Tensor,
-    timestamps: Tensor,
-    next_timestamps: Tensor,
-    lengths: Tensor,
-    normalizer: float,
-    time_bucket_divisor: float,
-    block_m: int,
-    block_n: int,
-    num_warps: int,
-    num_stages: int,
+    tables: tuple[Tensor, Tensor],
+    seq: HSTUSequences,
+    launch: HSTULaunch,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Launch the backward kernels: gradients (dq, dk, dv, d position table, d time table).
 
@@ -307,31 +299,19 @@ def hstu_backward(
     dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
     # Gradients are allocated contiguous; contiguous copies of q/k/v make one stride set serve both.
     qc, kc, vc = q.contiguous(), k.contiguous(), v.contiguous()
-    num_buckets = time_weights.shape[0] - 1
-    dims = {
-        "inv_normalizer": 1.0 / normalizer,
-        "time_bucket_divisor": time_bucket_divisor,
-        "NUM_BUCKETS": num_buckets,
-        "BLOCK_DQK": block_dim(dqk),
-        "BLOCK_DV": block_dim(dv_dim),
-        "num_warps": num_warps,
-        "num_stages": num_stages,
-    }
-    common = {"N": n, "H": h, "DQK": dqk, "DV": dv_dim, "BLOCK_M": block_m, "BLOCK_N": block_n, **dims}
-    strides = (
-        *qc.stride()[:3],
-        *kc.stride()[:3],
-        *vc.stride()[:3],
-        *grad_out.stride()[:3],
-        timestamps.stride(0),
+    shared, keywords = kernel_arguments(qc, kc, vc, grad_out, tables, seq)
+    keywords |= {"num_warps": launch.num_warps, "num_stages": launch.num_stages}
+    common = {"N": n, "H": h, "DQK": dqk, "DV": dv_dim, "BLOCK_M": launch.block_m, "BLOCK_N": launch.block_n}
+    _hstu_bwd_dkdv[(triton.cdiv(n, launch.block_n), b * h)](
+        qc, kc, vc, grad_out, dk, dv, *shared, **common, **keywords
     )
-    tables = (position_weights, time_weights, timestamps, next_timestamps, lengths)
-    _hstu_bwd_dkdv[(triton.cdiv(n, block_n), b * h)](
-        qc, kc, vc, grad_out, dk, dv, *tables, *strides, **common
+    _hstu_bwd_dq[(triton.cdiv(n, launch.block_m), b * h)](
+        qc, kc, vc, grad_out, dq, *shared, **common, **keywords
     )
-    _hstu_bwd_dq[(triton.cdiv(n, block_m), b * h)](qc, kc, vc, grad_out, dq, *tables, *strides, **common)
 
-    block = min(block_m, block_n)  # square tiles: a band has one distance per (r, c)
+    position_weights, time_weights = tables
+    num_buckets = keywords["NUM_BUCKETS"]
+    block = min(launch.block_m, launch.block_n)  # square tiles: a band has one distance per (r, c)
     tiles = triton.cdiv(n, block)
     chunks = triton.cdiv(tiles, BAND_CHUNK_TILES)
     buckets_pad = triton.next_power_of_2(num_buckets + 1)
@@ -344,8 +324,7 @@ def hstu_backward(
         grad_out,
         dpos_part,
         dtsw_part,
-        *tables,
-        *strides,
+        *shared,
         h,
         dqk,
         dv_dim,
@@ -354,7 +333,7 @@ def hstu_backward(
         BUCKETS_PAD=buckets_pad,
         CHUNK=BAND_CHUNK_TILES,
         BLOCK=block,
-        **dims,
+        **keywords,
     )
     dpos = _position_gradient(dpos_part, block, position_weights.shape[0])
     dtsw = dtsw_part.sum(dim=(0, 1, 2))[: num_buckets + 1]

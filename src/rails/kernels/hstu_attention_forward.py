@@ -14,9 +14,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from rails.kernels.hstu_attention_launch import HSTULaunch, HSTUSequences, kernel_arguments
 from rails.kernels.hstu_attention_tiles import (
     attention_tile,
-    block_dim,
     load_rows,
     load_times,
     score_tile,
@@ -87,56 +87,31 @@ def _hstu_fwd(
 
 
 def hstu_forward(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    position_weights: Tensor,
-    time_weights: Tensor,
-    timestamps: Tensor,
-    next_timestamps: Tensor,
-    lengths: Tensor,
-    normalizer: float,
-    time_bucket_divisor: float,
-    block_m: int,
-    block_n: int,
-    num_warps: int,
-    num_stages: int,
+    q: Tensor, k: Tensor, v: Tensor, tables: tuple[Tensor, Tensor], seq: HSTUSequences, launch: HSTULaunch
 ) -> Tensor:
     """Launch the forward kernel: (B, N, H, d_qk) q, k and (B, N, H, d_v) v -> (B, N, H, d_v).
 
-    Inputs as prepared by the autograd wrapper: last dims contiguous, int64 contiguous (B, N) timestamps and
-    (B,) lengths, contiguous bias tables.
+    Inputs as prepared by the autograd wrapper: last dims contiguous, contiguous (P,) position and (T + 1,)
+    time bias ``tables``, ``seq`` prepared (:meth:`HSTUSequences.prepared`).
     """
     b, n, h, dqk = q.shape
     dv = v.shape[-1]
     out = torch.empty((b, n, h, dv), dtype=v.dtype, device=v.device)
-    _hstu_fwd[(triton.cdiv(n, block_m), b * h)](
+    shared, keywords = kernel_arguments(q, k, v, out, tables, seq)
+    _hstu_fwd[(triton.cdiv(n, launch.block_m), b * h)](
         q,
         k,
         v,
         out,
-        position_weights,
-        time_weights,
-        timestamps,
-        next_timestamps,
-        lengths,
-        *q.stride()[:3],
-        *k.stride()[:3],
-        *v.stride()[:3],
-        *out.stride()[:3],
-        timestamps.stride(0),
-        n,
-        h,
-        dqk,
-        dv,
-        1.0 / normalizer,
-        time_bucket_divisor,
-        NUM_BUCKETS=time_weights.shape[0] - 1,
-        BLOCK_M=block_m,
-        BLOCK_N=block_n,
-        BLOCK_DQK=block_dim(dqk),
-        BLOCK_DV=block_dim(dv),
-        num_warps=num_warps,
-        num_stages=num_stages,
+        *shared,
+        N=n,
+        H=h,
+        DQK=dqk,
+        DV=dv,
+        BLOCK_M=launch.block_m,
+        BLOCK_N=launch.block_n,
+        num_warps=launch.num_warps,
+        num_stages=launch.num_stages,
+        **keywords,
     )
     return out
