@@ -21,6 +21,7 @@ checkpoints, each at its own item-table size unless ``--checkpoint-items``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import shlex
 import sys
@@ -29,8 +30,16 @@ from pathlib import Path
 
 import torch
 
-from rails.retrieval.benchmark import BenchSettings, Row, bench_problem, measure_peaks, parse_fused_config
+from rails.retrieval.benchmark import (
+    BenchSettings,
+    Row,
+    bench_problem,
+    measure_peaks,
+    parse_batch_sizes_at,
+    parse_fused_config,
+)
 from rails.retrieval.benchmark_data import (
+    Problem,
     SyntheticSettings,
     checkpoint_problem,
     parse_setting,
@@ -48,6 +57,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--items", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--settings", nargs="+", default=["8x4x64", "8x8x32"])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32, 256])
+    parser.add_argument(
+        "--batch-sizes-at",
+        nargs="*",
+        default=[],
+        metavar="ITEMS:B[,B...]",
+        help="other batch sizes for one corpus size, e.g. 100000000:32 (time box of the largest corpora)",
+    )
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument(
         "--data", nargs="+", default=["structured"], choices=["structured", "random", "checkpoint"]
@@ -122,6 +138,10 @@ def main(argv: list[str] | None = None) -> None:
         fused_configs = [parse_fused_config(text) for text in args.fused_configs]
     except ValueError as err:
         raise SystemExit(f"--settings / --fused-configs: {err}") from err
+    try:
+        batch_sizes_at = parse_batch_sizes_at(args.batch_sizes_at)
+    except ValueError as err:
+        raise SystemExit(f"--batch-sizes-at: {err}") from err
     if min(args.batch_sizes) < 1 or min(args.items) < 1:
         raise SystemExit(f"--items and --batch-sizes must be >= 1, got {args.items}, {args.batch_sizes}")
     synthetic = SyntheticSettings(
@@ -151,12 +171,16 @@ def main(argv: list[str] | None = None) -> None:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     with_faiss = faiss_available() and not args.no_faiss
     peaks = measure_peaks(device, args.peak_tflops, args.peak_gbps)
-    pool = max(args.batch_sizes + [args.truth_queries])
+    pool = max(
+        [*args.batch_sizes, *(b for sizes in batch_sizes_at.values() for b in sizes), args.truth_queries]
+    )
     rows: list[Row] = []
     problems = []
 
-    def run(problem) -> None:
-        new_rows, record = bench_problem(problem, bench, device, gpu, peaks, with_faiss, fused_configs)
+    def run(problem: Problem) -> None:
+        sizes = batch_sizes_at.get(len(problem.item_state), bench.batch_sizes)
+        settings = dataclasses.replace(bench, batch_sizes=sizes)
+        new_rows, record = bench_problem(problem, settings, device, gpu, peaks, with_faiss, fused_configs)
         rows.extend(new_rows)
         problems.append(record)
         if device.type == "cuda":
@@ -192,7 +216,12 @@ def main(argv: list[str] | None = None) -> None:
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": shlex.join(["python", "scripts/bench_topk.py", *(sys.argv[1:] if argv is None else argv)]),
         "peaks": asdict(peaks),
-        "settings": {**asdict(bench), "batch_sizes": list(bench.batch_sizes), "item_dtype": str(dtype)},
+        "settings": {
+            **asdict(bench),
+            "batch_sizes": list(bench.batch_sizes),
+            "batch_sizes_at": {str(items): sizes for items, sizes in batch_sizes_at.items()},
+            "item_dtype": str(dtype),
+        },
     }
     write_results(results_record(rows, problems, meta), args.out, args.plot_batch)
 

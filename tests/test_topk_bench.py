@@ -165,6 +165,13 @@ def test_parse_fused_config():
             bench.parse_fused_config(bad)
 
 
+def test_parse_batch_sizes_at():
+    assert bench.parse_batch_sizes_at(["100000000:32", "10:1,8"]) == {100_000_000: [32], 10: [1, 8]}
+    for bad in ("100", "1:x", "5:0"):
+        with pytest.raises(ValueError, match=repr(bad)):
+            bench.parse_batch_sizes_at([bad])
+
+
 def test_tiny_run_rows_json_markdown_and_png(tmp_path: Path):
     problem = tiny_problem()
     run = bench.BenchSettings(

@@ -117,6 +117,20 @@ def parse_fused_config(text: str) -> FusedTopKConfig:
     return FusedTopKConfig(block_x=values[0], num_splits=values[1] if len(values) > 1 else None)
 
 
+def parse_batch_sizes_at(entries: list[str]) -> dict[int, list[int]]:
+    """``["100000000:32,256"]`` -> ``{100000000: [32, 256]}``; ValueError naming the entry otherwise."""
+    result: dict[int, list[int]] = {}
+    for entry in entries:
+        try:
+            items, sizes = entry.split(":")
+            result[int(items)] = [int(b) for b in sizes.split(",")]
+        except ValueError as err:
+            raise ValueError(f"entries look like 100000000:32 or 100000000:1,32, got {entry!r}") from err
+        if min(result[int(items)]) < 1:
+            raise ValueError(f"batch sizes must be >= 1, got {entry!r}")
+    return result
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -302,6 +316,7 @@ def bench_problem(
 
     rows: list[Row] = []
     plain_ms: dict[int, float] = {}
+    search: Callable[[Any], Any] | None = None
     for name, params, build, slow in candidates:
         note = scaled_note if slow and scaled else ""
         try:
@@ -375,7 +390,7 @@ def bench_problem(
                 f"{row.latency_ms:.3f} ms, recall {row.recall}, {row.speedup_vs_plain}x vs plain, "
                 f"{row.exact_fallback_rows} exact fallbacks {note}"
             )
-        del index
+        index = search = None  # free this index (and the search closure holding it) before the next build
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return rows, record
