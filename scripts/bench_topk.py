@@ -175,14 +175,29 @@ def main(argv: list[str] | None = None) -> None:
         [*args.batch_sizes, *(b for sizes in batch_sizes_at.values() for b in sizes), args.truth_queries]
     )
     rows: list[Row] = []
-    problems = []
+    problems: list[dict] = []
+    meta = {
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": shlex.join(["python", "scripts/bench_topk.py", *(sys.argv[1:] if argv is None else argv)]),
+        "peaks": asdict(peaks),
+        "settings": {
+            **asdict(bench),
+            "batch_sizes": list(bench.batch_sizes),
+            "batch_sizes_at": {str(items): sizes for items, sizes in batch_sizes_at.items()},
+            "item_dtype": str(dtype),
+        },
+    }
 
     def run(problem: Problem) -> None:
+        """Bench one problem, then rewrite the files with every row so far (a run cut short keeps them)."""
         sizes = batch_sizes_at.get(len(problem.item_state), bench.batch_sizes)
         settings = dataclasses.replace(bench, batch_sizes=sizes)
         new_rows, record = bench_problem(problem, settings, device, gpu, peaks, with_faiss, fused_configs)
         rows.extend(new_rows)
         problems.append(record)
+        write_results(results_record(rows, problems, {**meta, "complete": False}), args.out, args.plot_batch)
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -205,25 +220,12 @@ def main(argv: list[str] | None = None) -> None:
                 run(problem)
                 del problem
             continue
-        for setting in args.settings:
-            for num_items in args.items:
+        for num_items in args.items:  # corpus sizes outermost: the largest (slowest) come last
+            for setting in args.settings:
                 problem = synthetic_problem(kind, setting, num_items, synthetic, dtype, device, pool)
                 run(problem)
                 del problem
-    meta = {
-        "gpu": gpu,
-        "torch": torch.__version__,
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": shlex.join(["python", "scripts/bench_topk.py", *(sys.argv[1:] if argv is None else argv)]),
-        "peaks": asdict(peaks),
-        "settings": {
-            **asdict(bench),
-            "batch_sizes": list(bench.batch_sizes),
-            "batch_sizes_at": {str(items): sizes for items, sizes in batch_sizes_at.items()},
-            "item_dtype": str(dtype),
-        },
-    }
-    write_results(results_record(rows, problems, meta), args.out, args.plot_batch)
+    write_results(results_record(rows, problems, {**meta, "complete": True}), args.out, args.plot_batch)
 
 
 if __name__ == "__main__":

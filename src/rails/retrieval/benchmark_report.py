@@ -89,6 +89,11 @@ def markdown(results: Mapping[str, Any]) -> str:
         "",
         f"- device: **{results['gpu']}**, torch {results['torch']}, {results['date']}",
         f"- command: `{results['command']}`",
+        *(
+            []
+            if results.get("complete", True)
+            else ["- **partial run**: the command stopped before its last problem; only the rows below exist"]
+        ),
         f"- roofline: {peaks['tflops']:.4g} TFLOP/s and {peaks['gbps']:.4g} GB/s ({peaks['source']}); "
         "floor = max(FLOPs / rate, bytes / bandwidth) of exact search (bf16 item components + item gate "
         "read once; pair logits, gating MLP and mixture FLOPs)",
