@@ -15,6 +15,7 @@ to it or to the fused Triton kernel of :mod:`rails.kernels.hstu_attention_triton
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -162,8 +163,8 @@ def hstu_attention(
     """
     if impl not in ("auto", "torch", "triton"):
         raise ValueError(f"attention_impl must be 'auto', 'torch' or 'triton', got {impl!r}")
-    use_triton = impl == "triton" or (impl == "auto" and q.is_cuda and triton_available(q.device))
-    if use_triton:
+    attention: Callable[..., Tensor] = hstu_attention_reference
+    if impl == "triton" or (impl == "auto" and q.is_cuda and triton_available(q.device)):
         if not triton_available(q.device):
             raise ValueError(
                 f"attention_impl='triton' but Triton cannot run on {q.device} "
@@ -171,27 +172,6 @@ def hstu_attention(
             )
         from rails.kernels.hstu_attention_triton import hstu_attention_triton
 
-        return hstu_attention_triton(
-            q,
-            k,
-            v,
-            position_weights,
-            time_weights,
-            timestamps,
-            next_timestamps,
-            lengths,
-            normalizer,
-            time_bucket_divisor,
-        )
-    return hstu_attention_reference(
-        q,
-        k,
-        v,
-        position_weights,
-        time_weights,
-        timestamps,
-        next_timestamps,
-        lengths,
-        normalizer,
-        time_bucket_divisor,
-    )
+        attention = hstu_attention_triton
+    tensors = (q, k, v, position_weights, time_weights, timestamps, next_timestamps, lengths)
+    return attention(*tensors, normalizer, time_bucket_divisor)
