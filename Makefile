@@ -28,9 +28,10 @@ lint: install
 test: install lint
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -m "not gpu and not slow" -q
 
-# Multi-process operations checks (SIGKILL + resume, 1 vs 2 gloo processes, sweeps incl. Optuna): CI runs them too.
+# Multi-process operations checks (SIGKILL + resume, 1 vs 2 gloo processes incl. the sharded evaluator, sweeps incl. Optuna and the parallel launcher): CI runs them too.
 test-ops: install
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -m slow -q tests/test_resume.py tests/test_ddp.py tests/test_sweeps.py
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -m slow -q tests/test_resume.py tests/test_ddp.py tests/test_sweeps.py \
+		tests/test_parallel_launcher.py tests/test_retrieval_sharded.py tests/test_mol_scripts.py tests/test_retrieval_fused.py
 
 test-all: install lint
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -m "not gpu" -q
