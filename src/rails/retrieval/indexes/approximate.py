@@ -136,7 +136,8 @@ class _AverageCandidates:
 
     def build(self, item_state: HeadState) -> None:
         self.backend = self.mips()
-        self.backend.build(_components(item_state, "item").float().mean(dim=1))
+        components = _components(item_state, "item")  # (X, P_X, d_P); averaged in fp32, 2^20 items at a time
+        self.backend.build(torch.cat([part.float().mean(dim=1) for part in components.split(1 << 20)]))
 
     def __call__(self, query_state: HeadState, exclude_positions: Tensor | None, k: int) -> Tensor:
         """(B, max(num_candidates, k)) candidate positions (-1 = none)."""
