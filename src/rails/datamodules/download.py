@@ -62,23 +62,28 @@ class RemoteFile:
 
 GROUPLENS = "https://files.grouplens.org/datasets/movielens"
 
-ML_100K_ZIP = RemoteFile(
-    url=f"{GROUPLENS}/ml-100k.zip",
-    filename="ml-100k.zip",
+
+def _grouplens_zip(name: str, sha256: str, md5: str, size: int) -> RemoteFile:
+    """The GroupLens archive ``{name}.zip`` with its pinned digests and size."""
+    return RemoteFile(
+        url=f"{GROUPLENS}/{name}.zip", filename=f"{name}.zip", sha256=sha256, md5=md5, size=size
+    )
+
+
+ML_100K_ZIP = _grouplens_zip(
+    "ml-100k",
     sha256="50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229",
     md5="0e33842e24a9c977be4e0107933c0723",
     size=4924029,
 )
-ML_1M_ZIP = RemoteFile(
-    url=f"{GROUPLENS}/ml-1m.zip",
-    filename="ml-1m.zip",
+ML_1M_ZIP = _grouplens_zip(
+    "ml-1m",
     sha256="a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
     md5="c4d9eecfca2ab87c1945afe126590906",
     size=5917549,
 )
-ML_20M_ZIP = RemoteFile(
-    url=f"{GROUPLENS}/ml-20m.zip",
-    filename="ml-20m.zip",
+ML_20M_ZIP = _grouplens_zip(
+    "ml-20m",
     sha256="96f243c338a8665f6bcc89c53edf6ee39162a846940de6b7c8c48aeada765ff3",
     md5="cd245b17a1ae2cc31bb14903e1204af3",
     size=198702078,
