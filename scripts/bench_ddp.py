@@ -48,6 +48,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     run.add_argument("--out", default="logs/bench_ddp", help="folder of the run directories")
     run.add_argument("--json", required=True, help="summary JSON (rewritten after every batch size)")
     run.add_argument("--markdown", help="markdown file whose DDP section is regenerated")
+    run.add_argument(
+        "--launched-by", help="the command that started this one (recorded as the headline command)"
+    )
     show = sub.add_parser("render", help="regenerate the DDP section of a markdown file from a JSON")
     show.add_argument("--json", required=True)
     show.add_argument("--markdown", required=True)
@@ -72,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
             matmul_precision=args.matmul_precision,
             overrides=overrides,
         )
-        bench(settings, args.out, args.json, command=shlex.join(["python", "scripts/bench_ddp.py", *raw]))
+        command = args.launched_by or shlex.join(["python", "scripts/bench_ddp.py", *raw])
+        bench(settings, args.out, args.json, command=command)
     if args.markdown:
         update_section(args.markdown, render(load_summary(args.json)))
     print(render(load_summary(args.json)))

@@ -38,6 +38,7 @@ cp docs/benchmarks.md "$OUT/benchmarks.md"
 
 timeout "$BUDGET_S" python3 scripts/bench_ddp.py run --experiment "$EXPERIMENT" --gpus "$GPUS" --epochs "$EPOCHS" \
   --global-batches "$BATCHES" --out "$RUNS" --json "$OUT/bench_ddp.json" --markdown "$OUT/benchmarks.md" \
+  --launched-by "GPUS=$GPUS EPOCHS=$EPOCHS BATCHES=$BATCHES bash scripts/launch_ddp_check.sh $*" \
   -- "data.root=$DATA_ROOT" "$@" 2>&1 | tee "$OUT/bench_ddp.log"
 status=${PIPESTATUS[0]}
 
