@@ -45,6 +45,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     run.add_argument("--trainer-one", default=BenchSettings.trainer_one)
     run.add_argument("--trainer-many", default=BenchSettings.trainer_many)
     run.add_argument("--matmul-precision", default=BenchSettings.matmul_precision)
+    run.add_argument("--max-seconds", type=float, help="time budget; finished batch sizes are kept")
     run.add_argument("--out", default="logs/bench_ddp", help="folder of the run directories")
     run.add_argument("--json", required=True, help="summary JSON (rewritten after every batch size)")
     run.add_argument("--markdown", help="markdown file whose DDP section is regenerated")
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
             trainer_many=args.trainer_many,
             matmul_precision=args.matmul_precision,
             overrides=overrides,
+            max_seconds=args.max_seconds,
         )
         command = args.launched_by or shlex.join(["python", "scripts/bench_ddp.py", *raw])
         bench(settings, args.out, args.json, command=command)

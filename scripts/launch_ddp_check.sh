@@ -13,7 +13,7 @@
 #
 # Environment: GPUS (2), EPOCHS (5: one warm-up + 4 timed), BATCHES (128,512: the preset's global batch, then a
 # larger one), EXPERIMENT, DATA_ROOT ($PWD/.devdata: ml-1m-seq/sequences.txt, ml-1m-meta/movies.dat),
-# BUDGET_S (540: the bench is stopped after this, what finished is kept), OUT, SITE (/tmp/site).
+# BUDGET_S (530: the run in progress then is killed, the batch sizes finished before are kept), OUT, SITE (/tmp/site).
 # Extra arguments are rails-train overrides for every training run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +22,7 @@ EPOCHS=${EPOCHS:-5}
 BATCHES=${BATCHES:-128,512}
 EXPERIMENT=${EXPERIMENT:-ml_1m_seq_hstu_large_dot}
 DATA_ROOT=${DATA_ROOT:-$PWD/.devdata}
-BUDGET_S=${BUDGET_S:-540}
+BUDGET_S=${BUDGET_S:-530}
 OUT=${OUT:-/tmp/rails-ddp-check}
 SITE=${SITE:-/tmp/site}
 RUNS=${RUNS:-/tmp/rails-ddp-runs/$(date +%Y%m%d-%H%M%S)}
@@ -36,8 +36,8 @@ export WANDB_MODE=disabled PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 cp docs/benchmarks.md "$OUT/benchmarks.md"
 
-timeout "$BUDGET_S" python3 scripts/bench_ddp.py run --experiment "$EXPERIMENT" --gpus "$GPUS" --epochs "$EPOCHS" \
-  --global-batches "$BATCHES" --out "$RUNS" --json "$OUT/bench_ddp.json" --markdown "$OUT/benchmarks.md" \
+timeout $((BUDGET_S + 40)) python3 scripts/bench_ddp.py run --max-seconds "$BUDGET_S" --experiment "$EXPERIMENT" \
+  --gpus "$GPUS" --epochs "$EPOCHS" --global-batches "$BATCHES" --out "$RUNS" --json "$OUT/bench_ddp.json" --markdown "$OUT/benchmarks.md" \
   --launched-by "GPUS=$GPUS EPOCHS=$EPOCHS BATCHES=$BATCHES bash scripts/launch_ddp_check.sh $*" \
   -- "data.root=$DATA_ROOT" "$@" 2>&1 | tee "$OUT/bench_ddp.log"
 status=${PIPESTATUS[0]}

@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 import torch
 
 from rails.callbacks.epoch_timer import EpochTimer
+from rails.runs import ddp_bench
 from rails.runs.ddp_bench import BenchSettings, compare_metrics, epoch_seconds, eval_sharding, summarize
 from rails.runs.ddp_bench_report import END, START, load_summary, render, update_section
 from tests.conftest import REPO_ROOT, TINY_OVERRIDES
@@ -129,6 +131,33 @@ def test_settings_reject_runs_that_cannot_measure_anything() -> None:
         BenchSettings(epochs=1)
     with pytest.raises(ValueError, match="global_batches"):
         BenchSettings(gpus=4, global_batches=[2])
+
+
+def test_run_kills_a_command_past_the_deadline_and_reports_failures_with_the_log(tmp_path: Path) -> None:
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match="time budget spent"):
+        ddp_bench._run([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "a.log", start + 0.5)
+    assert time.monotonic() - start < 30
+    with pytest.raises(RuntimeError, match=r"exit 3[\s\S]*boom"):
+        ddp_bench._run([sys.executable, "-c", "print('boom'); raise SystemExit(3)"], tmp_path / "b.log")
+
+
+def test_bench_keeps_the_batch_sizes_finished_before_the_budget_ran_out(tmp_path: Path, monkeypatch) -> None:
+    def fake(settings: BenchSettings, batch: int, out: Path, deadline: float | None) -> dict[str, Any]:
+        if batch == 512:
+            raise TimeoutError("time budget spent")
+        return _row(batch, 2.0, 1.0, 0.0)
+
+    monkeypatch.setattr(ddp_bench, "bench_batch", fake)
+    settings = BenchSettings(global_batches=(128, 512, 1024), max_seconds=1.0)
+    summary = ddp_bench.bench(settings, tmp_path, tmp_path / "bench.json", command="bench")
+    assert [r["global_batch"] for r in summary["runs"]] == [128]
+    assert len(summary["not_measured"]) == 2 and "global batch 512" in summary["not_measured"][0]
+    assert load_summary(tmp_path / "bench.json") == summary
+    assert "Not measured: global batch 1024" in render(summary)
+    monkeypatch.setattr(ddp_bench, "bench_batch", lambda *a: fake(settings, 512, tmp_path, None))
+    with pytest.raises(TimeoutError):  # nothing finished: nothing to summarize
+        ddp_bench.bench(settings, tmp_path, tmp_path / "none.json")
 
 
 # ----------------------------------------------------------------------------------- JSON and markdown

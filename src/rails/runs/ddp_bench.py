@@ -22,6 +22,7 @@ import json
 import math
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -56,6 +57,8 @@ class BenchSettings:
         tolerance: acceptance bound on ``max_metric_abs_diff``.
         min_speedup: acceptance bound on the speed-up.
         python: interpreter of the subprocesses.
+        max_seconds: time budget of :func:`bench`; the batch size running when it ends is killed and left
+            out (the ones finished before stay in the JSON, ``not_measured`` names the rest). None = no limit.
     """
 
     experiment: str = "ml_1m_seq_hstu_large_dot"
@@ -69,6 +72,7 @@ class BenchSettings:
     tolerance: float = 1e-6
     min_speedup: float = 1.8
     python: str = sys.executable
+    max_seconds: float | None = None
 
     def __post_init__(self) -> None:
         if self.gpus < 2:
@@ -176,17 +180,33 @@ def compare_metrics(many: Mapping[str, float | None], single: Mapping[str, float
     return {"max_abs_diff": diffs[worst], "worst_metric": worst, "compared": len(keys), "diffs": diffs}
 
 
-def _run(command: list[str], log_file: Path) -> float:
-    """Run ``command``, output into ``log_file``; returns wall seconds. Raises RuntimeError with the log's tail."""
+def _run(command: list[str], log_file: Path, deadline: float | None = None) -> float:
+    """Run ``command`` (own process group), output into ``log_file``; returns its wall seconds.
+
+    Raises:
+        RuntimeError: with the log's tail when it fails.
+        TimeoutError: when ``deadline`` (``time.monotonic()``) passes first; the whole group (DDP child ranks
+            included) is killed.
+    """
     log.info(f"$ {shlex.join(command)}")
     log_file.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
     start = time.perf_counter()
     with log_file.open("w") as out:
-        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env, check=False)
-    if result.returncode != 0:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        try:
+            returncode = process.wait(
+                timeout=None if deadline is None else max(deadline - time.monotonic(), 0)
+            )
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise TimeoutError(f"time budget spent during: {shlex.join(command)} (log {log_file})") from None
+    if returncode != 0:
         tail = log_file.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"exit {result.returncode}: {shlex.join(command)}\n(log {log_file})\n{tail}")
+        raise RuntimeError(f"exit {returncode}: {shlex.join(command)}\n(log {log_file})\n{tail}")
     return time.perf_counter() - start
 
 
@@ -220,21 +240,24 @@ def eval_command(settings: BenchSettings, checkpoint: str, precision: str, run_d
     ]  # fmt: skip
 
 
-def bench_batch(settings: BenchSettings, batch: int, out: Path) -> dict[str, Any]:
+def bench_batch(
+    settings: BenchSettings, batch: int, out: Path, deadline: float | None = None
+) -> dict[str, Any]:
     """1-device and N-device training at global batch ``batch``, then rails-eval; the measurements of one row."""
     n = settings.gpus
     root = out / f"batch{batch}"
     one_dir, many_dir, eval_dir = root / "gpu1", root / f"gpu{n}", root / "eval1"
     commands = [train_command(settings, settings.trainer_one, 1, batch, one_dir)]
     commands.append(train_command(settings, settings.trainer_many, n, batch, many_dir))
-    wall = [_run(commands[0], one_dir.with_suffix(".log")), _run(commands[1], many_dir.with_suffix(".log"))]
+    wall = [_run(commands[0], one_dir.with_suffix(".log"), deadline)]
+    wall.append(_run(commands[1], many_dir.with_suffix(".log"), deadline))
     record = _read_json(many_dir / "run.json")
     best = record.get("best_checkpoint")
     if not best:
         raise ValueError(f"{many_dir / 'run.json'}: no best_checkpoint")
     precision = str(_trainer_precision(many_dir))
     commands.append(eval_command(settings, best, precision, eval_dir))
-    wall.append(_run(commands[2], eval_dir.with_suffix(".log")))
+    wall.append(_run(commands[2], eval_dir.with_suffix(".log"), deadline))
     one_s, one_epochs = epoch_seconds(one_dir)
     many_s, many_epochs = epoch_seconds(many_dir)
     comparison = compare_metrics(_read_json(many_dir / "metrics.json"), _read_json(eval_dir / "metrics.json"))
@@ -267,7 +290,10 @@ def _trainer_precision(run_dir: Path) -> str:
 
 
 def summarize(
-    settings: BenchSettings, rows: Sequence[Mapping[str, Any]], command: str | None
+    settings: BenchSettings,
+    rows: Sequence[Mapping[str, Any]],
+    command: str | None,
+    not_measured: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The JSON of docs/bench_ddp.json: headline = the first global batch; every row under ``runs``."""
     if not rows:
@@ -299,6 +325,7 @@ def summarize(
         "overrides": list(settings.overrides),
         "command": command,
         "runs": list(rows),
+        "not_measured": list(not_measured),
     }
 
 
@@ -307,10 +334,22 @@ def bench(
 ) -> dict[str, Any]:
     """Run every global batch of ``settings`` under ``out``; rewrite ``json_path`` after each; the summary."""
     out = Path(out).resolve()
+    deadline = None if settings.max_seconds is None else time.monotonic() + settings.max_seconds
     rows: list[dict[str, Any]] = []
-    summary: dict[str, Any] = {}
-    for batch in settings.global_batches:
-        rows.append(bench_batch(settings, batch, out))
+    for i, batch in enumerate(settings.global_batches):
+        try:
+            rows.append(bench_batch(settings, batch, out, deadline))
+        except TimeoutError as error:
+            log.warning(f"{error}: global batch sizes {list(settings.global_batches[i:])} not measured")
+            if not rows:
+                raise
+            skipped = [
+                f"global batch {b}: time budget ({settings.max_seconds} s) spent"
+                for b in settings.global_batches[i:]
+            ]
+            summary = summarize(settings, rows, command, skipped)
+            atomic_write(json_path, json.dumps(summary, indent=2) + "\n")
+            return summary
         summary = summarize(settings, rows, command)
         atomic_write(json_path, json.dumps(summary, indent=2) + "\n")
         row = rows[-1]

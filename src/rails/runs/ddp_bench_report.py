@@ -90,6 +90,8 @@ def render(summary: Mapping[str, Any]) -> str:
             f"reached at global batch {', '.join(map(str, met_at))}" if met_at else "not reached at any batch"
         )
         lines += ["", f"The {accept['min_speedup']}x speed-up is {where} measured.{_step_cost(summary)}"]
+    for reason in summary.get("not_measured", []):
+        lines += ["", f"Not measured: {reason}."]
     lines += ["", "Commands:", "", f"    {summary.get('command')}", ""]
     for row in summary["runs"]:
         lines += [f"    {command}" for command in row["commands"]]
