@@ -24,7 +24,12 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from rails.kernels.hstu_attention_launch import HSTULaunch, HSTUSequences, kernel_arguments
+from rails.kernels.hstu_attention_launch import (
+    HSTULaunch,
+    HSTUSequences,
+    head_tile_keywords,
+    kernel_arguments,
+)
 from rails.kernels.hstu_attention_tiles import (
     attention_tile,
     dscores_tile,
@@ -299,9 +304,8 @@ def hstu_backward(
     dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
     # Gradients are allocated contiguous; contiguous copies of q/k/v make one stride set serve both.
     qc, kc, vc = q.contiguous(), k.contiguous(), v.contiguous()
-    shared, keywords = kernel_arguments(qc, kc, vc, grad_out, tables, seq)
-    keywords |= {"num_warps": launch.num_warps, "num_stages": launch.num_stages}
-    common = {"N": n, "H": h, "DQK": dqk, "DV": dv_dim, "BLOCK_M": launch.block_m, "BLOCK_N": launch.block_n}
+    shared, keywords = kernel_arguments(qc, kc, vc, grad_out, tables, seq, launch)
+    common = head_tile_keywords(qc, vc, launch)
     _hstu_bwd_dkdv[(triton.cdiv(n, launch.block_n), b * h)](
         qc, kc, vc, grad_out, dk, dv, *shared, **common, **keywords
     )

@@ -14,7 +14,12 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from rails.kernels.hstu_attention_launch import HSTULaunch, HSTUSequences, kernel_arguments
+from rails.kernels.hstu_attention_launch import (
+    HSTULaunch,
+    HSTUSequences,
+    head_tile_keywords,
+    kernel_arguments,
+)
 from rails.kernels.hstu_attention_tiles import (
     attention_tile,
     load_rows,
@@ -94,24 +99,10 @@ def hstu_forward(
     Inputs as prepared by the autograd wrapper: last dims contiguous, contiguous (P,) position and (T + 1,)
     time bias ``tables``, ``seq`` prepared (:meth:`HSTUSequences.prepared`).
     """
-    b, n, h, dqk = q.shape
-    dv = v.shape[-1]
-    out = torch.empty((b, n, h, dv), dtype=v.dtype, device=v.device)
-    shared, keywords = kernel_arguments(q, k, v, out, tables, seq)
+    b, n, h, _ = q.shape
+    out = torch.empty((b, n, h, v.shape[-1]), dtype=v.dtype, device=v.device)
+    shared, keywords = kernel_arguments(q, k, v, out, tables, seq, launch)
     _hstu_fwd[(triton.cdiv(n, launch.block_m), b * h)](
-        q,
-        k,
-        v,
-        out,
-        *shared,
-        N=n,
-        H=h,
-        DQK=dqk,
-        DV=dv,
-        BLOCK_M=launch.block_m,
-        BLOCK_N=launch.block_n,
-        num_warps=launch.num_warps,
-        num_stages=launch.num_stages,
-        **keywords,
+        q, k, v, out, *shared, **head_tile_keywords(q, v, launch), **keywords
     )
     return out

@@ -75,7 +75,13 @@ class HSTULaunch:
 
 
 def kernel_arguments(
-    q: Tensor, k: Tensor, v: Tensor, o: Tensor, tables: tuple[Tensor, Tensor], seq: HSTUSequences
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    o: Tensor,
+    tables: tuple[Tensor, Tensor],
+    seq: HSTUSequences,
+    launch: HSTULaunch,
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Positional arguments after the kernel's own pointers, and keyword arguments, shared by every kernel.
 
@@ -84,10 +90,12 @@ def kernel_arguments(
         o: (B, N, H, d_v) output (forward) or output gradient (backward).
         tables: contiguous (P,) position and (T + 1,) time-bucket bias tables.
         seq: prepared per-row inputs (:meth:`HSTUSequences.prepared`).
+        launch: launch options (``num_warps``, ``num_stages``).
 
     Returns:
         (tables, timestamps, lengths and strides of q, k, v, o and the timestamps) and the keyword
-        arguments ``inv_normalizer``, ``time_bucket_divisor``, ``NUM_BUCKETS``, ``BLOCK_DQK``, ``BLOCK_DV``.
+        arguments ``inv_normalizer``, ``time_bucket_divisor``, ``NUM_BUCKETS``, ``BLOCK_DQK``, ``BLOCK_DV``,
+        ``num_warps``, ``num_stages``.
     """
     strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *o.stride()[:3], seq.timestamps.stride(0))
     keywords = {
@@ -96,5 +104,20 @@ def kernel_arguments(
         "NUM_BUCKETS": tables[1].shape[0] - 1,
         "BLOCK_DQK": block_dim(q.shape[-1]),
         "BLOCK_DV": block_dim(v.shape[-1]),
+        "num_warps": launch.num_warps,
+        "num_stages": launch.num_stages,
     }
     return (*tables, *seq.tensors, *strides), keywords
+
+
+def head_tile_keywords(q: Tensor, v: Tensor, launch: HSTULaunch) -> dict[str, int]:
+    """Keyword arguments of the per-(tile, sequence, head) kernels: N, H, DQK, DV, BLOCK_M, BLOCK_N."""
+    _, n, h, dqk = q.shape
+    return {
+        "N": n,
+        "H": h,
+        "DQK": dqk,
+        "DV": v.shape[-1],
+        "BLOCK_M": launch.block_m,
+        "BLOCK_N": launch.block_n,
+    }
