@@ -2,9 +2,9 @@
 
 ``_hstu_fwd`` computes O for one (query tile, sequence, head): it recomputes
 ``S = Q K^T + w_pos[i - j] + w_ts[bucket(next_ts_i - ts_j)]`` tile by tile from the two bias tables and the
-(B, N) timestamps (:mod:`rails.kernels.hstu_attention_tiles`), applies ``SiLU(S) / n`` under the causal / length mask and
-accumulates ``A V``, visiting only key tiles on or below the diagonal and before the row's length. The
-autograd wrapper is :mod:`rails.kernels.hstu_attention_triton`.
+(B, N) timestamps, applies ``SiLU(S) / n`` under the causal / length mask (both with the helpers of
+:mod:`rails.kernels.hstu_attention_tiles`) and accumulates ``A V``, visiting only key tiles on or below the
+diagonal and before the row's length. The autograd wrapper is :mod:`rails.kernels.hstu_attention_triton`.
 """
 
 from __future__ import annotations
