@@ -224,6 +224,7 @@ def index_grid(tiny: bool, device: torch.device, with_faiss: bool) -> list[tuple
     return grid
 
 
+@torch.no_grad()
 def check_truth(
     problem: Problem, settings: BenchSettings, device: torch.device
 ) -> tuple[dict[str, Any], Any]:
@@ -260,6 +261,7 @@ def check_truth(
     return record, positions
 
 
+@torch.no_grad()
 def bench_problem(
     problem: Problem,
     settings: BenchSettings,
