@@ -11,9 +11,10 @@
 #   here:  cp <fetched>/bench_ddp.json docs/ && python scripts/bench_ddp.py render \
 #              --json docs/bench_ddp.json --markdown docs/benchmarks.md
 #
-# Environment: GPUS (2), EPOCHS (5: one warm-up + 4 timed), BATCHES (128,512: the preset's global batch, then a
-# larger one), EXPERIMENT, DATA_ROOT ($PWD/.devdata: ml-1m-seq/sequences.txt, ml-1m-meta/movies.dat),
-# BUDGET_S (530: the run in progress then is killed, the batch sizes finished before are kept), OUT, SITE (/tmp/site).
+# Environment: GPUS (2), EPOCHS (5: one warm-up + 4 timed), BATCHES (128,512: the preset's global batch, then
+# a larger one), EXPERIMENT, TRAINER_ONE / TRAINER_MANY (gpu / ddp; cpu / ddp_sim for a CPU dry run),
+# DATA_ROOT ($PWD/.devdata: ml-1m-seq/sequences.txt, ml-1m-meta/movies.dat), BUDGET_S (530: the run in progress
+# then is killed, the batch sizes finished before are kept), OUT (/tmp/rails-ddp-check), RUNS, SITE (/tmp/site).
 # Extra arguments are rails-train overrides for every training run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,8 @@ GPUS=${GPUS:-2}
 EPOCHS=${EPOCHS:-5}
 BATCHES=${BATCHES:-128,512}
 EXPERIMENT=${EXPERIMENT:-ml_1m_seq_hstu_large_dot}
+TRAINER_ONE=${TRAINER_ONE:-gpu}
+TRAINER_MANY=${TRAINER_MANY:-ddp}
 DATA_ROOT=${DATA_ROOT:-$PWD/.devdata}
 BUDGET_S=${BUDGET_S:-530}
 OUT=${OUT:-/tmp/rails-ddp-check}
@@ -33,12 +36,14 @@ if compgen -G ".whl/*.whl" >/dev/null && [ ! -f "$SITE/.done" ]; then
 fi
 export PYTHONPATH="$SITE:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 export WANDB_MODE=disabled PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+# NVLink multicast stays off (the device machines require it; children inherit the environment).
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
 cp docs/benchmarks.md "$OUT/benchmarks.md"
 
 timeout $((BUDGET_S + 40)) python3 scripts/bench_ddp.py run --max-seconds "$BUDGET_S" --experiment "$EXPERIMENT" \
-  --gpus "$GPUS" --epochs "$EPOCHS" --global-batches "$BATCHES" --out "$RUNS" --json "$OUT/bench_ddp.json" --markdown "$OUT/benchmarks.md" \
-  --launched-by "GPUS=$GPUS EPOCHS=$EPOCHS BATCHES=$BATCHES bash scripts/launch_ddp_check.sh $*" \
+  --gpus "$GPUS" --trainer-one "$TRAINER_ONE" --trainer-many "$TRAINER_MANY" --epochs "$EPOCHS" --global-batches "$BATCHES" --out "$RUNS" --json "$OUT/bench_ddp.json" --markdown "$OUT/benchmarks.md" \
+  --launched-by "GPUS=$GPUS EPOCHS=$EPOCHS BATCHES=$BATCHES bash scripts/launch_ddp_check.sh$(printf ' %q' "$@")" \
   -- "data.root=$DATA_ROOT" "$@" 2>&1 | tee "$OUT/bench_ddp.log"
 status=${PIPESTATUS[0]}
 

@@ -61,7 +61,7 @@ def render(summary: Mapping[str, Any]) -> str:
         f"### {n}-GPU DDP training (issue #14)",
         "",
         f"{summary.get('experiment')}, {summary.get('epochs')} epochs per run (the first not timed), "
-        f"{summary.get('gpu')}, {summary.get('date')}; matmul precision {summary.get('matmul_precision')}. "
+        f"{summary.get('gpu') or 'no GPU'}, {summary.get('date')}; matmul precision {summary.get('matmul_precision')}. "
         "Epoch time = wall seconds of one training epoch without validation (slowest rank, mean over the timed "
         f"epochs); the same global batch on 1 and on {n} GPUs. Metric diff = max |{n}-GPU validate/test of the "
         "best checkpoint - 1-GPU `rails-eval` of that checkpoint| over every metric.",
