@@ -34,25 +34,25 @@ def test_epoch_timer_records_training_epochs_without_validation_and_the_evaluate
 ) -> None:
     timer, trainer, module = EpochTimer(), _trainer(tmp_path, rank=1), torch.nn.Linear(1, 1)
     module.device = torch.device("cpu")  # what a LightningModule exposes
-    timer.on_validation_epoch_start(trainer, module)  # a sanity check before training: not recorded
+    timer.on_validation_start(trainer, module)  # a sanity check before training: not recorded
     timer.on_validation_batch_start(trainer, module, SimpleNamespace(user_ids=torch.tensor([9])), 0)
     trainer.sanity_checking = True
-    timer.on_validation_epoch_end(trainer, module)
+    timer.on_validation_end(trainer, module)
     trainer.sanity_checking = False
     assert timer.eval == {}
 
     timer.on_train_epoch_start(trainer, module)
-    timer.on_validation_epoch_start(trainer, module)  # closes the training part of epoch 0
+    timer.on_validation_start(trainer, module)  # closes the training part of epoch 0
     assert len(timer.train_epoch_s) == 1
     for i, users in enumerate(([5, 1], [3])):
         timer.on_validation_batch_start(trainer, module, SimpleNamespace(user_ids=torch.tensor(users)), i)
-    timer.on_validation_epoch_end(trainer, module)
+    timer.on_validation_end(trainer, module)
     timer.on_train_epoch_end(trainer, module)  # validation already closed the epoch: nothing added
     timer.on_train_epoch_start(trainer, module)  # epoch 1 without validation
     timer.on_train_epoch_end(trainer, module)
-    timer.on_test_epoch_start(trainer, module)
+    timer.on_test_start(trainer, module)
     timer.on_test_batch_start(trainer, module, SimpleNamespace(user_ids=torch.tensor([[4], [2]])), 0)
-    timer.on_test_epoch_end(trainer, module)
+    timer.on_test_end(trainer, module)
 
     record = json.loads((tmp_path / "epoch_timer" / "rank1.json").read_text())
     assert record["rank"] == 1 and record["world_size"] == 2

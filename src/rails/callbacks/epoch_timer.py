@@ -5,9 +5,11 @@ Optional (not in ``callbacks=default``); ``scripts/bench_ddp.py`` adds it with
 ``<dirpath>/epoch_timer/rank<r>.json`` (atomically, after each training epoch and each evaluation):
 
 - ``train_epoch_s``: per epoch, seconds from the start of the epoch to the start of its validation (or to the
-  epoch end when it has none); CUDA is synchronised at both ends, so queued kernels count.
+  epoch end when it has none); CUDA is synchronised at both ends, so queued kernels count. (Lightning runs
+  the epoch-end validation before ``on_train_epoch_end``.)
 - ``eval``: per stage (``val``, ``test``), the sorted user ids of the latest evaluation pass on this rank, its
-  batch count and seconds: the evidence that distributed evaluation was sharded (disjoint ids over ranks).
+  batch count and seconds (``on_*_start`` to ``on_*_end``, all evaluator work included): the evidence that
+  distributed evaluation was sharded (disjoint ids over ranks).
 """
 
 from __future__ import annotations
@@ -102,10 +104,10 @@ class EpochTimer(Callback):
         self._eval_start = None
         self._write(trainer)
 
-    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start_eval(trainer, pl_module)
 
-    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start_eval(trainer, pl_module)
 
     def on_validation_batch_start(
@@ -128,8 +130,8 @@ class EpochTimer(Callback):
     ) -> None:
         self._record_batch(batch)
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._end_eval(trainer, pl_module, "val")
 
-    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._end_eval(trainer, pl_module, "test")
