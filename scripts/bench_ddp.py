@@ -17,6 +17,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import logging
 import shlex
 import sys
 
@@ -59,6 +60,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
     raw = list(sys.argv[1:] if argv is None else argv)
     args, overrides = parse_args(raw)
     if args.command == "run":
