@@ -12,6 +12,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rails.config import ConfigError, check_config, config_dir, instantiate_dict
@@ -42,6 +43,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Rebuild the run stored in ``cfg.ckpt_path``, load its weights and run validate + test."""
     checkpoint = load_checkpoint(cfg.ckpt_path)
     stored = OmegaConf.create(checkpoint["rails_config"])
+    # Evaluate with the float32 matmul precision the run validated with (TF32 or not), unless overridden.
+    precision = cfg.get("matmul_precision") or stored.get("matmul_precision")
+    if precision:
+        torch.set_float32_matmul_precision(precision)
     data_cfg = cfg.data if cfg.get("data") is not None else stored.data
     retrieval_cfg = cfg.retrieval if cfg.get("retrieval") is not None else stored.get("retrieval")
     try:
