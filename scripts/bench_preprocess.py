@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from rails.io import atomic_write
+from rails.io import atomic_write, write_marked_section
 
 ML20M_ROWS, ML20M_USERS, ML20M_MOVIES, ML20M_MAX_ID = 20_000_263, 138_493, 27_278, 131_262
 DOC = Path(__file__).resolve().parents[1] / "docs" / "data.md"
@@ -78,7 +78,6 @@ def generate(directory: Path, rows: int, seed: int = 0) -> None:
 def write_doc(result: dict) -> None:
     scaled = result["rows"] != ML20M_ROWS
     lines = [
-        START,
         f"Measured {result['date']} on {result['machine']} ({result['cpus']} CPUs visible; the machine is shared, "
         "so times are upper bounds), `python scripts/bench_preprocess.py"
         + (f" --rows {result['rows']}`" if scaled else "`")
@@ -97,13 +96,11 @@ def write_doc(result: dict) -> None:
             f"{result['wall_s'] * factor:.0f} s and {result['peak_rss_mb'] * factor:.0f} MB (time and the "
             "per-row arrays grow linearly; the extrapolated memory is an upper bound of that model).",
         ]
-    lines.append(END)
-    block = "\n".join(lines)
-    text = DOC.read_text() if DOC.exists() else f"# Data\n\n## Preprocessing benchmark\n\n{START}\n{END}\n"
-    if START not in text:
-        text += f"\n## Preprocessing benchmark\n\n{START}\n{END}\n"
-    head, rest = text.split(START, 1)
-    atomic_write(DOC, head + block + rest.split(END, 1)[1])
+    if START not in (DOC.read_text() if DOC.exists() else ""):
+        atomic_write(
+            DOC, (DOC.read_text() if DOC.exists() else "# Data\n") + "\n## Preprocessing benchmark\n"
+        )
+    write_marked_section(DOC, START, END, "\n".join(lines))
 
 
 def main() -> None:

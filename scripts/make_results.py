@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
-from rails.io import atomic_write
+from rails.io import atomic_write, write_marked_section
 from rails.results import collect_runs, markdown, readme_table, summarize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,13 +37,8 @@ def main() -> None:
         ]
     atomic_write(args.json, json.dumps(rows, indent=2) + "\n")
     atomic_write(args.md, markdown(rows))
-    readme = args.readme.read_text() if args.readme.is_file() else ""
-    if START in readme and END in readme:
-        table = readme_table(rows, args.readme_datasets)
-        readme = re.sub(
-            f"{re.escape(START)}.*?{re.escape(END)}", f"{START}\n{table}{END}", readme, flags=re.DOTALL
-        )
-        atomic_write(args.readme, readme)
+    if args.readme.is_file() and START in args.readme.read_text():
+        write_marked_section(args.readme, START, END, readme_table(rows, args.readme_datasets))
     print(f"{len(rows)} rows -> {args.json}, {args.md}")
 
 

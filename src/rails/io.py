@@ -121,3 +121,39 @@ def atomic_directory(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     fsync_directory(final.parent)
+
+
+def write_marked_section(
+    path: str | os.PathLike[str], start: str, end: str, body: str, name: str = "generated block"
+) -> None:
+    """Replace the generated block between the ``start`` and ``end`` marker lines of a text file with ``body``.
+
+    The block (markers included) is appended when the file has neither marker (or does not exist); the file is
+    rewritten with :func:`atomic_write`, so a generated section of a document is never half-written.
+
+    Args:
+        path: the text file.
+        start: the start marker line.
+        end: the end marker line.
+        body: the new block content (without markers).
+        name: what the block is, for error messages.
+
+    Raises:
+        ValueError: naming the file when only one marker, or the end before the start, is present.
+    """
+    path = Path(path)
+    old = path.read_text() if path.is_file() else ""
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    has_start, has_end = start in old, end in old
+    if has_start != has_end:
+        raise ValueError(
+            f"{path}: has the {'start' if has_start else 'end'} marker of the {name} only"
+        )
+    if has_start:
+        head, rest = old.split(start, 1)
+        if end not in rest:
+            raise ValueError(f"{path}: the {name}'s end marker comes before its start marker")
+        new = head + block + rest.split(end, 1)[1]
+    else:
+        new = old.rstrip("\n") + ("\n\n" if old else "") + block + "\n"
+    atomic_write(path, new)
