@@ -146,9 +146,7 @@ def write_marked_section(
     block = f"{start}\n{body.rstrip()}\n{end}"
     has_start, has_end = start in old, end in old
     if has_start != has_end:
-        raise ValueError(
-            f"{path}: has the {'start' if has_start else 'end'} marker of the {name} only"
-        )
+        raise ValueError(f"{path}: has the {'start' if has_start else 'end'} marker of the {name} only")
     if has_start:
         head, rest = old.split(start, 1)
         if end not in rest:
