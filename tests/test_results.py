@@ -64,3 +64,15 @@ def test_markdown_and_readme_tables_show_every_preset_row(tmp_path: Path) -> Non
     assert "0.3000 ± 0.0707" in readme and "0.1500 ± 0.0354" in readme
     assert "0.9000" not in readme  # ablation rows stay out of the README table
     assert readme_table(rows, ["other"]).count("\n") == 2  # header only
+
+
+def test_a_data_override_names_the_dataset_and_leaves_the_variant(tmp_path: Path) -> None:
+    base = ["experiment=ml_1m_seq_hstu_large_mol", "data=ml_100k", "seed=1"]
+    _run_dir(tmp_path, "real", 1, [*base, "data.timestamps=data"], {"test/hr@10": 0.20})
+    _run_dir(tmp_path, "positions", 1, [*base, "data.timestamps=positions"], {"test/hr@10": 0.19})
+
+    rows = summarize(collect_runs([tmp_path]))
+
+    assert {r["dataset"] for r in rows} == {"ml_100k"}
+    assert sorted(r["variant"] for r in rows) == ["data.timestamps=data", "data.timestamps=positions"]
+    assert all(r["published"] is None for r in rows)  # ML-1M's paper numbers do not apply to ML-100K

@@ -75,16 +75,27 @@ class Run:
 
     @property
     def identity(self) -> tuple[str, str, str]:
-        """(dataset, model, head) from the preset's tags, else from the configured classes."""
+        """(dataset, model, head) from the preset's tags, else from the configured classes.
+
+        A ``data=<name>`` override (a preset trained on another dataset) names the dataset.
+        """
         tags = [str(t) for t in self.config.get("tags") or []]
         if len(tags) >= 3:
-            return tags[0], tags[1], tags[2]
+            return self.data_override or tags[0], tags[1], tags[2]
         model = self.config.get("model", {})
 
         def name(node: Any) -> str:
             return str((node or {}).get("_target_", "?")).rsplit(".", 1)[-1]
 
         return self.config.get("task_name", "?"), name(model.get("encoder")), name(model.get("similarity"))
+
+    @property
+    def data_override(self) -> str | None:
+        """The data group chosen on the command line (``data=ml_100k``), None when the preset's own."""
+        for override in self.overrides:
+            if override.lstrip("+~").startswith("data="):
+                return override.split("=", 1)[1]
+        return None
 
     @property
     def protocol(self) -> str:
@@ -94,7 +105,7 @@ class Run:
     @property
     def variant(self) -> str:
         kept = [o for o in self.overrides if not o.lstrip("+~").startswith(_NEUTRAL_PREFIXES)]
-        kept = [o for o in kept if not o.startswith("experiment=")]
+        kept = [o for o in kept if not o.lstrip("+~").startswith(("experiment=", "data="))]
         return " ".join(sorted(kept)) or "preset"
 
     @property
