@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Several rails-train multiruns at once on one GPU machine, started in the background so they can outlive one
-# remote command, then collected into $OUT/runs (metrics.json, run.json, .hydra/*.yaml, the job log).
+# remote command, then collected into $OUT/runs (metrics.json, run.json, .hydra/*.yaml, the job log, the
+# per-epoch CSV metrics as epochs.csv).
 #
 #   bash scripts/gpu_sweep.sh start NAME [rails-train multirun overrides...]  # setsid + nohup, returns at once
 #   bash scripts/gpu_sweep.sh wait SECONDS        # wait until every started sweep ended (or SECONDS passed),
@@ -58,6 +59,8 @@ collect() {
     cp "$run"/run.json "$dest/" 2>/dev/null
     cp "$run"/.hydra/config.yaml "$run"/.hydra/overrides.yaml "$dest/.hydra/"
     cp "$run"/*.log "$dest/" 2>/dev/null
+    # The per-epoch trajectory (CSVLogger), to see where a run peaked and whether it was still improving.
+    for csv in "$run"/csv/version_*/metrics.csv; do [ -f "$csv" ] && cp "$csv" "$dest/epochs.csv"; done
   done
   for run in "$SWEEPS"/*/*/; do  # failed jobs: keep their error for the report
     [ -f "$run/error.txt" ] && mkdir -p "$OUT/failed/${run#"$SWEEPS"/}" && cp "$run/error.txt" "$OUT/failed/${run#"$SWEEPS"/}"
