@@ -1,9 +1,9 @@
 """RetrievalModule: encoder -> similarity head -> loss, with no model-specific code.
 
 Training (spec §3.1-3.3): every valid history position of every user is a query that predicts the next
-item; the positive and R uniformly sampled negatives are scored by the head in two separate calls (the
-auxiliary losses come from the positive call only), and the sampled-softmax loss plus the weighted
-auxiliary losses is minimised with AdamW.
+item; the positive and R uniformly sampled negatives are scored by the head in one call equal in
+distribution to the reference's two calls (the auxiliary losses come from the positive column only), and
+the sampled-softmax loss plus the weighted auxiliary losses is minimised with AdamW.
 
 The similarity head brings its training recipe (see :class:`rails.models.similarity.base.SimilarityHead`):
 unless given explicitly, the loss temperature is the head's ``loss_temperature``, the encoder's output
@@ -162,7 +162,13 @@ class RetrievalModule(LearnedSimilarityModule):
 
     # ------------------------------------------------------------------------------------------- training
     def training_loss(self, batch: SequenceBatch) -> tuple[Tensor, dict[str, Tensor]]:
-        """Sampled-softmax loss over every supervised position; returns (total, named parts)."""
+        """Sampled-softmax loss over every supervised position; returns (total, named parts).
+
+        One head call scores each position's [positive | R negatives] (``forward_sampled``, equal in
+        distribution to the two calls of spec §3.2; auxiliary losses from the positive column only). The
+        items are one table encoded once: the negatives' rows (see :meth:`negative_table`), then one row per
+        position for its positive (so each positive's item-side dropout is its own, as in a separate call).
+        """
         per_position = self.embed_sequences(batch)  # (B, N, D)
         next_ids = batch.next_ids()  # (B, N)
         supervised = batch.valid_mask & (next_ids != 0)
@@ -172,17 +178,28 @@ class RetrievalModule(LearnedSimilarityModule):
         if self.corpus_ids.numel() == 0:
             raise RuntimeError("RetrievalModule has no negative pool: see on_fit_start / set_corpus()")
         negative_ids = self.negatives(queries.shape[0], self.corpus_ids)  # (M, R)
-        positive_out = self.similarity(queries, self.items(positives)[:, None, :], user_ids=user_ids)
-        # Each distinct negative is encoded once and gathered per row (the item state is query-independent);
-        # with MoL this halves the step time. Item-side dropout is thus shared by repeats within a step.
-        unique_ids, inverse = negative_ids.unique(return_inverse=True)
-        negative_state = self.similarity.encode_items(self.items(unique_ids)).gather(inverse)
-        negative_out = self.similarity.forward_state(queries, negative_state, user_ids=user_ids)
-        main = self.loss(
-            positive_out.scores[:, 0], negative_out.scores, collisions=negative_ids == positives[:, None]
+        table_ids, negative_rows = self.negative_table(negative_ids)
+        positive_rows = torch.arange(
+            table_ids.numel(), table_ids.numel() + positives.numel(), device=self.device
         )
-        total, parts = self.weighted_total(main, positive_out.aux_losses)
-        return total, parts
+        rows = torch.cat([positive_rows[:, None], negative_rows], dim=1)  # (M, 1 + R)
+        item_embeddings = self.items(torch.cat([table_ids, positives]))  # (T + M, D)
+        output = self.similarity.forward_sampled(queries, item_embeddings, rows, user_ids=user_ids)
+        main = self.loss.joint(output.scores, collisions=negative_ids == positives[:, None])
+        return self.weighted_total(main, output.aux_losses)
+
+    def negative_table(self, negative_ids: Tensor) -> tuple[Tensor, Tensor]:
+        """The item ids whose rows the negatives use: ((T,) ids, (M, R) rows into them).
+
+        When at least as many negatives are drawn as the item table has rows (ML-1M: 1.7M draws, 3,707 rows),
+        the whole table is used and the rows are the ids themselves (most rows are drawn anyway; no sort and
+        no host synchronisation); otherwise the distinct ids (``unique``). Either way each distinct negative
+        is encoded once per step, so its item-side dropout is shared by its repeats within the step.
+        """
+        num_items = self.items.num_items
+        if negative_ids.numel() >= num_items:
+            return torch.arange(num_items, device=negative_ids.device), negative_ids
+        return negative_ids.unique(return_inverse=True)
 
     def on_fit_start(self) -> None:
         """Take the negative pool from the datamodule (a :class:`CorpusSource`), or keep the one set before.

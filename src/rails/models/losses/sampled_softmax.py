@@ -50,14 +50,26 @@ class SampledSoftmaxLoss(nn.Module):
         Returns:
             Scalar loss.
         """
+        return self.joint(torch.cat([positive_scores[:, None], negative_scores], dim=1), collisions, weights)
+
+    def joint(
+        self, scores: Tensor, collisions: Tensor | None = None, weights: Tensor | None = None
+    ) -> Tensor:
+        """:meth:`forward` on (M, 1 + R) scores whose column 0 is the positive (no concatenation).
+
+        Args:
+            scores: (M, 1 + R) similarity with the positive (column 0) and each negative.
+            collisions: (M, R) bool, True where the negative is the positive item (masked out).
+            weights: (M,) optional per-row weights.
+        """
         if self.temperature is None:
             raise RuntimeError(
                 "SampledSoftmaxLoss.temperature is None: give it explicitly, or use the loss inside a retrieval "
                 "module, which sets the similarity head's loss_temperature"
             )
-        logits = torch.cat([positive_scores[:, None], negative_scores], dim=1).float() / self.temperature
-        if collisions is not None:
-            logits[:, 1:] = logits[:, 1:].masked_fill(collisions, COLLISION_LOGIT)
+        logits = scores.float() / self.temperature
+        if collisions is not None:  # the mask is written after the temperature (spec §3.2)
+            logits = logits.masked_fill(nn.functional.pad(collisions, (1, 0)), COLLISION_LOGIT)
         per_row = -torch.log_softmax(logits, dim=1)[:, 0]
         if weights is None:
             return per_row.mean()

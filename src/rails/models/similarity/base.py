@@ -119,6 +119,29 @@ class SimilarityHead(nn.Module, ABC):
             self.score_pairs(self.encode_queries(query_embeddings, **ctx), item_state), {}
         )
 
+    def forward_sampled(
+        self, query_embeddings: Tensor, item_embeddings: Tensor, positions: Tensor, **ctx: Tensor
+    ) -> SimilarityOutput:
+        """Sampled-softmax training path: each query against its own rows of one item table, in one call.
+
+        Args:
+            query_embeddings: (M, D_q) queries.
+            item_embeddings: (T, D_x) item table of the step (e.g. the distinct negatives, then one row per
+                query for its positive); each row is encoded once.
+            positions: (M, 1 + R) int64 rows of ``item_embeddings`` per query; column 0 is the positive.
+            **ctx: query context (``user_ids`` (M,) ...).
+
+        Returns:
+            SimilarityOutput((M, 1 + R) scores, aux losses). Equal in distribution to the two calls of
+            spec §3.2 (positive, then negatives): auxiliary losses come from column 0 only, and every
+            dropout of the query side is drawn once per column group. Heads with auxiliary losses or
+            query-side dropout override this.
+        """
+        item_state = self.encode_items(item_embeddings).gather(positions)
+        return SimilarityOutput(
+            self.score_pairs(self.encode_queries(query_embeddings, **ctx), item_state), {}
+        )
+
     def extra_repr(self) -> str:
         return ""
 

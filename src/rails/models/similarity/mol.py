@@ -38,6 +38,7 @@ from rails.models.similarity.mol_gating import (
     SoftmaxDropoutMixer,
     mutual_information_loss,
 )
+from rails.models.similarity.mol_sampled import forward_sampled, mix_sampled
 from rails.models.similarity.states import MoLItemState, MoLMixing, MoLQueryState
 
 MixFn = Callable[[Tensor, Tensor, Tensor, Tensor, bool], tuple[Tensor, Tensor]]
@@ -183,6 +184,7 @@ class MoLSimilarity(SimilarityHead):
         if self.uid_components is not None:
             mol_effective_init_(self.uid_components)
         self._mix_fn: MixFn = torch.compile(self._mix) if compile_mixing else self._mix
+        self._sampled_mix_fn = torch.compile(mix_sampled) if compile_mixing else mix_sampled
 
     @staticmethod
     def check_args(args: Mapping[str, Any]) -> None:
@@ -236,26 +238,42 @@ class MoLSimilarity(SimilarityHead):
                 f"components, got shape {tuple(components.shape)} for input leading dims {lead}"
             )
 
-    def _encode_queries(
+    def _query_inputs(
         self, query_embeddings: Tensor, user_ids: Tensor | None
-    ) -> tuple[MoLQueryState, Tensor | None]:
-        """Query state and, with user-id components, the (B,) pre-dropout squared uid norms."""
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """(B, P_Q - n_uid, d_P) MLP components, (B, n_uid, d_P) pre-dropout uid vectors, (B,) their norms²."""
         if query_embeddings.dim() != 2:
             raise ValueError(f"query_embeddings must be (B, D_q), got shape {tuple(query_embeddings.shape)}")
         lead = tuple(query_embeddings.shape[:-1])
         components = self.query_components(query_embeddings)
         self._check_components(components, lead, self.num_encoder_components, "query")
-        squared_norms = None
-        if self.uid_components is not None:
-            if user_ids is None:
-                raise ValueError(
-                    "MoLSimilarity with model.similarity.uid_hash_sizes needs user_ids (B,) in the query context"
-                )
-            if user_ids.shape != lead:
-                raise ValueError(f"user_ids must have shape {lead}, got {tuple(user_ids.shape)}")
-            uid, squared_norms = self.uid_components(user_ids)
-            components = torch.cat([components, uid.to(components.dtype)], dim=-2)
-        state = MoLQueryState(l2_normalize(components, self.eps), self.gating.query_gate(query_embeddings))
+        if self.uid_components is None:
+            return components, None, None
+        if user_ids is None:
+            raise ValueError(
+                "MoLSimilarity with model.similarity.uid_hash_sizes needs user_ids (B,) in the query context"
+            )
+        if user_ids.shape != lead:
+            raise ValueError(f"user_ids must have shape {lead}, got {tuple(user_ids.shape)}")
+        uid, squared_norms = self.uid_components.lookup(user_ids)
+        return components, uid, squared_norms
+
+    def _query_components(self, components: Tensor, uid: Tensor | None) -> Tensor:
+        """(B, P_Q, d_P) L2-normalised query components; the uid dropout is drawn here (training)."""
+        if uid is not None and self.uid_components is not None:
+            components = torch.cat(
+                [components, self.uid_components.dropout(uid).to(components.dtype)], dim=-2
+            )
+        return l2_normalize(components, self.eps)
+
+    def _encode_queries(
+        self, query_embeddings: Tensor, user_ids: Tensor | None
+    ) -> tuple[MoLQueryState, Tensor | None]:
+        """Query state and, with user-id components, the (B,) pre-dropout squared uid norms."""
+        components, uid, squared_norms = self._query_inputs(query_embeddings, user_ids)
+        state = MoLQueryState(
+            self._query_components(components, uid), self.gating.query_gate(query_embeddings)
+        )
         return state, squared_norms
 
     def _mix(
@@ -270,6 +288,10 @@ class MoLSimilarity(SimilarityHead):
         item_components = item_components.to(query_components.dtype)
         pattern = "bid,bxjd->bxij" if pairwise else "bid,xjd->bxij"
         logits = torch.einsum(pattern, query_components, item_components).flatten(-2) / self.temperature
+        return self._mix_logits(query_gate, item_gate, logits)
+
+    def _mix_logits(self, query_gate: Tensor, item_gate: Tensor, logits: Tensor) -> tuple[Tensor, Tensor]:
+        """Scores (B, X) and weights (B, X, P) from the gating parts (B, P), (1|B, X, P) and logits (B, X, P)."""
         gate_logits = self.gating(query_gate[:, None, :], item_gate.to(logits.dtype), logits)
         weights = self.mixer(gate_logits)
         scores = (weights.to(logits.dtype) * logits).sum(dim=-1)
@@ -360,6 +382,12 @@ class MoLSimilarity(SimilarityHead):
             if squared_uid_norms is not None:
                 aux["uid_embedding_l2_norm"] = squared_uid_norms.float().mean()
         return SimilarityOutput(scores, aux)
+
+    def forward_sampled(
+        self, query_embeddings: Tensor, item_embeddings: Tensor, positions: Tensor, **ctx: Tensor
+    ) -> SimilarityOutput:
+        """(M, D_q) x (T, D_x) table x (M, 1 + R) positions -> (M, 1 + R) scores, aux of column 0 (mol_sampled)."""
+        return forward_sampled(self, query_embeddings, item_embeddings, positions, ctx.get("user_ids"))
 
     def extra_repr(self) -> str:
         uid = self.uid_components.hash_sizes if self.uid_components is not None else []

@@ -142,12 +142,20 @@ class UserIdComponents(nn.Module):
         """(B,) int64 user ids -> (B,) row indices ``uid mod H + 1`` of table ``table``."""
         return torch.remainder(user_ids, self.hash_sizes[table]) + 1
 
-    def forward(self, user_ids: Tensor) -> tuple[Tensor, Tensor]:
-        """(B,) user ids -> ((B, n_tables, d_P) components after dropout, (B,) pre-dropout squared norms)."""
+    def lookup(self, user_ids: Tensor) -> tuple[Tensor, Tensor]:
+        """(B,) user ids -> ((B, n_tables, d_P) components before dropout, (B,) their squared norms).
+
+        The sampled-softmax training path draws the dropout of these vectors once per column group
+        (positive, negatives), as two head calls would.
+        """
         vectors = torch.stack(
             [table(self.rows(user_ids, t)) for t, table in enumerate(self.tables)], dim=-2
         )  # (B, n_tables, d_P)
-        squared_norms = vectors.pow(2).sum(dim=(-1, -2))
+        return vectors, vectors.pow(2).sum(dim=(-1, -2))
+
+    def forward(self, user_ids: Tensor) -> tuple[Tensor, Tensor]:
+        """(B,) user ids -> ((B, n_tables, d_P) components after dropout, (B,) pre-dropout squared norms)."""
+        vectors, squared_norms = self.lookup(user_ids)
         return self.dropout(vectors), squared_norms
 
     def extra_repr(self) -> str:

@@ -1,0 +1,170 @@
+"""The Mixture-of-Logits sampled-softmax training step as one head call (spec §3.2).
+
+The reference scores each query's positive (X = 1) and its R negatives (X = R) in two head calls. Here one
+call scores the (M, 1 + R) columns and is equal in distribution to the two calls:
+
+- the query side is computed once (query component MLP, user-id lookup, query gate); where the query side
+  has dropout in training (user-id components, an input dropout of the query component function), the
+  positive column and the negative columns each get their own draw, as in two calls;
+- gating, softmax, softmax dropout (drawn per element) and the mixture run once over (M, 1 + R, P);
+- ``mi_loss`` comes from column 0 (the positive call's post-dropout weights), ``uid_embedding_l2_norm`` from
+  the pre-dropout user-id vectors (the same in both calls).
+
+Item side ("smarter negative encoding"): with the default item projection (Linear W, b, then L2
+normalisation per component) the logits factor as
+
+    <f_i, g_j(x)> / tau = (f_i^T [W_j | b_j] / tau) . [x', 1] / max(||W_j x' + b_j||, eps)
+
+(x' the item embedding after the item dropout), so each sampled (query, item) pair needs only the item's
+(D + 1) row ``[x', 1]`` and its P_X inverse norms, not its (P_X, d_P) components: the (M, 1 + R, P_X, d_P)
+gather (8x the logits at 8x4x64) and its scatter-add backward disappear, and the query side carries
+``A = f^T [W | b] / tau`` (M, P, D + 1). Replacement item component functions take the generic path
+(``encode_items``, then a gather of the components).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from rails.models.similarity.base import SimilarityOutput
+from rails.models.similarity.mol_components import ItemComponentProjection
+from rails.models.similarity.mol_gating import mutual_information_loss
+
+if TYPE_CHECKING:
+    from rails.models.similarity.mol import MoLSimilarity
+
+
+class SampledItems(NamedTuple):
+    """The item table of one training step, encoded once.
+
+    Attributes:
+        rows: (T, D_x + 1) ``[x', 1]`` (factorised path) or (T, P_X, d_P) L2-normalised components.
+        inv_norms: (T, P_X) ``1 / max(||W_j x' + b_j||, eps)`` (factorised path) or None.
+        gate: (T, P) item-only gating part.
+    """
+
+    rows: Tensor
+    inv_norms: Tensor | None
+    gate: Tensor
+
+
+def _factorises(head: MoLSimilarity) -> bool:
+    """True for the default item projection (Linear with bias, then L2 normalisation)."""
+    components = head.item_components
+    return type(components) is ItemComponentProjection and components.proj.bias is not None
+
+
+def encode_sampled_items(head: MoLSimilarity, item_embeddings: Tensor) -> SampledItems:
+    """(T, D_x) item table -> :class:`SampledItems` (item dropout drawn once per row)."""
+    if item_embeddings.dim() != 2:
+        raise ValueError(f"item_embeddings must be (T, D_x), got shape {tuple(item_embeddings.shape)}")
+    if not _factorises(head):
+        state = head.encode_items(item_embeddings)
+        return SampledItems(state.components, None, state.gate)
+    projection: ItemComponentProjection = head.item_components  # type: ignore[assignment]
+    dropped = projection.dropout(item_embeddings)
+    raw = projection.proj(dropped).unflatten(-1, (head.num_item_components, head.component_dim))
+    inv_norms = torch.linalg.vector_norm(raw, dim=-1).clamp_min(head.eps).reciprocal()
+    rows = torch.cat([dropped, dropped.new_ones(dropped.shape[0], 1)], dim=-1)
+    return SampledItems(rows, inv_norms, head.gating.item_gate(item_embeddings))
+
+
+def sampled_logits(
+    head: MoLSimilarity, query_components: Tensor, items: SampledItems, positions: Tensor
+) -> Tensor:
+    """Temperature-scaled pair logits (M, X, P) of queries (M, P_Q, d_P) with their items ``positions`` (M, X)."""
+    if items.inv_norms is None:
+        components = items.rows[positions].to(query_components.dtype)  # (M, X, P_X, d_P)
+        logits = torch.einsum("mid,mxjd->mxij", query_components, components)
+        return logits.flatten(-2) / head.temperature
+    proj = head.item_components.proj  # type: ignore[union-attr]
+    p_x, d_p = head.num_item_components, head.component_dim
+    weight = torch.cat([proj.weight.view(p_x, d_p, -1), proj.bias.view(p_x, d_p, 1)], dim=-1)
+    per_query = torch.einsum("mid,jdk->mijk", query_components, weight / head.temperature)
+    per_query = per_query.flatten(1, 2)  # (M, P, D_x + 1)
+    dots = torch.bmm(items.rows[positions].to(per_query.dtype), per_query.transpose(1, 2))  # (M, X, P)
+    inv_norms = items.inv_norms[positions].to(dots.dtype)  # (M, X, P_X)
+    return (dots.unflatten(-1, (head.num_query_components, p_x)) * inv_norms[:, :, None, :]).flatten(-2)
+
+
+def mix_sampled(
+    head: MoLSimilarity, query_gate: Tensor, item_gate: Tensor, logits: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Scores (M, X) and the positive column's weights (M, 1, P) from gating parts and logits (M, X, P).
+
+    The mixture of :meth:`MoLSimilarity._mix_logits` with the renormalisation folded into the score:
+    ``sum_p (pi'_p / S) L_p = (sum_p pi'_p L_p) / S`` with ``S = max(sum_p pi'_p, eps)``, so the (M, X, P)
+    weights are never divided (only the positive column's, for ``mi_loss``).
+    """
+    gate_logits = head.gating(query_gate[:, None, :], item_gate.to(logits.dtype), logits)
+    weights = torch.softmax(gate_logits, dim=-1)
+    mixer = head.mixer
+    if not (mixer.training and mixer.dropout.p > 0):
+        return (weights.to(logits.dtype) * logits).sum(dim=-1), weights[:, :1]
+    weights = mixer.dropout(weights)
+    kept = weights.sum(dim=-1, keepdim=True).clamp_min(mixer.eps)  # (M, X, 1)
+    scores = (weights.to(logits.dtype) * logits).sum(dim=-1) / kept[..., 0].to(logits.dtype)
+    return scores, weights[:, :1] / kept[:, :1]
+
+
+def _has_dropout(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in module.modules())
+
+
+def forward_sampled(
+    head: MoLSimilarity,
+    query_embeddings: Tensor,
+    item_embeddings: Tensor,
+    positions: Tensor,
+    user_ids: Tensor | None,
+) -> SimilarityOutput:
+    """[positive | R negatives] scores of every query in one call (see the module docstring).
+
+    Args:
+        head: the MoL head.
+        query_embeddings: (M, D_q).
+        item_embeddings: (T, D_x) item table of the step; each row is encoded once.
+        positions: (M, 1 + R) int64 rows of ``item_embeddings``; column 0 is each query's positive.
+        user_ids: (M,) for the user-id components, else None.
+
+    Returns:
+        SimilarityOutput((M, 1 + R) scores, ``mi_loss`` of column 0 and ``uid_embedding_l2_norm`` in training).
+    """
+    if positions.dim() != 2 or positions.shape[0] != query_embeddings.shape[0] or positions.shape[1] < 1:
+        raise ValueError(
+            f"positions must be (M, 1 + R) with M = {query_embeddings.shape[0]} queries, "
+            f"got shape {tuple(positions.shape)}"
+        )
+    with head._precision(query_embeddings):
+        components, uid, squared_uid_norms = head._query_inputs(query_embeddings, user_ids)
+        query_gate = head.gating.query_gate(query_embeddings)
+        negative_components = head._query_components(components, uid)
+        items = encode_sampled_items(head, item_embeddings)
+        query_dropout = _has_dropout(head.query_components)
+        uid_dropout = (
+            uid is not None and head.uid_components is not None and _has_dropout(head.uid_components)
+        )
+        if head.training and positions.shape[1] > 1 and (query_dropout or uid_dropout):
+            # the positive column gets its own query-side dropout draw, as in a separate call
+            if query_dropout:
+                components, _, _ = head._query_inputs(query_embeddings, user_ids)
+            positive_components = head._query_components(components, uid)
+            logits = torch.cat(
+                [
+                    sampled_logits(head, positive_components, items, positions[:, :1]),
+                    sampled_logits(head, negative_components, items, positions[:, 1:]),
+                ],
+                dim=1,
+            )
+        else:
+            logits = sampled_logits(head, negative_components, items, positions)
+        scores, positive_weights = head._sampled_mix_fn(head, query_gate, items.gate[positions], logits)
+    aux: dict[str, Tensor] = {}
+    if head.training:
+        aux["mi_loss"] = mutual_information_loss(positive_weights, head.eps)
+        if squared_uid_norms is not None:
+            aux["uid_embedding_l2_norm"] = squared_uid_norms.float().mean()
+    return SimilarityOutput(scores, aux)
