@@ -68,17 +68,19 @@ def random_like(head: MoLSimilarity) -> MoLSimilarity:
 
 
 @torch.no_grad()
-def check_fused(device: str, dtype: torch.dtype, num_items: int, k: int, pq: int, px: int, dim: int, **kw):
+def check_fused(
+    device: str, dtype: torch.dtype, num_items: int, k: int, pq: int, px: int, dim: int, batch: int = 3, **kw
+):
     from rails.retrieval.indexes.exact import fused_mol_search, fused_mol_unsupported
 
     head = random_mol(pq, px, dim, seed=0).to(device)
     gen = torch.Generator().manual_seed(1)
     items = torch.randn(num_items, 20, generator=gen).to(device)
-    queries = torch.randn(3, 24, generator=gen).to(device)
-    exclude = torch.full((3, 5), -1, dtype=torch.int64)
+    queries = torch.randn(batch, 24, generator=gen).to(device)
+    exclude = torch.full((batch, 5), -1, dtype=torch.int64)
     ref_values, ref_order = reference_topk(head, queries, items, num_items)
     exclude[0, :3] = ref_order[0, :3].cpu()  # drop the true top 3 of query 0
-    exclude[2, 0] = ref_order[2, 7].cpu()
+    exclude[1:, 0] = ref_order[1:, 7].cpu()  # and the 8th of every other query
     exclude = exclude.to(device)
     ref_values, ref_order = reference_topk(head, queries, items, num_items, exclude, state_dtype=dtype)
     item_state = head.encode_items(items).to(dtype)
@@ -86,9 +88,9 @@ def check_fused(device: str, dtype: torch.dtype, num_items: int, k: int, pq: int
     assert fused_mol_unsupported(head, query_state, item_state, k) is None
     scores, positions = fused_mol_search(head, query_state, item_state, k, exclude, **kw)
     width = min(k, num_items)
-    assert scores.shape == (3, width) and positions.shape == (3, width)
-    tol = 1e-4 if dtype == torch.float32 else 0.25  # bf16: ~0.4% of |logit| <= 20
-    for row in range(3):
+    assert scores.shape == (batch, width) and positions.shape == (batch, width)
+    tol = 1e-4 if dtype == torch.float32 else 0.25  # bf16: ~1% of |logit| <= 20
+    for row in range(batch):
         excluded = {e for e in exclude[row].tolist() if e >= 0}
         filled = min(width, num_items - len(excluded))
         found = positions[row, :filled]
@@ -116,6 +118,7 @@ def _interpreter_main() -> None:
     torch.set_num_threads(1)
     check_fused("cpu", torch.float32, num_items=150, k=10, pq=3, px=2, dim=8, num_splits=2)
     check_fused("cpu", torch.float32, num_items=20, k=30, pq=2, px=3, dim=4)  # k > X
+    check_fused("cpu", torch.bfloat16, num_items=40, k=16, pq=8, px=4, dim=16, block_q=2, block_x=16)
     print("FUSED_OK")
 
 
@@ -176,16 +179,18 @@ def test_fused_kernel_refusals_name_the_reason():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize(
-    ("pq", "px", "dim", "dtype", "k"),
-    [  # every case compiles its own kernel (seconds each): one per shape, both dtypes and both k extremes
-        (8, 4, 64, torch.float32, 100),  # the paper's ML-1M MoL shape
-        (8, 4, 64, torch.bfloat16, 100),
-        (8, 8, 32, torch.bfloat16, 1),  # P = 64 components, k = 1
-        (3, 2, 8, torch.float32, 1),  # P = 6 and d_P = 8 padded inside the kernel
+    ("pq", "px", "dim", "dtype", "k", "batch"),
+    [  # the autotuner compiles its configs once per shape / dtype / k (seconds each) and tunes per B bucket
+        (8, 4, 64, torch.float32, 100, 32),  # the paper's ML-1M MoL shape
+        (8, 4, 64, torch.bfloat16, 100, 1),  # B = 1: bandwidth-bound regime (2 queries per program)
+        (8, 4, 64, torch.bfloat16, 100, 32),
+        (8, 4, 64, torch.bfloat16, 100, 256),  # B = 256: 8-16 queries per program
+        (8, 8, 32, torch.bfloat16, 1, 32),  # P = 64 components, k = 1
+        (3, 2, 8, torch.float32, 1, 5),  # P = 6 and d_P = 8 padded inside the kernel
     ],
 )
-def test_fused_kernel_cuda_matches_float64(pq, px, dim, dtype, k):
-    check_fused("cuda", dtype, num_items=20011, k=k, pq=pq, px=px, dim=dim)
+def test_fused_kernel_cuda_matches_float64(pq, px, dim, dtype, k, batch):
+    check_fused("cuda", dtype, num_items=20011, k=k, pq=pq, px=px, dim=dim, batch=batch)
 
 
 @pytest.mark.gpu

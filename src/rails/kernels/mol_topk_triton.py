@@ -1,30 +1,44 @@
-"""Fused exact Mixture-of-Logits scoring + top-k (Triton): no (B, X, P) logits or (B, X) scores in memory.
+"""Fused exact Mixture-of-Logits top-k (Triton): one pass over the item state per block of queries.
 
-One program handles one query and one contiguous split of the corpus. It walks its split in tiles of
-``BLOCK_X`` items and, per tile, computes in registers / shared memory:
+Design (kernel: :mod:`rails.kernels.mol_topk_kernel`). A program owns ``BQ`` queries and one contiguous
+split of the corpus; it loads each tile of ``BX`` items once and scores all ``BQ * BX`` (query, item) pairs
+with it: the pair logits as one exact matmul (no block-diagonal padding) permuted on chip into pair rows,
+the gating MLP as two tensor-core matmuls with the pairs in M, the softmax mixture, and a running top-k
+per query in registers that is touched only when a tile holds a key above the query's current k-th best
+(one compare per pair). An exact prune skips the gating MLP of tiles in which no pair's best logit can
+reach that threshold (the score is a convex combination of the logits). Query blocks of one split run side
+by side (grid axis 0), so the item tiles they share come from L2 and HBM streams the corpus about once.
+The host pads the query side (components, gate, gating weights in the padded pair layout
+``p = i * PXP + j``), launches one kernel and takes the top k of the (B, splits * K_PAD) keys: no
+per-tile synchronisation and no (B, X) scores in memory.
 
-1. the P pair logits ``L = <f_i, g_j> / tau`` as ONE matmul ``G_tile (BLOCK_X, P_X*d_P) @ F_bd (P_X*d_P, P)``,
-   where ``F_bd`` is the query's components laid out block-diagonally (column ``p = i*P_X + j`` holds
-   ``f_i`` in row block j), built once per query on the host. This keeps every matmul dimension
-   >= 16 for tensor cores, at the price of P_X times more multiply-adds than the pair logits need;
-2. the gating network: ``qi = SiLU(L W1 + b1) W2 + b2`` (two matmuls), ``s = SiLU(q_gate * i_gate + qi)``
-   ("glu_silu"), ``pi = softmax_P(s)``;
-3. ``phi = sum_p pi_p L_p`` (B, BLOCK_X) and exclusions (the query's history positions);
-4. a running top-``K_PAD`` per program: scores and positions are packed into order-preserving int64
-   keys (score bits high, ``2^32 - 1 - position`` low, so ties prefer the lower position), the tile's
-   top ``K_PAD`` merged into the running buffer by a bitonic half-cleaner and a sort. Tiles whose best
-   key cannot enter the buffer are skipped.
+Block shapes per regime (``triton.autotune`` on CUDA keyed on B, P and d; the heuristic below otherwise):
+B <= 8 uses the fewest queries a tensor-core tile allows (BQ * P_Q >= 16) and many corpus splits, so the
+launch fills the GPU and streams the corpus at HBM speed; larger B uses BQ = 8-16 and fewer splits, so
+each item tile is reused by 8-16 queries while every program still has >= 16 K items to amortise its
+top-k warm-up.
 
-Each program writes K_PAD keys; the host takes the top k over the splits ((B, splits * K_PAD), tiny)
-and decodes scores and positions. Results follow the package's order: score descending, position
-ascending on ties. Limits: k <= 256 (``MAX_FUSED_K``), "glu_silu" gating without dropout. The kernel takes
-tensors and numbers only; :mod:`rails.retrieval.indexes.exact` feeds it a MoL head's states and
-``head.mixing()``.
+Cost model (8x4x64, H = 128, per (query, item) pair; NOT YET MEASURED ON A GPU). Tensor cores: 2 P d
+(logits) + 4 P H (gating) = 20.5 KFLOP, exactly the FLOPs of the roofline floor, at the FLOP-bound B >= 32
+e.g. 0.87 ms for B = 32 x 1M items at 755 TFLOP/s; small Triton tiles (K = 32 / 64 / 128) typically reach
+50-60 % of peak (~1.6 ms). Special-function unit: SiLU as ``x (0.5 + 0.5 tanh(x / 2))`` with hardware
+tanh, bf16x2 for the hidden layer (``FAST_MATH = 2``): ~64 + 32 + 32 MUFU ops per pair, ~1.0 ms at 16 / clk
+/ SM on 132 SMs (the exact sigmoid costs ~350 ops, 2.7 ms: the reason for the fast path). FP32 ALU: ~600
+ops per pair, ~0.6 ms. HBM: 576 B per item once (0.14 ms at 1M), L2: B / BQ reads of each tile. With the
+pipes partly overlapping across the 2+ programs per SM we expect 2-3.5x the floor at B = 32 and 256
+(FLOP-bound) and <= 3x at B = 1 (bandwidth-bound: 2 queries per program, ~500 splits), against 23-32x for
+the previous one-program-per-query kernel. Risks: register pressure of the (BQ * BX, H) fp32 hidden tile,
+the cost of the on-chip permute, and merge-heavy warm-up when splits are short.
+
+Results follow the package's order: score descending, position ascending on ties. Limits: k <= 256
+(``MAX_FUSED_K``), "glu_silu" gating without dropout, fewer than 2^31 items. The kernel takes tensors and
+numbers only; :mod:`rails.retrieval.indexes.exact` feeds it a MoL head's states and ``head.mixing()``.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import Tensor
@@ -33,101 +47,38 @@ from rails.kernels import triton_usable
 
 MAX_FUSED_K = 256
 EMPTY_KEY = -(2**63) + 1  # below every packed finite or infinite score
+QUERY_ALIGN = 64  # query rows are padded to a multiple of the largest BQ
+SPLIT_ALIGN = 128  # items per split are a multiple of the largest BX
+# (BQ, BX, num_warps, num_stages) tried by the autotuner; invalid or wasteful ones are pruned per call.
+TUNE_CONFIGS = (
+    (1, 128, 8, 2),
+    (2, 64, 8, 2),
+    (2, 128, 8, 2),
+    (4, 32, 8, 2),
+    (8, 16, 8, 2),
+    (8, 16, 4, 3),
+    (16, 8, 8, 2),
+    (16, 16, 8, 2),
+)
 
 try:  # Triton is optional: the module imports without it, the kernel then is unavailable.
     import triton
-    import triton.language as tl
-    from triton.runtime.errors import OutOfResources
+
+    from rails.kernels.mol_topk_kernel import mol_topk_block_kernel
 except ImportError:  # pragma: no cover - exercised only without triton
     triton = None
-    tl = None
-    OutOfResources = RuntimeError  # noqa: N806
+    mol_topk_block_kernel = None
+
+_tuned_kernel = None
+_fast_math_failed = False
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 def _next_pow2(n: int, floor: int = 16) -> int:
     return max(floor, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
-
-
-if triton is not None:
-
-    @triton.jit
-    def _mol_topk_kernel(
-        G,  # (X, P_X * d_P) item components
-        IG,  # (X, P) item gate part
-        FBD,  # (B, KD_PAD, P_PAD) block-diagonal query components
-        QG,  # (B, P_PAD) float32 query gate part (0-padded)
-        W1,  # (P_PAD, H_PAD) query-item gate, first Linear (transposed, 0-padded)
-        B1,  # (H_PAD,) float32
-        W2,  # (H_PAD, P_PAD) second Linear (transposed, 0-padded)
-        B2,  # (P_PAD,) float32
-        EXCL,  # (B, E_PAD) int64 excluded positions, -1 = none
-        OUT,  # (B, num_splits, K_PAD) int64 keys
-        num_items,
-        items_per_split,
-        num_splits,
-        inv_tau,
-        stride_g,
-        stride_ig,
-        KD: tl.constexpr,
-        KD_PAD: tl.constexpr,
-        P: tl.constexpr,
-        P_PAD: tl.constexpr,
-        H_PAD: tl.constexpr,
-        E_PAD: tl.constexpr,
-        BLOCK_X: tl.constexpr,
-        K_PAD: tl.constexpr,
-        HAS_EXCL: tl.constexpr,
-        PRECISION: tl.constexpr,
-    ):
-        b = tl.program_id(0)
-        split = tl.program_id(1)
-        kd = tl.arange(0, KD_PAD)
-        p = tl.arange(0, P_PAD)
-        h = tl.arange(0, H_PAD)
-        fbd = tl.load(FBD + b * KD_PAD * P_PAD + kd[:, None] * P_PAD + p[None, :])
-        qg = tl.load(QG + b * P_PAD + p)
-        w1 = tl.load(W1 + p[:, None] * H_PAD + h[None, :])
-        b1 = tl.load(B1 + h)
-        w2 = tl.load(W2 + h[:, None] * P_PAD + p[None, :])
-        b2 = tl.load(B2 + p)
-        excl = tl.load(EXCL + b * E_PAD + tl.arange(0, E_PAD))
-        pair_ok = p < P
-        start = split * items_per_split
-        end = tl.minimum(start + items_per_split, num_items)
-        buf = tl.full((K_PAD,), -9223372036854775807, tl.int64)  # ascending running top-K_PAD keys
-        for tile in range(start, end, BLOCK_X):
-            x = tile + tl.arange(0, BLOCK_X)
-            valid = x < end
-            rows = x.to(tl.int64)
-            g = tl.load(
-                G + rows[:, None] * stride_g + kd[None, :],
-                mask=valid[:, None] & (kd[None, :] < KD),
-                other=0.0,
-            )
-            logits = tl.dot(g, fbd, input_precision=PRECISION) * inv_tau  # (BLOCK_X, P_PAD) fp32
-            ig = tl.load(
-                IG + rows[:, None] * stride_ig + p[None, :], mask=valid[:, None] & pair_ok[None, :], other=0.0
-            ).to(tl.float32)
-            hidden = tl.dot(logits.to(w1.dtype), w1, input_precision=PRECISION) + b1[None, :]
-            hidden = hidden * tl.sigmoid(hidden)
-            qi = tl.dot(hidden.to(w2.dtype), w2, input_precision=PRECISION) + b2[None, :]
-            gate = qg[None, :] * ig + qi
-            gate = gate * tl.sigmoid(gate)
-            gate = tl.where(pair_ok[None, :], gate, -float("inf"))
-            weights = tl.exp(gate - tl.max(gate, 1)[:, None])
-            phi = tl.sum(weights * logits, 1) / tl.sum(weights, 1)  # (BLOCK_X,)
-            keep = valid
-            if HAS_EXCL:
-                hit = tl.sum((rows[:, None] == excl[None, :]).to(tl.int32), 1)
-                keep = keep & (hit == 0)
-            bits = phi.to(tl.int32, bitcast=True)
-            ordered = tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF).to(tl.int64)
-            key = ordered * 4294967296 + (4294967295 - rows)
-            key = tl.where(keep, key, -9223372036854775807)
-            if tl.max(key, 0) > tl.min(buf, 0):
-                best = tl.topk(key, K_PAD)  # descending
-                buf = tl.sort(tl.maximum(buf, best), 0)  # bitonic half-cleaner: the top K_PAD of both
-        tl.store(OUT + (b * num_splits + split) * K_PAD + tl.arange(0, K_PAD), buf)
 
 
 def fused_mol_topk_unsupported(device: torch.device | str, k: int) -> str | None:
@@ -142,15 +93,6 @@ def fused_mol_topk_unsupported(device: torch.device | str, k: int) -> str | None
     return None
 
 
-def block_diagonal_queries(query_components: Tensor, num_item_components: int) -> Tensor:
-    """(B, P_Q, d_P) -> (B, P_X * d_P, P_Q * P_X) with column i*P_X + j = f_i placed in row block j."""
-    batch, num_query, dim = query_components.shape
-    out = query_components.new_zeros(batch, num_item_components, dim, num_query, num_item_components)
-    for j in range(num_item_components):
-        out[:, j, :, :, j] = query_components.transpose(1, 2)
-    return out.reshape(batch, num_item_components * dim, num_query * num_item_components)
-
-
 def decode_keys(keys: Tensor) -> tuple[Tensor, Tensor]:
     """Packed int64 keys -> (float32 scores, int64 positions); empty keys -> (-inf, -1)."""
     ordered = keys >> 32
@@ -161,10 +103,78 @@ def decode_keys(keys: Tensor) -> tuple[Tensor, Tensor]:
     return scores.masked_fill(empty, -math.inf), positions.masked_fill(empty, -1)
 
 
-def _pad2(x: Tensor, rows: int, cols: int, dtype: torch.dtype) -> Tensor:
-    out = torch.zeros(rows, cols, dtype=dtype, device=x.device)
-    out[: x.shape[0], : x.shape[1]] = x.to(dtype)
-    return out
+def pair_padding(num_query: int, num_item: int) -> tuple[int, int]:
+    """(PQP, PXP): power-of-two component counts with PQP * PXP >= 16 (the smallest tensor-core K)."""
+    pqp = _next_pow2(num_query, floor=1)
+    return pqp, max(_next_pow2(num_item, floor=1), 16 // pqp)
+
+
+def block_valid(bq: int, bx: int, pqp: int, pxp: int, k_pad: int) -> bool:
+    """Whether (BQ, BX) gives tensor-core tiles >= 16 in every matmul dimension and fits the top-k merge."""
+    return bq * pqp >= 16 and bx * pxp >= 16 and bq * bx >= 16 and bx <= max(k_pad, 128)
+
+
+def default_blocks(batch: int, pqp: int, pxp: int, block_x: int | None = None) -> tuple[int, int, int, int]:
+    """Heuristic (BQ, BX, num_warps, num_stages) per batch regime; ``block_x`` fixes BX."""
+    min_bq = max(1, 16 // pqp)
+    bq = min_bq if batch <= 8 else max(min_bq, 8 if batch <= 64 else 16)
+    bx = block_x or max(128 // bq, _cdiv(16, pxp), 1)
+    bq = max(bq, _cdiv(16, bx))  # M of the gating matmuls >= 16
+    return bq, bx, 8 if bq * bx >= 128 else 4, 2
+
+
+def default_splits(batch: int, num_items: int, device: torch.device) -> int:
+    """Corpus splits: ~4 programs per SM at a nominal 8 queries per block, >= 1024 items per split."""
+    if device.type != "cuda":
+        return 1
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return max(1, min(_cdiv(num_items, 1024), _cdiv(4 * sms, _cdiv(batch, 8))))
+
+
+def _prune_configs(configs, named_args, **kwargs):  # noqa: ANN001, ANN202 - triton's hook signature
+    pqp, pxp, k_pad = named_args["PQP"], named_args["PXP"], named_args["K_PAD"]
+    batch = named_args["batch_bucket"]
+    min_bq = max(1, 16 // pqp)
+    kept = [
+        c
+        for c in configs
+        if block_valid(c.kwargs["BQ"], c.kwargs["BX"], pqp, pxp, k_pad)
+        and c.kwargs["BQ"] <= max(min_bq, batch)
+    ]
+    return kept or configs[:1]
+
+
+def _tuned():
+    global _tuned_kernel
+    if _tuned_kernel is None:
+        configs = [
+            triton.Config({"BQ": bq, "BX": bx}, num_warps=w, num_stages=s) for bq, bx, w, s in TUNE_CONFIGS
+        ]
+        key = [
+            "batch_bucket",
+            "PQ",
+            "PX",
+            "D",
+            "K_PAD",
+            "HAS_EXCL",
+            "PRUNE",
+            "FAST_MATH",
+            "PRECISION",
+            "UPCAST",
+        ]
+        _tuned_kernel = triton.autotune(
+            configs, key=key, prune_configs_by={"early_config_prune": _prune_configs}
+        )(mol_topk_block_kernel)
+    return _tuned_kernel
+
+
+def _padded_pairs(
+    values: Tensor, pq: int, px: int, pqp: int, pxp: int, rows: int, dtype: torch.dtype
+) -> Tensor:
+    """(R, P_Q * P_X) pair-major values -> (rows, PQP * PXP) in the padded pair layout, zeros elsewhere."""
+    out = torch.zeros(rows, pqp, pxp, dtype=dtype, device=values.device)
+    out[: values.shape[0], :pq, :px] = values.reshape(-1, pq, px).to(dtype)
+    return out.reshape(rows, pqp * pxp)
 
 
 def fused_mol_topk(
@@ -182,6 +192,10 @@ def fused_mol_topk(
     exclude_positions: Tensor | None = None,
     block_x: int | None = None,
     num_splits: int | None = None,
+    block_q: int | None = None,
+    tune: bool | None = None,
+    prune: bool = True,
+    fast_math: bool | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Exact MoL top-k with the fused kernel ("glu_silu" gating, no dropout).
 
@@ -197,111 +211,135 @@ def fused_mol_topk(
         qi_out_bias: (P,) its bias, or None.
         temperature: tau dividing every component cosine.
         k: results per query (<= 256).
-        exclude_positions: (B, H) corpus positions to drop (-1 = none).
-        block_x: items per tile (power of two >= the padded k; default max(64, K_PAD)).
-        num_splits: corpus splits per query (default: about 4 programs per SM on CUDA, 1 on CPU).
+        exclude_positions: (B, E) corpus positions to drop (-1 = none).
+        block_x: items per tile (BX, a power of two; None: autotuned / per-regime default).
+        num_splits: corpus splits (None: about 4 programs per SM on CUDA, 1 on CPU).
+        block_q: queries per program (BQ, a power of two; None: autotuned / per-regime default).
+        tune: autotune (BQ, BX, warps, stages) per (B bucket, shape); default: on CUDA when neither block
+            size is given.
+        prune: skip the gating of tiles whose pair logits cannot reach the current k-th best (exact).
+        fast_math: hardware tanh SiLU (bf16 on CUDA only; default there). Falls back to exact math with a
+            warning if it does not compile.
 
     Returns:
         (B, min(k, X)) float32 scores sorted descending and int64 corpus positions (empty: -inf, -1).
     """
+    global _fast_math_failed
     if triton is None:
         raise RuntimeError("fused_mol_topk needs triton")
     if k < 1 or k > MAX_FUSED_K:
         raise ValueError(f"fused_mol_topk supports 1 <= k <= {MAX_FUSED_K}, got {k}")
-    num_items, num_item_comp, dim = item_components.shape
-    batch, num_query_comp, _ = query_components.shape
+    num_items, px, dim = item_components.shape
+    batch, pq, _ = query_components.shape
     device = item_components.device
-    pairs = num_query_comp * num_item_comp
+    pairs = pq * px
     if tuple(qi_hidden_weight.shape[1:]) != (pairs,) or tuple(qi_out_weight.shape[:1]) != (pairs,):
         raise ValueError(
             f"gating weights {tuple(qi_hidden_weight.shape)} / {tuple(qi_out_weight.shape)} do not match "
-            f"P = {num_query_comp} x {num_item_comp} pairs"
+            f"P = {pq} x {px} pairs"
         )
+    if num_items >= 2**31:
+        raise ValueError(f"fused_mol_topk supports fewer than 2^31 items, got {num_items}")
     width = min(k, num_items)
     if num_items == 0 or batch == 0:
         return torch.empty(batch, 0, device=device), torch.empty(batch, 0, dtype=torch.int64, device=device)
 
-    compute_dtype = torch.bfloat16 if item_components.dtype == torch.bfloat16 else torch.float32
-    precision = None if compute_dtype == torch.bfloat16 else "ieee"  # bf16 operands: default dot
+    bf16 = item_components.dtype == torch.bfloat16
+    compute_dtype = torch.bfloat16 if bf16 else torch.float32
     hidden = qi_hidden_weight.shape[0]
-    kd, kd_pad = num_item_comp * dim, _next_pow2(num_item_comp * dim)
-    p_pad, h_pad = _next_pow2(pairs), _next_pow2(hidden)
-    k_pad = _next_pow2(width)
-    block = block_x or max(64, k_pad)
-    if block < k_pad or block & (block - 1):
-        raise ValueError(f"block_x must be a power of two >= {k_pad}, got {block}")
+    pqp, pxp = pair_padding(pq, px)
+    d_pad, h_pad, k_pad = _next_pow2(dim), _next_pow2(hidden), _next_pow2(width)
+    for name, value in (("block_x", block_x), ("block_q", block_q)):
+        if value is not None and (value < 1 or value & (value - 1)):
+            raise ValueError(f"fused_mol_topk {name} must be a power of two, got {value}")
+    bq, bx, warps, stages = default_blocks(batch, pqp, pxp, block_x)
+    bq = block_q or bq
+    if not block_valid(bq, bx, pqp, pxp, k_pad):
+        raise ValueError(
+            f"fused_mol_topk block_q={bq} x block_x={bx} needs block_q * {pqp} >= 16, block_x * {pxp} >= 16, "
+            f"block_q * block_x >= 16 and block_x <= {max(k_pad, 128)}"
+        )
+    cuda = device.type == "cuda"
+    if tune is None:
+        tune = cuda and block_x is None and block_q is None
+    if fast_math is None:
+        fast_math = cuda and bf16 and not _fast_math_failed
+    fast = 0
+    if fast_math and cuda and bf16:
+        fast = 2 if torch.cuda.get_device_capability(device) >= (9, 0) else 1
 
-    items = item_components.reshape(num_items, kd).to(compute_dtype).contiguous()
+    items = item_components.reshape(num_items, px * dim).to(compute_dtype).contiguous()
     item_gate = item_gate.contiguous()
-    fbd = block_diagonal_queries(query_components.float(), num_item_comp)
-    fbd_pad = torch.zeros(batch, kd_pad, p_pad, dtype=compute_dtype, device=device)
-    fbd_pad[:, :kd, :pairs] = fbd.to(compute_dtype)
-    query_gate = _pad2(query_gate.float(), batch, p_pad, torch.float32)
-    w1 = _pad2(qi_hidden_weight.T, p_pad, h_pad, compute_dtype)
-    w2 = _pad2(qi_out_weight.T, h_pad, p_pad, compute_dtype)
+    rows = _cdiv(batch, QUERY_ALIGN) * QUERY_ALIGN
+    queries = torch.zeros(rows, pqp, d_pad, dtype=compute_dtype, device=device)
+    queries[:batch, :pq, :dim] = query_components.to(compute_dtype)
+    query_gate = _padded_pairs(query_gate.float(), pq, px, pqp, pxp, rows, torch.float32)
+    w1 = _padded_pairs(qi_hidden_weight.float(), pq, px, pqp, pxp, h_pad, compute_dtype).T.contiguous()
+    w2 = _padded_pairs(qi_out_weight.T.float(), pq, px, pqp, pxp, h_pad, compute_dtype).contiguous()
     b1 = torch.zeros(h_pad, dtype=torch.float32, device=device)
-    b2 = torch.zeros(p_pad, dtype=torch.float32, device=device)
     if qi_hidden_bias is not None:
         b1[:hidden] = qi_hidden_bias.float()
-    if qi_out_bias is not None:
-        b2[:pairs] = qi_out_bias.float()
+    b2 = (
+        torch.zeros(1, pairs, device=device) if qi_out_bias is None else qi_out_bias.float().reshape(1, pairs)
+    )
+    b2 = _padded_pairs(b2, pq, px, pqp, pxp, 1, torch.float32).reshape(-1)
 
     has_excl = exclude_positions is not None and exclude_positions.shape[1] > 0
-    e_width = exclude_positions.shape[1] if has_excl else 1
-    e_pad = _next_pow2(e_width, floor=2)
-    excl = torch.full((batch, e_pad), -1, dtype=torch.int64, device=device)
+    num_excl = exclude_positions.shape[1] if has_excl else 1
+    excl = torch.full((rows, num_excl), -1, dtype=torch.int32, device=device)
     if has_excl:
-        excl[:, :e_width] = exclude_positions
+        excl[:batch] = exclude_positions.to(torch.int32)
 
-    if num_splits is None:
-        if device.type == "cuda":
-            sms = torch.cuda.get_device_properties(device).multi_processor_count
-            num_splits = max(1, min(triton.cdiv(num_items, block), (4 * sms + batch - 1) // batch))
+    splits = num_splits or default_splits(batch, num_items, device)
+    items_per_split = _cdiv(_cdiv(num_items, splits), SPLIT_ALIGN) * SPLIT_ALIGN
+    splits = _cdiv(num_items, items_per_split)
+    out = torch.empty(batch, splits, k_pad, dtype=torch.int64, device=device)
+    args = (items, item_gate, queries, query_gate, w1, b1, w2, b2, excl, out)
+    scalars = (num_items, batch, items_per_split, splits, num_excl, 1.0 / temperature, items.stride(0))
+    meta = {
+        "PQ": pq,
+        "PX": px,
+        "D": dim,
+        "PQP": pqp,
+        "PXP": pxp,
+        "D_PAD": d_pad,
+        "H_PAD": h_pad,
+        "K_PAD": k_pad,
+        "E_BLOCK": min(16, _next_pow2(num_excl, floor=2)),
+        "HAS_EXCL": has_excl,
+        "PRUNE": prune,
+        "PRECISION": "ieee" if compute_dtype == torch.float32 else None,
+        "UPCAST": bf16 and not cuda,  # the Triton CPU interpreter multiplies bf16 dots wrongly
+    }
+    bucket = min(_next_pow2(batch, floor=1), 1024)
+
+    def launch(fast_mode: int) -> None:
+        if tune:
+            grid = lambda m: (triton.cdiv(batch, m["BQ"]), splits)  # noqa: E731
+            _tuned()[grid](*args, *scalars, item_gate.stride(0), bucket, **meta, FAST_MATH=fast_mode)
         else:
-            num_splits = 1
-    items_per_split = triton.cdiv(triton.cdiv(num_items, num_splits), block) * block
-    num_splits = triton.cdiv(num_items, items_per_split)
-    out = torch.empty(batch, num_splits, k_pad, dtype=torch.int64, device=device)
+            mol_topk_block_kernel[(triton.cdiv(batch, bq), splits)](
+                *args,
+                *scalars,
+                item_gate.stride(0),
+                bucket,
+                **meta,
+                FAST_MATH=fast_mode,
+                BQ=bq,
+                BX=bx,
+                num_warps=warps,
+                num_stages=stages,
+            )
 
-    def _launch(stages: int) -> None:
-        _mol_topk_kernel[(batch, num_splits)](
-            items,
-            item_gate,
-            fbd_pad,
-            query_gate,
-            w1,
-            b1,
-            w2,
-            b2,
-            excl,
-            out,
-            num_items,
-            items_per_split,
-            num_splits,
-            1.0 / temperature,
-            items.stride(0),
-            item_gate.stride(0),
-            KD=kd,
-            KD_PAD=kd_pad,
-            P=pairs,
-            P_PAD=p_pad,
-            H_PAD=h_pad,
-            E_PAD=e_pad,
-            BLOCK_X=block,
-            K_PAD=k_pad,
-            HAS_EXCL=has_excl,
-            PRECISION=precision,
-            num_stages=stages,
+    try:
+        launch(fast)
+    except Exception as err:  # inline PTX (hardware tanh) that this toolchain rejects: exact math instead
+        if not fast:
+            raise
+        _fast_math_failed = True
+        warnings.warn(
+            f"fused_mol_topk: fast math failed ({type(err).__name__}: {err}); using exact SiLU", stacklevel=2
         )
-
-    # Software pipelining keeps `num_stages` item tiles in shared memory; wide tiles (large P_X * d_P,
-    # k > 64) overflow the 227 KB of an H100/H200 at the default 3 stages, so fall back to fewer.
-    for stages in (3, 2, 1):
-        try:
-            _launch(stages)
-            break
-        except OutOfResources:
-            if stages == 1:
-                raise
+        launch(0)
     keys = torch.topk(out.view(batch, -1), width, dim=1).values
     return decode_keys(keys)

@@ -1,8 +1,9 @@
 """Exact top-k for any head: the corpus scored chunk by chunk with a running top-k, or the fused MoL kernel.
 
 For a Mixture-of-Logits head on CUDA (or the Triton CPU interpreter), :class:`ExactTopK` can hand the states
-and ``head.mixing()`` to the fused Triton kernel of :mod:`rails.kernels.mol_topk_triton`, which never writes
-the (B, X, P) logits or the (B, X) score matrix to memory (:func:`fused_mol_search`).
+and ``head.mixing()`` to the fused Triton kernel of :mod:`rails.kernels.mol_topk_triton`, which scores a block
+of queries per pass over the item state and never writes the (B, X, P) logits or the (B, X) score matrix
+to memory (:func:`fused_mol_search`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def fused_mol_search(
     exclude_positions: Tensor | None = None,
     block_x: int | None = None,
     num_splits: int | None = None,
+    block_q: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Exact MoL top-k through the fused kernel: (B, min(k, X)) float32 scores and corpus positions.
 
@@ -51,8 +53,9 @@ def fused_mol_search(
         item_state: (X, ...) item state; bf16 components run the kernel's matmuls in bf16.
         k: results per query (<= ``MAX_FUSED_K``).
         exclude_positions: (B, H) corpus positions to drop (-1 = none).
-        block_x: items per kernel tile (None: the kernel's default).
-        num_splits: corpus splits per query (None: the kernel's default).
+        block_x: items per kernel tile (None: autotuned on CUDA, else the kernel's per-batch default).
+        num_splits: corpus splits (None: the kernel's default).
+        block_q: queries per kernel program (None: autotuned on CUDA, else the kernel's default).
     """
     from rails.kernels.mol_topk_triton import fused_mol_topk
 
@@ -71,6 +74,7 @@ def fused_mol_search(
         exclude_positions=exclude_positions,
         block_x=block_x,
         num_splits=num_splits,
+        block_q=block_q,
     )
 
 
@@ -87,7 +91,8 @@ class ExactTopK(RetrievalIndex):
             it applies (MoL head with "glu_silu" gating, not training, CUDA + Triton, k <= its limit).
         build_batch_size: items encoded at once by :meth:`build`.
         fused_block_x: items per tile of the fused kernel (None: its default; tuning).
-        fused_num_splits: corpus splits per query of the fused kernel (None: its default; tuning).
+        fused_num_splits: corpus splits of the fused kernel (None: its default; tuning).
+        fused_block_q: queries per program of the fused kernel (None: its default; tuning).
     """
 
     def __init__(
@@ -97,17 +102,20 @@ class ExactTopK(RetrievalIndex):
         build_batch_size: int = 65536,
         fused_block_x: int | None = None,
         fused_num_splits: int | None = None,
+        fused_block_q: int | None = None,
     ) -> None:
         super().__init__(build_batch_size)
         if chunk_size < 1:
             raise ValueError(f"retrieval index chunk_size must be >= 1, got {chunk_size}")
-        for name, value in (("fused_block_x", fused_block_x), ("fused_num_splits", fused_num_splits)):
+        tiles = (("fused_block_x", fused_block_x), ("fused_num_splits", fused_num_splits))
+        for name, value in (*tiles, ("fused_block_q", fused_block_q)):
             if value is not None and value < 1:
                 raise ValueError(f"retrieval index {name} must be >= 1 or null, got {value}")
         self.chunk_size = chunk_size
         self.fused = fused
         self.fused_block_x = fused_block_x
         self.fused_num_splits = fused_num_splits
+        self.fused_block_q = fused_block_q
 
     def _use_fused(self, query_state: HeadState, k: int) -> bool:
         if self.fused is False:
@@ -136,6 +144,7 @@ class ExactTopK(RetrievalIndex):
                 exclude_positions,
                 block_x=self.fused_block_x,
                 num_splits=self.fused_num_splits,
+                block_q=self.fused_block_q,
             )
         return chunked_topk(
             lambda start, end: head.score(query_state, item_state.index(slice(start, end))),

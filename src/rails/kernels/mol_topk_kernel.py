@@ -1,0 +1,216 @@
+"""The ``@triton.jit`` part of the blocked exact MoL top-k (design and cost model: ``mol_topk_triton``).
+
+One program owns ``BQ`` queries and one contiguous split of the corpus and walks the split in tiles of
+``BX`` items. Per tile, all ``BQ * BX`` (query, item) pairs are scored at once:
+
+1. pair logits without wasted multiply-adds: one matmul ``G (BX*PXP, d) @ F^T (d, BQ*PQP)`` (item
+   component rows x query component columns), then a register permute (x, j, q, i) -> (q, x, i, j) that
+   lays the pairs out as rows of ``(BQ*BX, P)`` with pair index ``p = i*PXP + j``;
+2. an optional exact prune: the score is a convex combination of the pair logits, so no pair whose best
+   logit is below its query's current k-th best key can enter the top-k; a tile where that holds for
+   every pair skips steps 3-4;
+3. the gating MLP on tensor cores with the pairs in M: ``SiLU(L W1 + b1) W2 + b2`` ((BQ*BX, P) @ (P, H) and
+   (BQ*BX, H) @ (H, P)), ``s = SiLU(q_gate * i_gate + qi)``, ``pi = softmax_P(s)``, ``phi = sum_p pi_p L_p``;
+4. a running top-``K_PAD`` per query (``(BQ, K_PAD)`` packed int64 keys, ascending): a tile is merged only
+   when one of its keys beats its query's current k-th best (one compare per pair); history exclusion is
+   applied only to tiles that are merged.
+
+Keys pack the score's order-preserving int32 bits high and ``2^32 - 1 - position`` low, so key order is
+the package's order (score descending, position ascending on ties). Padded pairs (``i >= P_Q`` or
+``j >= P_X``), hidden units, components and queries carry zero weights / -inf gates / empty keys.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+EMPTY = -9223372036854775807  # below every packed score (== rails.kernels.mol_topk_triton.EMPTY_KEY)
+
+# SiLU(x) = x * (0.5 + 0.5 * tanh(x / 2)): one MUFU op (tanh) instead of two (exp, reciprocal).
+_TANH_F32 = "tanh.approx.f32 $0, $1;"
+# The same on two packed bf16 values per 32-bit register (sm_90: mul.bf16x2, tanh.approx.bf16x2).
+_SILU_BF16X2 = (
+    "{ .reg .b32 c, t; mov.b32 c, 0x3F003F00; mul.rn.bf16x2 t, $1, c; tanh.approx.bf16x2 t, t; "
+    "fma.rn.bf16x2 t, t, c, c; mul.rn.bf16x2 $0, $1, t; }"
+)
+
+
+@triton.jit
+def _silu(x, FAST: tl.constexpr):
+    """SiLU in float32; ``FAST`` uses the hardware tanh approximation (CUDA only, not the interpreter)."""
+    if FAST:
+        t = tl.inline_asm_elementwise(_TANH_F32, "=r,r", [x * 0.5], dtype=tl.float32, is_pure=True, pack=1)
+        y = x * (0.5 + 0.5 * t)
+    else:
+        y = x * tl.sigmoid(x)
+    return y
+
+
+@triton.jit
+def _silu_bf16x2(x):
+    """SiLU of a bf16 tensor, two values per instruction (sm_90 and newer)."""
+    return tl.inline_asm_elementwise(_SILU_BF16X2, "=r,r", [x], dtype=tl.bfloat16, is_pure=True, pack=2)
+
+
+@triton.jit
+def _dot(a, b, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """``a @ b`` with fp32 accumulation; ``UPCAST`` multiplies bf16 operands as exact fp32 (interpreter)."""
+    if UPCAST:
+        c = tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    else:
+        c = tl.dot(a, b, input_precision=PRECISION)
+    return c
+
+
+@triton.jit
+def _pack_keys(scores, positions, keep):
+    """float32 scores + int32 positions -> int64 keys ordered by (score desc, position asc); else EMPTY."""
+    bits = scores.to(tl.int32, bitcast=True)
+    ordered = tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF).to(tl.int64)
+    keys = ordered * 4294967296 + (4294967295 - positions.to(tl.int64))
+    return tl.where(keep, keys, EMPTY)
+
+
+@triton.jit
+def _merge(buf, keys, BQ: tl.constexpr, BX: tl.constexpr, K_PAD: tl.constexpr):
+    """Top ``K_PAD`` per row of ``buf`` (BQ, K_PAD) ascending and ``keys`` (BQ, BX); returns it ascending.
+
+    Only the ``min(BX, K_PAD)`` smallest entries of ``buf`` can be evicted; the elementwise max of those
+    (ascending) and the tile's best (descending) is the top of their union (a bitonic half-cleaner).
+    """
+    if BX >= K_PAD:
+        merged = tl.maximum(buf, tl.topk(keys, K_PAD, dim=1))
+    else:
+        best = tl.sort(keys, dim=1, descending=True)  # (BQ, BX)
+        chunks = tl.reshape(buf, (BQ, K_PAD // BX, BX))
+        first = (tl.arange(0, K_PAD // BX) == 0)[None, :, None]
+        merged = tl.reshape(tl.maximum(chunks, tl.where(first, best[:, None, :], EMPTY)), (BQ, K_PAD))
+    return tl.sort(merged, dim=1)
+
+
+@triton.jit
+def _exclude(keys, EXCL, q, x, num_excl, BQ: tl.constexpr, BX: tl.constexpr, E_BLOCK: tl.constexpr):
+    """Empty the keys of (query q, item x) pairs listed in EXCL (rows of ``num_excl`` int32 positions)."""
+    hit = tl.zeros((BQ, BX), dtype=tl.int32)
+    e = tl.arange(0, E_BLOCK)
+    for e0 in range(0, num_excl, E_BLOCK):
+        cols = e0 + e
+        ex = tl.load(
+            EXCL + q.to(tl.int64)[:, None] * num_excl + cols[None, :], mask=cols[None, :] < num_excl, other=-1
+        )
+        hit += tl.sum((ex[:, None, :] == x[None, :, None]).to(tl.int32), 2)
+    return tl.where(hit > 0, EMPTY, keys)
+
+
+@triton.jit
+def mol_topk_block_kernel(
+    G,  # (X, P_X * d) item components, row stride stride_g
+    IG,  # (X, P_X * P_Q) item gate part, row stride stride_ig
+    F,  # (Q_ROWS, PQP, D_PAD) query components (zero-padded), compute dtype
+    QG,  # (Q_ROWS, P_PAD) float32 query gate part in the padded pair layout
+    W1,  # (P_PAD, H_PAD) first gating Linear, transposed, padded pair layout
+    B1,  # (H_PAD,) float32
+    W2,  # (H_PAD, P_PAD) second gating Linear, transposed
+    B2,  # (P_PAD,) float32
+    EXCL,  # (Q_ROWS, num_excl) int32 excluded positions, -1 = none
+    OUT,  # (num_queries, num_splits, K_PAD) int64 keys
+    num_items,
+    num_queries,
+    items_per_split,
+    num_splits,
+    num_excl,
+    inv_tau,
+    stride_g,
+    stride_ig,
+    batch_bucket,  # autotuning key only
+    PQ: tl.constexpr,
+    PX: tl.constexpr,
+    D: tl.constexpr,
+    PQP: tl.constexpr,
+    PXP: tl.constexpr,
+    D_PAD: tl.constexpr,
+    H_PAD: tl.constexpr,
+    K_PAD: tl.constexpr,
+    E_BLOCK: tl.constexpr,
+    HAS_EXCL: tl.constexpr,
+    PRUNE: tl.constexpr,
+    FAST_MATH: tl.constexpr,  # 0 exact, 1 tanh.approx.f32 SiLU, 2 + bf16x2 SiLU of the hidden layer
+    PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,  # bf16 dot operands multiplied as fp32 (the CPU interpreter has no bf16 dot)
+    BQ: tl.constexpr,
+    BX: tl.constexpr,
+):
+    P_PAD: tl.constexpr = PQP * PXP
+    qb = tl.program_id(0)
+    split = tl.program_id(1)
+    q = qb * BQ + tl.arange(0, BQ)
+    q_ok = q < num_queries
+    c = tl.arange(0, D_PAD)
+    n = tl.arange(0, BQ * PQP)
+    ft = tl.load(F + (qb * BQ * PQP + n).to(tl.int64)[None, :] * D_PAD + c[:, None])  # (D_PAD, BQ*PQP)
+    p = tl.arange(0, P_PAD)
+    h = tl.arange(0, H_PAD)
+    w1 = tl.load(W1 + p[:, None] * H_PAD + h[None, :])
+    w2 = tl.load(W2 + h[:, None] * P_PAD + p[None, :])
+    b1 = tl.load(B1 + h)
+    b2 = tl.load(B2 + p)
+    qg = tl.load(QG + q.to(tl.int64)[:, None] * P_PAD + p[None, :])  # (BQ, P_PAD)
+    pi = p // PXP
+    pj = p % PXP
+    pair_ok = (pi < PQ) & (pj < PX)
+    ig_col = pi * PX + pj
+    r = tl.arange(0, BX * PXP)
+    r_item = r // PXP
+    r_comp = r % PXP
+    xl = tl.arange(0, BX)
+
+    start = split * items_per_split
+    end = tl.minimum(start + items_per_split, num_items)
+    buf = tl.full((BQ, K_PAD), EMPTY, tl.int64)
+    thr = tl.full((BQ,), EMPTY, tl.int64)
+    for tile in range(start, end, BX):
+        rows = tile + r_item
+        g_mask = (rows < end)[:, None]
+        if PXP != PX:
+            g_mask = g_mask & (r_comp < PX)[:, None]
+        if D_PAD != D:
+            g_mask = g_mask & (c < D)[None, :]
+        g_ptr = G + rows.to(tl.int64)[:, None] * stride_g + (r_comp * D)[:, None] + c[None, :]
+        g = tl.load(g_ptr, mask=g_mask, other=0.0)  # (BX*PXP, D_PAD)
+        x = tile + xl
+        x_ok = x < end
+        ig_mask = x_ok[:, None]
+        if P_PAD != PQ * PX:
+            ig_mask = ig_mask & pair_ok[None, :]
+        ig = tl.load(IG + x.to(tl.int64)[:, None] * stride_ig + ig_col[None, :], mask=ig_mask, other=0.0)
+        logits = _dot(g, ft, PRECISION, UPCAST) * inv_tau  # (BX*PXP, BQ*PQP) fp32
+        pairs = tl.reshape(tl.permute(tl.reshape(logits, (BX, PXP, BQ, PQP)), (2, 0, 3, 1)), (BQ * BX, P_PAD))
+        pairs3 = tl.reshape(pairs, (BQ, BX, P_PAD))
+        keep = q_ok[:, None] & x_ok[None, :]
+        run = True
+        if PRUNE:  # phi <= max_p L_p (+ float32 rounding of the weighted mean)
+            best = tl.max(tl.where(pair_ok[None, None, :], pairs3, -float("inf")), 2)
+            bound = best + 1e-4 * tl.max(tl.abs(pairs3), 2) + 1e-30
+            bound_keys = _pack_keys(bound, tl.zeros((BQ, BX), dtype=tl.int32), keep)
+            run = tl.sum((bound_keys > thr[:, None]).to(tl.int32)) > 0
+        if run:
+            hidden = _dot(pairs.to(w1.dtype), w1, PRECISION, UPCAST) + b1[None, :]
+            if FAST_MATH == 2:
+                hidden = _silu_bf16x2(hidden.to(tl.bfloat16))
+            else:
+                hidden = _silu(hidden, FAST_MATH == 1).to(w2.dtype)
+            qi = _dot(hidden, w2, PRECISION, UPCAST) + b2[None, :]
+            gate = qg[:, None, :] * ig.to(tl.float32)[None, :, :] + tl.reshape(qi, (BQ, BX, P_PAD))
+            gate = _silu(gate, FAST_MATH >= 1)
+            gate = tl.where(pair_ok[None, None, :], gate, -float("inf"))
+            weights = tl.exp(gate - tl.max(gate, 2)[:, :, None])
+            phi = tl.sum(weights * pairs3, 2) / tl.sum(weights, 2)  # (BQ, BX)
+            keys = _pack_keys(phi, x[None, :], keep)
+            if tl.sum((keys > thr[:, None]).to(tl.int32)) > 0:
+                if HAS_EXCL:
+                    keys = _exclude(keys, EXCL, q, x, num_excl, BQ, BX, E_BLOCK)
+                buf = _merge(buf, keys, BQ, BX, K_PAD)
+                thr = tl.min(buf, 1)
+    out = OUT + (q.to(tl.int64)[:, None] * num_splits + split) * K_PAD + tl.arange(0, K_PAD)[None, :]
+    tl.store(out, buf, mask=q_ok[:, None])
