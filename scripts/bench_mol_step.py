@@ -4,23 +4,28 @@ One step = encoder forward over every history position, positive and R-negative 
 loss + weighted aux losses, backward, AdamW step (``RetrievalModule.training_loss``, no Lightning/Hydra).
 Shapes default to ML-1M: batch 128, N 200, R 128, D 50, 3,706 items, HSTU-large 8 blocks x 2 heads x 25/25,
 history lengths uniform in [20, N] (``--full-length`` for all N). Timings use CUDA synchronisation, warm-up
-steps, then the mean / std over timed steps. Results go to ``docs/bench_mol.md``. A command line over :mod:`rails.models.benchmark`.
+steps, then the mean / std over timed steps. Results go to ``docs/bench_mol.json`` (every row of the run) and
+``docs/bench_mol.md`` (rendered from that JSON only). ``--count-ops`` adds the profiler's op counts per phase
+(forward / backward / optimizer) of one more step. A command line over :mod:`rails.models.benchmark`.
 
 Examples:
-    python scripts/bench_mol_step.py                       # GPU: fp32 (TF32) and bf16 autocast, all variants
+    python scripts/bench_mol_step.py --count-ops           # GPU: dot, MoL, MoL compiled mixing; fp32 + bf16
     python scripts/bench_mol_step.py --tiny                # CPU smoke run with tiny shapes
+    python scripts/bench_mol_step.py --render              # docs/bench_mol.md again from docs/bench_mol.json
+    python scripts/bench_mol_step.py --pending "why"       # no measurement: JSON without rows + the note
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import torch
 
 from rails.io import atomic_write
-from rails.models.benchmark import FULL, TINY, bench_head_step, head_step_markdown
+from rails.models.benchmark import FULL, TINY, bench_head_step, head_step_markdown, head_step_report
 from rails.runs.record import git_commit
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -34,10 +39,24 @@ def main() -> None:
     parser.add_argument("--heads", nargs="+", default=None, help="subset of: dot mol mol_compiled")
     parser.add_argument("--precisions", nargs="+", default=None, help="subset of: fp32 bf16")
     parser.add_argument("--full-length", action="store_true", help="every history has N valid positions")
+    parser.add_argument(
+        "--count-ops", action="store_true", help="profiler op counts per phase (one more step)"
+    )
     parser.add_argument("--warmup", type=int, default=None)
     parser.add_argument("--iters", type=int, default=None)
-    parser.add_argument("--output", type=Path, default=REPO_ROOT / "docs" / "bench_mol.md")
+    parser.add_argument("--output", type=Path, default=REPO_ROOT / "docs" / "bench_mol.md", help="markdown")
+    parser.add_argument("--render", action="store_true", help="only re-render the markdown from its JSON")
+    parser.add_argument(
+        "--pending", default=None, help="measure nothing: write a JSON without rows + this note"
+    )
     args = parser.parse_args()
+    json_path = args.output.with_suffix(".json")
+    if args.render:
+        if not json_path.is_file():
+            raise SystemExit(f"--render needs {json_path} (written by a measuring run)")
+        atomic_write(args.output, head_step_markdown(json.loads(json_path.read_text())))
+        print(f"wrote {args.output}")
+        return
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     shapes = TINY if args.tiny else FULL
@@ -48,22 +67,38 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = True  # the paper trains with TF32 on
     torch.backends.cudnn.allow_tf32 = True
     rows = []
-    for precision in precisions:
+    for precision in [] if args.pending else precisions:
         for head in heads:
-            row = bench_head_step(shapes, head, precision, device, warmup, iters, args.full_length)
+            row = bench_head_step(
+                shapes, head, precision, device, warmup, iters, args.full_length, args.count_ops
+            )
+            ops = f", ops {row['forward_ops']}/{row['backward_ops']}" if args.count_ops else ""
             print(
                 f"{head:>13} {precision}: {row['mean_ms']:.2f} ± {row['std_ms']:.2f} ms "
-                f"(M={row['M']}, peak {row['peak_gib']:.2f} GiB)",
+                f"(M={row['M']}, peak {row['peak_gib']:.2f} GiB{ops})",
                 flush=True,
             )
             rows.append(row)
     device_name = torch.cuda.get_device_name(0) if cuda else "cpu"
-    command = " ".join(["python", "scripts/bench_mol_step.py", *sys.argv[1:]]).strip()
-    text = head_step_markdown(
-        rows, shapes, device_name, command, git_commit(REPO_ROOT), warmup, iters, args.full_length, args.tiny
+    argv = sys.argv[1:]
+    if args.pending:  # the page names the measuring command, not this one
+        argv = ["--count-ops"]
+    command = " ".join(["python", "scripts/bench_mol_step.py", *argv]).strip()
+    report = head_step_report(
+        rows,
+        shapes,
+        device_name="not measured" if args.pending else device_name,
+        command=command,
+        commit=git_commit(REPO_ROOT),
+        warmup=warmup,
+        iters=iters,
+        full_length=args.full_length,
+        tiny=args.tiny,
+        note=args.pending or "",
     )
-    atomic_write(args.output, text)
-    print(f"wrote {args.output}")
+    atomic_write(json_path, json.dumps(report, indent=1) + "\n")
+    atomic_write(args.output, head_step_markdown(report))
+    print(f"wrote {json_path} and {args.output}")
 
 
 if __name__ == "__main__":

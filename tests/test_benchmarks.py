@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from rails.models.benchmark import TINY, bench_head_step, head_step_markdown, random_batch, time_steps
+from rails.models.benchmark import (
+    TINY,
+    bench_head_step,
+    head_step_markdown,
+    head_step_report,
+    random_batch,
+    time_steps,
+)
 from rails.models.benchmark_hstu import (
     Budget,
     HSTUBench,
@@ -40,13 +47,24 @@ def test_time_steps_counts_every_timed_step() -> None:
 
 
 def test_head_step_rows_and_report() -> None:
-    rows = [bench_head_step(TINY, head, "fp32", CPU, warmup=0, iters=2) for head in ("dot", "mol")]
+    rows = [
+        bench_head_step(TINY, head, "fp32", CPU, warmup=0, iters=2, count_ops=True) for head in ("dot", "mol")
+    ]
     assert [r["head"] for r in rows] == ["dot", "mol"] and all(r["mean_ms"] > 0 for r in rows)
     assert rows[0]["M"] == rows[1]["M"] > 0  # same batch for both heads
-    text = head_step_markdown(
-        rows, TINY, "cpu", "python scripts/bench_mol_step.py --tiny", None, 0, 2, False, True
-    )
+    assert rows[1]["forward_ops"] > rows[0]["forward_ops"] > 0 and rows[0]["backward_ops"] > 0
+    meta = {"device_name": "cpu", "command": "python scripts/bench_mol_step.py --tiny", "commit": None}
+    report = head_step_report(rows, TINY, **meta, warmup=0, iters=2, full_length=False, tiny=True)
+    text = head_step_markdown(json.loads(json.dumps(report)))  # rendered from the JSON alone
     assert "| dot | fp32 |" in text and "| mol | fp32 |" in text and "1.00" in text
+    assert "not measured: CPU or tiny" in text
+    gpu = {**report, "device_name": "NVIDIA H200", "tiny": False}
+    gpu["rows"] = [{**rows[0], "mean_ms": 10.0}, {**rows[1], "mean_ms": 14.0}]
+    assert ": met (MoL / dot: 1.4)" in head_step_markdown(gpu)
+    gpu["rows"][1]["mean_ms"] = 16.0
+    assert ": not met (MoL / dot: 1.6)" in head_step_markdown(gpu)
+    pending = head_step_markdown({**report, "rows": [], "note": "old rows removed"})
+    assert "old rows removed" in pending and "No measurement of the current code" in pending
     with pytest.raises(ValueError, match="head must be one of"):
         bench_head_step(TINY, "cosine", "fp32", CPU, 0, 1)
 

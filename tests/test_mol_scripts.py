@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,16 @@ def test_bench_mol_step_tiny(tmp_path: Path) -> None:
     )
     text = output.read_text()
     assert "| dot | fp32 |" in text and "| mol | fp32 |" in text
+    report = json.loads(output.with_suffix(".json").read_text())
+    assert [row["head"] for row in report["rows"]] == ["dot", "mol"]
+    subprocess.run(
+        [sys.executable, "scripts/bench_mol_step.py", "--render", "--output", str(output)],
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    assert output.read_text().split("\n")[4:] == text.split("\n")[4:]  # the same page from the JSON alone
 
 
 @pytest.mark.slow

@@ -2,14 +2,16 @@
 
 Shared pieces: random histories of ML-1M-like shapes (:func:`random_batch`), synchronised step timing with
 peak memory (:func:`time_steps`), the paper's HSTU-large (:func:`hstu_large`). Here also the MoL vs
-dot-product training step (:func:`bench_head_step`, report :func:`head_step_markdown`): one step =
-encoder forward over every history position, positive and R-negative head calls, sampled-softmax loss +
-weighted aux losses, backward, AdamW (``RetrievalModule.training_loss``, no Lightning/Hydra). The HSTU
+dot-product training step (:func:`bench_head_step`; JSON :func:`head_step_report`, rendered by
+:func:`head_step_markdown`; op counts per phase :func:`count_step_ops`): one step = encoder forward over
+every history position, one head call over [positive | R negatives], sampled-softmax loss + weighted aux
+losses, backward, AdamW (``RetrievalModule.training_loss``, no Lightning/Hydra). The HSTU
 attention benchmark is :mod:`rails.models.benchmark_hstu`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import math
@@ -163,6 +165,48 @@ def head_step_module(shapes: Shapes, head: str, device: torch.device) -> Retriev
     return module.train()
 
 
+# Profiler names that are views, allocations or bookkeeping, not a computing kernel.
+_NOT_KERNELS = frozenset(
+    f"aten::{name}"
+    for name in (  # noqa: SIM905
+        "view reshape _reshape_alias expand expand_as view_as transpose t as_strided as_strided_ slice select "
+        "unsqueeze squeeze unsqueeze_ squeeze_ permute alias unflatten flatten detach empty empty_strided "
+        "empty_like resolve_conj resolve_neg lift_fresh _unsafe_view split split_with_sizes chunk narrow unbind "
+        "movedim diagonal unfold result_type is_nonzero item _local_scalar_dense contiguous to _to_copy type_as "
+        "set_ numel size stride dim matrix_H"
+    ).split()
+)
+
+
+def count_step_ops(
+    step: Callable[[], None], phases: Sequence[str] = ("forward", "backward", "optimizer")
+) -> dict:
+    """Leaf aten ops of one ``step`` per phase (a proxy for GPU kernel launches), from ``torch.profiler``.
+
+    ``step`` must open ``torch.profiler.record_function(phase)`` ranges; an op is counted in the phase whose
+    range contains its start (autograd ops run on the engine's thread inside the backward range). A leaf op is
+    an aten op with no aten child that is not a view or allocation; on CPU an ``addmm`` counts its bias copy
+    and a dropout its three steps, on CUDA each is one kernel, so CPU counts overstate GPU launches a little.
+
+    Returns:
+        ``{f"{phase}_ops": count}`` for every phase.
+    """
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        step()
+    events = list(prof.events())
+    ranges = {e.name: (e.time_range.start, e.time_range.end) for e in events if e.name in phases}
+    counts = dict.fromkeys(phases, 0)
+    for event in events:
+        if not event.name.startswith("aten::") or event.name in _NOT_KERNELS:
+            continue
+        if any(c.name.startswith("aten::") and c.name not in _NOT_KERNELS for c in event.cpu_children):
+            continue
+        start = event.time_range.start
+        inside = [name for name, (a, z) in ranges.items() if a <= start <= z]
+        counts[inside[0] if inside else "backward"] += 1
+    return {f"{phase}_ops": n for phase, n in counts.items()}
+
+
 def bench_head_step(
     shapes: Shapes,
     head: str,
@@ -171,13 +215,16 @@ def bench_head_step(
     warmup: int,
     iters: int,
     full_length: bool = False,
+    count_ops: bool = False,
 ) -> dict[str, Any]:
     """Time one training step of HSTU-large + ``head`` in ``precision`` (``fp32`` or ``bf16`` autocast).
 
-    History lengths are uniform in [min(20, N), N] (all N with ``full_length``).
+    History lengths are uniform in [min(20, N), N] (all N with ``full_length``). With ``count_ops`` the
+    row also has :func:`count_step_ops` of one extra step (after the timed ones).
 
     Returns:
-        ``head``, ``precision``, ``mean_ms``, ``std_ms``, ``peak_gib`` and ``M`` (supervised positions).
+        ``head``, ``precision``, ``mean_ms``, ``std_ms``, ``peak_gib``, ``M`` (supervised positions) and,
+        with ``count_ops``, ``forward_ops``, ``backward_ops``, ``optimizer_ops``.
     """
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
@@ -195,13 +242,16 @@ def bench_head_step(
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+        with torch.profiler.record_function("forward"), autocast:
             total, _ = module.training_loss(batch)
-        total.backward()
-        optimizer.step()
+        with torch.profiler.record_function("backward"):
+            total.backward()
+        with torch.profiler.record_function("optimizer"):
+            optimizer.step()
 
     timing = time_steps(step, device, warmup, iters)
-    return {
+    row = {
         "head": head,
         "precision": precision,
         "mean_ms": timing.mean_ms,
@@ -209,11 +259,13 @@ def bench_head_step(
         "peak_gib": timing.peak_gib,
         "M": int(batch.lengths.sum()),
     }
+    return {**row, **count_step_ops(step)} if count_ops else row
 
 
-def head_step_markdown(
+def head_step_report(
     rows: Sequence[dict[str, Any]],
     shapes: Shapes,
+    *,
     device_name: str,
     command: str,
     commit: str | None,
@@ -221,37 +273,86 @@ def head_step_markdown(
     iters: int,
     full_length: bool,
     tiny: bool,
-) -> str:
-    """``docs/bench_mol.md``: the step table of :func:`bench_head_step` rows, with each head's ratio to dot."""
+    note: str = "",
+) -> dict[str, Any]:
+    """The JSON document of one benchmark run (``docs/bench_mol.json``); no rows + ``note``: nothing measured."""
+    return {
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "device_name": device_name,
+        "torch": torch.__version__,
+        "commit": commit,
+        "command": command,
+        "shapes": dataclasses.asdict(shapes),
+        "warmup": warmup,
+        "iters": iters,
+        "full_length": full_length,
+        "tiny": tiny,
+        "note": note,
+        "rows": [dict(row) for row in rows],
+    }
+
+
+def _ratio_cells(rows: Sequence[dict[str, Any]]) -> list[str]:
+    dot = {r["precision"]: r["mean_ms"] for r in rows if r["head"] == "dot"}
+    return [f"{r['mean_ms'] / dot[r['precision']]:.2f}" if r["precision"] in dot else "-" for r in rows]
+
+
+def head_step_markdown(report: dict[str, Any]) -> str:
+    """``docs/bench_mol.md`` rendered from a :func:`head_step_report` document (nothing else is written)."""
+    shapes = Shapes(**{**report["shapes"], "mol": tuple(report["shapes"]["mol"])})
+    rows = report["rows"]
     lines = [
         "# MoL vs dot-product training step (HSTU-large)",
         "",
-        f"Written by `scripts/bench_mol_step.py` on {dt.datetime.now().isoformat(timespec='seconds')}, "
-        f"device: **{device_name}**, torch {torch.__version__}, commit `{commit or 'unknown'}`.",
+        f"Written by `scripts/bench_mol_step.py` from the JSON next to it ({report['date']}), device: "
+        f"**{report['device_name']}**, torch {report['torch']}, commit `{report['commit'] or 'unknown'}`.",
         "",
-        f"Command: `{command}`",
+        f"Command: `{report['command']}`",
         "",
         f"Shapes: batch {shapes.batch}, N {shapes.seq_len}, R {shapes.negatives}, D {shapes.dim}, "
         f"{shapes.num_items - 1} items, HSTU {shapes.blocks} blocks x {shapes.heads} heads x "
         f"{shapes.head_dim}/{shapes.head_dim}; MoL {'x'.join(map(str, shapes.mol))} (query MLP "
         f"{shapes.mol_hidden}, gating {shapes.gating_hidden}, one uid component); history lengths "
-        f"{'all N' if full_length else 'uniform in [min(20, N), N]'} (M = supervised positions). "
-        f"Step = forward + backward + AdamW; {warmup} warm-up, {iters} timed steps.",
+        f"{'all N' if report['full_length'] else 'uniform in [min(20, N), N]'} (M = supervised positions). "
+        f"Step = forward + backward + AdamW (`RetrievalModule.training_loss`: one head call over "
+        f"[positive | R negatives]); {report['warmup']} warm-up, {report['iters']} timed steps.",
         "",
-        "| head | precision | M | step ms (mean ± std) | x dot (same precision) | peak GiB |",
-        "|---|---|---|---|---|---|",
     ]
-    dot = {r["precision"]: r["mean_ms"] for r in rows if r["head"] == "dot"}
-    for r in rows:
-        ratio = r["mean_ms"] / dot[r["precision"]] if r["precision"] in dot else float("nan")
-        lines.append(
-            f"| {r['head']} | {r['precision']} | {r['M']} | {r['mean_ms']:.2f} ± {r['std_ms']:.2f} | "
-            f"{ratio:.2f} | {r['peak_gib']:.2f} |"
+    if report.get("note"):
+        lines += [report["note"], ""]
+    if not rows:
+        lines += [
+            "**No measurement of the current code in this file.** Run the command above on the GPU.",
+            "",
+        ]
+        return "\n".join(lines)
+    counted = "forward_ops" in rows[0]
+    header = "| head | precision | M | step ms (mean ± std) | x dot (same precision) | peak GiB |"
+    lines += [
+        header + (" ops fwd / bwd / optimizer (CPU profiler) |" if counted else ""),
+        "|---|---|---|---|---|---|" + ("---|" if counted else ""),
+    ]
+    for row, ratio in zip(rows, _ratio_cells(rows), strict=True):
+        line = (
+            f"| {row['head']} | {row['precision']} | {row['M']} | {row['mean_ms']:.2f} ± {row['std_ms']:.2f} | "
+            f"{ratio} | {row['peak_gib']:.2f} |"
         )
+        if counted:
+            line += f" {row['forward_ops']} / {row['backward_ops']} / {row['optimizer_ops']} |"
+        lines.append(line)
+    gpu = not report["tiny"] and report["device_name"] != "cpu"
+    ratios = [
+        float(r) for r, row in zip(_ratio_cells(rows), rows, strict=True) if row["head"] == "mol" and r != "-"
+    ]
+    verdict = (
+        ("met" if ratios and max(ratios) <= 1.5 else "not met")
+        + f" (MoL / dot: {', '.join(map(str, ratios))})"
+        if gpu
+        else "not measured: CPU or tiny shapes say nothing about it"
+    )
     lines += [
         "",
-        "Acceptance (issue #4): MoL step <= 1.5x the dot-product step on one H100/H200. "
-        + ("CPU/tiny numbers say nothing about it." if tiny or device_name == "cpu" else ""),
+        f"Acceptance (issue 13, item 4: MoL step <= 1.5x the dot-product step on one GPU): {verdict}.",
         "",
     ]
     return "\n".join(lines)
