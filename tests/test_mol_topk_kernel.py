@@ -84,17 +84,17 @@ def make_problem(
     )
 
 
-def reference_scores(pb: Problem, dtype: torch.dtype) -> Tensor:
-    """(B, X) float64 MoL scores of the states rounded to ``dtype`` (what the kernel is given)."""
-    r = lambda t: t.to(dtype).double()  # noqa: E731
+def reference_scores(pb: Problem, dtype: torch.dtype, device: str = "cpu") -> Tensor:
+    """(B, X) float64 MoL scores (on CPU) of the states rounded to ``dtype`` (what the kernel is given)."""
+    r = lambda t: t.to(device=device, dtype=dtype).double()  # noqa: E731
     batch, pq, _ = pb.query_components.shape
     items, px, _ = pb.item_components.shape
     logits = torch.einsum("bid,xjd->bxij", r(pb.query_components), r(pb.item_components))
     logits = logits.reshape(batch, items, pq * px) / pb.temperature
     silu = torch.nn.functional.silu
     qi = silu(logits @ r(pb.w1).T + r(pb.b1)) @ r(pb.w2).T + r(pb.b2)
-    gate = silu(pb.query_gate.double()[:, None, :] * r(pb.item_gate)[None] + qi)
-    return (torch.softmax(gate, -1) * logits).sum(-1)
+    gate = silu(pb.query_gate.to(device).double()[:, None, :] * r(pb.item_gate)[None] + qi)
+    return (torch.softmax(gate, -1) * logits).sum(-1).cpu()
 
 
 def run_kernel(pb: Problem, k: int, dtype: torch.dtype, device: str, exclude: Tensor | None, **kw):
@@ -117,12 +117,40 @@ def run_kernel(pb: Problem, k: int, dtype: torch.dtype, device: str, exclude: Te
     )
 
 
+def ranked_problem() -> Problem:
+    """One query, 32 items: item 0 is the best, item 20 (second tile of 16) the second, the rest far below.
+
+    With k = 2 the second tile holds exactly one item that enters the top-k without beating the best one,
+    so a filter that compares with anything but the k-th best key drops it.
+    """
+    pb = make_problem(1, 32, 8, 4, 64, seed=5)
+    g = torch.Generator().manual_seed(6)
+    u = torch.nn.functional.normalize(pb.query_components[0].mean(0), dim=-1)
+    ic = -u + 0.1 * torch.randn(32, 4, 64, generator=g)
+    ic[0] = u + 0.05 * torch.randn(4, 64, generator=g)
+    ic[20] = u + 0.5 * torch.randn(4, 64, generator=g)
+    pb.item_components = torch.nn.functional.normalize(ic, dim=-1)
+    return pb
+
+
 def check_case(
-    batch, items, pq, px, dim, k, dtype, device="cpu", exclude_history=True, seed=0, prunable=False, **kw
+    batch,
+    items,
+    pq,
+    px,
+    dim,
+    k,
+    dtype,
+    device="cpu",
+    exclude_history=True,
+    seed=0,
+    prunable=False,
+    problem=None,
+    **kw,
 ):
     """Run one case and compare with the float64 reference; returns the kernel's (scores, positions)."""
-    pb = make_problem(batch, items, pq, px, dim, seed=seed, prunable=prunable)
-    ref = reference_scores(pb, dtype)
+    pb = problem or make_problem(batch, items, pq, px, dim, seed=seed, prunable=prunable)
+    ref = reference_scores(pb, dtype, device)
     exclude = None
     if exclude_history:  # drop each query's true best 2 (and padding -1s); query 0 also loses item 0
         exclude = torch.full((batch, 5), -1, dtype=torch.int64)
@@ -165,14 +193,14 @@ def check_case(
 # (B, X, P_Q, P_X, d_P, k, dtype, kwargs): every head shape, B regime, k extreme and both dtypes at least once.
 INTERPRETER_CASES = [
     (1, 200, 8, 4, 64, 100, torch.float32, {"num_splits": 2}),
-    (33, 100, 8, 4, 64, 1, torch.float32, {}),  # 5 query blocks, the last one partial
+    (33, 100, 8, 4, 64, 1, torch.float32, {"block_x": 32}),  # 5 query blocks, the last one partial
     (5, 150, 8, 8, 32, 10, torch.float32, {"num_splits": 3, "block_q": 4, "block_x": 16}),
     (33, 60, 3, 2, 8, 10, torch.float32, {}),  # P_Q, P_X, d_P all padded
     (5, 90, 3, 2, 8, 1, torch.float32, {"block_x": 8, "prune": False}),
     (5, 28, 2, 3, 4, 30, torch.float32, {}),  # k > X: every item not excluded, then -inf / -1
     (5, 120, 8, 4, 64, 10, torch.bfloat16, {"num_splits": 2}),
     (1, 150, 8, 8, 32, 100, torch.bfloat16, {}),
-    (33, 50, 3, 2, 8, 100, torch.bfloat16, {"block_x": 32}),  # k > X minus the excluded: -inf / -1 padding
+    (17, 50, 3, 2, 8, 100, torch.bfloat16, {"block_x": 32}),  # k > X minus the excluded: -inf / -1 padding
     (2, 384, 8, 4, 64, 10, torch.float32, {"prunable": True, "block_x": 16, "block_q": 2, "num_splits": 1}),
 ]
 
@@ -186,6 +214,9 @@ def _interpreter_main() -> None:
     for row in range(2):
         at = [positions[row].tolist().index(i) for i in range(3)]
         assert at == sorted(at) and at[2] - at[0] == 2 and len(set(scores[row, at].tolist())) == 1
+    kw = {"exclude_history": False, "problem": ranked_problem(), "block_x": 16, "num_splits": 1}
+    _, positions = check_case(1, 32, 8, 4, 64, 2, torch.float32, **kw)
+    assert positions.tolist() == [[0, 20]]
     print("MOL_TOPK_OK")
 
 
@@ -202,6 +233,63 @@ def test_kernel_matches_float64_under_triton_interpreter():
         timeout=600,
     )
     assert "MOL_TOPK_OK" in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(("pq", "px"), [(8, 4), (8, 8), (3, 2), (1, 1), (16, 2)])
+@pytest.mark.parametrize("batch", [1, 5, 32, 256])
+def test_default_and_tuned_blocks_are_valid(pq, px, batch):
+    triton = pytest.importorskip("triton")
+    from rails.kernels.mol_topk_triton import (
+        TUNE_CONFIGS,
+        block_valid,
+        default_blocks,
+        pair_padding,
+        prune_configs,
+    )
+
+    pqp, pxp = pair_padding(pq, px)
+    assert pqp >= pq and pxp >= px and pqp * pxp >= 16
+    for k_pad in (16, 128, 256):
+        bq, bx, _, _ = default_blocks(batch, pqp, pxp)
+        assert block_valid(bq, bx, pqp, pxp, k_pad)
+        assert bq <= max(16 // pqp, 16)  # B = 1 must not pay for a large query block
+        configs = [
+            triton.Config({"BQ": q, "BX": x}, num_warps=w, num_stages=st) for q, x, w, st in TUNE_CONFIGS
+        ]
+        # Triton passes positional arguments as named_args and constexpr keywords separately
+        kept = prune_configs(configs, {"batch_bucket": batch}, PQP=pqp, PXP=pxp, K_PAD=k_pad)
+        assert kept and all(block_valid(c.kwargs["BQ"], c.kwargs["BX"], pqp, pxp, k_pad) for c in kept)
+        assert all(c.kwargs["BQ"] <= max(16 // pqp, batch, 1) or len(kept) == 1 for c in kept)
+
+
+def test_block_arguments_are_checked():
+    pytest.importorskip("triton")
+    pb = make_problem(2, 10, 8, 4, 16)
+    with pytest.raises(ValueError, match="power of two"):
+        run_kernel(pb, 5, torch.float32, "cpu", None, block_x=24)
+    with pytest.raises(ValueError, match="block_q=1 x block_x=16"):
+        run_kernel(pb, 5, torch.float32, "cpu", None, block_x=16, block_q=1)
+    with pytest.raises(ValueError, match="1 <= k <= 256"):
+        run_kernel(pb, 300, torch.float32, "cpu", None)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("batch", [1, 32, 256])  # the three regimes: 2, 8 and 8-16 queries per program
+@pytest.mark.parametrize(("pq", "px", "dim"), [(8, 4, 64), (8, 8, 32)])
+def test_kernel_cuda_regimes_match_float64(batch, pq, px, dim):
+    check_case(batch, 30011, pq, px, dim, 100, torch.bfloat16, device="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("fast_math", [False, True])
+def test_kernel_cuda_exact_and_fast_math(fast_math):
+    check_case(32, 20011, 8, 4, 64, 100, torch.bfloat16, device="cuda", fast_math=fast_math, tune=False)
+    check_case(5, 4099, 3, 2, 8, 10, torch.float32, device="cuda", tune=False)
+    check_case(2, 3000, 8, 4, 64, 10, torch.bfloat16, device="cuda", prunable=True, fast_math=fast_math)
+    kw = {"exclude_history": False, "problem": ranked_problem(), "block_x": 16, "num_splits": 1}
+    assert check_case(1, 32, 8, 4, 64, 2, torch.float32, device="cuda", **kw)[1].tolist() == [[0, 20]]
 
 
 if __name__ == "__main__":

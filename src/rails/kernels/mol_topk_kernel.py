@@ -12,8 +12,8 @@ One program owns ``BQ`` queries and one contiguous split of the corpus and walks
 3. the gating MLP on tensor cores with the pairs in M: ``SiLU(L W1 + b1) W2 + b2`` ((BQ*BX, P) @ (P, H) and
    (BQ*BX, H) @ (H, P)), ``s = SiLU(q_gate * i_gate + qi)``, ``pi = softmax_P(s)``, ``phi = sum_p pi_p L_p``;
 4. a running top-``K_PAD`` per query (``(BQ, K_PAD)`` packed int64 keys, ascending): a tile is merged only
-   when one of its keys beats its query's current k-th best (one compare per pair); history exclusion is
-   applied only to tiles that are merged.
+   when one of its keys beats its query's current k-th best key (one compare per pair); history exclusion
+   is applied only to tiles that are merged.
 
 Keys pack the score's order-preserving int32 bits high and ``2^32 - 1 - position`` low, so key order is
 the package's order (score descending, position ascending on ties). Padded pairs (``i >= P_Q`` or
@@ -120,6 +120,7 @@ def mol_topk_block_kernel(
     items_per_split,
     num_splits,
     num_excl,
+    k,  # results wanted (<= K_PAD): the filter threshold is each query's k-th best key
     inv_tau,
     stride_g,
     stride_ig,
@@ -169,6 +170,7 @@ def mol_topk_block_kernel(
     end = tl.minimum(start + items_per_split, num_items)
     buf = tl.full((BQ, K_PAD), EMPTY, tl.int64)
     thr = tl.full((BQ,), EMPTY, tl.int64)
+    kth = (tl.arange(0, K_PAD) == K_PAD - k)[None, :]  # the k-th largest of an ascending row
     for tile in range(start, end, BX):
         rows = tile + r_item
         g_mask = (rows < end)[:, None]
@@ -211,6 +213,6 @@ def mol_topk_block_kernel(
                 if HAS_EXCL:
                     keys = _exclude(keys, EXCL, q, x, num_excl, BQ, BX, E_BLOCK)
                 buf = _merge(buf, keys, BQ, BX, K_PAD)
-                thr = tl.min(buf, 1)
+                thr = tl.sum(tl.where(kth, buf, 0), 1)
     out = OUT + (q.to(tl.int64)[:, None] * num_splits + split) * K_PAD + tl.arange(0, K_PAD)[None, :]
     tl.store(out, buf, mask=q_ok[:, None])

@@ -63,11 +63,13 @@ TUNE_CONFIGS = (
 
 try:  # Triton is optional: the module imports without it, the kernel then is unavailable.
     import triton
+    from triton.runtime.errors import OutOfResources
 
     from rails.kernels.mol_topk_kernel import mol_topk_block_kernel
 except ImportError:  # pragma: no cover - exercised only without triton
     triton = None
     mol_topk_block_kernel = None
+    OutOfResources = RuntimeError  # noqa: N806
 
 _tuned_kernel = None
 _fast_math_failed = False
@@ -131,9 +133,13 @@ def default_splits(batch: int, num_items: int, device: torch.device) -> int:
     return max(1, min(_cdiv(num_items, 1024), _cdiv(4 * sms, _cdiv(batch, 8))))
 
 
-def _prune_configs(configs, named_args, **kwargs):  # noqa: ANN001, ANN202 - triton's hook signature
-    pqp, pxp, k_pad = named_args["PQP"], named_args["PXP"], named_args["K_PAD"]
-    batch = named_args["batch_bucket"]
+def prune_configs(configs: list, named_args: dict, **kwargs: object) -> list:
+    """The autotuner's early prune: valid tiles only, and no more queries per program than B needs.
+
+    Triton passes the positional arguments as ``named_args`` and the constexpr keywords as ``kwargs``.
+    """
+    args = {**named_args, **kwargs}
+    pqp, pxp, k_pad, batch = args["PQP"], args["PXP"], args["K_PAD"], args["batch_bucket"]
     min_bq = max(1, 16 // pqp)
     kept = [
         c
@@ -141,7 +147,10 @@ def _prune_configs(configs, named_args, **kwargs):  # noqa: ANN001, ANN202 - tri
         if block_valid(c.kwargs["BQ"], c.kwargs["BX"], pqp, pxp, k_pad)
         and c.kwargs["BQ"] <= max(min_bq, batch)
     ]
-    return kept or configs[:1]
+    if not kept:  # every shape has a valid heuristic block: tune that one alone
+        bq, bx, warps, stages = default_blocks(batch, pqp, pxp)
+        kept = [type(configs[0])({"BQ": bq, "BX": bx}, num_warps=warps, num_stages=stages)]
+    return kept
 
 
 def _tuned():
@@ -163,7 +172,7 @@ def _tuned():
             "UPCAST",
         ]
         _tuned_kernel = triton.autotune(
-            configs, key=key, prune_configs_by={"early_config_prune": _prune_configs}
+            configs, key=key, prune_configs_by={"early_config_prune": prune_configs}
         )(mol_topk_block_kernel)
     return _tuned_kernel
 
@@ -295,7 +304,7 @@ def fused_mol_topk(
     splits = _cdiv(num_items, items_per_split)
     out = torch.empty(batch, splits, k_pad, dtype=torch.int64, device=device)
     args = (items, item_gate, queries, query_gate, w1, b1, w2, b2, excl, out)
-    scalars = (num_items, batch, items_per_split, splits, num_excl, 1.0 / temperature, items.stride(0))
+    scalars = (num_items, batch, items_per_split, splits, num_excl, width, 1.0 / temperature, items.stride(0))
     meta = {
         "PQ": pq,
         "PX": px,
@@ -317,22 +326,30 @@ def fused_mol_topk(
         if tune:
             grid = lambda m: (triton.cdiv(batch, m["BQ"]), splits)  # noqa: E731
             _tuned()[grid](*args, *scalars, item_gate.stride(0), bucket, **meta, FAST_MATH=fast_mode)
-        else:
-            mol_topk_block_kernel[(triton.cdiv(batch, bq), splits)](
-                *args,
-                *scalars,
-                item_gate.stride(0),
-                bucket,
-                **meta,
-                FAST_MATH=fast_mode,
-                BQ=bq,
-                BX=bx,
-                num_warps=warps,
-                num_stages=stages,
-            )
+            return
+        for stage_count in range(stages, 0, -1):  # fewer pipelined tiles when shared memory overflows
+            try:
+                mol_topk_block_kernel[(triton.cdiv(batch, bq), splits)](
+                    *args,
+                    *scalars,
+                    item_gate.stride(0),
+                    bucket,
+                    **meta,
+                    FAST_MATH=fast_mode,
+                    BQ=bq,
+                    BX=bx,
+                    num_warps=warps,
+                    num_stages=stage_count,
+                )
+                return
+            except OutOfResources:
+                if stage_count == 1:
+                    raise
 
     try:
         launch(fast)
+    except OutOfResources:
+        raise
     except Exception as err:  # inline PTX (hardware tanh) that this toolchain rejects: exact math instead
         if not fast:
             raise
