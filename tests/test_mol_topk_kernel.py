@@ -252,6 +252,11 @@ def test_default_and_tuned_blocks_are_valid(pq, px, batch):
     for k_pad in (16, 128, 256):
         bq, bx, _, _ = default_blocks(batch, pqp, pxp)
         assert block_valid(bq, bx, pqp, pxp, k_pad)
+        for block_x in (16, 64, 128):  # the benchmark's --fused-configs fix BX only
+            assert (
+                block_valid(*default_blocks(batch, pqp, pxp, block_x)[:2], pqp, pxp, k_pad)
+                or max(1, 16 // pqp) * block_x > 256  # P_Q = 1 needs 16 queries per tile
+            )
         assert bq <= max(16 // pqp, 16)  # B = 1 must not pay for a large query block
         configs = [
             triton.Config({"BQ": q, "BX": x}, num_warps=w, num_stages=st) for q, x, w, st in TUNE_CONFIGS
@@ -269,6 +274,8 @@ def test_block_arguments_are_checked():
         run_kernel(pb, 5, torch.float32, "cpu", None, block_x=24)
     with pytest.raises(ValueError, match="block_q=1 x block_x=16"):
         run_kernel(pb, 5, torch.float32, "cpu", None, block_x=16, block_q=1)
+    with pytest.raises(ValueError, match="block_q \\* block_x <= 256"):
+        run_kernel(pb, 5, torch.float32, "cpu", None, block_x=128, block_q=4)
     with pytest.raises(ValueError, match="1 <= k <= 256"):
         run_kernel(pb, 300, torch.float32, "cpu", None)
 

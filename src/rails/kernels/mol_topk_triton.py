@@ -15,8 +15,8 @@ per-tile synchronisation and no (B, X) scores in memory.
 Block shapes per regime (``triton.autotune`` on CUDA keyed on B, P and d; the heuristic below otherwise):
 B <= 8 uses the fewest queries a tensor-core tile allows (BQ * P_Q >= 16) and many corpus splits, so the
 launch fills the GPU and streams the corpus at HBM speed; larger B uses BQ = 8-16 and fewer splits, so
-each item tile is reused by 8-16 queries while every program still has >= 16 K items to amortise its
-top-k warm-up.
+each item tile is reused by 8-16 queries. Splits: about 4 programs per SM at a nominal 8 queries per
+block, >= 1024 items each (``num_splits`` overrides; fewer, longer splits mean fewer top-k merges).
 
 Cost model (8x4x64, H = 128, per (query, item) pair; NOT YET MEASURED ON A GPU). Tensor cores: 2 P d
 (logits) + 4 P H (gating) = 20.5 KFLOP, exactly the FLOPs of the roofline floor, at the FLOP-bound B >= 32
@@ -29,6 +29,9 @@ pipes partly overlapping across the 2+ programs per SM we expect 2-3.5x the floo
 (FLOP-bound) and <= 3x at B = 1 (bandwidth-bound: 2 queries per program, ~500 splits), against 23-32x for
 the previous one-program-per-query kernel. Risks: register pressure of the (BQ * BX, H) fp32 hidden tile,
 the cost of the on-chip permute, and merge-heavy warm-up when splits are short.
+
+Under the Triton CPU interpreter (tests) bf16 dot operands are multiplied as fp32 (``UPCAST``; the
+interpreter's bf16 dot is wrong) with the same bf16 roundings, and SiLU is exact (no inline PTX there).
 
 Results follow the package's order: score descending, position ascending on ties. Limits: k <= 256
 (``MAX_FUSED_K``), "glu_silu" gating without dropout, fewer than 2^31 items. The kernel takes tensors and
@@ -47,6 +50,7 @@ from rails.kernels import triton_usable
 
 MAX_FUSED_K = 256
 EMPTY_KEY = -(2**63) + 1  # below every packed finite or infinite score
+MAX_PAIRS = 256  # (query, item) pairs per tile
 QUERY_ALIGN = 64  # query rows are padded to a multiple of the largest BQ
 SPLIT_ALIGN = 128  # items per split are a multiple of the largest BX
 # (BQ, BX, num_warps, num_stages) tried by the autotuner; invalid or wasteful ones are pruned per call.
@@ -112,14 +116,17 @@ def pair_padding(num_query: int, num_item: int) -> tuple[int, int]:
 
 
 def block_valid(bq: int, bx: int, pqp: int, pxp: int, k_pad: int) -> bool:
-    """Whether (BQ, BX) gives tensor-core tiles >= 16 in every matmul dimension and fits the top-k merge."""
-    return bq * pqp >= 16 and bx * pxp >= 16 and bq * bx >= 16 and bx <= max(k_pad, 128)
+    """Whether (BQ, BX) gives tensor-core tiles >= 16 in every matmul dimension, at most 256 (query, item)
+    pairs per tile (the (pairs, H) fp32 hidden layer lives in registers) and fits the top-k merge."""
+    return bq * pqp >= 16 and bx * pxp >= 16 and 16 <= bq * bx <= MAX_PAIRS and bx <= max(k_pad, 128)
 
 
 def default_blocks(batch: int, pqp: int, pxp: int, block_x: int | None = None) -> tuple[int, int, int, int]:
     """Heuristic (BQ, BX, num_warps, num_stages) per batch regime; ``block_x`` fixes BX."""
     min_bq = max(1, 16 // pqp)
     bq = min_bq if batch <= 8 else max(min_bq, 8 if batch <= 64 else 16)
+    if block_x:  # a given tile width: as many queries as keep the tile at <= 128 pairs
+        bq = max(min_bq, min(bq, 128 // block_x))
     bx = block_x or max(128 // bq, _cdiv(16, pxp), 1)
     bq = max(bq, _cdiv(16, bx))  # M of the gating matmuls >= 16
     return bq, bx, 8 if bq * bx >= 128 else 4, 2
@@ -266,7 +273,7 @@ def fused_mol_topk(
     if not block_valid(bq, bx, pqp, pxp, k_pad):
         raise ValueError(
             f"fused_mol_topk block_q={bq} x block_x={bx} needs block_q * {pqp} >= 16, block_x * {pxp} >= 16, "
-            f"block_q * block_x >= 16 and block_x <= {max(k_pad, 128)}"
+            f"16 <= block_q * block_x <= {MAX_PAIRS} and block_x <= {max(k_pad, 128)}"
         )
     cuda = device.type == "cuda"
     if tune is None:
