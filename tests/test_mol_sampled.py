@@ -84,7 +84,7 @@ def _two_call_loss(module: RetrievalModule, batch, negative_ids: Tensor) -> tupl
 
 def _loss_and_grads(module: RetrievalModule, negative_ids: Tensor, two_calls: bool):
     module.zero_grad(set_to_none=True)
-    module.negatives.forward = lambda num_rows, corpus: negative_ids  # type: ignore[method-assign]
+    module.negatives.forward = lambda num_rows, corpus, positives=None: negative_ids  # type: ignore[method-assign]
     batch = _batch()
     total, parts = _two_call_loss(module, batch, negative_ids) if two_calls else module.training_loss(batch)
     total.backward()

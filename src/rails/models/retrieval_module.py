@@ -40,7 +40,7 @@ from rails.models.base_module import (
 )
 from rails.models.encoders.base import SequenceEncoder, SequenceHistory
 from rails.models.item_embeddings import ItemEmbeddings
-from rails.models.losses.negatives import UniformNegatives
+from rails.models.losses.negatives import NegativeSampler
 from rails.models.losses.sampled_softmax import SampledSoftmaxLoss
 from rails.models.similarity.base import SimilarityHead
 
@@ -63,7 +63,8 @@ class RetrievalModule(LearnedSimilarityModule):
         similarity: head implementing :class:`rails.models.similarity.SimilarityHead`; its ``query_dim`` /
             ``item_dim``, where it has them, must equal the encoder width / ``item_dim``.
         loss: sampled softmax; a ``temperature`` of None takes the head's ``loss_temperature``.
-        negatives: negative sampler.
+        negatives: negative sampler (:mod:`rails.models.losses.negatives`): per-position (M, R) negatives
+            scored in one head call, or an (R,) set shared by every position scored as one (M, R) matrix.
         optimizer: partial optimizer, called with the parameters.
         num_items: item table rows (max item id + 1); given by the datamodule at build time.
         item_dim: D of the item table (must equal the encoder's width).
@@ -78,7 +79,7 @@ class RetrievalModule(LearnedSimilarityModule):
         encoder: SequenceEncoder,
         similarity: SimilarityHead,
         loss: SampledSoftmaxLoss,
-        negatives: UniformNegatives,
+        negatives: NegativeSampler,
         optimizer: OptimizerFactory,
         num_items: int,
         item_dim: int = 50,
@@ -177,7 +178,9 @@ class RetrievalModule(LearnedSimilarityModule):
         user_ids = batch.user_ids[:, None].expand_as(next_ids)[supervised]  # (M,)
         if self.corpus_ids.numel() == 0:
             raise RuntimeError("RetrievalModule has no negative pool: see on_fit_start / set_corpus()")
-        negative_ids = self.negatives(queries.shape[0], self.corpus_ids)  # (M, R)
+        negative_ids = self.negatives(queries.shape[0], self.corpus_ids, positives)  # (M, R) or shared (R,)
+        if self.negatives.shared:
+            return self.shared_negatives_loss(queries, positives, negative_ids, user_ids)
         table_ids, negative_rows = self.negative_table(negative_ids)
         positive_rows = torch.arange(
             table_ids.numel(), table_ids.numel() + positives.numel(), device=self.device
@@ -187,6 +190,30 @@ class RetrievalModule(LearnedSimilarityModule):
         output = self.similarity.forward_sampled(queries, item_embeddings, rows, user_ids=user_ids)
         main = self.loss.joint(output.scores, collisions=negative_ids == positives[:, None])
         return self.weighted_total(main, output.aux_losses)
+
+    def shared_negatives_loss(
+        self, queries: Tensor, positives: Tensor, negative_ids: Tensor, user_ids: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Loss with one negative set for every position (``negatives.shared``), e.g. the full corpus.
+
+        The two calls of spec §3.2: the positive call (auxiliary losses from it), then the (M, R) scores of
+        every query against the shared items, computed by the head's ``score`` (one matrix, no (M, R)
+        gather); negatives equal to a position's positive are masked.
+
+        Args:
+            queries: (M, D) per-position query embeddings.
+            positives: (M,) positive ids.
+            negative_ids: (R,) ids shared by every position.
+            user_ids: (M,) user of each position (query context).
+        """
+        positive_out = self.similarity(queries, self.items(positives)[:, None, :], user_ids=user_ids)
+        query_state = self.similarity.encode_queries(queries, user_ids=user_ids)
+        negative_scores = self.similarity.score(
+            query_state, self.similarity.encode_items(self.items(negative_ids))
+        )
+        collisions = negative_ids[None, :] == positives[:, None]  # (M, R)
+        main = self.loss(positive_out.scores[:, 0], negative_scores, collisions=collisions)
+        return self.weighted_total(main, positive_out.aux_losses)
 
     def negative_table(self, negative_ids: Tensor) -> tuple[Tensor, Tensor]:
         """The item ids whose rows the negatives use: ((T,) ids, (M, R) rows into them).
