@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import hydra
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
@@ -68,6 +69,17 @@ def shrink(cfg: DictConfig, tmp_path: Path) -> DictConfig:
     if "hydra" in cfg:
         HydraConfig.instance().set_config(cfg)  # the ${hydra:...} resolver reads this singleton
     return cfg
+
+
+def build_model_and_loader(cfg: DictConfig) -> tuple[torch.nn.Module, torch.utils.data.DataLoader]:
+    """Check a composed train config, build its datamodule and model (corpus set), return the train loader."""
+    rails.config.check_config(cfg)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    model = hydra.utils.instantiate(cfg.model, num_items=datamodule.num_items)
+    model.set_corpus(datamodule.corpus_item_ids())
+    return model, datamodule.train_dataloader()
 
 
 @pytest.fixture

@@ -12,14 +12,13 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from rails.config import check_config
 from rails.models.encoders.sasrec import SASRec
 from rails.models.losses.negatives import UniformNegatives
 from rails.models.losses.sampled_softmax import SampledSoftmaxLoss
 from rails.models.retrieval_module import RetrievalModule
 from rails.models.similarity.dot_product import DotProductSimilarity
 from rails.models.similarity.mol import MoLSimilarity
-from tests.conftest import TINY_OVERRIDES, compose_config, shrink
+from tests.conftest import TINY_OVERRIDES, build_model_and_loader, compose_config, shrink
 
 ENCODERS = ["sasrec", "hstu", "hstu_large"]
 HEADS = ["dot", "mol"]
@@ -33,14 +32,7 @@ def _tiny(tmp_path: Path, overrides: list[str]) -> DictConfig:
     return shrink(compose_config("train", [*TINY_OVERRIDES, *overrides]), tmp_path)
 
 
-def _build(cfg: DictConfig) -> tuple[RetrievalModule, torch.utils.data.DataLoader]:
-    check_config(cfg)
-    datamodule = hydra.utils.instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    model = hydra.utils.instantiate(cfg.model, num_items=datamodule.num_items)
-    model.set_corpus(datamodule.corpus_item_ids())
-    return model, datamodule.train_dataloader()
+_build = build_model_and_loader
 
 
 @pytest.mark.parametrize("head", HEADS)

@@ -48,12 +48,8 @@ def _check_pool(corpus_ids: Tensor) -> None:
         raise ValueError("cannot sample negatives from an empty corpus")
 
 
-class UniformNegatives(NegativeSampler):
-    """R ids per positive drawn uniformly with replacement from the candidate corpus ("local" sampler).
-
-    Args:
-        num_negatives: R (128 for MovieLens, 512 for Amazon Books in the paper).
-    """
+class _PerPositionSampler(NegativeSampler):
+    """Samplers returning R ids per position: the ``num_negatives`` argument, its rule and its repr."""
 
     def __init__(self, num_negatives: int = 128) -> None:
         super().__init__()
@@ -65,17 +61,25 @@ class UniformNegatives(NegativeSampler):
         """Argument rules (see :func:`rails.config.check_config`)."""
         require_at_least(args, 1, "num_negatives")
 
+    def extra_repr(self) -> str:
+        return f"num_negatives={self.num_negatives}"
+
+
+class UniformNegatives(_PerPositionSampler):
+    """R ids per positive drawn uniformly with replacement from the candidate corpus ("local" sampler).
+
+    Args:
+        num_negatives: R (128 for MovieLens, 512 for Amazon Books in the paper).
+    """
+
     def forward(self, num_rows: int, corpus_ids: Tensor, positives: Tensor | None = None) -> Tensor:
         """(X,) corpus ids -> (num_rows, R) sampled ids."""
         _check_pool(corpus_ids)
         picks = torch.randint(0, corpus_ids.numel(), (num_rows, self.num_negatives), device=corpus_ids.device)
         return corpus_ids[picks]
 
-    def extra_repr(self) -> str:
-        return f"num_negatives={self.num_negatives}"
 
-
-class InBatchNegatives(NegativeSampler):
+class InBatchNegatives(_PerPositionSampler):
     """R ids per positive drawn uniformly with replacement from the step's distinct positives (spec §3.3).
 
     The reference's "in-batch" sampler: the pool is the set of distinct positive ids of the step (not
@@ -86,16 +90,6 @@ class InBatchNegatives(NegativeSampler):
         num_negatives: R per position.
     """
 
-    def __init__(self, num_negatives: int = 128) -> None:
-        super().__init__()
-        self.check_args(locals())
-        self.num_negatives = num_negatives
-
-    @staticmethod
-    def check_args(args: Mapping[str, Any]) -> None:
-        """Argument rules (see :func:`rails.config.check_config`)."""
-        require_at_least(args, 1, "num_negatives")
-
     def forward(self, num_rows: int, corpus_ids: Tensor, positives: Tensor | None = None) -> Tensor:
         """(M,) positives -> (num_rows, R) ids drawn from their distinct values."""
         if positives is None or positives.numel() == 0:
@@ -103,9 +97,6 @@ class InBatchNegatives(NegativeSampler):
         pool = positives.unique()
         picks = torch.randint(0, pool.numel(), (num_rows, self.num_negatives), device=pool.device)
         return pool[picks]
-
-    def extra_repr(self) -> str:
-        return f"num_negatives={self.num_negatives}"
 
 
 class SharedNegatives(NegativeSampler):
