@@ -1,0 +1,188 @@
+"""Clustered (IVF) approximate top-k for Mixture-of-Logits heads: probe lists by exact MoL, scan, re-score.
+
+The paper's candidate stages (:mod:`rails.retrieval.indexes.approximate`) read the whole corpus and rank it
+by a fixed, query-blind proxy (the averaged components); their recall drops as the corpus grows. This index
+reads a small fraction of the corpus and ranks it by a proxy fitted to each query:
+
+Build (once per corpus; host synchronisations allowed):
+    1. item *keys* ``k(x) = concat_j g_j(x)`` (X, P_X * d_P), the item components side by side;
+    2. k-means over the keys (:func:`~rails.retrieval.indexes.inverted_lists.kmeans`, ``num_lists``
+       clusters, fitted on a sample) and padded inverted lists of at most ``list_size`` members;
+    3. ``representatives`` members of every list (a random sample of it), whose item state is kept.
+
+Search (fixed-shape tensors, no host synchronisation until the exact-fallback check):
+    1. the full MoL (gating included) of every query against every representative: ``phi`` (B, L * m) and
+       the gating weights ``pi`` (B, L * m, P);
+    2. *probes*: the ``num_probes`` lists whose best representative scores highest;
+    3. *query key* ``Q_j = sum_i w_ij f_i(q)`` with ``w`` the mean ``pi`` of the query's ``weight_top``
+       best representatives, so that ``<Q, k(x)> = sum_ij w_ij <f_i(q), g_j(x)>`` is the MoL logit mixture
+       with the gating frozen at what the query's neighbourhood uses (uniform ``w`` would be AverageTopK);
+    4. the members of the probed lists scored by ``<Q, k(x)>``; the ``num_candidates`` best are re-scored
+       with the full head and the top k returned (:func:`~rails.retrieval.indexes.approximate.rescore_candidates`).
+
+Queries left with fewer than k candidates (after exclusions) are answered by exact search and flagged in
+``exact_fallback``, as in every approximate index. Probing every list with ``num_candidates`` >= X gives the
+exact top k. Cost per query: L * m full MoL scores, ``num_probes * list_size`` key inner products of
+P_X * d_P, and ``num_candidates`` full MoL scores.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from rails.models.similarity.mol import MoLSimilarity
+from rails.models.similarity.states import HeadState, MoLItemState, MoLQueryState
+from rails.retrieval.indexes.approximate import _CandidateIndex, _components
+from rails.retrieval.indexes.inverted_lists import InvertedLists, kmeans
+from rails.retrieval.mips import resolve_dtype
+
+
+def mol_scores_and_weights(
+    head: MoLSimilarity, query_state: MoLQueryState, item_state: MoLItemState
+) -> tuple[Tensor, Tensor]:
+    """Full MoL scores (B, N) and gating weights (B, N, P) of (B, ...) queries against (N, ...) items."""
+    components = item_state.components.to(query_state.components.dtype)
+    logits = torch.einsum("bid,xjd->bxij", query_state.components, components).flatten(-2) / head.temperature
+    gate = head.gating(query_state.gate[:, None, :], item_state.gate.to(logits.dtype), logits)
+    weights = head.mixer(gate)
+    return (weights.to(logits.dtype) * logits).sum(dim=-1), weights
+
+
+class _ClusteredCandidates:
+    """Inverted lists over concatenated item components, probed by exact MoL on list representatives."""
+
+    def __init__(
+        self,
+        num_lists: int | None,
+        num_probes: int,
+        num_candidates: int,
+        representatives: int,
+        weight_top: int,
+        list_size_factor: float,
+        kmeans_iterations: int,
+        kmeans_sample: int,
+        seed: int,
+        dtype: torch.dtype | None,
+    ) -> None:
+        for name, value in (
+            ("num_probes", num_probes),
+            ("num_candidates", num_candidates),
+            ("representatives", representatives),
+            ("weight_top", weight_top),
+            ("kmeans_sample", kmeans_sample),
+        ):
+            if value < 1:
+                raise ValueError(f"ClusteredTopK {name} must be >= 1, got {value}")
+        if num_lists is not None and num_lists < 1:
+            raise ValueError(f"ClusteredTopK num_lists must be >= 1 or null, got {num_lists}")
+        if kmeans_iterations < 0:
+            raise ValueError(f"ClusteredTopK kmeans_iterations must be >= 0, got {kmeans_iterations}")
+        if not list_size_factor >= 1.0:
+            raise ValueError(f"ClusteredTopK list_size_factor must be >= 1, got {list_size_factor}")
+        self.num_lists = num_lists
+        self.num_probes = num_probes
+        self.num_candidates = num_candidates
+        self.representatives = representatives
+        self.weight_top = weight_top
+        self.list_size_factor = list_size_factor
+        self.kmeans_iterations = kmeans_iterations
+        self.kmeans_sample = kmeans_sample
+        self.seed = seed
+        self.dtype = dtype
+        self.head: MoLSimilarity | None = None
+        self.lists: InvertedLists | None = None
+        self.rep_state: MoLItemState | None = None
+
+    def build(self, head: MoLSimilarity, item_state: MoLItemState) -> None:
+        components = _components(item_state, "item")
+        num_items = components.shape[0]
+        keys = components.reshape(num_items, -1)
+        clusters = self.num_lists or max(1, round(num_items / 256))
+        _, labels = kmeans(keys, clusters, self.kmeans_iterations, self.kmeans_sample, self.seed)
+        clusters = min(clusters, num_items)
+        list_size = max(1, math.ceil(self.list_size_factor * num_items / clusters))
+        self.lists = InvertedLists(keys, labels, clusters, list_size, self.dtype, self.seed)
+        reps = self.lists.representatives(self.representatives).flatten()  # (L * m,)
+        self.rep_state = item_state.gather(reps)
+        self.head = head
+
+    def __call__(self, query_state: HeadState, exclude_positions: Tensor | None, k: int) -> Tensor:
+        """(B, max(num_candidates, k)) candidate positions (-1 = none)."""
+        assert self.lists is not None and self.rep_state is not None and self.head is not None
+        if not isinstance(query_state, MoLQueryState):
+            _components(query_state, "query")  # raises the package's error for non-MoL states
+        assert isinstance(query_state, MoLQueryState)
+        queries = query_state.components
+        batch, num_query, dim = queries.shape
+        num_lists = self.lists.num_lists
+        phi, weights = mol_scores_and_weights(self.head, query_state, self.rep_state)  # (B, L m), (B, L m, P)
+        list_scores = phi.float().view(batch, num_lists, self.representatives).amax(dim=2)
+        probes = torch.topk(list_scores, min(self.num_probes, num_lists), dim=1).indices  # (B, n)
+        top = torch.topk(phi.float(), min(self.weight_top, phi.shape[1]), dim=1).indices  # (B, T)
+        w = weights.gather(1, top[:, :, None].expand(-1, -1, weights.shape[2])).float().mean(dim=1)
+        w = w.view(batch, num_query, -1)  # (B, P_Q, P_X)
+        query_keys = torch.einsum("bij,bid->bjd", w, queries.float()).reshape(batch, -1)
+        return self.lists.scan(query_keys, probes, max(self.num_candidates, k), exclude_positions)
+
+
+class ClusteredTopK(_CandidateIndex):
+    """IVF candidates over concatenated item components, probed by exact MoL, re-scored (module doc).
+
+    Args:
+        num_lists: k-means clusters (None: X / 256, rounded). More lists: finer probes, more representatives.
+        num_probes: lists scanned per query.
+        num_candidates: members kept from the scan and re-scored with the full MoL (raised to k).
+        representatives: members per list scored with the full MoL to rank the lists (the best one counts).
+        weight_top: best-scoring representatives whose mean gating weights make the query key.
+        list_size_factor: lists hold at most ``factor * X / num_lists`` members; larger clusters are cut
+            into several lists (padding and scan cost grow with the largest list).
+        kmeans_iterations: Lloyd iterations at build.
+        kmeans_sample: keys the centroids are fitted on.
+        seed: k-means sample and initialisation, list order (representatives).
+        dtype: storage and scan dtype of the keys ("bfloat16" on GPU; null = the item components' dtype).
+        fallback_chunk_size: chunk size of the exact search used for queries short of candidates.
+        build_batch_size: items encoded at once by :meth:`build`.
+    """
+
+    def __init__(
+        self,
+        num_lists: int | None = None,
+        num_probes: int = 16,
+        num_candidates: int = 2000,
+        representatives: int = 4,
+        weight_top: int = 32,
+        list_size_factor: float = 2.0,
+        kmeans_iterations: int = 8,
+        kmeans_sample: int = 262144,
+        seed: int = 0,
+        dtype: str | None = None,
+        fallback_chunk_size: int = 65536,
+        build_batch_size: int = 65536,
+    ) -> None:
+        self.clustered = _ClusteredCandidates(
+            num_lists,
+            num_probes,
+            num_candidates,
+            representatives,
+            weight_top,
+            list_size_factor,
+            kmeans_iterations,
+            kmeans_sample,
+            seed,
+            resolve_dtype(dtype, "ClusteredTopK dtype"),
+        )
+        super().__init__([], fallback_chunk_size, build_batch_size)
+
+    def _build_candidates(self, item_state: HeadState) -> None:
+        if not isinstance(self.head, MoLSimilarity) or not isinstance(item_state, MoLItemState):
+            raise ValueError(
+                f"ClusteredTopK needs a MoLSimilarity head and MoL item states, got "
+                f"{type(self.head).__name__} and {type(item_state).__name__}"
+            )
+        self.clustered.build(self.head, item_state)
+
+    def _candidates(self, query_state: HeadState, k: int, exclude_positions: Tensor | None) -> Tensor:
+        return self.clustered(query_state, exclude_positions, k)
