@@ -188,7 +188,7 @@ def test_tiny_run_rows_json_markdown_and_png(tmp_path: Path):
     rows, record = bench.bench_problem(problem, run, cpu, "CPU", GIVEN, with_faiss=False)
     names = [row.index for row in rows]
     assert names[:2] == [bench.PLAIN, "reference_torch_chunked"]
-    assert {"PerComponentTopK", "AverageTopK", "CombinedTopK"} <= set(names)
+    assert {"PerComponentTopK", "AverageTopK", "CombinedTopK", "ClusteredTopK"} <= set(names)
     plain = rows[0]
     assert plain.speedup_vs_plain == pytest.approx(1.0) and plain.recall is None
     assert "timed on the first 100 items" in plain.note  # 300 items > slow_max_items: scaled, no recall

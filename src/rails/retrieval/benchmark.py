@@ -10,8 +10,8 @@ On a :class:`~rails.retrieval.benchmark_data.Problem` (a MoL head, its corpus st
   ``check_queries`` of them; every row's recall@k is measured against it on the first min(B, truth_queries)
   queries of its batch;
 - the rows: the rails exact index (``reference_torch_chunked``), the fused Triton exact search on CUDA (its
-  default and explicit tile settings), PerComponentTopK / AverageTopK / CombinedTopK at several budgets, and
-  faiss candidate stages when faiss is importable; each index is built, timed and freed in turn (median over
+  default and explicit tile settings), PerComponentTopK / AverageTopK / CombinedTopK / ClusteredTopK (IVF)
+  at several budgets, and faiss candidate stages when faiss is importable; each index is built, timed and freed in turn (median over
   up to ``runs`` calls after ``warmup``, within ``time_budget_s`` per row; CUDA events on GPU);
 - ``floor_ms``: the roofline of exact search (FLOPs at a matmul rate vs bytes at a bandwidth, both measured
   on the device by :func:`measure_peaks` unless given).
@@ -35,11 +35,10 @@ import torch
 from rails.models.similarity.states import MoLQueryState
 from rails.retrieval.benchmark_data import Problem
 from rails.retrieval.benchmark_exact import exact_topk, float64_check, plain_bruteforce_topk
-from rails.retrieval.indexes import AverageTopK, CombinedTopK, ExactTopK, PerComponentTopK, RetrievalIndex
+from rails.retrieval.benchmark_grid import index_grid
+from rails.retrieval.indexes import ExactTopK, RetrievalIndex
 from rails.retrieval.metrics import recall_at_k
-from rails.retrieval.mips import FaissMIPS, TorchMIPS
 
-IndexFactory = Callable[[], RetrievalIndex]
 PLAIN = "plain_torch_bruteforce"
 
 
@@ -198,32 +197,6 @@ def roofline(
     return 1000.0 * max(flops / (peaks.tflops * 1e12), nbytes / (peaks.gbps * 1e9)), nbytes, flops
 
 
-def index_grid(tiny: bool, device: torch.device, with_faiss: bool) -> list[tuple[str, str, IndexFactory]]:
-    """(name, params, factory) of every benchmarked approximate index."""
-    bf16 = "bfloat16" if device.type == "cuda" else None
-    mips = lambda: TorchMIPS(dtype=bf16)  # noqa: E731
-    grid: list[tuple[str, str, IndexFactory]] = []
-    for kp in [1, 5] if tiny else [5, 10, 50, 100]:
-        grid.append(("PerComponentTopK", f"k_per_pair={kp}", lambda kp=kp: PerComponentTopK(kp, mips=mips)))
-    for kc in [100, 400] if tiny else [200, 500, 1000, 2000, 4000]:
-        grid.append(("AverageTopK", f"num_candidates={kc}", lambda kc=kc: AverageTopK(kc, mips=mips)))
-    for kp, kc in [(1, 100)] if tiny else [(5, 200), (50, 500), (100, 1000)]:
-        params = f"k_per_pair={kp},num_candidates={kc}"
-        grid.append(("CombinedTopK", params, lambda kp=kp, kc=kc: CombinedTopK(kp, kc, mips=mips)))
-    if with_faiss:
-        for nlist, nprobe in [(8, 2)] if tiny else [(100, 1), (1000, 10)]:
-            grid.append(
-                (
-                    "PerComponentTopK+faiss_ivf",
-                    f"k_per_pair=5,nlist={nlist},nprobe={nprobe}",
-                    lambda nl=nlist, npr=nprobe: PerComponentTopK(
-                        5, mips=lambda: FaissMIPS(index="ivf", nlist=nl, nprobe=npr, fallback=False)
-                    ),
-                )
-            )
-    return grid
-
-
 @torch.no_grad()
 def check_truth(
     problem: Problem, settings: BenchSettings, device: torch.device
@@ -313,7 +286,7 @@ def bench_problem(
             params = f"block_x={config.block_x},num_splits={config.num_splits}"
             build = lambda c=config: c.index().build(head, item_state=item_state)  # noqa: E731
             candidates.append(("fused_triton_exact", params, build, False))
-    for name, params, factory in index_grid(settings.tiny, device, with_faiss):
+    for name, params, factory in index_grid(settings.tiny, device, with_faiss, num_items):
         candidates.append((name, params, lambda f=factory: f().build(head, item_state=item_state), False))
 
     rows: list[Row] = []

@@ -178,7 +178,8 @@ def plot(results: Mapping[str, Any], path: Path, batch: int | None = None) -> in
                 ax.axvline(timed[0]["latency_ms"], color="red", linestyle="--", linewidth=1.2)
                 handles["plain PyTorch brute force"] = ax.lines[-1]
                 continue
-            points = [r for r in timed if r["recall"] is not None]  # in budget order (the index grid's)
+            # by latency: one curve per method even when its budgets span two knobs (ClusteredTopK)
+            points = sorted((r for r in timed if r["recall"] is not None), key=lambda r: r["latency_ms"])
             if not points:
                 continue
             label = f"{name} {params}".strip()

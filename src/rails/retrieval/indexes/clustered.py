@@ -11,11 +11,11 @@ Build (once per corpus; host synchronisations allowed):
     3. ``representatives`` members of every list (a random sample of it), whose item state is kept.
 
 Search (fixed-shape tensors, no host synchronisation until the exact-fallback check):
-    1. the full MoL (gating included) of every query against every representative: ``phi`` (B, L * m) and
-       the gating weights ``pi`` (B, L * m, P);
+    1. the full MoL (gating included, ``head.score``) of every query against every representative:
+       ``phi`` (B, L * m);
     2. *probes*: the ``num_probes`` lists whose best representative scores highest;
-    3. *query key* ``Q_j = sum_i w_ij f_i(q)`` with ``w`` the mean ``pi`` of the query's ``weight_top``
-       best representatives, so that ``<Q, k(x)> = sum_ij w_ij <f_i(q), g_j(x)>`` is the MoL logit mixture
+    3. *query key* ``Q_j = sum_i w_ij f_i(q)`` with ``w`` the mean gating weights ``pi`` (P_Q, P_X) of the
+       query's ``weight_top`` best representatives, so that ``<Q, k(x)> = sum_ij w_ij <f_i(q), g_j(x)>`` is the MoL logit mixture
        with the gating frozen at what the query's neighbourhood uses (uniform ``w`` would be AverageTopK);
     4. the members of the probed lists scored by ``<Q, k(x)>``; the ``num_candidates`` best are re-scored
        with the full head and the top k returned (:func:`~rails.retrieval.indexes.approximate.rescore_candidates`).
@@ -40,15 +40,12 @@ from rails.retrieval.indexes.inverted_lists import InvertedLists, kmeans
 from rails.retrieval.mips import resolve_dtype
 
 
-def mol_scores_and_weights(
-    head: MoLSimilarity, query_state: MoLQueryState, item_state: MoLItemState
-) -> tuple[Tensor, Tensor]:
-    """Full MoL scores (B, N) and gating weights (B, N, P) of (B, ...) queries against (N, ...) items."""
+def mol_pair_weights(head: MoLSimilarity, query_state: MoLQueryState, item_state: MoLItemState) -> Tensor:
+    """Gating weights pi (B, N, P) of (B, ...) queries against their own (B, N, ...) items (eval mode)."""
     components = item_state.components.to(query_state.components.dtype)
-    logits = torch.einsum("bid,xjd->bxij", query_state.components, components).flatten(-2) / head.temperature
+    logits = torch.einsum("bid,bxjd->bxij", query_state.components, components).flatten(-2) / head.temperature
     gate = head.gating(query_state.gate[:, None, :], item_state.gate.to(logits.dtype), logits)
-    weights = head.mixer(gate)
-    return (weights.to(logits.dtype) * logits).sum(dim=-1), weights
+    return head.mixer(gate)
 
 
 class _ClusteredCandidates:
@@ -118,12 +115,12 @@ class _ClusteredCandidates:
         queries = query_state.components
         batch, num_query, dim = queries.shape
         num_lists = self.lists.num_lists
-        phi, weights = mol_scores_and_weights(self.head, query_state, self.rep_state)  # (B, L m), (B, L m, P)
-        list_scores = phi.float().view(batch, num_lists, self.representatives).amax(dim=2)
+        phi = self.head.score(query_state, self.rep_state).float()  # (B, L m), chunked by the head
+        list_scores = phi.view(batch, num_lists, self.representatives).amax(dim=2)
         probes = torch.topk(list_scores, min(self.num_probes, num_lists), dim=1).indices  # (B, n)
-        top = torch.topk(phi.float(), min(self.weight_top, phi.shape[1]), dim=1).indices  # (B, T)
-        w = weights.gather(1, top[:, :, None].expand(-1, -1, weights.shape[2])).float().mean(dim=1)
-        w = w.view(batch, num_query, -1)  # (B, P_Q, P_X)
+        top = torch.topk(phi, min(self.weight_top, phi.shape[1]), dim=1).indices  # (B, T)
+        weights = mol_pair_weights(self.head, query_state, self.rep_state.gather(top))  # (B, T, P)
+        w = weights.float().mean(dim=1).view(batch, num_query, -1)  # (B, P_Q, P_X)
         query_keys = torch.einsum("bij,bid->bjd", w, queries.float()).reshape(batch, -1)
         return self.lists.scan(query_keys, probes, max(self.num_candidates, k), exclude_positions)
 
@@ -140,7 +137,7 @@ class ClusteredTopK(_CandidateIndex):
         list_size_factor: lists hold at most ``factor * X / num_lists`` members; larger clusters are cut
             into several lists (padding and scan cost grow with the largest list).
         kmeans_iterations: Lloyd iterations at build.
-        kmeans_sample: keys the centroids are fitted on.
+        kmeans_sample: keys the centroids are fitted on (at least 32 per list).
         seed: k-means sample and initialisation, list order (representatives).
         dtype: storage and scan dtype of the keys ("bfloat16" on GPU; null = the item components' dtype).
         fallback_chunk_size: chunk size of the exact search used for queries short of candidates.

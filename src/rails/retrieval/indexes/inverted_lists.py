@@ -23,9 +23,11 @@ import torch
 from torch import Tensor
 
 
-def _nearest(vectors: Tensor, centroids: Tensor, chunk: int) -> Tensor:
-    """(N,) index of the nearest centroid (L2) of each of (N, D) vectors, ``chunk`` rows at a time."""
+def _nearest(vectors: Tensor, centroids: Tensor, max_elements: int) -> Tensor:
+    """(N,) index of the nearest centroid (L2) of each of (N, D) vectors; about ``max_elements`` distances
+    at a time."""
     half_norms = 0.5 * centroids.float().pow(2).sum(dim=1)
+    chunk = max(1, max_elements // centroids.shape[0])
     labels = []
     for part in vectors.split(chunk):
         labels.append((part.to(centroids.dtype) @ centroids.T).float().sub_(half_norms).argmax(dim=1))
@@ -38,7 +40,7 @@ def kmeans(
     iterations: int = 10,
     sample_size: int = 262144,
     seed: int = 0,
-    chunk: int = 65536,
+    max_elements: int = 1 << 28,
 ) -> tuple[Tensor, Tensor]:
     """Lloyd's k-means: centroids fitted on a seeded sample, then every vector assigned.
 
@@ -46,9 +48,9 @@ def kmeans(
         vectors: (N, D) keys (any float dtype; statistics in fp32).
         num_clusters: L (clipped to N).
         iterations: Lloyd iterations on the sample.
-        sample_size: vectors the centroids are fitted on (all when N is smaller).
+        sample_size: vectors the centroids are fitted on (at least 32 per cluster; all when N is smaller).
         seed: seed of the sample, the initial centroids and the re-seeding of empty clusters.
-        chunk: rows assigned at once.
+        max_elements: vector-centroid distances computed at once (memory bound).
 
     Returns:
         (L, D) float32 centroids and (N,) int64 cluster of every vector.
@@ -58,16 +60,16 @@ def kmeans(
         raise ValueError(f"kmeans needs >= 1 vector and >= 1 cluster, got {count} and {num_clusters}")
     num_clusters = min(num_clusters, count)
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    pick = torch.randperm(count, generator=gen)[: max(sample_size, num_clusters)].to(vectors.device)
+    pick = torch.randperm(count, generator=gen)[: max(sample_size, 32 * num_clusters)].to(vectors.device)
     sample = vectors[pick].float()
     centroids = sample[:num_clusters].clone()  # pick is a random permutation: random distinct points
     for _ in range(iterations):
-        labels = _nearest(sample, centroids, chunk)
+        labels = _nearest(sample, centroids, max_elements)
         sums = torch.zeros_like(centroids).index_add_(0, labels, sample)
         sizes = torch.bincount(labels, minlength=num_clusters).float()[:, None]
         reseed = sample[torch.randint(0, sample.shape[0], (num_clusters,), generator=gen).to(sample.device)]
         centroids = torch.where(sizes > 0, sums / sizes.clamp_min(1.0), reseed)
-    return centroids, _nearest(vectors, centroids, chunk)
+    return centroids, _nearest(vectors, centroids, max_elements)
 
 
 class InvertedLists:

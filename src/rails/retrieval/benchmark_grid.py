@@ -1,0 +1,68 @@
+"""The approximate indexes of the top-k benchmark (:mod:`rails.retrieval.benchmark`) and their budgets.
+
+Each entry is one row family of the recall-vs-latency curves: PerComponentTopK / AverageTopK / CombinedTopK
+(spec §7) at the paper's budgets, ClusteredTopK (IVF) at several (items per list, probes, candidates), and
+faiss IVF candidate stages when faiss is importable. ``tiny`` gives small budgets for CPU smoke runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from rails.retrieval.indexes import AverageTopK, ClusteredTopK, CombinedTopK, PerComponentTopK, RetrievalIndex
+from rails.retrieval.mips import FaissMIPS, TorchMIPS
+
+IndexFactory = Callable[[], RetrievalIndex]
+
+
+def index_grid(
+    tiny: bool, device: torch.device, with_faiss: bool, num_items: int = 1_000_000
+) -> list[tuple[str, str, IndexFactory]]:
+    """(name, params, factory) of every benchmarked approximate index (ClusteredTopK's lists from X)."""
+    bf16 = "bfloat16" if device.type == "cuda" else None
+    mips = lambda: TorchMIPS(dtype=bf16)  # noqa: E731
+    grid: list[tuple[str, str, IndexFactory]] = []
+    for kp in [1, 5] if tiny else [5, 10, 50, 100]:
+        grid.append(("PerComponentTopK", f"k_per_pair={kp}", lambda kp=kp: PerComponentTopK(kp, mips=mips)))
+    for kc in [100, 400] if tiny else [200, 500, 1000, 2000, 4000]:
+        grid.append(("AverageTopK", f"num_candidates={kc}", lambda kc=kc: AverageTopK(kc, mips=mips)))
+    for kp, kc in [(1, 100)] if tiny else [(5, 200), (50, 500), (100, 1000)]:
+        params = f"k_per_pair={kp},num_candidates={kc}"
+        grid.append(("CombinedTopK", params, lambda kp=kp, kc=kc: CombinedTopK(kp, kc, mips=mips)))
+    ivf = (
+        [(64, 2, 100), (64, 8, 200)]
+        if tiny
+        else [
+            (256, 16, 1000),
+            (256, 32, 2000),
+            (256, 64, 2000),
+            (256, 64, 4000),
+            (1024, 8, 2000),
+            (1024, 16, 2000),
+            (1024, 32, 4000),
+        ]
+    )  # (items per list, probes, candidates)
+    for per_list, probes, kc in ivf:
+        lists = max(1, round(num_items / per_list))
+        params = f"num_lists={lists},num_probes={probes},num_candidates={kc}"
+        grid.append(
+            (
+                "ClusteredTopK",
+                params,
+                lambda nl=lists, npr=probes, kc=kc: ClusteredTopK(nl, npr, kc, dtype=bf16),
+            )
+        )
+    if with_faiss:
+        for nlist, nprobe in [(8, 2)] if tiny else [(100, 1), (1000, 10)]:
+            grid.append(
+                (
+                    "PerComponentTopK+faiss_ivf",
+                    f"k_per_pair=5,nlist={nlist},nprobe={nprobe}",
+                    lambda nl=nlist, npr=nprobe: PerComponentTopK(
+                        5, mips=lambda: FaissMIPS(index="ivf", nlist=nl, nprobe=npr, fallback=False)
+                    ),
+                )
+            )
+    return grid
