@@ -31,29 +31,29 @@ def index_grid(
     for kp, kc in [(1, 100)] if tiny else [(5, 200), (50, 500), (100, 1000)]:
         params = f"k_per_pair={kp},num_candidates={kc}"
         grid.append(("CombinedTopK", params, lambda kp=kp, kc=kc: CombinedTopK(kp, kc, mips=mips)))
-    ivf = (
-        [(64, 2, 100), (64, 8, 200)]
+    ivf = (  # (items per list, shortlisted lists, probes, candidates)
+        [(64, 8, 2, 100), (64, 16, 8, 200)]
         if tiny
         else [
-            (256, 16, 1000),
-            (256, 32, 2000),
-            (256, 64, 2000),
-            (256, 64, 4000),
-            (1024, 8, 2000),
-            (1024, 16, 2000),
-            (1024, 32, 4000),
+            (1000, 128, 8, 1000),
+            (1000, 128, 8, 2000),
+            (1000, 128, 16, 2000),
+            (1000, 128, 16, 4000),
+            (1000, 256, 32, 4000),
+            (256, 256, 32, 2000),
+            (256, 512, 64, 4000),
         ]
-    )  # (items per list, probes, candidates)
-    for per_list, probes, kc in ivf:
+    )
+    for per_list, shortlist, probes, kc in ivf:
         lists = max(1, round(num_items / per_list))
-        params = f"num_lists={lists},num_probes={probes},num_candidates={kc}"
-        grid.append(
-            (
-                "ClusteredTopK",
-                params,
-                lambda nl=lists, npr=probes, kc=kc: ClusteredTopK(nl, npr, kc, dtype=bf16),
-            )
-        )
+        params = f"num_lists={lists},shortlist={shortlist},num_probes={probes},num_candidates={kc}"
+
+        def clustered(
+            nl: int = lists, sl: int = shortlist, npr: int = probes, kc: int = kc
+        ) -> RetrievalIndex:
+            return ClusteredTopK(nl, npr, kc, shortlist=sl, dtype=bf16)
+
+        grid.append(("ClusteredTopK", params, clustered))
     if with_faiss:
         for nlist, nprobe in [(8, 2)] if tiny else [(100, 1), (1000, 10)]:
             grid.append(

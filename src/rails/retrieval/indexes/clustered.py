@@ -11,19 +11,19 @@ Build (once per corpus; host synchronisations allowed):
     3. ``representatives`` members of every list (a random sample of it), whose item state is kept.
 
 Search (fixed-shape tensors, no host synchronisation until the exact-fallback check):
-    1. the full MoL (gating included, ``head.score``) of every query against every representative:
-       ``phi`` (B, L * m);
-    2. *probes*: the ``num_probes`` lists whose best representative scores highest;
-    3. *query key* ``Q_j = sum_i w_ij f_i(q)`` with ``w`` the mean gating weights ``pi`` (P_Q, P_X) of the
-       query's ``weight_top`` best representatives, so that ``<Q, k(x)> = sum_ij w_ij <f_i(q), g_j(x)>`` is the MoL logit mixture
-       with the gating frozen at what the query's neighbourhood uses (uniform ``w`` would be AverageTopK);
-    4. the members of the probed lists scored by ``<Q, k(x)>``; the ``num_candidates`` best are re-scored
+    1. *query key* ``Q_j = sum_i w_ij f_i(q)``: ``w`` (P_Q, P_X) is the mean gating weights ``pi`` of the
+       query's ``weight_top`` best of ``reference_items`` random corpus items (full MoL, ``head.score``), so
+       ``<Q, k(x)> = sum_ij w_ij <f_i(q), g_j(x)>`` is the MoL logit mixture with the gating frozen at what
+       the query's neighbourhood uses (uniform ``w`` would be AverageTopK's score);
+    2. *probes*: the ``shortlist`` lists of largest ``<Q, centroid>``, re-ranked by the exact MoL of their
+       representatives (the best one counts); the ``num_probes`` best are scanned;
+    3. the members of the probed lists scored by ``<Q, k(x)>``; the ``num_candidates`` best are re-scored
        with the full head and the top k returned (:func:`~rails.retrieval.indexes.approximate.rescore_candidates`).
 
 Queries left with fewer than k candidates (after exclusions) are answered by exact search and flagged in
 ``exact_fallback``, as in every approximate index. Probing every list with ``num_candidates`` >= X gives the
-exact top k. Cost per query: L * m full MoL scores, ``num_probes * list_size`` key inner products of
-P_X * d_P, and ``num_candidates`` full MoL scores.
+exact top k. Cost per query: ``reference_items + shortlist * representatives + num_candidates`` full MoL
+scores, L centroid and ``num_probes * list_size`` member inner products of P_X * d_P.
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ class _ClusteredCandidates:
         num_probes: int,
         num_candidates: int,
         representatives: int,
+        shortlist: int | None,
+        reference_items: int,
         weight_top: int,
         list_size_factor: float,
         kmeans_iterations: int,
@@ -68,13 +70,15 @@ class _ClusteredCandidates:
             ("num_probes", num_probes),
             ("num_candidates", num_candidates),
             ("representatives", representatives),
+            ("reference_items", reference_items),
             ("weight_top", weight_top),
             ("kmeans_sample", kmeans_sample),
         ):
             if value < 1:
                 raise ValueError(f"ClusteredTopK {name} must be >= 1, got {value}")
-        if num_lists is not None and num_lists < 1:
-            raise ValueError(f"ClusteredTopK num_lists must be >= 1 or null, got {num_lists}")
+        for name, optional in (("num_lists", num_lists), ("shortlist", shortlist)):
+            if optional is not None and optional < 1:
+                raise ValueError(f"ClusteredTopK {name} must be >= 1 or null, got {optional}")
         if kmeans_iterations < 0:
             raise ValueError(f"ClusteredTopK kmeans_iterations must be >= 0, got {kmeans_iterations}")
         if not list_size_factor >= 1.0:
@@ -83,6 +87,8 @@ class _ClusteredCandidates:
         self.num_probes = num_probes
         self.num_candidates = num_candidates
         self.representatives = representatives
+        self.shortlist = shortlist
+        self.reference_items = reference_items
         self.weight_top = weight_top
         self.list_size_factor = list_size_factor
         self.kmeans_iterations = kmeans_iterations
@@ -92,48 +98,68 @@ class _ClusteredCandidates:
         self.head: MoLSimilarity | None = None
         self.lists: InvertedLists | None = None
         self.rep_state: MoLItemState | None = None
+        self.ref_state: MoLItemState | None = None
 
     def build(self, head: MoLSimilarity, item_state: MoLItemState) -> None:
         components = _components(item_state, "item")
         num_items = components.shape[0]
         keys = components.reshape(num_items, -1)
-        clusters = self.num_lists or max(1, round(num_items / 256))
+        clusters = self.num_lists or max(1, round(num_items / 1000))
         _, labels = kmeans(keys, clusters, self.kmeans_iterations, self.kmeans_sample, self.seed)
         clusters = min(clusters, num_items)
         list_size = max(1, math.ceil(self.list_size_factor * num_items / clusters))
         self.lists = InvertedLists(keys, labels, clusters, list_size, self.dtype, self.seed)
-        reps = self.lists.representatives(self.representatives).flatten()  # (L * m,)
+        reps = self.lists.representatives(self.representatives).flatten()  # (L * m,), list-major
         self.rep_state = item_state.gather(reps)
+        gen = torch.Generator().manual_seed(self.seed + 1)
+        references = torch.randperm(num_items, generator=gen)[: self.reference_items]
+        self.ref_state = item_state.gather(references.to(item_state.device))
         self.head = head
 
     def __call__(self, query_state: HeadState, exclude_positions: Tensor | None, k: int) -> Tensor:
         """(B, max(num_candidates, k)) candidate positions (-1 = none)."""
-        assert self.lists is not None and self.rep_state is not None and self.head is not None
+        lists, reps, head = self.lists, self.rep_state, self.head
+        assert lists is not None and reps is not None and self.ref_state is not None and head is not None
         if not isinstance(query_state, MoLQueryState):
             _components(query_state, "query")  # raises the package's error for non-MoL states
         assert isinstance(query_state, MoLQueryState)
         queries = query_state.components
-        batch, num_query, dim = queries.shape
-        num_lists = self.lists.num_lists
-        phi = self.head.score(query_state, self.rep_state).float()  # (B, L m), chunked by the head
-        list_scores = phi.view(batch, num_lists, self.representatives).amax(dim=2)
-        probes = torch.topk(list_scores, min(self.num_probes, num_lists), dim=1).indices  # (B, n)
+        batch, num_query, _ = queries.shape
+        count, m = lists.num_lists, self.representatives
+        # query key: gating weights of the best reference items
+        phi = head.score(query_state, self.ref_state).float()  # (B, R)
         top = torch.topk(phi, min(self.weight_top, phi.shape[1]), dim=1).indices  # (B, T)
-        weights = mol_pair_weights(self.head, query_state, self.rep_state.gather(top))  # (B, T, P)
+        weights = mol_pair_weights(head, query_state, self.ref_state.gather(top))  # (B, T, P)
         w = weights.float().mean(dim=1).view(batch, num_query, -1)  # (B, P_Q, P_X)
         query_keys = torch.einsum("bij,bid->bjd", w, queries.float()).reshape(batch, -1)
-        return self.lists.scan(query_keys, probes, max(self.num_candidates, k), exclude_positions)
+        # probes: lists ranked by the exact MoL of their representatives (of a shortlist, when given)
+        if self.shortlist is None or self.shortlist >= count:
+            rep_scores = head.score(query_state, reps).float().view(batch, count, m)
+            shortlist = None
+        else:
+            centroid_scores = (query_keys.to(lists.centroids.dtype) @ lists.centroids.T).float()
+            shortlist = torch.topk(centroid_scores, self.shortlist, dim=1).indices  # (B, s)
+            slots = (shortlist[:, :, None] * m + torch.arange(m, device=shortlist.device)).flatten(1)
+            rep_scores = head.score_pairs(query_state, reps.gather(slots)).float().view(batch, -1, m)
+        probes = torch.topk(rep_scores.amax(dim=2), min(self.num_probes, rep_scores.shape[1]), dim=1).indices
+        if shortlist is not None:
+            probes = shortlist.gather(1, probes)
+        return lists.scan(query_keys, probes, max(self.num_candidates, k), exclude_positions)
 
 
 class ClusteredTopK(_CandidateIndex):
     """IVF candidates over concatenated item components, probed by exact MoL, re-scored (module doc).
 
     Args:
-        num_lists: k-means clusters (None: X / 256, rounded). More lists: finer probes, more representatives.
+        num_lists: k-means clusters (None: X / 1000, rounded). More lists: finer probes, more centroids.
         num_probes: lists scanned per query.
         num_candidates: members kept from the scan and re-scored with the full MoL (raised to k).
         representatives: members per list scored with the full MoL to rank the lists (the best one counts).
-        weight_top: best-scoring representatives whose mean gating weights make the query key.
+        shortlist: lists whose representatives are scored, pre-selected by ``<query key, list centroid>``
+            (None: every list's; L * representatives full MoL scores per query, the dominant cost on
+            large corpora).
+        reference_items: random corpus items scored with the full MoL to find the query's gating weights.
+        weight_top: best-scoring reference items whose mean gating weights make the query key.
         list_size_factor: lists hold at most ``factor * X / num_lists`` members; larger clusters are cut
             into several lists (padding and scan cost grow with the largest list).
         kmeans_iterations: Lloyd iterations at build.
@@ -149,8 +175,10 @@ class ClusteredTopK(_CandidateIndex):
         num_lists: int | None = None,
         num_probes: int = 16,
         num_candidates: int = 2000,
-        representatives: int = 4,
-        weight_top: int = 32,
+        representatives: int = 8,
+        shortlist: int | None = 128,
+        reference_items: int = 4096,
+        weight_top: int = 8,
         list_size_factor: float = 2.0,
         kmeans_iterations: int = 8,
         kmeans_sample: int = 262144,
@@ -164,6 +192,8 @@ class ClusteredTopK(_CandidateIndex):
             num_probes,
             num_candidates,
             representatives,
+            shortlist,
+            reference_items,
             weight_top,
             list_size_factor,
             kmeans_iterations,
