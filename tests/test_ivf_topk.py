@@ -122,6 +122,10 @@ def test_inverted_lists_hold_every_item_once():
     for row, fill in zip(lists.members.tolist(), lists.fill.tolist()):
         assert len({int(labels[p]) for p in row[:fill]}) == 1 and all(p == -1 for p in row[fill:])
     torch.testing.assert_close(lists.keys[lists.members >= 0], keys[members])
+    means = torch.stack(
+        [keys[row[:fill]].mean(dim=0) for row, fill in zip(lists.members, lists.fill.tolist())]
+    )
+    torch.testing.assert_close(lists.centroids, means)
     reps = lists.representatives(3)
     assert reps.shape == (lists.num_lists, 3)
     assert all(set(r) <= set(m) for r, m in zip(reps.tolist(), lists.members.tolist()))

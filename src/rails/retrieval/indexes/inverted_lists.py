@@ -122,9 +122,9 @@ class InvertedLists:
         self.keys = stored.new_zeros((num_lists, list_size, keys.shape[1]))
         """(L, S, D) keys of the members (zeros at padding)."""
         self.keys[list_of, slot] = stored[order]
-        sums = torch.zeros(num_lists, keys.shape[1], device=device).index_add_(
-            0, list_of, keys[order].float()
-        )
+        sums = torch.zeros(num_lists, keys.shape[1], device=device)
+        for part in torch.arange(labels.numel(), device=device).split(1 << 20):  # no fp32 copy of all keys
+            sums.index_add_(0, list_of[part], keys[order[part]].float())
         self.centroids = (sums / self.fill[:, None].float()).to(stored.dtype)
         """(L, D) mean key of each list (<query, centroid> = the mean score of its members)."""
 
