@@ -18,6 +18,7 @@ from rails.config import check_config
 from rails.models.similarity import DotProductSimilarity
 from rails.retrieval import AverageTopK, ClusteredTopK, ExactTopK, RetrievalEvaluator
 from rails.retrieval import benchmark_data as data
+from rails.retrieval.benchmark_grid import CLUSTERED_MAX_ITEMS, index_grid
 from rails.retrieval.indexes.inverted_lists import InvertedLists, kmeans
 from rails.retrieval.metrics import recall_at_k
 from rails.train import run
@@ -180,3 +181,18 @@ def test_training_run_logs_ivf_metrics_and_full_probe_is_exact(tmp_path: Path):
         assert f"test/ivf/{key}" in metrics and f"val/ivf/{key}" in metrics, key
     assert metrics["test/ivf/recall@20"] == pytest.approx(1.0, abs=0.01)  # one near-tie flip allowed
     assert metrics["test/ivf/exact_fallback_rate"] == 0.0
+
+
+def test_bench_grid_has_clustered_rows_up_to_its_corpus_cap():
+    cpu = torch.device("cpu")
+    rows = [
+        n
+        for n, _, _ in index_grid(False, cpu, with_faiss=False, num_items=10_000_000)
+        if n == "ClusteredTopK"
+    ]
+    assert len(rows) >= 5
+    params = [p for n, p, _ in index_grid(False, cpu, False, 10_000_000) if n == "ClusteredTopK"]
+    assert "num_lists=10000,shortlist=128,num_probes=16,num_candidates=2000" in params
+    assert not [
+        n for n, _, _ in index_grid(False, cpu, False, CLUSTERED_MAX_ITEMS + 1) if n == "ClusteredTopK"
+    ]

@@ -3,6 +3,7 @@
 Each entry is one row family of the recall-vs-latency curves: PerComponentTopK / AverageTopK / CombinedTopK
 (spec §7) at the paper's budgets, ClusteredTopK (IVF) at several (items per list, probes, candidates), and
 faiss IVF candidate stages when faiss is importable. ``tiny`` gives small budgets for CPU smoke runs.
+ClusteredTopK rows are left out above :data:`CLUSTERED_MAX_ITEMS` items.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from rails.retrieval.indexes import AverageTopK, ClusteredTopK, CombinedTopK, Pe
 from rails.retrieval.mips import FaissMIPS, TorchMIPS
 
 IndexFactory = Callable[[], RetrievalIndex]
+CLUSTERED_MAX_ITEMS = 20_000_000
+"""ClusteredTopK rows only up to this corpus size: its lists hold a second copy of the item components (up to
+2x, bf16), which does not fit next to a 100M-item corpus on one H200; each row also runs its own k-means."""
 
 
 def index_grid(
@@ -44,6 +48,8 @@ def index_grid(
             (256, 512, 64, 4000),
         ]
     )
+    if num_items > CLUSTERED_MAX_ITEMS:
+        ivf = []
     for per_list, shortlist, probes, kc in ivf:
         lists = max(1, round(num_items / per_list))
         params = f"num_lists={lists},shortlist={shortlist},num_probes={probes},num_candidates={kc}"

@@ -23,7 +23,8 @@ Search (fixed-shape tensors, no host synchronisation until the exact-fallback ch
 Queries left with fewer than k candidates (after exclusions) are answered by exact search and flagged in
 ``exact_fallback``, as in every approximate index. Probing every list with ``num_candidates`` >= X gives the
 exact top k. Cost per query: ``reference_items + shortlist * representatives + num_candidates`` full MoL
-scores, L centroid and ``num_probes * list_size`` member inner products of P_X * d_P.
+scores, L centroid and ``num_probes * list_size`` member inner products of P_X * d_P. Memory: the lists
+keep their own copy of the item components (``list_size_factor`` x at most, in ``dtype``).
 """
 
 from __future__ import annotations
