@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import json
 import shlex
 import sys
 from dataclasses import asdict
@@ -45,7 +46,7 @@ from rails.retrieval.benchmark_data import (
     parse_setting,
     synthetic_problem,
 )
-from rails.retrieval.benchmark_report import results_record, write_results
+from rails.retrieval.benchmark_report import results_record, without_index, write_results
 from rails.retrieval.mips import faiss_available
 from rails.runs.checkpoints import load_checkpoint_file
 
@@ -115,6 +116,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-faiss", action="store_true")
     parser.add_argument("--tiny", action="store_true", help="CPU smoke run: tiny corpus and heads")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        help="no run: rewrite --out/bench_topk.{json,md,png} from this JSON (with --drop-index)",
+    )
+    parser.add_argument(
+        "--drop-index",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("INDEX", "REASON"),
+        help="with --render: remove the rows of INDEX (e.g. a kernel changed since the run), saying why",
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs")
     args = parser.parse_args(argv)
     if args.tiny:
@@ -125,8 +139,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def render(args: argparse.Namespace) -> None:
+    """Rewrite the three files from a JSON record, minus the rows of ``--drop-index`` (no benchmark run)."""
+    try:
+        results = json.loads(args.render.read_text())
+        for index, reason in args.drop_index:
+            results = without_index(results, index, reason)
+    except (OSError, json.JSONDecodeError, KeyError, ValueError) as err:
+        raise SystemExit(f"--render {args.render}: {err}") from err
+    write_results(results, args.out, args.plot_batch)
+    print(f"rendered {len(results['rows'])} rows -> {args.out}/bench_topk.{{json,md,png}}")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.render is not None:
+        render(args)
+        return
+    if args.drop_index:
+        raise SystemExit("--drop-index needs --render JSON")
     data = ["random"] if args.random else list(dict.fromkeys(args.data))
     if args.checkpoint and "checkpoint" not in data:
         data.append("checkpoint")

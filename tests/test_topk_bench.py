@@ -227,3 +227,32 @@ def test_tiny_run_rows_json_markdown_and_png(tmp_path: Path):
     assert (tmp_path / "bench_topk.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="no benchmark rows"):
         report.results_record([], [], meta)
+
+
+def test_rows_of_a_changed_kernel_are_removed_with_their_reason(tmp_path: Path):
+    """--render --drop-index: the JSON, markdown and figure lose the rows and say why; a wrong name fails."""
+    import subprocess
+    import sys
+
+    record = json.loads((Path(__file__).resolve().parents[1] / "docs" / "bench_topk.json").read_text())
+    first = record["rows"][0]["index"]
+    kept = [row for row in record["rows"] if row["index"] != first]
+    assert kept, "the committed record has more than one index"
+    trimmed = report.without_index(record, first, "kernel replaced")
+    assert trimmed["rows"] == kept and trimmed["removed"] == [{"index": first, "reason": "kernel replaced"}]
+    assert f"`{first}` (kernel replaced)" in report.markdown(trimmed)
+    with pytest.raises(ValueError, match="no bench_topk row has index 'nope'"):
+        report.without_index(record, "nope", "x")
+
+    source = tmp_path / "in.json"
+    source.write_text(json.dumps(record))
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_topk.py"
+    command = [sys.executable, str(script), "--render", str(source), "--out", str(tmp_path)]
+    done = subprocess.run(
+        [*command, "--drop-index", first, "kernel replaced"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    written = json.loads((tmp_path / "bench_topk.json").read_text())
+    assert written["rows"] == kept and (tmp_path / "bench_topk.png").stat().st_size > 0
+    failed = subprocess.run([*command, "--drop-index", "nope", "x"], capture_output=True, text=True)
+    assert failed.returncode != 0 and "no bench_topk row has index 'nope'" in failed.stderr

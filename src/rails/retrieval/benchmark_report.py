@@ -42,6 +42,22 @@ def results_record(
     return _clean({**meta, "problems": list(problems), "rows": [asdict(r) for r in rows]})
 
 
+def without_index(results: Mapping[str, Any], index: str, reason: str) -> dict:
+    """The record minus every row of ``index`` (e.g. a kernel changed since the run), with the reason kept.
+
+    Raises:
+        ValueError: when no row has that index (a misspelt name must not pass silently).
+    """
+    rows = [row for row in results["rows"] if row["index"] != index]
+    if len(rows) == len(results["rows"]):
+        names = sorted({row["index"] for row in results["rows"]})
+        raise ValueError(f"no bench_topk row has index {index!r}; the record has {names}")
+    if not rows:
+        raise ValueError(f"removing {index!r} would leave no bench_topk row")
+    removed = [*results.get("removed", []), {"index": index, "reason": reason}]
+    return {**results, "rows": rows, "removed": removed}
+
+
 def _fmt(value: float | None, digits: int = 3, suffix: str = "") -> str:
     return "—" if value is None else f"{value:.{digits}f}{suffix}"
 
@@ -93,6 +109,10 @@ def markdown(results: Mapping[str, Any]) -> str:
             []
             if results.get("complete", True)
             else ["- **partial run**: the command stopped before its last problem; only the rows below exist"]
+        ),
+        *(
+            f"- **rows removed after the run**: `{item['index']}` ({item['reason']})"
+            for item in results.get("removed", [])
         ),
         f"- roofline: {peaks['tflops']:.4g} TFLOP/s and {peaks['gbps']:.4g} GB/s ({peaks['source']}); "
         "floor = max(FLOPs / rate, bytes / bandwidth) of exact search (bf16 item components + item gate "
