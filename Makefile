@@ -32,7 +32,7 @@ test: install lint
 test-ops: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -m slow -q tests/test_resume.py tests/test_ddp.py tests/test_sweeps.py \
 		tests/test_parallel_launcher.py tests/test_retrieval_sharded.py tests/test_mol_scripts.py tests/test_retrieval_fused.py \
-		tests/test_bench_ddp.py
+		tests/test_bench_ddp.py tests/test_mol_topk_kernel.py
 
 test-all: install lint
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -m "not gpu" -q

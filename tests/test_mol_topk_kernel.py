@@ -12,19 +12,14 @@ CUDA (``gpu`` marker) the same checks run at 1M-free sizes for each batch regime
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import torch
 from torch import Tensor
 
 from tests.topk_compare import assert_same_topk
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from tests.triton_interpreter import run_interpreted
 
 
 @dataclass
@@ -222,17 +217,7 @@ def _interpreter_main() -> None:
 
 @pytest.mark.slow
 def test_kernel_matches_float64_under_triton_interpreter():
-    pytest.importorskip("triton")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.test_mol_topk_kernel"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert "MOL_TOPK_OK" in proc.stdout, proc.stdout + proc.stderr
+    run_interpreted("tests.test_mol_topk_kernel", "MOL_TOPK_OK")
 
 
 @pytest.mark.parametrize(("pq", "px"), [(8, 4), (8, 8), (3, 2), (1, 1), (16, 2)])

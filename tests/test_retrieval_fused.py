@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from rails.models.similarity import MoLSimilarity
 from tests.topk_compare import assert_same_topk
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from tests.triton_interpreter import run_interpreted
 
 
 def random_mol(pq: int, px: int, dim: int, seed: int) -> MoLSimilarity:
@@ -124,17 +120,7 @@ def _interpreter_main() -> None:
 
 @pytest.mark.slow
 def test_fused_kernel_under_triton_interpreter():
-    pytest.importorskip("triton")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.test_retrieval_fused"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert "FUSED_OK" in proc.stdout, proc.stdout + proc.stderr
+    run_interpreted("tests.test_retrieval_fused", "FUSED_OK")
 
 
 def test_decode_keys_roundtrip():
