@@ -10,7 +10,7 @@
 #
 # Environment: WHEELS (default .whl: hydra-core, omegaconf, antlr4, hydra-joblib-launcher wheels for a machine
 # without them), RAILS_SRC (default: .snap/src when present, else src), SWEEPS (default /tmp/rails-sweeps),
-# OUT (where collected files go). Each NAME is one `python3 -m rails.train -m ...` with
+# OUT (where collected files go), COLLECT_CKPT (1: also the best checkpoint of each run, into $OUT/ckpts). Each NAME is one `python3 -m rails.train -m ...` with
 # hydra.sweep.dir=$SWEEPS/NAME; use hydra/launcher=parallel hydra.launcher.n_jobs=K to run K jobs at once.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -61,13 +61,22 @@ collect() {
     cp "$run"/*.log "$dest/" 2>/dev/null
     # The per-epoch trajectory (CSVLogger), to see where a run peaked and whether it was still improving.
     for csv in "$run"/csv/version_*/metrics.csv; do [ -f "$csv" ] && cp "$csv" "$dest/epochs.csv"; done
+    # With COLLECT_CKPT=1 the best checkpoint (named in the job log) goes to $OUT/ckpts/<sweep>/<job>.ckpt, outside
+    # runs/ (results/runs/ holds no weights); e.g. for the trained-model rows of scripts/bench_topk.py.
+    if [ "${COLLECT_CKPT:-0}" = 1 ]; then
+      best=$(grep -ho "best checkpoint: .*\.ckpt" "$run"/*.log 2>/dev/null | tail -1 | sed 's/^best checkpoint: //')
+      if [ -n "$best" ] && [ -f "$best" ]; then
+        mkdir -p "$OUT/ckpts/$(dirname "${run#"$SWEEPS"/}")"
+        cp "$best" "$OUT/ckpts/${run#"$SWEEPS"/}.ckpt"
+      fi
+    fi
   done
   for run in "$SWEEPS"/*/*/; do  # failed jobs: keep their error for the report
     [ -f "$run/error.txt" ] && mkdir -p "$OUT/failed/${run#"$SWEEPS"/}" && cp "$run/error.txt" "$OUT/failed/${run#"$SWEEPS"/}"
   done
   cp "$SWEEPS"/*.out "$OUT/" 2>/dev/null
   # One archive: the device tool returns only shallow folders.
-  tar -czf "$OUT/runs.tar.gz" -C "$OUT" runs $( [ -d "$OUT/failed" ] && echo failed ) 2>/dev/null
+  tar -czf "$OUT/runs.tar.gz" -C "$OUT" runs $( [ -d "$OUT/failed" ] && echo failed ) $( [ -d "$OUT/ckpts" ] && echo ckpts ) 2>/dev/null
   python3 - "$OUT/runs" <<'PY'
 import sys
 from rails.results import collect_runs, summarize
