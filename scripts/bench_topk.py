@@ -112,7 +112,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--fused-configs",
         nargs="*",
         default=[],
-        help="extra fused tile settings to time: items per tile [x corpus splits], e.g. 64 128x264",
+        help="extra fused tile settings to time: items per tile [x corpus splits] [:queries per tile], e.g. 64 16x528:8",
     )
     parser.add_argument("--no-faiss", action="store_true")
     parser.add_argument("--tiny", action="store_true", help="CPU smoke run: tiny corpus and heads")

@@ -160,7 +160,10 @@ def test_parse_fused_config():
     index = config.index()  # the public tile arguments of the exact index
     assert (index.fused, index.fused_block_x, index.fused_num_splits) == (True, 128, 264)
     assert bench.parse_fused_config("64").num_splits is None
-    for bad in ("8x32x4", "x", ""):
+    config = bench.parse_fused_config("16x528:8")
+    assert (config.block_x, config.num_splits, config.block_q) == (16, 528, 8)
+    assert config.index().fused_block_q == 8
+    for bad in ("8x32x4", "x", "", "16:q"):
         with pytest.raises(ValueError, match="fused configs"):
             bench.parse_fused_config(bad)
 

@@ -95,25 +95,33 @@ class Peaks:
 
 @dataclass(frozen=True)
 class FusedTopKConfig:
-    """Tile settings of the fused exact kernel for tuning rows: items per tile and corpus splits per query."""
+    """Tile settings of the fused exact kernel for tuning rows: items per tile, corpus splits, queries per tile."""
 
     block_x: int | None = None
     num_splits: int | None = None
+    block_q: int | None = None
 
     def index(self) -> ExactTopK:
         """The fused exact index at these tile settings."""
-        return ExactTopK(fused=True, fused_block_x=self.block_x, fused_num_splits=self.num_splits)
+        return ExactTopK(
+            fused=True,
+            fused_block_x=self.block_x,
+            fused_num_splits=self.num_splits,
+            fused_block_q=self.block_q,
+        )
 
 
 def parse_fused_config(text: str) -> FusedTopKConfig:
-    """``X`` or ``XxS`` (items per tile [x corpus splits per query]) -> FusedTopKConfig; ValueError otherwise."""
+    """``X[xS][:Q]`` (items per tile [x corpus splits] [: queries per tile]) -> FusedTopKConfig; ValueError else."""
     try:
-        values = [int(v) for v in text.lower().split("x")]
+        tiles, _, queries = text.lower().partition(":")
+        values = [int(v) for v in tiles.split("x")]
+        block_q = int(queries) if queries else None
         if not 1 <= len(values) <= 2:
             raise ValueError(text)
     except ValueError as err:
-        raise ValueError(f"fused configs look like 128 or 128x264, got {text!r}") from err
-    return FusedTopKConfig(block_x=values[0], num_splits=values[1] if len(values) > 1 else None)
+        raise ValueError(f"fused configs look like 128, 128x264 or 16x528:8, got {text!r}") from err
+    return FusedTopKConfig(values[0], values[1] if len(values) > 1 else None, block_q)
 
 
 def parse_batch_sizes_at(entries: list[str]) -> dict[int, list[int]]:
@@ -283,7 +291,7 @@ def bench_problem(
             )
         )
         for config in fused_configs:
-            params = f"block_x={config.block_x},num_splits={config.num_splits}"
+            params = f"block_x={config.block_x},num_splits={config.num_splits},block_q={config.block_q}"
             build = lambda c=config: c.index().build(head, item_state=item_state)  # noqa: E731
             candidates.append(("fused_triton_exact", params, build, False))
     for name, params, factory in index_grid(settings.tiny, device, with_faiss, num_items):
