@@ -38,7 +38,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "rails.log",
         "rails.config",
     ),
-    "results": ("rails.results",),
+    "results": ("rails.results", "rails.results_curves"),
     "root": ("rails",),  # rails/__init__.py
 }
 # layer -> the layers it may import (its own layer always included)

@@ -1,15 +1,23 @@
-"""Result tables are computed from run directories: grouping by experiment, mean/std over seeds, README table."""
+"""Result tables are computed from run directories: grouping by experiment, mean/std over seeds, README table,
+best epochs (job log / epochs.csv) and learning-curve figures."""
 
 from __future__ import annotations
 
 import json
+import logging
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from rails.results import collect_runs, markdown, readme_table, summarize
+from rails.results import collect_runs, markdown, readme_table, summarize, write_learning_curves
+from rails.results_curves import read_epochs_csv
+
+REPO = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _run_dir(
@@ -24,6 +32,21 @@ def _run_dir(
     command = "rails-train " + " ".join(overrides)
     (directory / "run.json").write_text(json.dumps({"command": command, "system.gpu": "NVIDIA H200"}))
     return directory
+
+
+def _epochs_csv(directory: Path, ndcg: list[float], post_fit: float | None = None) -> Path:
+    """A CSVLogger file as Lightning writes it: train rows, one val row per epoch (empty cells elsewhere) and,
+    after fit, the validation of the best checkpoint and the test row, both at the final step."""
+    lines = ["epoch,step,test/ndcg@10,train/loss,val/hr@10,val/ndcg@10"]
+    for epoch, value in enumerate(ndcg):
+        lines.append(f"{epoch},{10 * epoch + 4},,{5.0 - epoch},,")
+        lines.append(f"{epoch},{10 * epoch + 9},,,{2 * value},{value}")
+    if post_fit is not None:
+        final = 10 * len(ndcg)
+        lines += [f"{len(ndcg)},{final},,,{2 * post_fit},{post_fit}", f"{len(ndcg)},{final},0.5,,,"]
+    path = directory / "epochs.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def test_rows_group_seeds_and_separate_variants(tmp_path: Path) -> None:
@@ -76,3 +99,130 @@ def test_a_data_override_names_the_dataset_and_leaves_the_variant(tmp_path: Path
     assert {r["dataset"] for r in rows} == {"ml_100k"}
     assert sorted(r["variant"] for r in rows) == ["data.timestamps=data", "data.timestamps=positions"]
     assert all(r["published"] is None for r in rows)  # ML-1M's paper numbers do not apply to ML-100K
+
+
+def test_best_epoch_from_the_job_log_line(tmp_path: Path) -> None:
+    for seed, (epoch, log_name) in enumerate([(50, "ml_1m_seq_hstu_large_mol.log"), (70, "console.log")], 1):
+        run = _run_dir(tmp_path, f"s{seed}", seed, ["experiment=x", f"seed={seed}"], {"test/hr@10": 0.3})
+        (run / log_name).write_text(
+            "[2026-11-30 14:55:45,678][__main__][INFO] - ml-1m-seq: reusing prepared data\n"
+            "[2026-11-30 14:55:45,678][__main__][INFO] - best checkpoint: "
+            f"/tmp/x/checkpoints/epoch_{epoch:03d}.ckpt\n"
+        )
+    _run_dir(tmp_path, "nolog", 1, ["experiment=x", "model.x=1", "seed=1"], {"test/hr@10": 0.3})
+
+    rows = summarize(collect_runs([tmp_path]))
+
+    preset = next(r for r in rows if r["variant"] == "preset")
+    assert preset["best_epoch"] == {"mean": 60.0, "min": 50, "max": 70, "n": 2}
+    assert next(r for r in rows if r["variant"] != "preset")["best_epoch"] is None
+    text = markdown(rows)
+    assert "| best epoch |" in text and "| 2 | 60.0 (50–70) |" in text and "| 1 | – |" in text
+
+
+def test_best_epoch_from_epochs_csv_ignores_the_post_fit_validation(tmp_path: Path) -> None:
+    run = _run_dir(tmp_path, "a", 1, ["experiment=x", "seed=1"], {"test/hr@10": 0.3})
+    # epochs 1 and 3 tie: ModelCheckpoint keeps the first; the post-fit re-validation (epoch 4) reads higher
+    path = _epochs_csv(run, [0.1, 0.3, 0.2, 0.3], post_fit=0.31)
+
+    curve = read_epochs_csv(path)
+    assert sorted(curve) == [0, 1, 2, 3]
+    assert curve[2] == {"val/hr@10": pytest.approx(0.4), "val/ndcg@10": pytest.approx(0.2)}
+    assert sorted(read_epochs_csv(path, trained_epochs=3)) == [0, 1, 2]  # run.json's epochs bound fit's rows
+    [row] = summarize(collect_runs([tmp_path]))
+    assert row["best_epoch"] == {"mean": 1.0, "min": 1, "max": 1, "n": 1}
+
+
+def test_the_selected_checkpoint_wins_over_the_csv_argmax(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = _run_dir(tmp_path, "a", 1, ["experiment=x", "seed=1"], {"test/hr@10": 0.3})
+    _epochs_csv(run, [0.1, 0.3, 0.2])
+    (run / "x.log").write_text("best checkpoint: /tmp/a/checkpoints/epoch_002.ckpt\n")
+    with caplog.at_level(logging.WARNING):
+        [row] = summarize(collect_runs([tmp_path]))
+    assert row["best_epoch"]["mean"] == 2
+    assert "epoch_002.ckpt (epoch 2) but epochs.csv peaks at epoch 1" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("epoch,step,train/loss\n0,1,2.0\n", "no column val/ndcg@10"),
+        ("epoch,step,val/ndcg@10\n0,9,0.1\n1,19,oops\n", "epochs.csv:3: not a number"),
+        ("epoch,step,val/ndcg@10,train/loss\n0,4,,5.0\n", "no epoch-level validation row"),
+        ("", "no column epoch, step, val/ndcg@10"),
+    ],
+)
+def test_a_bad_epochs_csv_is_named(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "epochs.csv"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message) as error:
+        read_epochs_csv(path)
+    assert str(path) in str(error.value)
+
+
+def test_figures_per_dataset_with_curves_and_a_malformed_file_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    runs_root, docs = tmp_path / "runs", tmp_path / "docs"
+    for seed, ndcg in [(1, [0.1, 0.2, 0.25]), (2, [0.12, 0.22])]:  # seeds of unequal length
+        _epochs_csv(_run_dir(runs_root, f"mol{seed}", seed, ["experiment=x", f"seed={seed}"], {}), ndcg)
+    _run_dir(runs_root, "n512", 1, ["experiment=x", "model.n=512", "seed=1"], {"test/hr@10": 0.3})
+    bad = _run_dir(runs_root, "bad", 1, ["experiment=x", "model.bad=1", "seed=1"], {"test/hr@10": 0.3})
+    (bad / "epochs.csv").write_text("epoch,step,val/ndcg@10\n0,9,not-a-number\n")
+    (bad / "x.log").write_text("best checkpoint: /tmp/bad/checkpoints/epoch_004.ckpt\n")
+    _run_dir(runs_root, "other", 1, ["experiment=x", "data=ml_100k", "seed=1"], {"test/hr@10": 0.2})
+
+    with caplog.at_level(logging.WARNING):
+        runs = collect_runs([runs_root])
+    assert f"skipping the learning curve of {bad}: {bad / 'epochs.csv'}:2: not a number" in caplog.text
+    rows = summarize(runs)
+    assert len(rows) == 4  # the malformed file costs its curve, not its row
+    assert next(r for r in rows if r["variant"] == "model.bad=1")["best_epoch"]["mean"] == 4
+
+    figures = write_learning_curves(runs, docs)
+
+    assert list(figures) == ["ml_1m_seq"]  # ml_100k has no epochs.csv: no figure
+    assert figures["ml_1m_seq"]["missing"] == [
+        "hstu_large / mol / model.bad=1",
+        "hstu_large / mol / model.n=512",
+    ]
+    assert (docs / "results_ml_1m_seq.png").read_bytes().startswith(PNG_MAGIC)
+    assert not (docs / "results_ml_100k.png").exists()
+    text = markdown(rows, figures=figures)
+    assert "![ml_1m_seq: validation metrics per epoch](results_ml_1m_seq.png)" in text
+    assert (
+        "Not in the figure (no `epochs.csv`): hstu_large / mol / model.bad=1; hstu_large / mol / model.n=512."
+        in text
+    )
+    assert "results_ml_100k.png" not in text and text.count("![") == 1
+
+
+def test_make_results_script_writes_linked_figures_only_where_curves_exist(tmp_path: Path) -> None:
+    runs_root, docs = tmp_path / "runs", tmp_path / "docs"
+    _epochs_csv(_run_dir(runs_root, "a", 1, ["experiment=x", "seed=1"], {"test/hr@10": 0.3}), [0.1, 0.2])
+    _run_dir(runs_root, "b", 1, ["experiment=x", "data=ml_100k", "seed=1"], {"test/hr@10": 0.2})
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:start -->\nold\n<!-- results:end -->\n")
+    command = [sys.executable, str(REPO / "scripts" / "make_results.py"), str(runs_root)]
+    command += [
+        "--json",
+        str(docs / "results.json"),
+        "--md",
+        str(docs / "results.md"),
+        "--readme",
+        str(readme),
+    ]
+    subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
+
+    assert sorted(p.name for p in docs.iterdir()) == ["results.json", "results.md", "results_ml_1m_seq.png"]
+    assert "](results_ml_1m_seq.png)" in (docs / "results.md").read_text()
+    rows = json.loads((docs / "results.json").read_text())
+    assert {r["dataset"]: r["best_epoch"] for r in rows}["ml_1m_seq"] == {
+        "mean": 1,
+        "min": 1,
+        "max": 1,
+        "n": 1,
+    }
+    assert "| ml_1m_seq | hstu_large | mol |" in readme.read_text()

@@ -5,12 +5,14 @@ versions) and ``.hydra/config.yaml`` + ``.hydra/overrides.yaml``. Runs are group
 identity: the ``tags`` of the preset (``[dataset, model, head]``), the split protocol (``data.holdout``) and the
 *variant*, i.e. every command-line override except the seed and paths (so an ablation such as
 ``model.negatives.num_negatives=512`` is its own row). :func:`write_results` turns the rows into
-``results.json`` (machine-readable) and ``results.md``; nothing in those files is typed by hand.
+``results.json`` (machine-readable) and ``results.md``; nothing in those files is typed by hand. How each row
+trained (best epoch, learning curves from ``epochs.csv``) comes from :mod:`rails.results_curves`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import statistics
 from collections import defaultdict
@@ -21,6 +23,9 @@ from typing import Any
 
 import yaml
 
+from rails.results_curves import Curve, best_epoch, plot_learning_curves, read_epochs_csv
+
+log = logging.getLogger(__name__)
 # Overrides that do not change what is measured (where files live, how the run is launched, its seed).
 _NEUTRAL_PREFIXES = (
     "seed=",
@@ -72,6 +77,13 @@ class Run:
     overrides: list[str]
     metrics: dict[str, float]
     record: dict[str, Any] = field(default_factory=dict)
+    curve: Curve | None = None  # epoch -> val metrics, from epochs.csv (None: no file, or an unusable one)
+    best_epoch: int | None = None  # epoch of the checkpoint selected by val/ndcg@10
+
+    @property
+    def key(self) -> tuple[str, str, str, str, str]:
+        """The row this run belongs to: (dataset, model, head, protocol, variant)."""
+        return (*self.identity, self.protocol, self.variant)
 
     @property
     def identity(self) -> tuple[str, str, str]:
@@ -115,7 +127,10 @@ class Run:
 
 
 def read_run(directory: str | Path) -> Run | None:
-    """Read a run directory; None when it has no ``metrics.json`` (an unfinished or failed run)."""
+    """Read a run directory; None when it has no ``metrics.json`` (an unfinished or failed run).
+
+    An unusable ``epochs.csv`` is skipped with a warning naming it (the run keeps its row, without a curve).
+    """
     directory = Path(directory)
     metrics_path = directory / "metrics.json"
     config_path = directory / ".hydra" / "config.yaml"
@@ -126,8 +141,22 @@ def read_run(directory: str | Path) -> Run | None:
     overrides = yaml.safe_load(overrides_path.read_text()) if overrides_path.is_file() else []
     record_path = directory / "run.json"
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    curve = None
+    if (directory / "epochs.csv").is_file():
+        trained = record.get("epochs")
+        try:
+            curve = read_epochs_csv(directory / "epochs.csv", int(trained) if trained is not None else None)
+        except ValueError as error:
+            log.warning(f"skipping the learning curve of {directory}: {error}")
+    config = yaml.safe_load(config_path.read_text()) or {}
     return Run(
-        directory, yaml.safe_load(config_path.read_text()) or {}, list(overrides or []), metrics, record
+        directory,
+        config,
+        list(overrides or []),
+        metrics,
+        record,
+        curve,
+        best_epoch(directory, record, curve),
     )
 
 
@@ -150,16 +179,23 @@ def _mean_std(values: list[float]) -> dict[str, float]:
     }
 
 
+def _range(values: list[int]) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {"mean": statistics.fmean(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
 def summarize(runs: Iterable[Run]) -> list[dict[str, Any]]:
     """Rows of mean/std over seeds, sorted by dataset, model, head, protocol and variant.
 
     Each row: ``dataset``, ``model``, ``head``, ``protocol``, ``variant``, ``seeds``, ``metrics``
     (``{name: {mean, std, n}}`` for every ``test/*`` metric), ``commands``, ``gpu``, ``epochs``,
-    ``run_dirs`` and ``published`` (the paper's numbers for that row, when there are any).
+    ``run_dirs``, ``published`` (the paper's numbers for that row, when there are any) and ``best_epoch``
+    (``{mean, min, max, n}`` over the seeds whose best epoch is known, else None).
     """
     groups: dict[tuple[str, str, str, str, str], list[Run]] = defaultdict(list)
     for run in runs:
-        groups[(*run.identity, run.protocol, run.variant)].append(run)
+        groups[run.key].append(run)
     rows = []
     for (dataset, model, head, protocol, variant), members in sorted(groups.items()):
         names = sorted({k for r in members for k in r.metrics if k.startswith("test/")})
@@ -185,6 +221,7 @@ def summarize(runs: Iterable[Run]) -> list[dict[str, Any]]:
                 "epochs": sorted({int(r.record["epochs"]) for r in members if "epochs" in r.record}),
                 "run_dirs": sorted(str(r.path) for r in members),
                 "published": published if published and published["protocol"] == protocol else None,
+                "best_epoch": _range([r.best_epoch for r in members if r.best_epoch is not None]),
             }
         )
     return rows
@@ -199,31 +236,96 @@ def _cell(row: Mapping[str, Any], name: str) -> str:
     return f"{value['mean']:.4f} ± {value['std']:.4f}"
 
 
-def markdown(rows: list[dict[str, Any]], title: str = "Results") -> str:
-    """``results.md``: one table per dataset, then the exact commands of every row."""
+def _best_epoch_cell(row: Mapping[str, Any]) -> str:
+    value = row.get("best_epoch")
+    if not value:
+        return "–"
+    if value["n"] == 1:
+        return f"{value['mean']:.0f}"
+    return f"{value['mean']:.1f} ({value['min']}–{value['max']})"
+
+
+def row_label(model: str, head: str, variant: str, protocol: str | None = None) -> str:
+    """How a row is named in a figure legend: ``model / head / variant`` (+ the protocol when given)."""
+    return " / ".join([model, head, variant, *([protocol] if protocol else [])])
+
+
+def write_learning_curves(runs: Iterable[Run], folder: Path, prefix: str = "results") -> dict[str, Any]:
+    """One figure per dataset with a curve (``<folder>/<prefix>_<dataset>.png``), one line per row.
+
+    Returns:
+        ``{dataset: {"file": the PNG's name, "missing": labels of the rows without any epochs.csv}}``, only
+        for the datasets that have a figure.
+    """
+    groups: dict[tuple[str, str, str, str, str], list[Run]] = defaultdict(list)
+    for run in runs:
+        groups[run.key].append(run)
+    by_dataset: dict[str, list[tuple[tuple[str, str, str, str, str], list[Run]]]] = defaultdict(list)
+    for key, members in sorted(groups.items()):
+        by_dataset[key[0]].append((key, members))
+    figures = {}
+    for dataset, members in by_dataset.items():
+        several_protocols = len({key[3] for key, _ in members}) > 1
+        series, missing = [], []
+        for (_, model, head, protocol, variant), group in members:
+            label = row_label(model, head, variant, protocol if several_protocols else None)
+            curves = [r.curve for r in group if r.curve]
+            if not curves:
+                missing.append(label)
+                continue
+            seeds = f" ({len(curves)} of {len(group)} seeds)" if len(curves) < len(group) else ""
+            series.append((label + seeds, curves))
+        if series:
+            path = plot_learning_curves(series, folder / f"{prefix}_{dataset}.png", dataset)
+            figures[dataset] = {"file": path.name, "missing": missing}
+    return figures
+
+
+def markdown(
+    rows: list[dict[str, Any]], title: str = "Results", figures: Mapping[str, Any] | None = None
+) -> str:
+    """``results.md``: one table per dataset (with its learning-curve figure, when ``figures`` names one, as
+    :func:`write_learning_curves` returns them), then the exact commands of every row."""
+    figures = figures or {}
     lines = [
         f"# {title}",
         "",
         "Generated by `scripts/make_results.py` from the run directories listed in `results.json`; do not edit.",
-        "Mean ± sample std over seeds; test metrics of the checkpoint with the best `val/ndcg@10`.",
+        "Mean ± sample std over seeds; test metrics of the checkpoint with the best `val/ndcg@10`;",
+        "best epoch: that checkpoint's epoch (0-based), mean (min–max) over seeds.",
         "",
     ]
     by_dataset: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_dataset[row["dataset"]].append(row)
-    header = "| model | head | protocol | variant | seeds | " + " | ".join(n[5:] for n in TABLE_METRICS)
+    header = "| model | head | protocol | variant | seeds | best epoch | " + " | ".join(
+        n[5:] for n in TABLE_METRICS
+    )
     for dataset, members in by_dataset.items():
         lines += [f"## {dataset}", "", header + " | paper HR@10 / NDCG@10 | GPU |"]
-        lines.append("|" + "---|" * (len(TABLE_METRICS) + 7))
+        lines.append("|" + "---|" * (len(TABLE_METRICS) + 8))
         for row in members:
             published = row.get("published") or {}
             paper = f"{published['test/hr@10']:.4f} / {published['test/ndcg@10']:.4f}" if published else "–"
             cells = [_cell(row, n) for n in TABLE_METRICS]
             lines.append(
                 f"| {row['model']} | {row['head']} | {row['protocol']} | `{row['variant']}` | "
-                f"{len(row['seeds'])} | " + " | ".join(cells) + f" | {paper} | {', '.join(row['gpu'])} |"
+                f"{len(row['seeds'])} | {_best_epoch_cell(row)} | "
+                + " | ".join(cells)
+                + f" | {paper} | {', '.join(row['gpu'])} |"
             )
         lines.append("")
+        figure = figures.get(dataset)
+        if figure:
+            lines += [
+                f"![{dataset}: validation metrics per epoch]({figure['file']})",
+                "",
+                f"Learning curves ([{figure['file']}]({figure['file']})): `val/ndcg@10` and `val/hr@10` per "
+                "epoch from each run's `epochs.csv`, mean over seeds with the min–max band.",
+            ]
+            if figure["missing"]:
+                lines.append("Not in the figure (no `epochs.csv`): " + "; ".join(figure["missing"]) + ".")
+            lines.append("")
     lines += ["## Commands", ""]
     for row in rows:
         lines.append(f"- {row['dataset']} / {row['model']} / {row['head']} / {row['variant']}:")
