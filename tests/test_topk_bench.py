@@ -238,6 +238,7 @@ def test_rows_of_a_changed_kernel_are_removed_with_their_reason(tmp_path: Path):
     import sys
 
     record = json.loads((Path(__file__).resolve().parents[1] / "docs" / "bench_topk.json").read_text())
+    record.pop("removed", None)  # the committed record may already say what was removed from it
     first = record["rows"][0]["index"]
     kept = [row for row in record["rows"] if row["index"] != first]
     assert kept, "the committed record has more than one index"
