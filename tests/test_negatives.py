@@ -9,6 +9,8 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 
+from rails.batch import SequenceBatch
+from rails.models.benchmark import random_batch
 from rails.models.encoders.sasrec import SASRec
 from rails.models.losses.negatives import InBatchNegatives, SharedNegatives, UniformNegatives
 from rails.models.losses.sampled_softmax import SampledSoftmaxLoss
@@ -73,9 +75,7 @@ def _module(similarity: torch.nn.Module, negatives: torch.nn.Module, temperature
     return module
 
 
-def _batch() -> object:
-    from rails.models.benchmark import random_batch
-
+def _batch() -> SequenceBatch:
     return random_batch(torch.tensor([6, 3, 5]), 6, 13, torch.device("cpu"), seed=3)
 
 
