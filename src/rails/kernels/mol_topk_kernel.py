@@ -25,12 +25,14 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-EMPTY = -9223372036854775807  # below every packed score (== rails.kernels.mol_topk_triton.EMPTY_KEY)
+# Module-level values read inside @triton.jit functions must be tl.constexpr: the compiler refuses any other
+# global (the interpreter does not, so tests/test_kernel_globals.py checks this on CPU).
+EMPTY = tl.constexpr(-9223372036854775807)  # below every packed score (== mol_topk_triton.EMPTY_KEY)
 
 # SiLU(x) = x * (0.5 + 0.5 * tanh(x / 2)): one MUFU op (tanh) instead of two (exp, reciprocal).
-_TANH_F32 = "tanh.approx.f32 $0, $1;"
+_TANH_F32 = tl.constexpr("tanh.approx.f32 $0, $1;")
 # The same on two packed bf16 values per 32-bit register (sm_90: mul.bf16x2, tanh.approx.bf16x2).
-_SILU_BF16X2 = (
+_SILU_BF16X2 = tl.constexpr(
     "{ .reg .b32 c, t; mov.b32 c, 0x3F003F00; mul.rn.bf16x2 t, $1, c; tanh.approx.bf16x2 t, t; "
     "fma.rn.bf16x2 t, t, c, c; mul.rn.bf16x2 $0, $1, t; }"
 )
