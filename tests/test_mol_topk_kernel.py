@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from tests.topk_compare import assert_same_topk
+from tests.topk_compare import assert_same_topk, bf16_score_tolerance
 from tests.triton_interpreter import run_interpreted
 
 
@@ -165,8 +165,8 @@ def check_case(
     )
     finite = torch.isfinite(ref_values[:, :width])
     assert torch.equal(positions == -1, ~finite) and torch.equal(torch.isinf(scores), ~finite)
-    tol = 2e-4 if dtype == torch.float32 else 0.25  # bf16: ~1% of |logit| <= 20
     for row in range(batch):
+        tol = bf16_score_tolerance(ref[row]) if dtype == torch.bfloat16 else 2e-4
         n = int(finite[row].sum())
         found = positions[row, :n]
         assert len(set(found.tolist())) == n
@@ -270,7 +270,9 @@ def test_block_arguments_are_checked():
 @pytest.mark.parametrize("batch", [1, 32, 256])  # the three regimes: 2, 8 and 8-16 queries per program
 @pytest.mark.parametrize(("pq", "px", "dim"), [(8, 4, 64), (8, 8, 32)])
 def test_kernel_cuda_regimes_match_float64(batch, pq, px, dim):
-    check_case(batch, 30011, pq, px, dim, 100, torch.bfloat16, device="cuda")
+    # autotuning compiles every config (seconds each): one case tunes, the others run the per-batch defaults
+    tune = None if (batch, pq, px, dim) == (32, 8, 4, 64) else False
+    check_case(batch, 30011, pq, px, dim, 100, torch.bfloat16, device="cuda", tune=tune)
 
 
 @pytest.mark.gpu

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from rails.models.similarity import MoLSimilarity
-from tests.topk_compare import assert_same_topk
+from tests.topk_compare import assert_same_topk, bf16_score_tolerance
 from tests.triton_interpreter import run_interpreted
 
 
@@ -85,8 +85,8 @@ def check_fused(
     scores, positions = fused_mol_search(head, query_state, item_state, k, exclude, **kw)
     width = min(k, num_items)
     assert scores.shape == (batch, width) and positions.shape == (batch, width)
-    tol = 1e-4 if dtype == torch.float32 else 0.25  # bf16: ~1% of |logit| <= 20
     for row in range(batch):
+        tol = bf16_score_tolerance(ref_values[row]) if dtype == torch.bfloat16 else 1e-4
         excluded = {e for e in exclude[row].tolist() if e >= 0}
         filled = min(width, num_items - len(excluded))
         found = positions[row, :filled]
@@ -165,18 +165,19 @@ def test_fused_kernel_refusals_name_the_reason():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize(
-    ("pq", "px", "dim", "dtype", "k", "batch"),
-    [  # the autotuner compiles its configs once per shape / dtype / k (seconds each) and tunes per B bucket
-        (8, 4, 64, torch.float32, 100, 32),  # the paper's ML-1M MoL shape
-        (8, 4, 64, torch.bfloat16, 100, 1),  # B = 1: bandwidth-bound regime (2 queries per program)
-        (8, 4, 64, torch.bfloat16, 100, 32),
-        (8, 4, 64, torch.bfloat16, 100, 256),  # B = 256: 8-16 queries per program
-        (8, 8, 32, torch.bfloat16, 1, 32),  # P = 64 components, k = 1
-        (3, 2, 8, torch.float32, 1, 5),  # P = 6 and d_P = 8 padded inside the kernel
+    ("pq", "px", "dim", "dtype", "k", "batch", "tune"),
+    [  # autotuning compiles every config (seconds each): only the ML-1M shape at B = 32 tunes, the others
+        # run the kernel's per-batch defaults so the GPU suite stays within its 3 minutes
+        (8, 4, 64, torch.float32, 100, 32, None),  # the paper's ML-1M MoL shape, autotuned
+        (8, 4, 64, torch.bfloat16, 100, 1, False),  # B = 1: bandwidth-bound regime (2 queries per program)
+        (8, 4, 64, torch.bfloat16, 100, 32, None),
+        (8, 4, 64, torch.bfloat16, 100, 256, False),  # B = 256: 8-16 queries per program
+        (8, 8, 32, torch.bfloat16, 1, 32, False),  # P = 64 components, k = 1
+        (3, 2, 8, torch.float32, 1, 5, False),  # P = 6 and d_P = 8 padded inside the kernel
     ],
 )
-def test_fused_kernel_cuda_matches_float64(pq, px, dim, dtype, k, batch):
-    check_fused("cuda", dtype, num_items=20011, k=k, pq=pq, px=px, dim=dim, batch=batch)
+def test_fused_kernel_cuda_matches_float64(pq, px, dim, dtype, k, batch, tune):
+    check_fused("cuda", dtype, num_items=20011, k=k, pq=pq, px=px, dim=dim, batch=batch, tune=tune)
 
 
 @pytest.mark.gpu

@@ -44,6 +44,7 @@ def fused_mol_search(
     block_x: int | None = None,
     num_splits: int | None = None,
     block_q: int | None = None,
+    tune: bool | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Exact MoL top-k through the fused kernel: (B, min(k, X)) float32 scores and corpus positions.
 
@@ -56,6 +57,8 @@ def fused_mol_search(
         block_x: items per kernel tile (None: autotuned on CUDA, else the kernel's per-batch default).
         num_splits: corpus splits (None: the kernel's default).
         block_q: queries per kernel program (None: autotuned on CUDA, else the kernel's default).
+        tune: autotune the block sizes (None: on CUDA when neither block size is given; False: the kernel's
+            per-batch defaults, no tuning compiles).
     """
     from rails.kernels.mol_topk_triton import fused_mol_topk
 
@@ -75,6 +78,7 @@ def fused_mol_search(
         block_x=block_x,
         num_splits=num_splits,
         block_q=block_q,
+        tune=tune,
     )
 
 
