@@ -10,6 +10,7 @@ steps, then the mean / std over timed steps. Results go to ``docs/bench_mol.json
 
 Examples:
     python scripts/bench_mol_step.py --count-ops           # GPU: dot, MoL, MoL compiled mixing; fp32 + bf16
+    python scripts/bench_mol_step.py --variants eager compiled   # + compiled encoder and fused AdamW
     python scripts/bench_mol_step.py --tiny                # CPU smoke run with tiny shapes
     python scripts/bench_mol_step.py --render              # docs/bench_mol.md again from docs/bench_mol.json
     python scripts/bench_mol_step.py --pending "why"       # no measurement: JSON without rows + the note
@@ -38,6 +39,12 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny shapes, CPU-friendly smoke run")
     parser.add_argument("--heads", nargs="+", default=None, help="subset of: dot mol mol_compiled")
     parser.add_argument("--precisions", nargs="+", default=None, help="subset of: fp32 bf16")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["eager"],
+        help="subset of: eager compiled (compiled = torch.compile'd encoder + fused AdamW)",
+    )
     parser.add_argument("--full-length", action="store_true", help="every history has N valid positions")
     parser.add_argument(
         "--count-ops", action="store_true", help="profiler op counts per phase (one more step)"
@@ -67,18 +74,18 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = True  # the paper trains with TF32 on
     torch.backends.cudnn.allow_tf32 = True
     rows = []
-    for precision in [] if args.pending else precisions:
-        for head in heads:
-            row = bench_head_step(
-                shapes, head, precision, device, warmup, iters, args.full_length, args.count_ops
-            )
-            ops = f", ops {row['forward_ops']}/{row['backward_ops']}" if args.count_ops else ""
-            print(
-                f"{head:>13} {precision}: {row['mean_ms']:.2f} ± {row['std_ms']:.2f} ms "
-                f"(M={row['M']}, peak {row['peak_gib']:.2f} GiB{ops})",
-                flush=True,
-            )
-            rows.append(row)
+    runs = [(p, v, h) for p in precisions for v in args.variants for h in heads]
+    for precision, variant, head in [] if args.pending else runs:
+        row = bench_head_step(
+            shapes, head, precision, device, warmup, iters, args.full_length, args.count_ops, variant
+        )
+        ops = f", ops {row['forward_ops']}/{row['backward_ops']}" if args.count_ops else ""
+        print(
+            f"{head:>13} {precision} {variant}: {row['mean_ms']:.2f} ± {row['std_ms']:.2f} ms "
+            f"(M={row['M']}, peak {row['peak_gib']:.2f} GiB{ops})",
+            flush=True,
+        )
+        rows.append(row)
     device_name = torch.cuda.get_device_name(0) if cuda else "cpu"
     argv = sys.argv[1:]
     if args.pending:  # the page names the measuring command, not this one

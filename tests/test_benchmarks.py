@@ -13,6 +13,7 @@ from rails.models.benchmark import (
     TINY,
     bench_head_step,
     head_step_markdown,
+    head_step_module,
     head_step_report,
     random_batch,
     time_steps,
@@ -67,6 +68,33 @@ def test_head_step_rows_and_report() -> None:
     assert "old rows removed" in pending and "No measurement of the current code" in pending
     with pytest.raises(ValueError, match="head must be one of"):
         bench_head_step(TINY, "cosine", "fp32", CPU, 0, 1)
+
+
+def test_compiled_step_variant_and_its_speedup_column() -> None:
+    module = head_step_module(TINY, "dot", CPU, "compiled")  # torch.compile is lazy: nothing compiles here
+    assert isinstance(module.encoder, torch._dynamo.eval_frame.OptimizedModule)
+    assert module.configure_optimizers().defaults["fused"] is True
+    eager = head_step_module(TINY, "dot", CPU)
+    assert not isinstance(eager.encoder, torch._dynamo.eval_frame.OptimizedModule)
+    assert eager.configure_optimizers().defaults["fused"] is None
+    with pytest.raises(ValueError, match="variant must be one of"):
+        head_step_module(TINY, "dot", CPU, "graphs")
+    row = {"precision": "fp32", "M": 10, "std_ms": 0.0, "peak_gib": float("nan")}
+    rows = [
+        {**row, "head": "dot", "mean_ms": 30.0},  # written before variants: eager
+        {**row, "head": "mol", "mean_ms": 40.0, "variant": "eager"},
+        {**row, "head": "dot", "mean_ms": 10.0, "variant": "compiled"},
+        {**row, "head": "mol", "mean_ms": 14.0, "variant": "compiled"},
+    ]
+    meta = {"device_name": "NVIDIA H200", "command": "c", "commit": None}
+    text = head_step_markdown(
+        json.loads(
+            json.dumps(head_step_report(rows, TINY, **meta, warmup=0, iters=1, full_length=False, tiny=False))
+        )
+    )
+    assert "| dot | fp32 | compiled | 10 | 10.00 ± 0.00 | 1.00 | 3.00 |" in text  # 30 ms eager / 10 ms
+    assert "| mol | fp32 | compiled | 10 | 14.00 ± 0.00 | 1.40 | 2.86 |" in text
+    assert "| mol | fp32 | eager | 10 | 40.00 ± 0.00 | 1.33 | 1.00 |" in text
 
 
 def test_hstu_lengths_epoch_and_report(tmp_path: Path) -> None:

@@ -30,6 +30,9 @@ from rails.models.retrieval_module import RetrievalModule
 from rails.models.similarity import DotProductSimilarity, MoLSimilarity
 
 HEADS = ("dot", "mol", "mol_compiled")
+# "eager": the presets' step; "compiled": the encoder under torch.compile (model.compile_encoder=true) and
+# AdamW's fused kernels (model.optimizer.fused=true), the two launch-count levers of a launch-bound step.
+STEP_VARIANTS = ("eager", "compiled")
 
 
 def random_batch(
@@ -119,10 +122,18 @@ FULL = Shapes(128, 200, 128, 50, 3707, 8, 2, 25, (8, 4, 64), 512, 128)
 TINY = Shapes(4, 12, 8, 16, 50, 2, 1, 8, (4, 2, 8), 16, 8)
 
 
-def head_step_module(shapes: Shapes, head: str, device: torch.device) -> RetrievalModule:
-    """HSTU-large + the requested head (``dot``, ``mol``, ``mol_compiled``), paper settings for each."""
+def head_step_module(
+    shapes: Shapes, head: str, device: torch.device, variant: str = "eager"
+) -> RetrievalModule:
+    """HSTU-large + the requested head (``dot``, ``mol``, ``mol_compiled``), paper settings for each.
+
+    ``variant="compiled"`` compiles the encoder and uses fused AdamW (see ``STEP_VARIANTS``).
+    """
     if head not in HEADS:
         raise ValueError(f"head must be one of {list(HEADS)}, got {head!r}")
+    if variant not in STEP_VARIANTS:
+        raise ValueError(f"variant must be one of {list(STEP_VARIANTS)}, got {variant!r}")
+    compiled = variant == "compiled"
     mol = head.startswith("mol")
     encoder = HSTU(
         dim=shapes.dim,
@@ -156,10 +167,13 @@ def head_step_module(shapes: Shapes, head: str, device: torch.device) -> Retriev
         similarity,
         SampledSoftmaxLoss(temperature=1.0 if mol else 0.05),
         UniformNegatives(shapes.negatives),
-        optimizer=functools.partial(torch.optim.AdamW, lr=1e-3, betas=(0.9, 0.98), weight_decay=1e-3),
+        optimizer=functools.partial(
+            torch.optim.AdamW, lr=1e-3, betas=(0.9, 0.98), weight_decay=1e-3, fused=True if compiled else None
+        ),
         num_items=shapes.num_items,
         item_dim=shapes.dim,
         aux_loss_weights=weights,
+        compile_encoder=compiled,
     ).to(device)
     module.set_corpus(torch.arange(1, shapes.num_items, device=device))
     return module.train()
@@ -216,20 +230,23 @@ def bench_head_step(
     iters: int,
     full_length: bool = False,
     count_ops: bool = False,
+    variant: str = "eager",
 ) -> dict[str, Any]:
     """Time one training step of HSTU-large + ``head`` in ``precision`` (``fp32`` or ``bf16`` autocast).
+
+    ``variant`` is one of ``STEP_VARIANTS`` (``compiled``: the warm-up steps also pay the compilation).
 
     History lengths are uniform in [min(20, N), N] (all N with ``full_length``). With ``count_ops`` the
     row also has :func:`count_step_ops` of one extra step (after the timed ones).
 
     Returns:
-        ``head``, ``precision``, ``mean_ms``, ``std_ms``, ``peak_gib``, ``M`` (supervised positions) and,
-        with ``count_ops``, ``forward_ops``, ``backward_ops``, ``optimizer_ops``.
+        ``head``, ``precision``, ``variant``, ``mean_ms``, ``std_ms``, ``peak_gib``, ``M`` (supervised
+        positions) and, with ``count_ops``, ``forward_ops``, ``backward_ops``, ``optimizer_ops``.
     """
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
     torch.manual_seed(0)
-    module = head_step_module(shapes, head, device)
+    module = head_step_module(shapes, head, device, variant)
     optimizer = module.configure_optimizers()
     n = shapes.seq_len
     g = torch.Generator().manual_seed(0)
@@ -254,6 +271,7 @@ def bench_head_step(
     row = {
         "head": head,
         "precision": precision,
+        "variant": variant,
         "mean_ms": timing.mean_ms,
         "std_ms": timing.std_ms,
         "peak_gib": timing.peak_gib,
@@ -292,9 +310,26 @@ def head_step_report(
     }
 
 
+def _variant(row: dict[str, Any]) -> str:
+    return row.get("variant", "eager")  # rows written before variants existed ran the eager step
+
+
 def _ratio_cells(rows: Sequence[dict[str, Any]]) -> list[str]:
-    dot = {r["precision"]: r["mean_ms"] for r in rows if r["head"] == "dot"}
-    return [f"{r['mean_ms'] / dot[r['precision']]:.2f}" if r["precision"] in dot else "-" for r in rows]
+    """Each row's step time over the dot-product row of the same precision and variant."""
+    dot = {(r["precision"], _variant(r)): r["mean_ms"] for r in rows if r["head"] == "dot"}
+    keys = [(r["precision"], _variant(r)) for r in rows]
+    return [
+        f"{r['mean_ms'] / dot[key]:.2f}" if key in dot else "-" for r, key in zip(rows, keys, strict=True)
+    ]
+
+
+def _speedup_cells(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Each row's eager step time over its own: the speed-up of the compiled variant (eager rows: 1.00)."""
+    eager = {(r["head"], r["precision"]): r["mean_ms"] for r in rows if _variant(r) == "eager"}
+    keys = [(r["head"], r["precision"]) for r in rows]
+    return [
+        f"{eager[key] / r['mean_ms']:.2f}" if key in eager else "-" for r, key in zip(rows, keys, strict=True)
+    ]
 
 
 def head_step_markdown(report: dict[str, Any]) -> str:
@@ -327,15 +362,18 @@ def head_step_markdown(report: dict[str, Any]) -> str:
         ]
         return "\n".join(lines)
     counted = "forward_ops" in rows[0]
-    header = "| head | precision | M | step ms (mean ± std) | x dot (same precision) | peak GiB |"
+    header = (
+        "| head | precision | step | M | step ms (mean ± std) | x dot (same precision, step) | "
+        "speed-up over eager | peak GiB |"
+    )
     lines += [
         header + (" ops fwd / bwd / optimizer (CPU profiler) |" if counted else ""),
-        "|---|---|---|---|---|---|" + ("---|" if counted else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|" if counted else ""),
     ]
-    for row, ratio in zip(rows, _ratio_cells(rows), strict=True):
+    for row, ratio, speedup in zip(rows, _ratio_cells(rows), _speedup_cells(rows), strict=True):
         line = (
-            f"| {row['head']} | {row['precision']} | {row['M']} | {row['mean_ms']:.2f} ± {row['std_ms']:.2f} | "
-            f"{ratio} | {row['peak_gib']:.2f} |"
+            f"| {row['head']} | {row['precision']} | {_variant(row)} | {row['M']} | "
+            f"{row['mean_ms']:.2f} ± {row['std_ms']:.2f} | {ratio} | {speedup} | {row['peak_gib']:.2f} |"
         )
         if counted:
             line += f" {row['forward_ops']} / {row['backward_ops']} / {row['optimizer_ops']} |"
