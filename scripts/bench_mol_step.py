@@ -76,9 +76,17 @@ def main() -> None:
     rows = []
     runs = [(p, v, h) for p in precisions for v in args.variants for h in heads]
     for precision, variant, head in [] if args.pending else runs:
-        row = bench_head_step(
-            shapes, head, precision, device, warmup, iters, args.full_length, args.count_ops, variant
-        )
+        try:
+            row = bench_head_step(
+                shapes, head, precision, device, warmup, iters, args.full_length, args.count_ops, variant
+            )
+        except (
+            Exception
+        ) as error:  # e.g. a compile failure: keep the other rows, record why this one is missing
+            message = f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
+            print(f"{head:>13} {precision} {variant}: FAILED {message}", flush=True)
+            rows.append({"head": head, "precision": precision, "variant": variant, "error": message})
+            continue
         ops = f", ops {row['forward_ops']}/{row['backward_ops']}" if args.count_ops else ""
         print(
             f"{head:>13} {precision} {variant}: {row['mean_ms']:.2f} ± {row['std_ms']:.2f} ms "

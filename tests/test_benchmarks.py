@@ -95,6 +95,10 @@ def test_compiled_step_variant_and_its_speedup_column() -> None:
     assert "| dot | fp32 | compiled | 10 | 10.00 ± 0.00 | 1.00 | 3.00 |" in text  # 30 ms eager / 10 ms
     assert "| mol | fp32 | compiled | 10 | 14.00 ± 0.00 | 1.40 | 2.86 |" in text
     assert "| mol | fp32 | eager | 10 | 40.00 ± 0.00 | 1.33 | 1.00 |" in text
+    failed = {"head": "mol", "precision": "bf16", "variant": "compiled", "error": "BackendCompilerFailed: x"}
+    report = head_step_report([*rows, failed], TINY, **meta, warmup=0, iters=1, full_length=False, tiny=False)
+    text = head_step_markdown(json.loads(json.dumps(report)))
+    assert "- mol / bf16 / compiled: BackendCompilerFailed: x" in text and "MoL / dot: 1.33, 1.4" in text
 
 
 def test_hstu_lengths_epoch_and_report(tmp_path: Path) -> None:

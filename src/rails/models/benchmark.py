@@ -316,7 +316,9 @@ def _variant(row: dict[str, Any]) -> str:
 
 def _ratio_cells(rows: Sequence[dict[str, Any]]) -> list[str]:
     """Each row's step time over the dot-product row of the same precision and variant."""
-    dot = {(r["precision"], _variant(r)): r["mean_ms"] for r in rows if r["head"] == "dot"}
+    dot = {
+        (r["precision"], _variant(r)): r["mean_ms"] for r in rows if r["head"] == "dot" and "error" not in r
+    }
     keys = [(r["precision"], _variant(r)) for r in rows]
     return [
         f"{r['mean_ms'] / dot[key]:.2f}" if key in dot else "-" for r, key in zip(rows, keys, strict=True)
@@ -325,7 +327,9 @@ def _ratio_cells(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 def _speedup_cells(rows: Sequence[dict[str, Any]]) -> list[str]:
     """Each row's eager step time over its own: the speed-up of the compiled variant (eager rows: 1.00)."""
-    eager = {(r["head"], r["precision"]): r["mean_ms"] for r in rows if _variant(r) == "eager"}
+    eager = {
+        (r["head"], r["precision"]): r["mean_ms"] for r in rows if _variant(r) == "eager" and "error" not in r
+    }
     keys = [(r["head"], r["precision"]) for r in rows]
     return [
         f"{eager[key] / r['mean_ms']:.2f}" if key in eager else "-" for r, key in zip(rows, keys, strict=True)
@@ -361,7 +365,9 @@ def head_step_markdown(report: dict[str, Any]) -> str:
             "",
         ]
         return "\n".join(lines)
-    counted = "forward_ops" in rows[0]
+    failed = [row for row in rows if "error" in row]
+    rows = [row for row in rows if "error" not in row]
+    counted = bool(rows) and "forward_ops" in rows[0]
     header = (
         "| head | precision | step | M | step ms (mean ± std) | x dot (same precision, step) | "
         "speed-up over eager | peak GiB |"
@@ -378,6 +384,9 @@ def head_step_markdown(report: dict[str, Any]) -> str:
         if counted:
             line += f" {row['forward_ops']} / {row['backward_ops']} / {row['optimizer_ops']} |"
         lines.append(line)
+    if failed:
+        lines += ["", "Rows that did not run:"]
+        lines += [f"- {row['head']} / {row['precision']} / {_variant(row)}: {row['error']}" for row in failed]
     gpu = not report["tiny"] and report["device_name"] != "cpu"
     ratios = [
         float(r) for r, row in zip(_ratio_cells(rows), rows, strict=True) if row["head"] == "mol" and r != "-"

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Next GPU round on one two-GPU machine (kind nvidia-h200-x2), in three device calls, each under 10 minutes:
+#
+#   bench  : the GPU suite on GPU 1 (background) beside the training-step benchmark on GPU 0 (eager vs a
+#            torch.compile'd encoder + fused AdamW; dot, MoL; fp32, bf16) and the exact/approximate MoL top-k
+#            benchmark at 1M and 10M items; writes $OUT/{gpu_tests.log,bench_mol.*,bench_topk.*}.
+#   ddp    : the issue #14 two-GPU check with the compiled encoder and fused AdamW (scripts/launch_ddp_check.sh).
+#   sweeps : 3-seed confirmations with the faster step (started in the background; collect with
+#            `bash scripts/gpu_sweep.sh wait SECONDS` in the following calls).
+#
+#   run(kind="nvidia-h200-x2", carry=[".whl", ".devdata"], command="bash scripts/ablations/x2_round7.sh bench")
+#   run(command="bash scripts/ablations/x2_round7.sh ddp")            (within 30 s of the previous call)
+#   run(command="bash scripts/ablations/x2_round7.sh sweeps && bash scripts/gpu_sweep.sh wait 500")
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/rails-round7}
+mkdir -p "$OUT"
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
+if [ ! -f /tmp/site/.done ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl &&
+    touch /tmp/site/.done
+fi
+export PYTHONPATH=/tmp/site:$PWD/src
+# The compiled step: encoder under torch.compile, AdamW's fused kernels.
+FAST=(model.compile_encoder=true model.optimizer.fused=true)
+
+case "${1:-}" in
+  bench)
+    CUDA_VISIBLE_DEVICES=1 OUT=/tmp/rails-gpu-tests setsid nohup bash scripts/device_gpu_tests.sh \
+      >/tmp/rails-gpu-tests.out 2>&1 &
+    tests=$!
+    CUDA_VISIBLE_DEVICES=0 timeout 300 python3 scripts/bench_mol_step.py --count-ops --variants eager compiled \
+      --output "$OUT/bench_mol.md" 2>&1 | grep -v "^USDT" | tail -n 16
+    CUDA_VISIBLE_DEVICES=0 timeout 240 python3 scripts/bench_topk.py --items 1000000 10000000 \
+      --settings 8x4x64 8x8x32 --batch-sizes 1 32 256 --runs 10 --warmup 2 --time-budget-s 1.5 \
+      --truth-queries 64 --no-faiss --out "$OUT" 2>&1 | tail -n 20
+    wait "$tests"
+    cp /tmp/rails-gpu-tests/gpu_tests.log "$OUT/" 2>/dev/null
+    tail -n 8 "$OUT/gpu_tests.log"
+    ;;
+  ddp)
+    OUT=$OUT BUDGET_S=500 bash scripts/launch_ddp_check.sh "${FAST[@]}" >"$OUT/ddp_stdout.txt" 2>&1
+    echo "ddp rc $?"
+    grep -E "speed-up|Acceptance" "$OUT/ddp_stdout.txt" | tail -n 4
+    ;;
+  sweeps)
+    export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True OMP_NUM_THREADS=1
+    common=(data.root="$PWD/.devdata" ++callbacks.progress_bar=null trainer.enable_progress_bar=false "${FAST[@]}")
+    sweep() { local gpu=$1 name=$2; shift 2; CUDA_VISIBLE_DEVICES=$gpu bash scripts/gpu_sweep.sh start "$name" \
+      hydra/launcher=parallel "$@" "${common[@]}"; }
+    # ML-1M: the two best MoL screens of round 3 and both presets under the compiled step, 3 seeds each.
+    sweep 0 r7_mol_item_dropout hydra.launcher.n_jobs=3 experiment=ml_1m_seq_hstu_large_mol \
+      model.similarity.item_dropout=0.3 seed=1,2,3
+    sweep 0 r7_mol_8x8x32 hydra.launcher.n_jobs=3 experiment=ml_1m_seq_hstu_large_mol \
+      model.similarity.num_item_components=8 model.similarity.component_dim=32 seed=1,2,3
+    sweep 1 r7_presets hydra.launcher.n_jobs=6 \
+      experiment=ml_1m_seq_hstu_large_dot,ml_1m_seq_hstu_large_mol seed=1,2,3
+    ;;
+  *)
+    sed -n 2,14p "$0"
+    exit 2
+    ;;
+esac
