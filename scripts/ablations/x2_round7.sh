@@ -7,6 +7,7 @@
 #   ddp    : the issue #14 two-GPU check with the compiled encoder and fused AdamW (scripts/launch_ddp_check.sh).
 #   sweeps : 3-seed confirmations with the faster step (started in the background; collect with
 #            `bash scripts/gpu_sweep.sh wait SECONDS` in the following calls).
+#   beauty : six one-seed Beauty screens (why MoL trails the dot product there), also in the background.
 #
 #   run(kind="nvidia-h200-x2", carry=[".whl", ".devdata"], command="bash scripts/ablations/x2_round7.sh bench")
 #   run(command="bash scripts/ablations/x2_round7.sh ddp")            (within 30 s of the previous call)
@@ -56,8 +57,25 @@ case "${1:-}" in
     sweep 1 r7_presets hydra.launcher.n_jobs=6 \
       experiment=ml_1m_seq_hstu_large_dot,ml_1m_seq_hstu_large_mol seed=1,2,3
     ;;
+  beauty)
+    # Why MoL trails the dot product on Beauty (round 3, mol_investigation §0.2): SASRec, Amazon (Books) recipe,
+    # seed 1, 201 epochs, one change each against the MoL preset (8x8x32, GeGLU, no uid, bf16 autocast).
+    export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True OMP_NUM_THREADS=1
+    common=(data.root="$PWD/.devdata" ++callbacks.progress_bar=null trainer.enable_progress_bar=false seed=1
+      trainer.max_epochs=201 "${FAST[@]}")
+    one() { local gpu=$1 name=$2; shift 2; CUDA_VISIBLE_DEVICES=$gpu bash scripts/gpu_sweep.sh start "$name" "$@"       "${common[@]}"; }
+    one 0 r7_beauty_dot experiment=amazon_beauty_sasrec_dot
+    one 0 r7_beauty_mol experiment=amazon_beauty_sasrec_mol
+    one 1 r7_beauty_mol_fp32 experiment=amazon_beauty_sasrec_mol model.similarity.autocast_bf16=false
+    one 1 r7_beauty_mol_ml_head experiment=amazon_beauty_sasrec_mol model/similarity=mol \
+      'model.similarity.uid_hash_sizes=[]'
+    one 0 r7_beauty_mol_item_dropout experiment=amazon_beauty_sasrec_mol model.similarity.autocast_bf16=false \
+      model.similarity.item_dropout=0.3
+    one 1 r7_beauty_dot_full_softmax experiment=amazon_beauty_sasrec_dot model/negatives=full_softmax \
+      model.negatives.num_negatives=null
+    ;;
   *)
-    sed -n 2,14p "$0"
+    sed -n 2,16p "$0"
     exit 2
     ;;
 esac
