@@ -71,7 +71,8 @@ class RetrievalModule(LearnedSimilarityModule):
         aux_loss_weights: per-name overrides of the head's ``aux_loss_weights`` (None or {}: the head's;
             names the head class never returns raise).
         scheduler: optional partial LR scheduler, stepped every optimizer step.
-        compile_encoder: wrap the encoder in ``torch.compile``.
+        compile_encoder: compile the encoder's forward with ``torch.compile`` (``nn.Module.compile``: in place,
+            so parameter names and checkpoints are the same with and without it).
     """
 
     def __init__(
@@ -94,7 +95,9 @@ class RetrievalModule(LearnedSimilarityModule):
         )
         encoder.prefer_output_norm(similarity.query_norm)
         self.items = ItemEmbeddings(num_items, item_dim)
-        self.encoder = torch.compile(encoder) if compile_encoder else encoder
+        if compile_encoder:
+            encoder.compile()
+        self.encoder = encoder
         self.similarity = similarity
         self.loss = loss
         self.negatives = negatives
