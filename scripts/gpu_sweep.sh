@@ -10,7 +10,8 @@
 #
 # Environment: WHEELS (default .whl: hydra-core, omegaconf, antlr4, hydra-joblib-launcher wheels for a machine
 # without them), RAILS_SRC (default: .snap/src when present, else src), SWEEPS (default /tmp/rails-sweeps),
-# OUT (where collected files go), COLLECT_CKPT (1: also the best checkpoint of each run, into $OUT/ckpts). Each NAME is one `python3 -m rails.train -m ...` with
+# OUT (where collected files go), COLLECT_CKPT (1: also the best checkpoint of each run, into $OUT/ckpts), MPS (1: start
+# NVIDIA's Multi-Process Service first so the jobs' kernels share the GPU concurrently). Each NAME is one `python3 -m rails.train -m ...` with
 # hydra.sweep.dir=$SWEEPS/NAME; use hydra/launcher=parallel hydra.launcher.n_jobs=K to run K jobs at once.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -31,9 +32,27 @@ setup() {
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} PYTHONUNBUFFERED=1
 }
 
+# MPS=1: run the jobs' kernels concurrently through NVIDIA's Multi-Process Service (one control daemon for the
+# machine, started once, default pipe directory). Without it, processes sharing a GPU take turns on it, and
+# many small launch-bound trainings leave most SMs idle. No daemon binary: a warning, and the jobs run without.
+mps() {
+  [ "${MPS:-0}" = 1 ] || return 0
+  if ! command -v nvidia-cuda-mps-control >/dev/null; then
+    echo "MPS=1 but nvidia-cuda-mps-control is not installed: running without MPS" >&2
+    return 0
+  fi
+  if ! pgrep -x nvidia-cuda-mps-control >/dev/null; then
+    mkdir -p /tmp/nvidia-mps-log
+    CUDA_MPS_LOG_DIRECTORY=/tmp/nvidia-mps-log nvidia-cuda-mps-control -d &&
+      echo "MPS control daemon started (log /tmp/nvidia-mps-log)" ||
+      echo "MPS control daemon failed to start: running without MPS" >&2
+  fi
+}
+
 start() {
   local name=$1; shift
   setup
+  mps
   setsid nohup python3 -m rails.train -m "hydra.sweep.dir=$SWEEPS/$name" "$@" >"$SWEEPS/$name.out" 2>&1 &
   echo $! >"$SWEEPS/$name.pid"
   echo "started $name (pid $(cat "$SWEEPS/$name.pid")): $*"
