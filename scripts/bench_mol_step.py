@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 
 from rails.io import atomic_write
-from rails.models.benchmark import FULL, TINY, bench_head_step, head_step_markdown, head_step_report
+from rails.models.benchmark import FULL, TINY, bench_head_step
+from rails.models.benchmark_report import head_step_markdown, head_step_report
 from rails.runs.record import git_commit
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +74,30 @@ def main() -> None:
     iters = args.iters if args.iters is not None else (3 if args.tiny else 20)
     torch.backends.cuda.matmul.allow_tf32 = True  # the paper trains with TF32 on
     torch.backends.cudnn.allow_tf32 = True
-    rows = []
+    device_name = torch.cuda.get_device_name(0) if cuda else "cpu"
+    argv = sys.argv[1:]
+    if args.pending:  # the page names the measuring command, not this one
+        argv = ["--count-ops"]
+    command = " ".join(["python", "scripts/bench_mol_step.py", *argv]).strip()
+
+    def write(rows: list[dict]) -> None:
+        """The JSON and markdown of the rows so far (rewritten after every row: a cut run keeps them)."""
+        report = head_step_report(
+            rows,
+            shapes,
+            device_name="not measured" if args.pending else device_name,
+            command=command,
+            commit=git_commit(REPO_ROOT),
+            warmup=warmup,
+            iters=iters,
+            full_length=args.full_length,
+            tiny=args.tiny,
+            note=args.pending or "",
+        )
+        atomic_write(json_path, json.dumps(report, indent=1) + "\n")
+        atomic_write(args.output, head_step_markdown(report))
+
+    rows: list[dict] = []
     runs = [(p, v, h) for p in precisions for v in args.variants for h in heads]
     for precision, variant, head in [] if args.pending else runs:
         try:
@@ -85,34 +109,17 @@ def main() -> None:
         ) as error:  # e.g. a compile failure: keep the other rows, record why this one is missing
             message = f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
             print(f"{head:>13} {precision} {variant}: FAILED {message}", flush=True)
-            rows.append({"head": head, "precision": precision, "variant": variant, "error": message})
-            continue
-        ops = f", ops {row['forward_ops']}/{row['backward_ops']}" if args.count_ops else ""
-        print(
-            f"{head:>13} {precision} {variant}: {row['mean_ms']:.2f} ± {row['std_ms']:.2f} ms "
-            f"(M={row['M']}, peak {row['peak_gib']:.2f} GiB{ops})",
-            flush=True,
-        )
+            row = {"head": head, "precision": precision, "variant": variant, "error": message}
+        else:
+            ops = f", ops {row['forward_ops']}/{row['backward_ops']}" if args.count_ops else ""
+            print(
+                f"{head:>13} {precision} {variant}: {row['mean_ms']:.2f} ± {row['std_ms']:.2f} ms "
+                f"(M={row['M']}, peak {row['peak_gib']:.2f} GiB{ops})",
+                flush=True,
+            )
         rows.append(row)
-    device_name = torch.cuda.get_device_name(0) if cuda else "cpu"
-    argv = sys.argv[1:]
-    if args.pending:  # the page names the measuring command, not this one
-        argv = ["--count-ops"]
-    command = " ".join(["python", "scripts/bench_mol_step.py", *argv]).strip()
-    report = head_step_report(
-        rows,
-        shapes,
-        device_name="not measured" if args.pending else device_name,
-        command=command,
-        commit=git_commit(REPO_ROOT),
-        warmup=warmup,
-        iters=iters,
-        full_length=args.full_length,
-        tiny=args.tiny,
-        note=args.pending or "",
-    )
-    atomic_write(json_path, json.dumps(report, indent=1) + "\n")
-    atomic_write(args.output, head_step_markdown(report))
+        write(rows)
+    write(rows)
     print(f"wrote {json_path} and {args.output}")
 
 

@@ -12,9 +12,7 @@ import torch
 from rails.models.benchmark import (
     TINY,
     bench_head_step,
-    head_step_markdown,
     head_step_module,
-    head_step_report,
     random_batch,
     time_steps,
 )
@@ -26,6 +24,7 @@ from rails.models.benchmark_hstu import (
     bench_lengths,
     write_report,
 )
+from rails.models.benchmark_report import head_step_markdown, head_step_report
 
 CPU = torch.device("cpu")
 

@@ -121,3 +121,37 @@ def test_datamodule_batches_and_corpus(tmp_path: Path) -> None:
     assert counts.sum().item() == int((lengths - 1).sum())  # every item but each user's test target
     with pytest.raises(ValueError, match="holdout"):
         SequentialDataModule(source, holdout=3)
+
+
+def test_batched_fetch_equals_one_example_at_a_time(tmp_path: Path) -> None:
+    """``__getitems__`` (what the DataLoader calls per batch) stacks exactly the per-example fields."""
+    rng = np.random.default_rng(0)
+    sequences = [rng.integers(1, 21, size=int(n)).tolist() for n in rng.integers(2, 15, size=40)]
+    data = read_canonical(_write(tmp_path, sequences))
+    for split, holdout in (("train", 1), ("val", 2), ("test", 1)):
+        ds = SequenceExamples(data, split, max_seq_len=6, holdout=holdout)
+        order = rng.permutation(len(ds)).tolist()
+        stacked = collate_sequences(ds.__getitems__(order))
+        one_by_one = collate_sequences([ds[i] for i in order])
+        for name in (
+            "user_ids",
+            "history_ids",
+            "history_timestamps",
+            "history_ratings",
+            "lengths",
+            "target_ids",
+        ):
+            a, b = getattr(stacked, name), getattr(one_by_one, name)
+            assert a.dtype == b.dtype and torch.equal(a, b), (split, name)
+        # independent of the implementation: every history is the window before the target, zero-padded
+        for row, i in enumerate(order):
+            user = int(ds.users[i])
+            seq = sequences[user]
+            target = int(ds.targets[i])
+            window = seq[max(0, target - 6) : target]
+            assert stacked.history_ids[row].tolist() == window + [0] * (6 - len(window))
+            assert stacked.target_ids[row].item() == seq[target]
+    loader = torch.utils.data.DataLoader(ds, batch_size=7, collate_fn=collate_sequences)  # batched fetch
+    batches = list(loader)
+    assert sum(len(b) for b in batches) == len(ds)
+    assert batches[0].target_ids.tolist() == [ds[i]["target_ids"].item() for i in range(7)]

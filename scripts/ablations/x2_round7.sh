@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Next GPU round on one two-GPU machine (kind nvidia-h200-x2), in three device calls, each under 10 minutes:
+# Next GPU round on one two-GPU machine (kind nvidia-h200-x2), one device call per part, each under 10 minutes:
 #
 #   bench  : the GPU suite on GPU 1 (background) beside the training-step benchmark on GPU 0 (eager vs a
-#            torch.compile'd encoder + fused AdamW; dot, MoL; fp32, bf16) and the exact/approximate MoL top-k
-#            benchmark at 1M and 10M items; writes $OUT/{gpu_tests.log,bench_mol.*,bench_topk.*}.
+#            torch.compile'd encoder + fused AdamW; dot, MoL; fp32, bf16); writes $OUT/{gpu_tests.log,bench_mol.*}.
+#   topk   : the exact/approximate MoL top-k benchmark at 1M and 10M items ($OUT/bench_topk.*).
 #   ddp    : the issue #14 two-GPU check with the compiled encoder and fused AdamW (scripts/launch_ddp_check.sh).
 #   sweeps : 3-seed confirmations with the faster step (started in the background; collect with
 #            `bash scripts/gpu_sweep.sh wait SECONDS` in the following calls).
@@ -11,6 +11,7 @@
 #
 #   run(kind="nvidia-h200-x2", carry=[".whl", ".devdata"], command="bash scripts/ablations/x2_round7.sh bench")
 #   run(command="bash scripts/ablations/x2_round7.sh ddp")            (within 30 s of the previous call)
+#   run(command="bash scripts/ablations/x2_round7.sh topk")
 #   run(command="bash scripts/ablations/x2_round7.sh sweeps && bash scripts/gpu_sweep.sh wait 500")
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -30,14 +31,17 @@ case "${1:-}" in
     CUDA_VISIBLE_DEVICES=1 OUT=/tmp/rails-gpu-tests setsid nohup bash scripts/device_gpu_tests.sh \
       >/tmp/rails-gpu-tests.out 2>&1 &
     tests=$!
-    CUDA_VISIBLE_DEVICES=0 timeout 300 python3 scripts/bench_mol_step.py --count-ops --variants eager compiled \
-      --output "$OUT/bench_mol.md" 2>&1 | grep -v "^USDT" | tail -n 16
-    CUDA_VISIBLE_DEVICES=0 timeout 240 python3 scripts/bench_topk.py --items 1000000 10000000 \
-      --settings 8x4x64 8x8x32 --batch-sizes 1 32 256 --runs 10 --warmup 2 --time-budget-s 1.5 \
-      --truth-queries 64 --no-faiss --out "$OUT" 2>&1 | tail -n 20
+    # the JSON/markdown are rewritten after every row, so a cut run keeps what finished
+    CUDA_VISIBLE_DEVICES=0 timeout 420 python3 scripts/bench_mol_step.py --count-ops --heads dot mol \
+      --variants eager compiled --output "$OUT/bench_mol.md" 2>&1 | grep -v "^USDT" | tail -n 16
     wait "$tests"
     cp /tmp/rails-gpu-tests/gpu_tests.log "$OUT/" 2>/dev/null
     tail -n 8 "$OUT/gpu_tests.log"
+    ;;
+  topk)
+    timeout 540 python3 scripts/bench_topk.py --items 1000000 10000000 --settings 8x4x64 8x8x32 \
+      --batch-sizes 1 32 256 --runs 10 --warmup 2 --time-budget-s 1.5 --truth-queries 64 --no-faiss \
+      --out "$OUT" 2>&1 | tail -n 24
     ;;
   ddp)
     OUT=$OUT BUDGET_S=500 bash scripts/launch_ddp_check.sh "${FAST[@]}" >"$OUT/ddp_stdout.txt" 2>&1
@@ -75,7 +79,7 @@ case "${1:-}" in
       model.negatives.num_negatives=null
     ;;
   *)
-    sed -n 2,16p "$0"
+    sed -n 2,18p "$0"
     exit 2
     ;;
 esac

@@ -16,6 +16,7 @@ Shape glossary used in every docstring of the package:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import TypeVar
 
@@ -88,8 +89,13 @@ class SequenceBatch(_Movable):
         return self._next(self.history_timestamps, self.target_timestamps)
 
 
-def collate_sequences(rows: list[dict[str, Tensor]]) -> SequenceBatch:
-    """Stack per-user example dicts (as produced by the sequence datasets) into a SequenceBatch."""
+def collate_sequences(rows: list[dict[str, Tensor]] | Mapping[str, Tensor]) -> SequenceBatch:
+    """Stack per-user example dicts (as produced by the sequence datasets) into a SequenceBatch.
+
+    ``rows`` may also be one mapping of already stacked fields (a dataset's batched ``__getitems__``).
+    """
+    if isinstance(rows, Mapping):
+        return SequenceBatch(**{f.name: rows[f.name] for f in fields(SequenceBatch)})
     return SequenceBatch(
         **{f.name: torch.stack([row[f.name] for row in rows]) for f in fields(SequenceBatch)}
     )

@@ -63,28 +63,44 @@ class SequenceExamples(Dataset):
         return len(self.users)
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
-        user = self.users[index]
-        start = self.data.offsets[user]
-        target = start + self.targets[index]
-        first = max(start, target - self.max_seq_len)
-        length = target - first
-        n = self.max_seq_len
+        return {name: value[0] for name, value in self.rows([index]).items()}
 
-        def padded(values: np.ndarray, dtype: torch.dtype) -> Tensor:
-            out = torch.zeros(n, dtype=dtype)
-            out[:length] = torch.from_numpy(values[first:target])
-            return out
+    def __getitems__(self, indices: list[int]) -> StackedRows:
+        """A whole batch at once (the DataLoader's batched fetch): one gather instead of one example per user."""
+        return StackedRows(self.rows(indices))
+
+    def rows(self, indices: list[int] | np.ndarray) -> dict[str, Tensor]:
+        """Examples ``indices`` stacked: history fields (B, N) left-aligned and zero-padded, the others (B,)."""
+        index = np.asarray(indices, dtype=np.int64)
+        users = self.users[index]
+        starts = self.data.offsets[users]
+        targets = starts + self.targets[index]
+        firsts = np.maximum(starts, targets - self.max_seq_len)
+        lengths = targets - firsts
+        columns = np.arange(self.max_seq_len)
+        kept = columns[None, :] < lengths[:, None]  # (B, N)
+        positions = np.where(kept, firsts[:, None] + columns[None, :], 0)
+
+        def history(values: np.ndarray, dtype: torch.dtype) -> Tensor:
+            return torch.from_numpy(np.where(kept, values[positions], 0)).to(dtype)
+
+        def at_target(values: np.ndarray, dtype: torch.dtype) -> Tensor:
+            return torch.from_numpy(np.asarray(values[targets])).to(dtype)
 
         return {
-            "user_ids": torch.tensor(self.data.user_ids[user], dtype=torch.int64),
-            "history_ids": padded(self.data.item_ids, torch.int64),
-            "history_timestamps": padded(self.data.timestamps, torch.int64),
-            "history_ratings": padded(self.data.ratings, torch.float32),
-            "lengths": torch.tensor(length, dtype=torch.int64),
-            "target_ids": torch.tensor(self.data.item_ids[target], dtype=torch.int64),
-            "target_timestamps": torch.tensor(self.data.timestamps[target], dtype=torch.int64),
-            "target_ratings": torch.tensor(self.data.ratings[target], dtype=torch.float32),
+            "user_ids": torch.from_numpy(np.asarray(self.data.user_ids[users])).to(torch.int64),
+            "history_ids": history(self.data.item_ids, torch.int64),
+            "history_timestamps": history(self.data.timestamps, torch.int64),
+            "history_ratings": history(self.data.ratings, torch.float32),
+            "lengths": torch.from_numpy(lengths).to(torch.int64),
+            "target_ids": at_target(self.data.item_ids, torch.int64),
+            "target_timestamps": at_target(self.data.timestamps, torch.int64),
+            "target_ratings": at_target(self.data.ratings, torch.float32),
         }
+
+
+class StackedRows(dict):
+    """A batch of examples already stacked field by field (``SequenceExamples.__getitems__``), for collation."""
 
 
 def training_item_counts(data: CanonicalData, holdout: int) -> np.ndarray:

@@ -2,8 +2,8 @@
 
 Shared pieces: random histories of ML-1M-like shapes (:func:`random_batch`), synchronised step timing with
 peak memory (:func:`time_steps`), the paper's HSTU-large (:func:`hstu_large`). Here also the MoL vs
-dot-product training step (:func:`bench_head_step`; JSON :func:`head_step_report`, rendered by
-:func:`head_step_markdown`; op counts per phase :func:`count_step_ops`): one step = encoder forward over
+dot-product training step (:func:`bench_head_step`; op counts per phase :func:`count_step_ops`; its JSON and
+markdown are :mod:`rails.models.benchmark_report`): one step = encoder forward over
 every history position, one head call over [positive | R negatives], sampled-softmax loss + weighted aux
 losses, backward, AdamW (``RetrievalModule.training_loss``, no Lightning/Hydra). The HSTU
 attention benchmark is :mod:`rails.models.benchmark_hstu`.
@@ -11,8 +11,6 @@ attention benchmark is :mod:`rails.models.benchmark_hstu`.
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
 import functools
 import math
 import statistics
@@ -278,128 +276,3 @@ def bench_head_step(
         "M": int(batch.lengths.sum()),
     }
     return {**row, **count_step_ops(step)} if count_ops else row
-
-
-def head_step_report(
-    rows: Sequence[dict[str, Any]],
-    shapes: Shapes,
-    *,
-    device_name: str,
-    command: str,
-    commit: str | None,
-    warmup: int,
-    iters: int,
-    full_length: bool,
-    tiny: bool,
-    note: str = "",
-) -> dict[str, Any]:
-    """The JSON document of one benchmark run (``docs/bench_mol.json``); no rows + ``note``: nothing measured."""
-    return {
-        "date": dt.datetime.now().isoformat(timespec="seconds"),
-        "device_name": device_name,
-        "torch": torch.__version__,
-        "commit": commit,
-        "command": command,
-        "shapes": dataclasses.asdict(shapes),
-        "warmup": warmup,
-        "iters": iters,
-        "full_length": full_length,
-        "tiny": tiny,
-        "note": note,
-        "rows": [dict(row) for row in rows],
-    }
-
-
-def _variant(row: dict[str, Any]) -> str:
-    return row.get("variant", "eager")  # rows written before variants existed ran the eager step
-
-
-def _ratio_cells(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Each row's step time over the dot-product row of the same precision and variant."""
-    dot = {
-        (r["precision"], _variant(r)): r["mean_ms"] for r in rows if r["head"] == "dot" and "error" not in r
-    }
-    keys = [(r["precision"], _variant(r)) for r in rows]
-    return [
-        f"{r['mean_ms'] / dot[key]:.2f}" if key in dot else "-" for r, key in zip(rows, keys, strict=True)
-    ]
-
-
-def _speedup_cells(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Each row's eager step time over its own: the speed-up of the compiled variant (eager rows: 1.00)."""
-    eager = {
-        (r["head"], r["precision"]): r["mean_ms"] for r in rows if _variant(r) == "eager" and "error" not in r
-    }
-    keys = [(r["head"], r["precision"]) for r in rows]
-    return [
-        f"{eager[key] / r['mean_ms']:.2f}" if key in eager else "-" for r, key in zip(rows, keys, strict=True)
-    ]
-
-
-def head_step_markdown(report: dict[str, Any]) -> str:
-    """``docs/bench_mol.md`` rendered from a :func:`head_step_report` document (nothing else is written)."""
-    shapes = Shapes(**{**report["shapes"], "mol": tuple(report["shapes"]["mol"])})
-    rows = report["rows"]
-    lines = [
-        "# MoL vs dot-product training step (HSTU-large)",
-        "",
-        f"Written by `scripts/bench_mol_step.py` from the JSON next to it ({report['date']}), device: "
-        f"**{report['device_name']}**, torch {report['torch']}, commit `{report['commit'] or 'unknown'}`.",
-        "",
-        f"Command: `{report['command']}`",
-        "",
-        f"Shapes: batch {shapes.batch}, N {shapes.seq_len}, R {shapes.negatives}, D {shapes.dim}, "
-        f"{shapes.num_items - 1} items, HSTU {shapes.blocks} blocks x {shapes.heads} heads x "
-        f"{shapes.head_dim}/{shapes.head_dim}; MoL {'x'.join(map(str, shapes.mol))} (query MLP "
-        f"{shapes.mol_hidden}, gating {shapes.gating_hidden}, one uid component); history lengths "
-        f"{'all N' if report['full_length'] else 'uniform in [min(20, N), N]'} (M = supervised positions). "
-        f"Step = forward + backward + AdamW (`RetrievalModule.training_loss`: one head call over "
-        f"[positive | R negatives]); {report['warmup']} warm-up, {report['iters']} timed steps.",
-        "",
-    ]
-    if report.get("note"):
-        lines += [report["note"], ""]
-    if not rows:
-        lines += [
-            "**No measurement of the current code in this file.** Run the command above on the GPU.",
-            "",
-        ]
-        return "\n".join(lines)
-    failed = [row for row in rows if "error" in row]
-    rows = [row for row in rows if "error" not in row]
-    counted = bool(rows) and "forward_ops" in rows[0]
-    header = (
-        "| head | precision | step | M | step ms (mean ± std) | x dot (same precision, step) | "
-        "speed-up over eager | peak GiB |"
-    )
-    lines += [
-        header + (" ops fwd / bwd / optimizer (CPU profiler) |" if counted else ""),
-        "|---|---|---|---|---|---|---|---|" + ("---|" if counted else ""),
-    ]
-    for row, ratio, speedup in zip(rows, _ratio_cells(rows), _speedup_cells(rows), strict=True):
-        line = (
-            f"| {row['head']} | {row['precision']} | {_variant(row)} | {row['M']} | "
-            f"{row['mean_ms']:.2f} ± {row['std_ms']:.2f} | {ratio} | {speedup} | {row['peak_gib']:.2f} |"
-        )
-        if counted:
-            line += f" {row['forward_ops']} / {row['backward_ops']} / {row['optimizer_ops']} |"
-        lines.append(line)
-    if failed:
-        lines += ["", "Rows that did not run:"]
-        lines += [f"- {row['head']} / {row['precision']} / {_variant(row)}: {row['error']}" for row in failed]
-    gpu = not report["tiny"] and report["device_name"] != "cpu"
-    ratios = [
-        float(r) for r, row in zip(_ratio_cells(rows), rows, strict=True) if row["head"] == "mol" and r != "-"
-    ]
-    verdict = (
-        ("met" if ratios and max(ratios) <= 1.5 else "not met")
-        + f" (MoL / dot: {', '.join(map(str, ratios))})"
-        if gpu
-        else "not measured: CPU or tiny shapes say nothing about it"
-    )
-    lines += [
-        "",
-        f"Acceptance (issue 13, item 4: MoL step <= 1.5x the dot-product step on one GPU): {verdict}.",
-        "",
-    ]
-    return "\n".join(lines)
