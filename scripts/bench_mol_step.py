@@ -44,7 +44,8 @@ def main() -> None:
         "--variants",
         nargs="+",
         default=["eager"],
-        help="subset of: eager compiled (compiled = torch.compile'd encoder + fused AdamW)",
+        help="subset of: eager compiled graphs (compiled = torch.compile'd encoder + fused AdamW; "
+        "graphs = the same in CUDA graphs, compile mode reduce-overhead)",
     )
     parser.add_argument("--full-length", action="store_true", help="every history has N valid positions")
     parser.add_argument(

@@ -77,8 +77,10 @@ def test_compiled_step_variant_and_its_speedup_column() -> None:
     assert eager.encoder._compiled_call_impl is None
     assert eager.configure_optimizers().defaults["fused"] is None
     assert list(module.state_dict()) == list(eager.state_dict())  # checkpoints do not depend on compiling
+    graphs = head_step_module(TINY, "dot", CPU, "graphs")
+    assert graphs.encoder._compiled_call_impl is not None and graphs.hparams.compile_mode == "reduce-overhead"
     with pytest.raises(ValueError, match="variant must be one of"):
-        head_step_module(TINY, "dot", CPU, "graphs")
+        head_step_module(TINY, "dot", CPU, "jit")
     row = {"precision": "fp32", "M": 10, "std_ms": 0.0, "peak_gib": float("nan")}
     rows = [
         {**row, "head": "dot", "mean_ms": 30.0},  # written before variants: eager

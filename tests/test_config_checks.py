@@ -26,6 +26,7 @@ def _check(overrides: list[str]) -> None:
     ("overrides", "message"),
     [
         (["model.item_dim=0"], r"^model\.item_dim=0: must be >= 1$"),
+        (["model.compile_mode=graphs"], r"^model\.compile_mode='graphs': must be one of \[None, 'default', "),
         (
             ["model/similarity=mol", "model.similarity.query_dim=32"],
             r"^model\.similarity\.query_dim=32: must equal the encoder width \(16\)$",

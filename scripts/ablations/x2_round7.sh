@@ -2,7 +2,8 @@
 # Next GPU round on one two-GPU machine (kind nvidia-h200-x2), one device call per part, each under 10 minutes:
 #
 #   bench  : the GPU suite on GPU 1 (background) beside the training-step benchmark on GPU 0 (eager vs a
-#            torch.compile'd encoder + fused AdamW; dot, MoL; fp32, bf16); writes $OUT/{gpu_tests.log,bench_mol.*}.
+#            torch.compile'd encoder + fused AdamW, and that in CUDA graphs; dot, MoL; fp32, bf16);
+#            writes $OUT/{gpu_tests.log,bench_mol.*} (the JSON after every row).
 #   topk   : the exact/approximate MoL top-k benchmark at 1M and 10M items ($OUT/bench_topk.*).
 #   ddp    : the issue #14 two-GPU check with the compiled encoder and fused AdamW (scripts/launch_ddp_check.sh).
 #   sweeps : 3-seed confirmations with the faster step (started in the background; collect with
@@ -33,7 +34,7 @@ case "${1:-}" in
     tests=$!
     # the JSON/markdown are rewritten after every row, so a cut run keeps what finished
     CUDA_VISIBLE_DEVICES=0 timeout 420 python3 scripts/bench_mol_step.py --count-ops --heads dot mol \
-      --variants eager compiled --output "$OUT/bench_mol.md" 2>&1 | grep -v "^USDT" | tail -n 16
+      --variants eager compiled graphs --output "$OUT/bench_mol.md" 2>&1 | grep -v "^USDT" | tail -n 16
     wait "$tests"
     cp /tmp/rails-gpu-tests/gpu_tests.log "$OUT/" 2>/dev/null
     tail -n 8 "$OUT/gpu_tests.log"

@@ -29,8 +29,9 @@ from rails.models.similarity import DotProductSimilarity, MoLSimilarity
 
 HEADS = ("dot", "mol", "mol_compiled")
 # "eager": the presets' step; "compiled": the encoder under torch.compile (model.compile_encoder=true) and
-# AdamW's fused kernels (model.optimizer.fused=true), the two launch-count levers of a launch-bound step.
-STEP_VARIANTS = ("eager", "compiled")
+# AdamW's fused kernels (model.optimizer.fused=true), the two launch-count levers of a launch-bound step;
+# "graphs": the same with the encoder in CUDA graphs (model.compile_mode=reduce-overhead).
+STEP_VARIANTS = ("eager", "compiled", "graphs")
 
 
 def random_batch(
@@ -125,13 +126,14 @@ def head_step_module(
 ) -> RetrievalModule:
     """HSTU-large + the requested head (``dot``, ``mol``, ``mol_compiled``), paper settings for each.
 
-    ``variant="compiled"`` compiles the encoder and uses fused AdamW (see ``STEP_VARIANTS``).
+    ``variant="compiled"`` compiles the encoder and uses fused AdamW, ``"graphs"`` also puts the encoder in
+    CUDA graphs (see ``STEP_VARIANTS``).
     """
     if head not in HEADS:
         raise ValueError(f"head must be one of {list(HEADS)}, got {head!r}")
     if variant not in STEP_VARIANTS:
         raise ValueError(f"variant must be one of {list(STEP_VARIANTS)}, got {variant!r}")
-    compiled = variant == "compiled"
+    compiled = variant in ("compiled", "graphs")
     mol = head.startswith("mol")
     encoder = HSTU(
         dim=shapes.dim,
@@ -172,6 +174,7 @@ def head_step_module(
         item_dim=shapes.dim,
         aux_loss_weights=weights,
         compile_encoder=compiled,
+        compile_mode="reduce-overhead" if variant == "graphs" else None,
     ).to(device)
     module.set_corpus(torch.arange(1, shapes.num_items, device=device))
     return module.train()

@@ -44,6 +44,9 @@ from rails.models.losses.negatives import NegativeSampler
 from rails.models.losses.sampled_softmax import SampledSoftmaxLoss
 from rails.models.similarity.base import SimilarityHead
 
+# torch.compile modes accepted for the encoder (None: torch's default).
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 
 @runtime_checkable
 class CorpusSource(Protocol):
@@ -73,6 +76,9 @@ class RetrievalModule(LearnedSimilarityModule):
         scheduler: optional partial LR scheduler, stepped every optimizer step.
         compile_encoder: compile the encoder's forward with ``torch.compile`` (``nn.Module.compile``: in place,
             so parameter names and checkpoints are the same with and without it).
+        compile_mode: ``torch.compile`` mode of the compiled encoder: None (default: fused kernels),
+            ``reduce-overhead`` (also CUDA graphs: one launch per graph), ``max-autotune``,
+            ``max-autotune-no-cudagraphs``.
     """
 
     def __init__(
@@ -87,6 +93,7 @@ class RetrievalModule(LearnedSimilarityModule):
         aux_loss_weights: dict[str, float] | None = None,
         scheduler: SchedulerFactory | None = None,
         compile_encoder: bool = False,
+        compile_mode: str | None = None,
     ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler)
         self.check_args(locals())
@@ -96,7 +103,7 @@ class RetrievalModule(LearnedSimilarityModule):
         encoder.prefer_output_norm(similarity.query_norm)
         self.items = ItemEmbeddings(num_items, item_dim)
         if compile_encoder:
-            encoder.compile()
+            encoder.compile(mode=compile_mode)
         self.encoder = encoder
         self.similarity = similarity
         self.loss = loss
@@ -112,6 +119,8 @@ class RetrievalModule(LearnedSimilarityModule):
         """
         item_dim = args["item_dim"]
         require_at_least(args, 1, "item_dim")
+        mode = args.get("compile_mode")
+        require(mode in COMPILE_MODES, "compile_mode", mode, f"must be one of {list(COMPILE_MODES)}")
         check_aux_loss_weights(args["aux_loss_weights"])
         encoder_dim = option_of(args["encoder"], "dim")
         require(
