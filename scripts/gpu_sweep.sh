@@ -10,7 +10,7 @@
 #
 # Environment: WHEELS (default .whl: hydra-core, omegaconf, antlr4, hydra-joblib-launcher wheels for a machine
 # without them), RAILS_SRC (default: .snap/src when present, else src), SWEEPS (default /tmp/rails-sweeps),
-# OUT (where collected files go), COLLECT_CKPT (1: also the best checkpoint of each run, into $OUT/ckpts), MPS (1: start
+# OUT (where collected files go), COLLECT_CKPT (1: also the best checkpoint of each run, into $OUT/ckpts.tar.gz), MPS (1: start
 # NVIDIA's Multi-Process Service first so the jobs' kernels share the GPU concurrently). Each NAME is one `python3 -m rails.train -m ...` with
 # hydra.sweep.dir=$SWEEPS/NAME; use hydra/launcher=parallel hydra.launcher.n_jobs=K to run K jobs at once.
 set -uo pipefail
@@ -95,7 +95,10 @@ collect() {
   done
   cp "$SWEEPS"/*.out "$OUT/" 2>/dev/null
   # One archive: the device tool returns only shallow folders.
-  tar -czf "$OUT/runs.tar.gz" -C "$OUT" runs $( [ -d "$OUT/failed" ] && echo failed ) $( [ -d "$OUT/ckpts" ] && echo ckpts ) 2>/dev/null
+  # Checkpoints in an archive of their own: the device returns files of at most 16 MiB, and a large ckpts.tar.gz
+  # must not cost the results.
+  tar -czf "$OUT/runs.tar.gz" -C "$OUT" runs $( [ -d "$OUT/failed" ] && echo failed ) 2>/dev/null
+  [ -d "$OUT/ckpts" ] && tar -czf "$OUT/ckpts.tar.gz" -C "$OUT" ckpts && rm -rf "$OUT/ckpts"
   python3 - "$OUT/runs" <<'PY'
 import sys
 from rails.results import collect_runs, summarize

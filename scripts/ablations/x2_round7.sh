@@ -9,8 +9,9 @@
 #   sweeps : 3-seed confirmations with the faster step (started in the background; collect with
 #            `bash scripts/gpu_sweep.sh wait SECONDS` in the following calls).
 #   beauty : six one-seed Beauty screens (why MoL trails the dot product there), also in the background.
-#   (sweeps and beauty bring back each run's best checkpoint, COLLECT_CKPT=1: the trained-model rows of
-#   `bench_topk.py --checkpoint`, issue #13.)
+#   (No checkpoints: one MoL checkpoint is ~10 MB with its optimizer state and the device returns at most
+#   16 MiB per file; for the trained-model rows of `bench_topk.py --checkpoint`, collect one run's with
+#   COLLECT_CKPT=1 in a call of its own.)
 #
 #   run(kind="nvidia-h200-x2", carry=[".whl", ".devdata"], command="bash scripts/ablations/x2_round7.sh bench")
 #   run(command="bash scripts/ablations/x2_round7.sh ddp")            (within 30 s of the previous call)
@@ -52,7 +53,7 @@ case "${1:-}" in
     grep -E "speed-up|Acceptance" "$OUT/ddp_stdout.txt" | tail -n 4
     ;;
   sweeps)
-    export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True OMP_NUM_THREADS=1 MPS=${MPS:-1} COLLECT_CKPT=1
+    export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True OMP_NUM_THREADS=1 MPS=${MPS:-1}
     common=(data.root="$PWD/.devdata" ++callbacks.progress_bar=null trainer.enable_progress_bar=false "${FAST[@]}")
     sweep() { local gpu=$1 name=$2; shift 2; CUDA_VISIBLE_DEVICES=$gpu bash scripts/gpu_sweep.sh start "$name" \
       hydra/launcher=parallel "$@" "${common[@]}"; }
@@ -67,7 +68,7 @@ case "${1:-}" in
   beauty)
     # Why MoL trails the dot product on Beauty (round 3, mol_investigation §0.2): SASRec, Amazon (Books) recipe,
     # seed 1, 201 epochs, one change each against the MoL preset (8x8x32, GeGLU, no uid, bf16 autocast).
-    export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True OMP_NUM_THREADS=1 MPS=${MPS:-1} COLLECT_CKPT=1
+    export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True OMP_NUM_THREADS=1 MPS=${MPS:-1}
     common=(data.root="$PWD/.devdata" ++callbacks.progress_bar=null trainer.enable_progress_bar=false seed=1
       trainer.max_epochs=201 "${FAST[@]}")
     one() { local gpu=$1 name=$2; shift 2; CUDA_VISIBLE_DEVICES=$gpu bash scripts/gpu_sweep.sh start "$name" "$@"       "${common[@]}"; }
