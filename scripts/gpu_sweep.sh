@@ -93,7 +93,9 @@ collect() {
   for run in "$SWEEPS"/*/*/; do  # failed jobs: keep their error for the report
     [ -f "$run/error.txt" ] && mkdir -p "$OUT/failed/${run#"$SWEEPS"/}" && cp "$run/error.txt" "$OUT/failed/${run#"$SWEEPS"/}"
   done
-  cp "$SWEEPS"/*.out "$OUT/" 2>/dev/null
+  # The sweeps' own logs as one archive: the device returns at most 8 files, and one file per sweep crowded out
+  # runs.tar.gz once.
+  (cd "$SWEEPS" && ls ./*.out >/dev/null 2>&1 && tar -czf "$OUT/sweep_logs.tar.gz" ./*.out)
   # One archive: the device tool returns only shallow folders.
   # Checkpoints in an archive of their own: the device returns files of at most 16 MiB, and a large ckpts.tar.gz
   # must not cost the results.
