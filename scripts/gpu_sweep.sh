@@ -112,6 +112,7 @@ for r in rows:
     print(f"{r['dataset'][:14]:14} {r['model'][:11]:11} {r['head'][:4]:4} {r['protocol'][:9]:9} "
           f"{len(r['seeds']):>2} {cell('test/hr@10'):>15} {cell('test/ndcg@10'):>15}  {r['variant']}")
 PY
+  rm -rf "$OUT/runs" "$OUT/failed"  # they travel inside runs.tar.gz; loose, they only count against the file limit
 }
 
 wait_all() {
