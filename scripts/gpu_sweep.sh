@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Several rails-train multiruns at once on one GPU machine, started in the background so they can outlive one
-# remote command, then collected into $OUT/runs (metrics.json, run.json, .hydra/*.yaml, the job log, the
+# remote command, then collected (per finished run: metrics.json, run.json, .hydra/*.yaml, the job log, the
 # per-epoch CSV metrics as epochs.csv).
 #
 #   bash scripts/gpu_sweep.sh start NAME [rails-train multirun overrides...]  # setsid + nohup, returns at once
@@ -8,6 +8,8 @@
 #                                                 # then collect and print the results table
 #   bash scripts/gpu_sweep.sh collect             # collect what has finished so far
 #
+# Everything comes back as at most four archives (the device returns at most 8 files): runs.tar.gz (finished runs),
+# partial.tar.gz (every job's epochs so far), sweep_logs.tar.gz, ckpts.tar.gz (COLLECT_CKPT=1).
 # Environment: WHEELS (default .whl: hydra-core, omegaconf, antlr4, hydra-joblib-launcher wheels for a machine
 # without them), RAILS_SRC (default: .snap/src when present, else src), SWEEPS (default /tmp/rails-sweeps),
 # OUT (where collected files go), COLLECT_CKPT (1: also the best checkpoint of each run, into $OUT/ckpts.tar.gz), MPS (1: start
@@ -96,6 +98,9 @@ collect() {
   # The sweeps' own logs as one archive: the device returns at most 8 files, and one file per sweep crowded out
   # runs.tar.gz once.
   (cd "$SWEEPS" && ls ./*.out >/dev/null 2>&1 && tar -czf "$OUT/sweep_logs.tar.gz" ./*.out)
+  # Every job's per-epoch curve so far, finished or not (a job stopped early still shows where it was heading).
+  (cd "$SWEEPS" && ls -d ./*/*/csv >/dev/null 2>&1 &&
+    tar -czf "$OUT/partial.tar.gz" $(ls -d ./*/*/csv ./*/*/.hydra/overrides.yaml 2>/dev/null))
   # One archive: the device tool returns only shallow folders.
   # Checkpoints in an archive of their own: the device returns files of at most 16 MiB, and a large ckpts.tar.gz
   # must not cost the results.
