@@ -8,7 +8,8 @@
 #   ddp    : the issue #14 two-GPU check with the compiled encoder and fused AdamW (scripts/launch_ddp_check.sh).
 #   sweeps : 3-seed confirmations with the faster step (started in the background; collect with
 #            `bash scripts/gpu_sweep.sh wait SECONDS` in the following calls).
-#   beauty : six one-seed Beauty screens (why MoL trails the dot product there), also in the background.
+#   beauty : six one-seed Beauty screens (why MoL trails the dot product there) and HSTU-large with real
+#            timestamps vs positions, also in the background.
 #   (No checkpoints: one MoL checkpoint is ~10 MB with its optimizer state and the device returns at most
 #   16 MiB per file; for the trained-model rows of `bench_topk.py --checkpoint`, collect one run's with
 #   COLLECT_CKPT=1 in a call of its own.)
@@ -81,6 +82,10 @@ case "${1:-}" in
       model.similarity.item_dropout=0.3
     one 1 r7_beauty_dot_full_softmax experiment=amazon_beauty_sasrec_dot model/negatives=full_softmax \
       model.negatives.num_negatives=null
+    # The timestamp effect with the model whose ML-1M gap it may explain: HSTU-large + dot (the ML-1M preset's
+    # settings, 101 epochs), real timestamps vs positions.
+    one 0 r7_beauty_hstu_large_ts hydra/launcher=parallel hydra.launcher.n_jobs=2 experiment=ml_1m_hstu_large_dot \
+      data=amazon_beauty data.max_seq_len=50 data.timestamps=data,positions trainer.max_epochs=101
     ;;
   *)
     sed -n 2,18p "$0"
