@@ -65,6 +65,8 @@ case "${1:-}" in
       model.similarity.num_item_components=8 model.similarity.component_dim=32 seed=1,2,3
     sweep 1 r7_presets hydra.launcher.n_jobs=6 \
       experiment=ml_1m_seq_hstu_large_dot,ml_1m_seq_hstu_large_mol seed=1,2,3
+    # Seeds 2 and 3 of the two ML-1M table rows that have one (issue #12 deliverable 2: 3 seeds each).
+    sweep 0 r7_seeds hydra.launcher.n_jobs=4 experiment=ml_1m_seq_hstu_dot,ml_1m_seq_sasrec_mol seed=2,3
     ;;
   beauty)
     # Why MoL trails the dot product on Beauty (round 3, mol_investigation §0.2): SASRec, Amazon (Books) recipe,

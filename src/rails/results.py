@@ -26,8 +26,12 @@ import yaml
 from rails.results_curves import Curve, best_epoch, plot_learning_curves, read_epochs_csv
 
 log = logging.getLogger(__name__)
-# Overrides that do not change what is measured (where files live, how the run is launched, its seed).
+# Overrides that do not change what is measured (where files live, how the run is launched, its seed, and how
+# fast the same model runs: a compiled encoder and fused AdamW compute the same step, up to rounding).
 _NEUTRAL_PREFIXES = (
+    "model.compile_encoder=",
+    "model.compile_mode=",
+    "model.optimizer.fused=",
     "seed=",
     "hydra.",
     "hydra/",
