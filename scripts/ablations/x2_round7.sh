@@ -28,8 +28,9 @@ if [ ! -f /tmp/site/.done ]; then
     touch /tmp/site/.done
 fi
 export PYTHONPATH=/tmp/site:$PWD/src
-# The compiled step: encoder under torch.compile, AdamW's fused kernels.
+# The compiled step: encoder under torch.compile, AdamW's fused kernels; for MoL heads also the mixing.
 FAST=(model.compile_encoder=true model.optimizer.fused=true)
+MOL_FAST=(model.similarity.compile_mixing=true)
 
 case "${1:-}" in
   bench)
@@ -60,13 +61,14 @@ case "${1:-}" in
       hydra/launcher=parallel "$@" "${common[@]}"; }
     # ML-1M: the two best MoL screens of round 3 and both presets under the compiled step, 3 seeds each.
     sweep 0 r7_mol_item_dropout hydra.launcher.n_jobs=3 experiment=ml_1m_seq_hstu_large_mol \
-      model.similarity.item_dropout=0.3 seed=1,2,3
+      model.similarity.item_dropout=0.3 seed=1,2,3 "${MOL_FAST[@]}"
     sweep 0 r7_mol_8x8x32 hydra.launcher.n_jobs=3 experiment=ml_1m_seq_hstu_large_mol \
-      model.similarity.num_item_components=8 model.similarity.component_dim=32 seed=1,2,3
-    sweep 1 r7_presets hydra.launcher.n_jobs=6 \
-      experiment=ml_1m_seq_hstu_large_dot,ml_1m_seq_hstu_large_mol seed=1,2,3
+      model.similarity.num_item_components=8 model.similarity.component_dim=32 seed=1,2,3 "${MOL_FAST[@]}"
+    sweep 1 r7_dot hydra.launcher.n_jobs=3 experiment=ml_1m_seq_hstu_large_dot seed=1,2,3
+    sweep 1 r7_mol hydra.launcher.n_jobs=3 experiment=ml_1m_seq_hstu_large_mol seed=1,2,3 "${MOL_FAST[@]}"
     # Seeds 2 and 3 of the two ML-1M table rows that have one (issue #12 deliverable 2: 3 seeds each).
-    sweep 0 r7_seeds hydra.launcher.n_jobs=4 experiment=ml_1m_seq_hstu_dot,ml_1m_seq_sasrec_mol seed=2,3
+    sweep 0 r7_hstu_seeds hydra.launcher.n_jobs=2 experiment=ml_1m_seq_hstu_dot seed=2,3
+    sweep 0 r7_sasrec_mol_seeds hydra.launcher.n_jobs=2 experiment=ml_1m_seq_sasrec_mol seed=2,3 "${MOL_FAST[@]}"
     ;;
   beauty)
     # Why MoL trails the dot product on Beauty (round 3, mol_investigation §0.2): SASRec, Amazon (Books) recipe,
@@ -76,12 +78,12 @@ case "${1:-}" in
       trainer.max_epochs=201 "${FAST[@]}")
     one() { local gpu=$1 name=$2; shift 2; CUDA_VISIBLE_DEVICES=$gpu bash scripts/gpu_sweep.sh start "$name" "$@"       "${common[@]}"; }
     one 0 r7_beauty_dot experiment=amazon_beauty_sasrec_dot
-    one 0 r7_beauty_mol experiment=amazon_beauty_sasrec_mol
-    one 1 r7_beauty_mol_fp32 experiment=amazon_beauty_sasrec_mol model.similarity.autocast_bf16=false
+    one 0 r7_beauty_mol experiment=amazon_beauty_sasrec_mol "${MOL_FAST[@]}"
+    one 1 r7_beauty_mol_fp32 experiment=amazon_beauty_sasrec_mol model.similarity.autocast_bf16=false "${MOL_FAST[@]}"
     one 1 r7_beauty_mol_ml_head experiment=amazon_beauty_sasrec_mol model/similarity=mol \
-      'model.similarity.uid_hash_sizes=[]'
+      'model.similarity.uid_hash_sizes=[]' "${MOL_FAST[@]}"
     one 0 r7_beauty_mol_item_dropout experiment=amazon_beauty_sasrec_mol model.similarity.autocast_bf16=false \
-      model.similarity.item_dropout=0.3
+      model.similarity.item_dropout=0.3 "${MOL_FAST[@]}"
     one 1 r7_beauty_dot_full_softmax experiment=amazon_beauty_sasrec_dot model/negatives=full_softmax \
       model.negatives.num_negatives=null
     # The timestamp effect with the model whose ML-1M gap it may explain: HSTU-large + dot (the ML-1M preset's

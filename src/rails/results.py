@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 _NEUTRAL_PREFIXES = (
     "model.compile_encoder=",
     "model.compile_mode=",
+    "model.similarity.compile_mixing=",
     "model.optimizer.fused=",
     "seed=",
     "hydra.",

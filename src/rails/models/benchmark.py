@@ -28,8 +28,9 @@ from rails.models.retrieval_module import RetrievalModule
 from rails.models.similarity import DotProductSimilarity, MoLSimilarity
 
 HEADS = ("dot", "mol", "mol_compiled")
-# "eager": the presets' step; "compiled": the encoder under torch.compile (model.compile_encoder=true) and
-# AdamW's fused kernels (model.optimizer.fused=true), the two launch-count levers of a launch-bound step;
+# "eager": the presets' step; "compiled": the encoder under torch.compile (model.compile_encoder=true), the MoL
+# mixing too (model.similarity.compile_mixing=true) and AdamW's fused kernels (model.optimizer.fused=true), the
+# launch-count levers of a launch-bound step;
 # "graphs": the same with the encoder in CUDA graphs (model.compile_mode=reduce-overhead).
 STEP_VARIANTS = ("eager", "compiled", "graphs")
 
@@ -157,7 +158,7 @@ def head_step_module(
             gating_query_hidden_dim=shapes.gating_hidden,
             gating_item_hidden_dim=shapes.gating_hidden,
             gating_qi_hidden_dim=shapes.gating_hidden,
-            compile_mixing=head == "mol_compiled",
+            compile_mixing=head == "mol_compiled" or compiled,
         )
         weights = {"mi_loss": 1e-3, "uid_embedding_l2_norm": 0.1}
     else:
