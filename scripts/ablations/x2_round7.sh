@@ -8,6 +8,7 @@
 #   ddp    : the issue #14 two-GPU check with the compiled encoder and fused AdamW (scripts/launch_ddp_check.sh).
 #   sweeps : 3-seed confirmations with the faster step (started in the background; collect with
 #            `bash scripts/gpu_sweep.sh wait SECONDS` in the following calls).
+#   gap    : the HSTU-gap jobs round 3 stopped (attention kernel, fp32, separate validation item), background.
 #   beauty : six one-seed Beauty screens (why MoL trails the dot product there) and HSTU-large with real
 #            timestamps vs positions, also in the background.
 #   (No checkpoints: one MoL checkpoint is ~10 MB with its optimizer state and the device returns at most
@@ -70,6 +71,20 @@ case "${1:-}" in
     sweep 0 r7_hstu_seeds hydra.launcher.n_jobs=2 experiment=ml_1m_seq_hstu_dot seed=2,3
     sweep 0 r7_sasrec_mol_seeds hydra.launcher.n_jobs=2 experiment=ml_1m_seq_sasrec_mol seed=2,3 "${MOL_FAST[@]}"
     ;;
+  gap)
+    # The HSTU-gap jobs that round 3 had to stop (mol_investigation §0.2): the Triton attention vs PyTorch's in
+    # training, TF32 vs full fp32, and the separate validation item for the two HSTU-large rows.
+    export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True OMP_NUM_THREADS=1 MPS=${MPS:-1}
+    common=(data.root="$PWD/.devdata" ++callbacks.progress_bar=null trainer.enable_progress_bar=false "${FAST[@]}")
+    sweep() { local gpu=$1 name=$2; shift 2; CUDA_VISIBLE_DEVICES=$gpu bash scripts/gpu_sweep.sh start "$name" \
+      hydra/launcher=parallel "$@" "${common[@]}"; }
+    large=experiment=ml_1m_seq_hstu_large_dot
+    sweep 0 r7_attention_torch hydra.launcher.n_jobs=2 $large model.encoder.attention_impl=torch seed=1,2
+    sweep 1 r7_fp32 hydra.launcher.n_jobs=2 $large matmul_precision=highest seed=1,2
+    sweep 0 r7_holdout2_dot hydra.launcher.n_jobs=1 $large data.holdout=2 seed=1
+    sweep 1 r7_holdout2_mol hydra.launcher.n_jobs=1 experiment=ml_1m_seq_hstu_large_mol data.holdout=2 seed=1 \
+      "${MOL_FAST[@]}"
+    ;;
   beauty)
     # Why MoL trails the dot product on Beauty (round 3, mol_investigation §0.2): SASRec, Amazon (Books) recipe,
     # seed 1, 201 epochs, one change each against the MoL preset (8x8x32, GeGLU, no uid, bf16 autocast).
@@ -92,7 +107,7 @@ case "${1:-}" in
       data=amazon_beauty data.max_seq_len=50 data.timestamps=data,positions trainer.max_epochs=101
     ;;
   *)
-    sed -n 2,18p "$0"
+    sed -n 2,20p "$0"
     exit 2
     ;;
 esac
