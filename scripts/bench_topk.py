@@ -11,7 +11,8 @@ recall@k measured against an fp32 exact search (checked against float64). It rew
 
 Data (``--data``, several allowed): ``structured`` (default; a head trained on clustered two-interest data),
 ``random`` (``--random``; the untrained head), ``checkpoint`` (``--checkpoint PATH ...``; rails-train MoL
-checkpoints, each at its own item-table size unless ``--checkpoint-items``).
+checkpoints, each at its own item-table size unless ``--checkpoint-items``, queried by their test users
+through the trained encoder with ``--checkpoint-data-root``, else by random items plus noise).
 
     python scripts/bench_topk.py                       # GPU: 1M and 10M items, 8x4x64 and 8x8x32, bf16
     python scripts/bench_topk.py --items 1000000 --settings 8x4x64 --batch-sizes 32
@@ -39,10 +40,10 @@ from rails.retrieval.benchmark import (
     parse_batch_sizes_at,
     parse_fused_config,
 )
+from rails.retrieval.benchmark_checkpoint import checkpoint_problem
 from rails.retrieval.benchmark_data import (
     Problem,
     SyntheticSettings,
-    checkpoint_problem,
     parse_setting,
     synthetic_problem,
 )
@@ -76,6 +77,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         default=[],
         help="rails-train MoL checkpoints (adds --data checkpoint)",
+    )
+    parser.add_argument(
+        "--checkpoint-data-root",
+        help="data root of the checkpoints' runs: queries = their test users through the trained encoder "
+        "(default: random items plus --query-noise)",
     )
     parser.add_argument(
         "--checkpoint-items",
@@ -245,6 +251,7 @@ def main(argv: list[str] | None = None) -> None:
                         f"--checkpoint {path}",
                         pool,
                         f"checkpoint:{path.stem}",
+                        args.checkpoint_data_root,
                     )
                 except ValueError as err:
                     raise SystemExit(str(err)) from err

@@ -14,6 +14,7 @@ from rails.retrieval import benchmark as bench
 from rails.retrieval import benchmark_data as data
 from rails.retrieval import benchmark_exact as exact
 from rails.retrieval import benchmark_report as report
+from rails.retrieval.benchmark_checkpoint import checkpoint_problem
 from rails.retrieval.indexes import ExactTopK
 from rails.retrieval.metrics import recall_at_k
 
@@ -143,15 +144,60 @@ def test_checkpoint_problem_rebuilds_head_and_item_table():
     state = {f"similarity.{k}": v for k, v in head.state_dict().items()} | {"items.table.weight": table}
     node = {"_target_": "rails.models.similarity.mol.MoLSimilarity", **kwargs}
     checkpoint = {"rails_config": {"model": {"similarity": node}}, "state_dict": state}
-    own = data.checkpoint_problem(checkpoint, None, 0.1, torch.float32, "cpu", num_queries=5)
+    own = checkpoint_problem(checkpoint, None, 0.1, torch.float32, "cpu", num_queries=5)
     assert own.item_state.components.shape == (30, 2, 8) and own.queries.shape == (5, 12)  # row 0 = padding
-    problem = data.checkpoint_problem(checkpoint, 45, 0.1, torch.float32, "cpu", num_queries=5)
+    problem = checkpoint_problem(checkpoint, 45, 0.1, torch.float32, "cpu", num_queries=5)
     expected = head.encode_items(table[1:])
     torch.testing.assert_close(problem.item_state.components[:30], expected.components)
     torch.testing.assert_close(problem.item_state.components[30:], expected.components[:15])
     foreign = {"rails_config": {"model": {"similarity": {"_target_": "x.Dot"}}}, "state_dict": {}}
     with pytest.raises(ValueError, match="not a MoLSimilarity"):
-        data.checkpoint_problem(foreign, 4, 0.1, torch.float32, "cpu")
+        checkpoint_problem(foreign, 4, 0.1, torch.float32, "cpu")
+
+
+def test_checkpoint_problem_queries_come_from_the_runs_test_users(tmp_path: Path):
+    """With the run's data, queries are the trained encoder's test-user embeddings (and their user ids)."""
+    import hydra
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from rails.batch import collate_sequences
+    from tests.conftest import TINY_OVERRIDES, build_model_and_loader, compose_config, shrink
+
+    overrides = [*TINY_OVERRIDES, "model/similarity=mol", "model.similarity.uid_hash_sizes=[50]"]
+    overrides += ["model.similarity.query_hidden_dim=16", "model.similarity.component_dim=8"]
+    cfg = shrink(compose_config("train", overrides), tmp_path)
+    GlobalHydra.instance().clear()
+    model, _ = build_model_and_loader(cfg)
+    stored = OmegaConf.to_container(cfg, resolve=True)
+    stored.pop("hydra")
+    num_items = model.items.num_items
+    checkpoint = {
+        "rails_config": stored,
+        "state_dict": model.state_dict(),
+        "hyper_parameters": {"num_items": num_items},
+    }
+    root = cfg.data.root
+    problem = checkpoint_problem(checkpoint, None, 0.1, torch.float32, "cpu", num_queries=40, data_root=root)
+    assert problem.queries_from.startswith("test users") and problem.queries.shape == (40, 16)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    batch = collate_sequences([datamodule.test_dataloader().dataset[i] for i in range(40)])
+    model.eval()
+    with torch.no_grad():
+        expected = model.embed_queries(batch)
+    torch.testing.assert_close(problem.queries, expected)
+    assert torch.equal(problem.user_ids, batch.user_ids)
+    assert problem.encode(5).components.shape == (5, 8, 8)  # the uid head needs the user ids: they are there
+    proxy = checkpoint_problem(checkpoint, None, 0.1, torch.float32, "cpu", num_queries=6)
+    assert proxy.queries_from.startswith("random items") and proxy.user_ids.shape == (6,)
+    assert proxy.encode(6).components.shape == (6, 8, 8)
+    with pytest.raises(ValueError, match="fewer than the 100000 queries"):
+        checkpoint_problem(checkpoint, None, 0.1, torch.float32, "cpu", num_queries=100000, data_root=root)
+    no_size = {**checkpoint, "hyper_parameters": {}}
+    with pytest.raises(ValueError, match="no hyper_parameters.num_items"):
+        checkpoint_problem(no_size, None, 0.1, torch.float32, "cpu", num_queries=4, data_root=root)
 
 
 def test_parse_fused_config():

@@ -32,7 +32,6 @@ from typing import Any
 
 import torch
 
-from rails.models.similarity.states import MoLQueryState
 from rails.retrieval.benchmark_data import Problem
 from rails.retrieval.benchmark_exact import exact_topk, float64_check, plain_bruteforce_topk
 from rails.retrieval.benchmark_grid import index_grid
@@ -213,8 +212,7 @@ def check_truth(
     ``check_queries`` of them: (the problem's JSON record, (n, K) truth positions)."""
     head, items = problem.head, problem.item_state
     count = min(settings.truth_queries, len(problem.queries))
-    queries = head.encode_queries(problem.queries[:count])
-    assert isinstance(queries, MoLQueryState)
+    queries = problem.encode(count)
     t0 = time.perf_counter()
     scores, positions = exact_topk(head, queries, items, settings.k, torch.float32, settings.chunk_size)
     _sync(device)
@@ -230,6 +228,7 @@ def check_truth(
     )
     record = {
         "data": problem.name,
+        "queries": problem.queries_from,
         "setting": problem.setting,
         "items": len(items),
         "item_dtype": str(items.components.dtype).replace("torch.", ""),
@@ -262,7 +261,7 @@ def bench_problem(
     record, truth = check_truth(problem, settings, device)
     truth_ids = truth + 1  # indexes are built with the default ids 1..X
     hidden = head.mixing().hidden_dim
-    states = {b: head.encode_queries(problem.queries[:b]) for b in settings.batch_sizes}
+    states = {b: problem.encode(b) for b in settings.batch_sizes}
     cap = settings.slow_max_items
     scaled = cap is not None and num_items > cap
     slow_items = item_state.index(slice(0, cap)) if scaled and cap is not None else item_state

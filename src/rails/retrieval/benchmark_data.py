@@ -6,9 +6,8 @@
   and approximate recall means something;
 - ``random``: the untrained head over random clustered embeddings (approximate recall near zero, since
   nothing aligns the components);
-- ``checkpoint`` (:func:`checkpoint_problem`): the MoL head and item table of a rails-train checkpoint
-  (``rails_config`` + ``state_dict``); queries are random items plus noise, and the corpus is the table at
-  its own size (or tiled to a requested size).
+- ``checkpoint`` (:func:`rails.retrieval.benchmark_checkpoint.checkpoint_problem`): the MoL head and item
+  table of a rails-train checkpoint, queried by its own encoder on its data's test users.
 
 Corpora are generated and encoded :data:`CHUNK` items at a time into one preallocated item state of the
 requested dtype (bf16 on GPU: 100M x 4 x 64 x 2 B = 51 GB of components), never as a full fp32 copy; each
@@ -19,29 +18,41 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import hydra
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from rails.models.similarity.mol import MoLSimilarity
-from rails.models.similarity.states import MoLItemState
+from rails.models.similarity.states import MoLItemState, MoLQueryState
 
 CHUNK = 1 << 20  # corpus items generated and encoded at once
 
 
 @dataclass
 class Problem:
-    """A head, its (X, ...) item state and a pool of (Q, D_q) query embeddings (batches take its first rows)."""
+    """A head, its (X, ...) item state and a pool of (Q, D_q) query embeddings (batches take its first rows).
+
+    ``user_ids`` (Q,): the query context of heads with user-id components (None: the head needs none).
+    ``queries_from``: how the query pool was made (recorded with the results).
+    """
 
     name: str
     head: MoLSimilarity
     item_state: MoLItemState
     queries: Tensor
+    user_ids: Tensor | None = None
+    queries_from: str = "synthetic"
+
+    def encode(self, count: int) -> MoLQueryState:
+        """The query state of the pool's first ``count`` queries (with their user ids when there are any)."""
+        context = {} if self.user_ids is None else {"user_ids": self.user_ids[:count]}
+        state = self.head.encode_queries(self.queries[:count], **context)
+        assert isinstance(state, MoLQueryState)
+        return state
 
     @property
     def setting(self) -> str:
@@ -248,51 +259,3 @@ def synthetic_problem(
 
     state = corpus_state(head, structured_chunks(), num_items, dtype)
     return Problem(kind, head, state, sphere(picked.sum(dim=1) + jitter))
-
-
-def checkpoint_problem(
-    checkpoint: Mapping[str, Any],
-    num_items: int | None,
-    noise: float,
-    dtype: torch.dtype,
-    device: Any,
-    source: str = "checkpoint",
-    num_queries: int = 256,
-    name: str = "checkpoint",
-) -> Problem:
-    """MoL head + item table of a loaded rails-train checkpoint; queries = random items plus noise.
-
-    The corpus is the item table (``num_items`` None: its own size) or the table tiled to ``num_items``.
-
-    Raises:
-        ValueError: naming ``source`` when the checkpoint has no MoL head node or no item table.
-    """
-    if "rails_config" not in checkpoint or "state_dict" not in checkpoint:
-        raise ValueError(f"{source}: not a rails-train checkpoint (needs rails_config and state_dict)")
-    node = checkpoint["rails_config"].get("model", {}).get("similarity")
-    if not isinstance(node, Mapping) or not str(node.get("_target_", "")).endswith("MoLSimilarity"):
-        raise ValueError(f"{source}: model.similarity is not a MoLSimilarity node: {node!r}")
-    head = hydra.utils.instantiate(dict(node))
-    state = checkpoint["state_dict"]
-    head.load_state_dict(
-        {k[len("similarity.") :]: v for k, v in state.items() if k.startswith("similarity.")}
-    )
-    head = head.to(device).eval()
-    table = state.get("items.table.weight")
-    if table is None:
-        raise ValueError(f"{source}: state_dict has no 'items.table.weight' item table")
-    table = table[1:].float().to(device)  # row 0 = padding
-    rows = table.shape[0]
-    num_items = rows if num_items is None else num_items
-    tiled = table.repeat(max(1, CHUNK // rows), 1)  # whole tables per chunk
-
-    def table_chunks() -> Iterator[Tensor]:
-        for start in range(0, num_items, tiled.shape[0]):
-            yield tiled[: min(tiled.shape[0], num_items - start)]
-
-    gen = torch.Generator().manual_seed(0)
-    picks = torch.randint(0, rows, (num_queries,), generator=gen).to(device)
-    jitter = torch.randn(num_queries, table.shape[1], generator=gen).to(device)
-    scale = float(table.norm(dim=1).mean())
-    queries = table[picks] + jitter * (noise * scale / math.sqrt(table.shape[1]))
-    return Problem(name, head, corpus_state(head, table_chunks(), num_items, dtype), queries)
