@@ -7,18 +7,18 @@
 #   topk   : the exact/approximate MoL top-k benchmark at 1M and 10M items ($OUT/bench_topk.*).
 #   ddp    : the issue #14 two-GPU check with the compiled encoder and fused AdamW (scripts/launch_ddp_check.sh).
 #   sweeps : 3-seed confirmations with the faster step (started in the background; collect with
-#            `bash scripts/gpu_sweep.sh wait SECONDS` in the following calls).
+#            `bash scripts/ablations/x2_round7.sh wait SECONDS` in the following calls).
 #   gap    : the HSTU-gap jobs round 3 stopped (attention kernel, fp32, separate validation item), background.
 #   beauty : six one-seed Beauty screens (why MoL trails the dot product there) and HSTU-large with real
 #            timestamps vs positions, also in the background.
-#   (No checkpoints: one MoL checkpoint is ~10 MB with its optimizer state and the device returns at most
-#   16 MiB per file; for the trained-model rows of `bench_topk.py --checkpoint`, collect one run's with
-#   COLLECT_CKPT=1 in a call of its own.)
+#   wait   : `gpu_sweep.sh wait` that also brings back one trained MoL checkpoint (r7_mol seed 1, ~12 MB with
+#            its optimizer state; the device returns at most 16 MiB per file) as ckpts.tar.gz.
+#   trained: bench_topk on that checkpoint (unpacked into .devdata/ckpts/), queried by its test users.
 #
 #   run(kind="nvidia-h200-x2", carry=[".whl", ".devdata"], command="bash scripts/ablations/x2_round7.sh bench")
 #   run(command="bash scripts/ablations/x2_round7.sh ddp")            (within 30 s of the previous call)
 #   run(command="bash scripts/ablations/x2_round7.sh topk")
-#   run(command="bash scripts/ablations/x2_round7.sh sweeps && bash scripts/gpu_sweep.sh wait 500")
+#   run(command="bash scripts/ablations/x2_round7.sh sweeps && bash scripts/ablations/x2_round7.sh wait 500")
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/rails-round7}
@@ -85,6 +85,20 @@ case "${1:-}" in
     sweep 1 r7_holdout2_mol hydra.launcher.n_jobs=1 experiment=ml_1m_seq_hstu_large_mol data.holdout=2 seed=1 \
       "${MOL_FAST[@]}"
     ;;
+  wait)
+    # Collect with one trained MoL checkpoint (ML-1M HSTU-large + MoL, seed 1: ~12 MB, under the device's
+    # 16 MiB per file) for the trained-model rows of bench_topk (part "trained").
+    COLLECT_CKPT=1 COLLECT_CKPT_GLOB='r7_mol/0' bash scripts/gpu_sweep.sh wait "${2:-540}"
+    ;;
+  trained)
+    # bench_topk on a trained checkpoint at its corpus size and tiled to 1M items, queried by its test users.
+    # Here: tar -xzf <files_at>/ckpts.tar.gz -C .devdata (carry .devdata), then this part.
+    ckpt=$(ls .devdata/ckpts/r7_mol/0.ckpt 2>/dev/null || true)
+    [ -n "$ckpt" ] || { echo "no .devdata/ckpts/r7_mol/0.ckpt: unpack ckpts.tar.gz into .devdata first" >&2; exit 2; }
+    timeout 540 python3 scripts/bench_topk.py --checkpoint "$ckpt" --checkpoint-data-root "$PWD/.devdata" \
+      --batch-sizes 1 32 256 --runs 10 --warmup 2 --time-budget-s 1.0 --truth-queries 256 --no-faiss \
+      --out "$OUT/trained" 2>&1 | tail -n 12
+    ;;
   beauty)
     # Why MoL trails the dot product on Beauty (round 3, mol_investigation §0.2): SASRec, Amazon (Books) recipe,
     # seed 1, 201 epochs, one change each against the MoL preset (8x8x32, GeGLU, no uid, bf16 autocast).
@@ -107,7 +121,7 @@ case "${1:-}" in
       data=amazon_beauty data.max_seq_len=50 data.timestamps=data,positions trainer.max_epochs=101
     ;;
   *)
-    sed -n 2,20p "$0"
+    sed -n 2,22p "$0"
     exit 2
     ;;
 esac

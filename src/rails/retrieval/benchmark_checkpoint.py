@@ -34,7 +34,8 @@ def checkpoint_head(checkpoint: Mapping[str, Any], source: str) -> MoLSimilarity
     node = checkpoint["rails_config"].get("model", {}).get("similarity")
     if not isinstance(node, Mapping) or not str(node.get("_target_", "")).endswith("MoLSimilarity"):
         raise ValueError(f"{source}: model.similarity is not a MoLSimilarity node: {node!r}")
-    head = hydra.utils.instantiate(dict(node))
+    # the benchmark's own rows decide what is compiled (as for the synthetic heads): the stored flag is dropped
+    head = hydra.utils.instantiate({**dict(node), "compile_mixing": False})
     state = checkpoint["state_dict"]
     head.load_state_dict(
         {k[len("similarity.") :]: v for k, v in state.items() if k.startswith("similarity.")}
