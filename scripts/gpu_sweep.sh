@@ -46,12 +46,13 @@ mps() {
   fi
   if ! pgrep -x nvidia-cuda-mps-control >/dev/null; then
     mkdir -p /tmp/nvidia-mps-log
-    if ! CUDA_MPS_LOG_DIRECTORY=/tmp/nvidia-mps-log nvidia-cuda-mps-control -d; then
+    # The daemon serves every GPU: it must not inherit the CUDA_VISIBLE_DEVICES of the sweep that starts it.
+    if ! env -u CUDA_VISIBLE_DEVICES CUDA_MPS_LOG_DIRECTORY=/tmp/nvidia-mps-log nvidia-cuda-mps-control -d; then
       echo "MPS control daemon failed to start: running without MPS" >&2
       return 0
     fi
     # A CUDA client must work through it (every GPU), else the daemon goes and the jobs run without MPS.
-    if timeout 120 python3 -c 'import torch
+    if timeout 120 env -u CUDA_VISIBLE_DEVICES python3 -c 'import torch
 for d in range(torch.cuda.device_count()):
     torch.ones(1, device=f"cuda:{d}").add_(1).item()' >/tmp/nvidia-mps-log/probe.txt 2>&1; then
       echo "MPS control daemon started and a CUDA client ran through it (log /tmp/nvidia-mps-log)"
