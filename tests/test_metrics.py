@@ -9,7 +9,7 @@ import torch
 
 from rails.retrieval.corpus import CorpusPositions, exclusion_mask
 from rails.retrieval.judges import target_ranks
-from rails.retrieval.metrics import ranks_from_topk, recall_at_k, retrieval_metrics
+from rails.retrieval.metrics import metric_sums, ranks_from_topk, recall_at_k, retrieval_metrics
 
 INF = math.inf
 
@@ -89,3 +89,15 @@ def test_exact_ranks_match_argsort_on_random_scores() -> None:
 def test_exclusion_mask_chunks() -> None:
     mask = exclusion_mask(torch.tensor([[0, 3, -1], [4, 4, 1]]), start=1, end=4)
     assert mask.tolist() == [[False, False, True], [True, False, False]]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_metric_sums_on_cuda_equal_cpu() -> None:
+    """On CUDA the 1-based check is a device-side assert (no host sync); valid ranks give the CPU sums."""
+    ranks = torch.tensor([1.0, 3.0, 12.0, 60.0, float("inf")])
+    on_cpu = metric_sums(ranks, (10, 50))
+    on_cuda = metric_sums(ranks.cuda(), (10, 50))
+    for key, value in on_cpu.items():
+        assert on_cuda[key].device.type == "cuda"
+        assert on_cuda[key].item() == pytest.approx(value.item(), rel=1e-12), key

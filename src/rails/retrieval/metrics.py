@@ -44,7 +44,9 @@ def _check_cutoffs(ks: Sequence[int]) -> None:
 def _check(ranks: Tensor, ks: Sequence[int]) -> None:
     if ranks.dim() != 1:
         raise ValueError(f"ranks must be 1-D (one rank per query), got shape {tuple(ranks.shape)}")
-    if ranks.numel() and bool((ranks < 1).any()):
+    if ranks.numel() and ranks.is_cuda:  # a device-side assert: no host synchronisation per evaluation batch
+        torch._assert_async((ranks >= 1).all(), "ranks are 1-based")
+    elif ranks.numel() and bool((ranks < 1).any()):
         raise ValueError(f"ranks are 1-based; got minimum {ranks.min().item()}")
     _check_cutoffs(ks)
 
