@@ -4,7 +4,8 @@
 #   bench  : the GPU suite on GPU 1 (background) beside the training-step benchmark on GPU 0 (eager vs a
 #            torch.compile'd encoder + fused AdamW, and that in CUDA graphs; dot, MoL; fp32, bf16);
 #            writes $OUT/{gpu_tests.log,bench_mol.*} (the JSON after every row).
-#   topk   : the exact/approximate MoL top-k benchmark at 1M and 10M items ($OUT/bench_topk.*).
+#   topk   : the HSTU attention benchmark re-measured ($OUT/bench_hstu.*, time-boxed) and the exact/approximate
+#            MoL top-k benchmark at 1M and 10M items ($OUT/bench_topk.*).
 #   ddp    : the issue #14 two-GPU check with the compiled encoder and fused AdamW (scripts/launch_ddp_check.sh).
 #   sweeps : 3-seed confirmations with the faster step (started in the background; collect with
 #            `bash scripts/ablations/x2_round7.sh wait SECONDS` in the following calls).
@@ -46,7 +47,9 @@ case "${1:-}" in
     tail -n 8 "$OUT/gpu_tests.log"
     ;;
   topk)
-    timeout 540 python3 scripts/bench_topk.py --items 1000000 10000000 --settings 8x4x64 8x8x32 \
+    # docs/bench_hstu.* predate the HSTU kernel refactor (tile helpers): re-measured here, time-boxed
+    timeout 170 python3 scripts/bench_hstu.py --max-seconds 140 --out "$OUT/bench_hstu" 2>&1 | tail -n 8
+    timeout 380 python3 scripts/bench_topk.py --items 1000000 10000000 --settings 8x4x64 8x8x32 \
       --batch-sizes 1 32 256 --runs 10 --warmup 2 --time-budget-s 1.5 --truth-queries 64 --no-faiss \
       --out "$OUT" 2>&1 | tail -n 24
     ;;
