@@ -24,7 +24,7 @@ from rails.retrieval.metrics import recall_at_k
 from rails.train import run
 from tests.conftest import TINY_OVERRIDES, compose_config, shrink
 from tests.test_retrieval_callback import MOL_TINY
-from tests.test_retrieval_index import NUM_ITEMS, QUERY_DIM, corpus, tiny_mol
+from tests.test_retrieval_index import NUM_ITEMS, QUERY_DIM, assert_exact_scored_results, corpus, tiny_mol
 from tests.topk_compare import assert_same_topk
 
 
@@ -60,16 +60,7 @@ def test_small_budget_results_are_valid_sorted_and_exactly_scored():
         num_lists=10, num_probes=3, num_candidates=20, shortlist=5, reference_items=50, kmeans_iterations=2
     ).build(head, items, ids)
     scores, out = index.search(queries, 8, exclude=exclude)
-    assert out.shape == scores.shape == (5, 8)
-    assert out.dtype == torch.int64 and scores.dtype == torch.float32
-    assert torch.all(scores[:, :-1] >= scores[:, 1:])
-    for row, excluded in zip(out.tolist(), exclude.tolist()):
-        assert len(set(row)) == 8 and set(row) <= set(ids.tolist())
-        assert not set(row) & {e for e in excluded if e}
-    exact = head.score(head.encode_queries(queries), head.encode_items(items))
-    position = {int(i): p for p, i in enumerate(ids.tolist())}
-    gathered = exact.gather(1, torch.tensor([[position[i] for i in row] for row in out.tolist()]))
-    torch.testing.assert_close(scores, gathered, rtol=1e-5, atol=1e-5)
+    assert_exact_scored_results(head, items, ids, queries, exclude, scores, out, 8)
 
 
 def test_excluded_candidates_fall_back_to_exact_and_are_counted():

@@ -164,13 +164,19 @@ def test_approximate_small_budget_is_valid(name):
     exclude[2, 1:] = ids[1:3]
     k = 8
     scores, out = APPROX[name](2).build(head, items, ids).search(queries, k, exclude=exclude)
-    assert out.shape == (5, k) and scores.shape == (5, k)
-    for row, excluded in zip(out.tolist(), exclude.tolist()):
+    assert_exact_scored_results(head, items, ids, queries, exclude, scores, out, k)
+
+
+def assert_exact_scored_results(head, items, ids, queries, exclude, scores, out, k: int) -> None:
+    """An approximate search's (B, k) answer: sorted, k distinct corpus ids per row, none excluded, and every
+    returned score the exact score of its item."""
+    assert out.shape == (len(queries), k) and scores.shape == (len(queries), k)
+    assert out.dtype == torch.int64 and scores.dtype == torch.float32
+    for row, excluded in zip(out.tolist(), exclude.tolist(), strict=True):
         assert len(set(row)) == k  # de-duplicated, no padding
         assert set(row) <= set(ids.tolist())
         assert not set(row) & {e for e in excluded if e}
     assert torch.all(scores[:, :-1] >= scores[:, 1:])  # sorted
-    # every returned score is the exact score of that item
     exact = head.score(head.encode_queries(queries), head.encode_items(items))
     position = {int(i): p for p, i in enumerate(ids.tolist())}
     gathered = exact.gather(1, torch.tensor([[position[i] for i in row] for row in out.tolist()]))
