@@ -50,6 +50,7 @@ from rails.retrieval.benchmark_data import (
 from rails.retrieval.benchmark_report import results_record, without_index, write_results
 from rails.retrieval.mips import faiss_available
 from rails.runs.checkpoints import load_checkpoint_file
+from rails.runs.rebuild import trained_test_queries
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -242,8 +243,14 @@ def main(argv: list[str] | None = None) -> None:
         if kind == "checkpoint":
             for path in args.checkpoint:
                 try:
+                    checkpoint = load_checkpoint_file(path)
+                    user_queries = None
+                    if args.checkpoint_data_root is not None:
+                        user_queries = trained_test_queries(
+                            checkpoint, args.checkpoint_data_root, pool, device, f"--checkpoint {path}"
+                        )
                     problem = checkpoint_problem(
-                        load_checkpoint_file(path),
+                        checkpoint,
                         args.checkpoint_items,
                         args.query_noise,
                         dtype,
@@ -251,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
                         f"--checkpoint {path}",
                         pool,
                         f"checkpoint:{path.stem}",
-                        args.checkpoint_data_root,
+                        user_queries,
                     )
                 except ValueError as err:
                     raise SystemExit(str(err)) from err

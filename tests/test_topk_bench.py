@@ -17,6 +17,7 @@ from rails.retrieval import benchmark_report as report
 from rails.retrieval.benchmark_checkpoint import checkpoint_problem
 from rails.retrieval.indexes import ExactTopK
 from rails.retrieval.metrics import recall_at_k
+from rails.runs.rebuild import trained_test_queries
 
 GIVEN = bench.Peaks(tflops=800.0, gbps=4000.0, source="given")
 
@@ -178,7 +179,10 @@ def test_checkpoint_problem_queries_come_from_the_runs_test_users(tmp_path: Path
         "hyper_parameters": {"num_items": num_items},
     }
     root = cfg.data.root
-    problem = checkpoint_problem(checkpoint, None, 0.1, torch.float32, "cpu", num_queries=40, data_root=root)
+    users = trained_test_queries(checkpoint, root, 40, "cpu", "ckpt")
+    problem = checkpoint_problem(
+        checkpoint, None, 0.1, torch.float32, "cpu", num_queries=40, user_queries=users
+    )
     assert problem.queries_from.startswith("test users") and problem.queries.shape == (40, 16)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()
@@ -194,10 +198,10 @@ def test_checkpoint_problem_queries_come_from_the_runs_test_users(tmp_path: Path
     assert proxy.queries_from.startswith("random items") and proxy.user_ids.shape == (6,)
     assert proxy.encode(6).components.shape == (6, 8, 8)
     with pytest.raises(ValueError, match="fewer than the 100000 queries"):
-        checkpoint_problem(checkpoint, None, 0.1, torch.float32, "cpu", num_queries=100000, data_root=root)
+        trained_test_queries(checkpoint, root, 100000, "cpu", "ckpt")
     no_size = {**checkpoint, "hyper_parameters": {}}
     with pytest.raises(ValueError, match="no hyper_parameters.num_items"):
-        checkpoint_problem(no_size, None, 0.1, torch.float32, "cpu", num_queries=4, data_root=root)
+        trained_test_queries(no_size, root, 4, "cpu", "ckpt")
 
 
 def test_parse_fused_config():

@@ -17,7 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from rails.config import ConfigError, check_config, config_dir, instantiate_dict
 from rails.log import get_logger, print_metrics_table, write_metrics
-from rails.runs.checkpoints import CheckpointError, check_state_dict_matches, load_checkpoint_file
+from rails.runs.checkpoints import CheckpointError, load_checkpoint_file
+from rails.runs.rebuild import rebuild_run
 
 log = get_logger(__name__)
 
@@ -58,17 +59,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                 "rails?): pass retrieval=default (next-item data) or retrieval=qa (question answering)"
             ) from err
         raise
-    datamodule: L.LightningDataModule = hydra.utils.instantiate(data_cfg)
-    datamodule.prepare_data()
-    datamodule.setup("validate")
-    num_items = int(checkpoint["hyper_parameters"]["num_items"])
-    if datamodule.num_items > num_items:
-        raise ValueError(
-            f"data has item ids up to {datamodule.num_items - 1} but the checkpoint's table has {num_items} rows"
-        )
-    model: L.LightningModule = hydra.utils.instantiate(stored.model, num_items=num_items)
-    check_state_dict_matches(model, checkpoint["state_dict"], cfg.ckpt_path)
-    model.load_state_dict(checkpoint["state_dict"])
+    model, datamodule = rebuild_run(checkpoint, data_cfg, stored.model, cfg.ckpt_path)
     model.run_config = checkpoint["rails_config"]
     callbacks = instantiate_dict(retrieval_cfg, "retrieval")
     loggers = instantiate_dict(cfg.get("logger"), "logger")

@@ -1,11 +1,11 @@
 """The ``checkpoint`` problem of the top-k benchmark: a trained MoL model, queried by its own users.
 
 From a rails-train checkpoint (``rails_config`` + ``state_dict``): the MoL head, its item table as the corpus (at
-the table's own size, or tiled to a requested size) and, given the data the run trained on (``data_root``), the
-queries the model makes at evaluation time: the encoder over each test user's history
-(``RetrievalModule.embed_queries``), with the users' ids for heads that have user-id components. Without the
-data the queries are random items plus noise (a proxy, recorded as such in ``Problem.queries_from``), with
-random user ids where the head needs them.
+the table's own size, or tiled to a requested size) and the queries the model makes at evaluation time, when
+the caller rebuilt them from the run's data (:func:`rails.runs.rebuild.trained_test_queries`: the encoder over each
+test user's history, with the users' ids for heads that have user-id components). Without them the queries
+are random items plus noise (a proxy, recorded as such in ``Problem.queries_from``), with random user ids
+where the head needs them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from typing import Any
 
 import hydra
 import torch
-from omegaconf import OmegaConf
 from torch import Tensor
 
 from rails.models.similarity.mol import MoLSimilarity
@@ -43,49 +42,6 @@ def checkpoint_head(checkpoint: Mapping[str, Any], source: str) -> MoLSimilarity
     return head
 
 
-@torch.no_grad()
-def test_user_queries(
-    checkpoint: Mapping[str, Any], data_root: str, num_queries: int, device: Any, source: str
-) -> tuple[Tensor, Tensor]:
-    """(Q, D) query embeddings and (Q,) user ids of the first ``num_queries`` test users of the run's data.
-
-    The run's stored data config is rebuilt with ``root = data_root`` (its relative file paths resolve there) and
-    its model with the checkpoint's weights (the encoder uncompiled: the same weights, no compilation).
-
-    Raises:
-        ValueError: naming ``source`` when the checkpoint lacks what this needs or the test split is too small.
-    """
-    stored = OmegaConf.create(dict(checkpoint["rails_config"]))
-    if "data" not in stored or "root" not in stored.data:
-        raise ValueError(f"{source}: the stored config has no data.root to point at {data_root!r}")
-    num_items = checkpoint.get("hyper_parameters", {}).get("num_items")
-    if num_items is None:
-        raise ValueError(f"{source}: no hyper_parameters.num_items (not written by rails-train?)")
-    stored.data.root = data_root
-    if "compile_encoder" in stored.model:
-        stored.model.compile_encoder = False
-    datamodule = hydra.utils.instantiate(stored.data)
-    datamodule.prepare_data()
-    datamodule.setup("test")
-    model = hydra.utils.instantiate(stored.model, num_items=int(num_items))
-    model.load_state_dict(checkpoint["state_dict"])
-    model = model.to(device).eval()
-    queries: list[Tensor] = []
-    users: list[Tensor] = []
-    for batch in datamodule.test_dataloader():
-        batch = batch.to(device)
-        queries.append(model.embed_queries(batch))
-        users.append(batch.user_ids)
-        if sum(len(q) for q in queries) >= num_queries:
-            break
-    found = sum(len(q) for q in queries)
-    if found < num_queries:
-        raise ValueError(
-            f"{source}: the test split has {found} users, fewer than the {num_queries} queries needed"
-        )
-    return torch.cat(queries)[:num_queries].float(), torch.cat(users)[:num_queries]
-
-
 def checkpoint_problem(
     checkpoint: Mapping[str, Any],
     num_items: int | None,
@@ -95,10 +51,11 @@ def checkpoint_problem(
     source: str = "checkpoint",
     num_queries: int = 256,
     name: str = "checkpoint",
-    data_root: str | None = None,
+    user_queries: tuple[Tensor, Tensor] | None = None,
 ) -> Problem:
-    """MoL head + item table of a loaded rails-train checkpoint, queried by test users (``data_root``) or by
-    random items plus ``noise`` (no data).
+    """MoL head + item table of a loaded rails-train checkpoint, queried by ``user_queries`` ((Q, D) test-user
+    embeddings and (Q,) user ids, :func:`rails.runs.rebuild.trained_test_queries`) or, without them, by random
+    items plus ``noise``.
 
     The corpus is the item table (``num_items`` None: its own size) or the table tiled to ``num_items``.
 
@@ -118,8 +75,8 @@ def checkpoint_problem(
         for start in range(0, num_items, tiled.shape[0]):
             yield tiled[: min(tiled.shape[0], num_items - start)]
 
-    if data_root is not None:
-        queries, user_ids = test_user_queries(checkpoint, data_root, num_queries, device, source)
+    if user_queries is not None:
+        queries, user_ids = (t.to(device) for t in user_queries)
         queries_from = "test users (the checkpoint's encoder)"
     else:
         gen = torch.Generator().manual_seed(0)
