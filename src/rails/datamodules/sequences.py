@@ -65,9 +65,10 @@ class SequenceExamples(Dataset):
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         return {name: value[0] for name, value in self.rows([index]).items()}
 
-    def __getitems__(self, indices: list[int]) -> StackedRows:
-        """A whole batch at once (the DataLoader's batched fetch): one gather instead of one example per user."""
-        return StackedRows(self.rows(indices))
+    def __getitems__(self, indices: list[int]) -> dict[str, Tensor]:
+        """A whole batch at once (the DataLoader's batched fetch): one gather instead of one example per user;
+        ``collate_sequences`` takes the stacked fields as they are."""
+        return self.rows(indices)
 
     def rows(self, indices: list[int] | np.ndarray) -> dict[str, Tensor]:
         """Examples ``indices`` stacked: history fields (B, N) left-aligned and zero-padded, the others (B,)."""
@@ -97,10 +98,6 @@ class SequenceExamples(Dataset):
             "target_timestamps": at_target(self.data.timestamps, torch.int64),
             "target_ratings": at_target(self.data.ratings, torch.float32),
         }
-
-
-class StackedRows(dict):
-    """A batch of examples already stacked field by field (``SequenceExamples.__getitems__``), for collation."""
 
 
 def training_item_counts(data: CanonicalData, holdout: int) -> np.ndarray:
