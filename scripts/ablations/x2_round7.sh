@@ -4,6 +4,7 @@
 #   bench  : the GPU suite on GPU 1 (background) beside the training-step benchmark on GPU 0 (eager vs a
 #            torch.compile'd encoder + fused AdamW, and that in CUDA graphs; dot, MoL; fp32, bf16);
 #            writes $OUT/{gpu_tests.log,bench_mol.*} (the JSON after every row).
+#   topk_seeds: bench_topk on GPU 0 beside 6 ML-1M trainings on GPU 1 (missing seeds, holdout=2), collected.
 #   topk   : the HSTU attention benchmark re-measured ($OUT/bench_hstu.*, time-boxed) and the exact/approximate
 #            MoL top-k benchmark at 1M and 10M items ($OUT/bench_topk.*).
 #   ddp    : the issue #14 two-GPU check with the compiled encoder and fused AdamW (scripts/launch_ddp_check.sh).
@@ -36,8 +37,10 @@ MOL_FAST=(model.similarity.compile_mixing=true)
 
 case "${1:-}" in
   bench)
-    CUDA_VISIBLE_DEVICES=1 OUT=/tmp/rails-gpu-tests setsid nohup bash scripts/device_gpu_tests.sh \
-      >/tmp/rails-gpu-tests.out 2>&1 &
+    # GPU 1: the suite, then the HSTU attention benchmark (docs/bench_hstu.* predate the kernel refactor)
+    (CUDA_VISIBLE_DEVICES=1 OUT=/tmp/rails-gpu-tests bash scripts/device_gpu_tests.sh >/tmp/rails-gpu-tests.out 2>&1
+      CUDA_VISIBLE_DEVICES=1 timeout 200 python3 scripts/bench_hstu.py --max-seconds 170 --out "$OUT/bench_hstu" \
+        >/tmp/rails-bench-hstu.out 2>&1) &
     tests=$!
     # the JSON/markdown are rewritten after every row, so a cut run keeps what finished
     CUDA_VISIBLE_DEVICES=0 timeout 420 python3 scripts/bench_mol_step.py --count-ops --heads dot mol \
@@ -45,6 +48,24 @@ case "${1:-}" in
     wait "$tests"
     cp /tmp/rails-gpu-tests/gpu_tests.log "$OUT/" 2>/dev/null
     tail -n 8 "$OUT/gpu_tests.log"
+    tail -n 6 /tmp/rails-bench-hstu.out
+    ;;
+  topk_seeds)
+    # GPU 0: the top-k benchmark alone; GPU 1: the ML-1M table's missing seeds and the data.holdout=2 rows of
+    # issue #12 deliverable 2, all at once (6 jobs, MPS), collected at the end of the call.
+    export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True OMP_NUM_THREADS=1 MPS=${MPS:-1}
+    common=(data.root="$PWD/.devdata" ++callbacks.progress_bar=null trainer.enable_progress_bar=false "${FAST[@]}")
+    sweep() { local name=$1; shift; CUDA_VISIBLE_DEVICES=1 bash scripts/gpu_sweep.sh start "$name" \
+      hydra/launcher=parallel "$@" "${common[@]}"; }
+    sweep r7_hstu_seeds hydra.launcher.n_jobs=2 experiment=ml_1m_seq_hstu_dot seed=2,3
+    sweep r7_sasrec_mol_seeds hydra.launcher.n_jobs=2 experiment=ml_1m_seq_sasrec_mol seed=2,3 "${MOL_FAST[@]}"
+    sweep r7_holdout2_dot hydra.launcher.n_jobs=1 experiment=ml_1m_seq_hstu_large_dot data.holdout=2 seed=1
+    sweep r7_holdout2_mol hydra.launcher.n_jobs=1 experiment=ml_1m_seq_hstu_large_mol data.holdout=2 seed=1 \
+      "${MOL_FAST[@]}"
+    CUDA_VISIBLE_DEVICES=0 timeout 380 python3 scripts/bench_topk.py --items 1000000 10000000 \
+      --settings 8x4x64 8x8x32 --batch-sizes 1 32 256 --runs 10 --warmup 2 --time-budget-s 1.5 \
+      --truth-queries 64 --no-faiss --out "$OUT" 2>&1 | tail -n 24
+    bash scripts/gpu_sweep.sh wait "${2:-150}"
     ;;
   topk)
     # docs/bench_hstu.* predate the HSTU kernel refactor (tile helpers): re-measured here, time-boxed
