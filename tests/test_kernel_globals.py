@@ -87,3 +87,42 @@ def test_the_rule_catches_a_plain_global():
     reads = _global_reads(source)
     assert reads == {"PLAIN", "WRAPPED", "tl"}
     assert [name for name in sorted(reads) if not _allowed_global(scope[name])] == ["PLAIN"]
+
+
+def test_hstu_kernels_take_float_settings_as_compile_time_constants() -> None:
+    """A Python float given to a kernel at run time is typed fp32 by Triton but fp64 by Inductor.
+
+    Under ``torch.compile`` (``model.compile_encoder=true``) Inductor launches the HSTU kernels itself and typed
+    ``inv_normalizer`` as fp64, which turned the backward's float32 accumulator into fp64 and failed the
+    compile on an H200 (``Loop-carried variable ds_sum has initial type fp32 but is re-assigned to fp64``).
+    Every float the launcher passes must therefore be a ``tl.constexpr`` of each kernel that receives it.
+    """
+    import torch
+
+    from rails.kernels import hstu_attention_backward, hstu_attention_forward
+    from rails.kernels.hstu_attention_launch import HSTULaunch, HSTUSequences, kernel_arguments
+
+    q = torch.zeros(1, 8, 2, 4)
+    seq = HSTUSequences(
+        torch.zeros(1, 8, dtype=torch.int64),
+        torch.zeros(1, 8, dtype=torch.int64),
+        torch.full((1,), 8),
+        211.0,
+        0.301,
+    ).prepared()
+    tables = (torch.zeros(16), torch.zeros(129))
+    _, keywords = kernel_arguments(
+        q, q, q, q, tables, seq, HSTULaunch(block_m=16, block_n=16, num_warps=4, num_stages=1)
+    )
+    floats = sorted(name for name, value in keywords.items() if isinstance(value, float))
+    assert floats == ["inv_normalizer", "time_bucket_divisor"]
+    kernels = [
+        hstu_attention_forward._hstu_fwd,
+        hstu_attention_backward._hstu_bwd_dkdv,
+        hstu_attention_backward._hstu_bwd_dq,
+        hstu_attention_backward._hstu_bwd_bias,
+    ]
+    for kernel in kernels:
+        params = {param.name: param.is_constexpr for param in kernel.params}
+        for name in floats:
+            assert params.get(name) is True, f"{kernel.fn.__name__}: {name} must be a tl.constexpr"

@@ -6,6 +6,7 @@ head's states and ``head.mixing()`` (``rails.retrieval.indexes.exact.fused_mol_s
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from rails.models.similarity import MoLSimilarity
-from tests.topk_compare import assert_same_topk, bf16_score_tolerance
+from tests.topk_compare import assert_bf16_scores_close, assert_same_topk, bf16_score_tolerance
 from tests.triton_interpreter import run_interpreted
 
 
@@ -43,14 +44,23 @@ def random_mol(pq: int, px: int, dim: int, seed: int) -> MoLSimilarity:
 def reference_topk(head, queries, items, k, exclude_positions=None, state_dtype=None):
     """float64 full score matrix + stable sort.
 
-    ``state_dtype`` rounds the item state to the dtype the kernel is given (bf16) before the float64 scoring,
-    so the comparison measures the kernel's own arithmetic, not the input quantisation.
+    ``state_dtype`` rounds what the kernel is given in that dtype (bf16) before the float64 scoring: the item
+    state, the query components and the two weight matrices of the query-item gating MLP (the kernel's
+    ``fused_mol_topk`` casts all four to its compute dtype), so the comparison measures the kernel's own
+    arithmetic, not the input quantisation.
     """
     ref = random_like(head).double()
+    if state_dtype is not None:
+        with torch.no_grad():
+            for layer in (ref.gating.qi_part[1], ref.gating.qi_part[3]):
+                layer.weight.copy_(layer.weight.to(state_dtype).to(torch.float64))
     item_state = ref.encode_items(items.double())
+    query_state = ref.encode_queries(queries.double())
     if state_dtype is not None:
         item_state = item_state.to(state_dtype).to(torch.float64)
-    scores = ref.score(ref.encode_queries(queries.double()), item_state)
+        rounded = query_state.components.to(state_dtype).to(torch.float64)
+        query_state = dataclasses.replace(query_state, components=rounded)
+    scores = ref.score(query_state, item_state)
     if exclude_positions is not None:
         hit = (torch.arange(items.shape[0])[None, :, None] == exclude_positions[:, None, :].cpu()).any(2)
         scores = scores.masked_fill(hit.to(scores.device), -math.inf)
@@ -94,7 +104,10 @@ def check_fused(
         assert (positions[row, filled:] == -1).all() and torch.isinf(scores[row, filled:]).all()
         exact_at = ref_values.new_full((num_items,), -math.inf)
         exact_at[ref_order[row]] = ref_values[row]
-        torch.testing.assert_close(scores[row, :filled].double(), exact_at[found], rtol=0, atol=tol)
+        if dtype == torch.bfloat16:
+            assert_bf16_scores_close(scores[row, :filled], exact_at[found], ref_values[row])
+        else:
+            torch.testing.assert_close(scores[row, :filled].double(), exact_at[found], rtol=0, atol=tol)
         if dtype == torch.float32:  # the float64 order, up to ties within the kernel's rounding
             assert_same_topk(
                 scores[None, row, :filled],
