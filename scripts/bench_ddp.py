@@ -41,7 +41,13 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     run.add_argument(
         "--global-batches",
         default=",".join(map(str, BenchSettings.global_batches)),
-        help="comma-separated global batch sizes; the first is the headline",
+        help="comma-separated global batch sizes of the strong-scaling points ('' for none)",
+    )
+    run.add_argument(
+        "--per-gpu-batches",
+        default="",
+        help="comma-separated per-GPU batch sizes of the weak-scaling points, measured first (the first point "
+        "measured is the headline)",
     )
     run.add_argument("--trainer-one", default=BenchSettings.trainer_one)
     run.add_argument("--trainer-many", default=BenchSettings.trainer_many)
@@ -59,26 +65,35 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return parser.parse_args(argv), overrides
 
 
+def _integers(option: str, text: str) -> list[int]:
+    try:
+        return [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise SystemExit(f"{option}: not a list of integers: {text!r}") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
     raw = list(sys.argv[1:] if argv is None else argv)
     args, overrides = parse_args(raw)
     if args.command == "run":
+        batches = _integers("--global-batches", args.global_batches)
+        per_gpu = _integers("--per-gpu-batches", args.per_gpu_batches)
         try:
-            batches = [int(b) for b in args.global_batches.split(",") if b.strip()]
-        except ValueError:
-            raise SystemExit(f"--global-batches: not a list of integers: {args.global_batches!r}") from None
-        settings = BenchSettings(
-            experiment=args.experiment,
-            gpus=args.gpus,
-            epochs=args.epochs,
-            global_batches=batches,
-            trainer_one=args.trainer_one,
-            trainer_many=args.trainer_many,
-            matmul_precision=args.matmul_precision,
-            overrides=overrides,
-            max_seconds=args.max_seconds,
-        )
+            settings = BenchSettings(
+                experiment=args.experiment,
+                gpus=args.gpus,
+                epochs=args.epochs,
+                global_batches=batches,
+                per_gpu_batches=per_gpu,
+                trainer_one=args.trainer_one,
+                trainer_many=args.trainer_many,
+                matmul_precision=args.matmul_precision,
+                overrides=overrides,
+                max_seconds=args.max_seconds,
+            )
+        except ValueError as error:
+            raise SystemExit(f"bench_ddp.py run: {error}") from None
         command = args.launched_by or shlex.join(["python", "scripts/bench_ddp.py", *raw])
         bench(settings, args.out, args.json, command=command)
     if args.markdown:

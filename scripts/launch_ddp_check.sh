@@ -11,8 +11,9 @@
 #   here:  cp <fetched>/bench_ddp.json docs/ && python scripts/bench_ddp.py render \
 #              --json docs/bench_ddp.json --markdown docs/benchmarks.md
 #
-# Environment: GPUS (2), EPOCHS (5: one warm-up + 4 timed), BATCHES (128,512: the preset's global batch, then
-# a larger one), EXPERIMENT, TRAINER_ONE / TRAINER_MANY (gpu / ddp; cpu / ddp_sim for a CPU dry run),
+# Environment: GPUS (2), EPOCHS (5: one warm-up + 4 timed), PER_GPU_BATCHES ('': weak-scaling points, measured
+# first: the same batch per GPU, N x the global batch on N GPUs), BATCHES (128,512: strong-scaling points, the
+# same global batch on 1 and N GPUs: the preset's, then a larger one), EXPERIMENT, TRAINER_ONE / TRAINER_MANY (gpu / ddp; cpu / ddp_sim for a CPU dry run),
 # DATA_ROOT ($PWD/.devdata: ml-1m-seq/sequences.txt, ml-1m-meta/movies.dat), BUDGET_S (530: the run in progress
 # then is killed, the batch sizes finished before are kept), OUT (/tmp/rails-ddp-check), RUNS, SITE (/tmp/site).
 # Extra arguments are rails-train overrides for every training run.
@@ -20,7 +21,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 GPUS=${GPUS:-2}
 EPOCHS=${EPOCHS:-5}
-BATCHES=${BATCHES:-128,512}
+BATCHES=${BATCHES-128,512}
+PER_GPU_BATCHES=${PER_GPU_BATCHES:-}
 EXPERIMENT=${EXPERIMENT:-ml_1m_seq_hstu_large_dot}
 TRAINER_ONE=${TRAINER_ONE:-gpu}
 TRAINER_MANY=${TRAINER_MANY:-ddp}
@@ -42,8 +44,8 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || ec
 cp docs/benchmarks.md "$OUT/benchmarks.md"
 
 timeout $((BUDGET_S + 40)) python3 scripts/bench_ddp.py run --max-seconds "$BUDGET_S" --experiment "$EXPERIMENT" \
-  --gpus "$GPUS" --trainer-one "$TRAINER_ONE" --trainer-many "$TRAINER_MANY" --epochs "$EPOCHS" --global-batches "$BATCHES" --out "$RUNS" --json "$OUT/bench_ddp.json" --markdown "$OUT/benchmarks.md" \
-  --launched-by "GPUS=$GPUS EPOCHS=$EPOCHS BATCHES=$BATCHES bash scripts/launch_ddp_check.sh$(printf ' %q' "$@")" \
+  --gpus "$GPUS" --trainer-one "$TRAINER_ONE" --trainer-many "$TRAINER_MANY" --epochs "$EPOCHS" --global-batches "$BATCHES" --per-gpu-batches "$PER_GPU_BATCHES" --out "$RUNS" --json "$OUT/bench_ddp.json" --markdown "$OUT/benchmarks.md" \
+  --launched-by "GPUS=$GPUS EPOCHS=$EPOCHS PER_GPU_BATCHES=$PER_GPU_BATCHES BATCHES=$BATCHES bash scripts/launch_ddp_check.sh$(printf ' %q' "$@")" \
   -- "data.root=$DATA_ROOT" "$@" 2>&1 | tee "$OUT/bench_ddp.log"
 status=${PIPESTATUS[0]}
 

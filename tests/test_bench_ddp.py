@@ -17,7 +17,14 @@ import torch
 
 from rails.callbacks.epoch_timer import EpochTimer
 from rails.runs import ddp_bench
-from rails.runs.ddp_bench import BenchSettings, compare_metrics, epoch_seconds, eval_sharding, summarize
+from rails.runs.ddp_bench import (
+    BenchSettings,
+    ScalingPoint,
+    compare_metrics,
+    epoch_seconds,
+    eval_sharding,
+    summarize,
+)
 from rails.runs.ddp_bench_report import END, START, load_summary, render, update_section
 from tests.conftest import REPO_ROOT, TINY_OVERRIDES
 
@@ -131,6 +138,10 @@ def test_settings_reject_runs_that_cannot_measure_anything() -> None:
         BenchSettings(epochs=1)
     with pytest.raises(ValueError, match="global_batches"):
         BenchSettings(gpus=4, global_batches=[2])
+    with pytest.raises(ValueError, match="both empty"):
+        BenchSettings(global_batches=(), per_gpu_batches=())
+    with pytest.raises(ValueError, match="per_gpu_batches"):
+        BenchSettings(per_gpu_batches=[0])
 
 
 def test_run_kills_a_command_past_the_deadline_and_reports_failures_with_the_log(tmp_path: Path) -> None:
@@ -143,26 +154,31 @@ def test_run_kills_a_command_past_the_deadline_and_reports_failures_with_the_log
 
 
 def test_bench_keeps_the_batch_sizes_finished_before_the_budget_ran_out(tmp_path: Path, monkeypatch) -> None:
-    def fake(settings: BenchSettings, batch: int, out: Path, deadline: float | None) -> dict[str, Any]:
-        if batch == 512:
+    def fake(
+        settings: BenchSettings, point: ScalingPoint, out: Path, deadline: float | None
+    ) -> dict[str, Any]:
+        if point.batch_many == 512:
             raise TimeoutError("time budget spent")
-        return _row(batch, 2.0, 1.0, 0.0)
+        return _row(point.batch_many, 2.0, 1.0, 0.0)
 
     monkeypatch.setattr(ddp_bench, "bench_batch", fake)
     settings = BenchSettings(global_batches=(128, 512, 1024), max_seconds=1.0)
     summary = ddp_bench.bench(settings, tmp_path, tmp_path / "bench.json", command="bench")
     assert [r["global_batch"] for r in summary["runs"]] == [128]
-    assert len(summary["not_measured"]) == 2 and "global batch 512" in summary["not_measured"][0]
+    assert len(summary["not_measured"]) == 2 and "strong 512" in summary["not_measured"][0]
     assert load_summary(tmp_path / "bench.json") == summary
-    assert "Not measured: global batch 1024" in render(summary)
-    monkeypatch.setattr(ddp_bench, "bench_batch", lambda *a: fake(settings, 512, tmp_path, None))
+    assert "Not measured: strong 1024" in render(summary)
+    stuck = ScalingPoint("strong", 512, 512)
+    monkeypatch.setattr(ddp_bench, "bench_batch", lambda *a: fake(settings, stuck, tmp_path, None))
     with pytest.raises(TimeoutError):  # nothing finished: nothing to summarize
         ddp_bench.bench(settings, tmp_path, tmp_path / "none.json")
 
 
 # ----------------------------------------------------------------------------------- JSON and markdown
-def _row(batch: int, one: float, many: float, diff: float) -> dict[str, Any]:
+def _row(batch: int, one: float, many: float, diff: float, scaling: str = "strong") -> dict[str, Any]:
     return {
+        "scaling": scaling,
+        "batch_1gpu": batch if scaling == "strong" else batch // 2,
         "global_batch": batch,
         "per_gpu_batch": batch // 2,
         "epoch_s": {"1": one, "2": many},
@@ -188,9 +204,12 @@ def test_summary_headline_is_the_first_batch_and_the_markdown_tells_where_the_sp
         not accept["speedup_met"] and accept["metrics_met"] and accept["speedup_met_at_global_batch"] == [512]
     )
     text = render(summary)
-    assert "| 128 | 64 | 2.000 | 1.600 | 1.25x | 2.0e-07 (val/ndcg@10) | yes (3020, 3020) |" in text
-    assert "| 512 | 256 | 1.000 | 0.500 | 2.00x |" in text
-    assert "reached at global batch 512" in text and "(4x fewer steps)" in text
+    assert (
+        "| strong | 128 | 128 | 64 | 2.000 | 1.600 | 1.25x | 2.0e-07 (val/ndcg@10) | yes (3020, 3020) |"
+        in text
+    )
+    assert "| strong | 512 | 512 | 256 | 1.000 | 0.500 | 2.00x |" in text
+    assert "reached at strong 512" in text and "(4x fewer steps)" in text
     met = render(summarize(settings, [_row(128, 2.0, 1.0, 0.0)], "bench"))
     assert "speed-up 2.00x >= 1.8: yes" in met and "reached at" not in met
 
@@ -230,7 +249,7 @@ def test_render_command_regenerates_the_markdown_from_the_json(tmp_path: Path) -
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     page = (tmp_path / "benchmarks.md").read_text()
-    assert "old" not in page and "| 128 | 64 | 2.000 | 1.000 | 2.00x |" in page
+    assert "old" not in page and "| strong | 128 | 128 | 64 | 2.000 | 1.000 | 2.00x |" in page
 
 
 # ------------------------------------------------------------------------------------------------ slow
@@ -266,4 +285,20 @@ def test_bench_on_two_gloo_processes_writes_an_honest_summary(tmp_path: Path) ->
     assert summary["max_metric_abs_diff"] <= 1e-6  # one checkpoint, same users: sums agree up to rounding
     assert summary["eval_sharded"] and sorted(row["eval_sharding"]["users_per_rank"]) == [60, 61]
     assert len(row["epoch_s_all"]["2"]) == 2 and len(row["commands"]) == 3
-    assert START in page.read_text() and "| 32 | 16 |" in page.read_text()
+    assert START in page.read_text() and "| strong | 32 | 32 | 16 |" in page.read_text()
+
+
+def test_weak_scaling_points_come_first_and_head_the_summary() -> None:
+    settings = BenchSettings(gpus=2, global_batches=(128,), per_gpu_batches=(128,))
+    assert settings.points() == [ScalingPoint("weak", 128, 256), ScalingPoint("strong", 128, 128)]
+    assert [p.label for p in settings.points()] == ["weak 128 per GPU", "strong 128"]
+    weak, strong = _row(256, 1.6, 0.85, 0.0, scaling="weak"), _row(128, 1.6, 1.35, 0.0)
+    summary = summarize(settings, [weak, strong], "bench")
+    assert summary["scaling"] == "weak" and summary["batch_1gpu"] == 128 and summary["global_batch"] == 256
+    assert summary["acceptance"]["speedup_met"] and summary["acceptance"]["speedup_met_at"] == [
+        "weak 128 per GPU"
+    ]
+    text = render(summary)
+    assert "| weak | 128 | 256 | 128 | 1.600 | 0.850 | 1.88x |" in text
+    assert "headline row (weak scaling, 128 per GPU: global batch 128 on 1 GPU, 256 on 2)" in text
+    assert "weak scaling: the same batch per GPU" in text

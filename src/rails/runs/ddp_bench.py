@@ -1,9 +1,12 @@
 """The N-GPU DDP check (issue #14 item 6): epoch time on 1 vs N devices, N-device metrics vs a 1-device eval.
 
-For each global batch size, :func:`bench` trains the same preset twice as subprocesses (``rails-train`` on one
-device, then with the N-device trainer; ``data.batch_size`` is the global batch in both), with the optional
+For each measurement point, :func:`bench` trains the same preset twice as subprocesses (``rails-train`` on one
+device, then with the N-device trainer), with the optional
 :class:`rails.callbacks.epoch_timer.EpochTimer`, then runs ``rails-eval`` of the N-device run's best checkpoint
-on one device. From the run directories it reads:
+on one device. A point is *strong* scaling (``global_batches``: the same global batch ``data.batch_size`` on 1 and
+on N devices, i.e. the same training recipe split over the devices) or *weak* scaling (``per_gpu_batches``:
+the same batch per device, so the N-device run's global batch is N times the 1-device one, as Lightning's own
+per-device batch semantics would give; fewer, larger steps per epoch). From the run directories it reads:
 
 - ``epoch_s``: mean wall seconds per training epoch, validation and the first (warm-up) epoch excluded, the
   slowest rank per epoch (:func:`epoch_seconds`);
@@ -12,7 +15,7 @@ on one device. From the run directories it reads:
 - ``eval_sharding``: the users each rank evaluated in the N-device run's final validation: disjoint, and
   together exactly the users of the 1-device run (:func:`eval_sharding`).
 
-The summary (:func:`summarize`) is written atomically to a JSON file after every batch size, so a cut-off run
+The summary (:func:`summarize`) is written atomically to a JSON file after every point, so a cut-off run
 keeps what it finished; ``rails.runs.ddp_bench_report`` renders it into docs/benchmarks.md.
 """
 
@@ -48,7 +51,8 @@ class BenchSettings:
         experiment: preset of ``conf/experiment``.
         gpus: N, devices of the distributed run.
         epochs: training epochs per run (the first is not timed; >= 2).
-        global_batches: global training batch sizes; the first one is the headline.
+        global_batches: global training batch sizes of the strong-scaling points.
+        per_gpu_batches: per-device batch sizes of the weak-scaling points (measured first).
         trainer_one: trainer config of the 1-device training and of ``rails-eval``.
         trainer_many: trainer config of the N-device run.
         matmul_precision: of both trainings; ``highest`` because ``rails-eval`` runs at torch's default
@@ -65,6 +69,7 @@ class BenchSettings:
     gpus: int = 2
     epochs: int = 5
     global_batches: Sequence[int] = (128, 512)
+    per_gpu_batches: Sequence[int] = ()
     trainer_one: str = "gpu"
     trainer_many: str = "ddp"
     matmul_precision: str = "highest"
@@ -79,10 +84,35 @@ class BenchSettings:
             raise ValueError(f"gpus must be >= 2 for a distributed run, got {self.gpus}")
         if self.epochs < 2:
             raise ValueError(f"epochs must be >= 2 (the first epoch is not timed), got {self.epochs}")
-        if not self.global_batches or any(b < self.gpus for b in self.global_batches):
+        if not (self.global_batches or self.per_gpu_batches):
+            raise ValueError("global_batches and per_gpu_batches are both empty: nothing to measure")
+        if any(b < self.gpus for b in self.global_batches):
             raise ValueError(
                 f"global_batches must be >= gpus ({self.gpus}) each, got {list(self.global_batches)}"
             )
+        if any(b < 1 for b in self.per_gpu_batches):
+            raise ValueError(f"per_gpu_batches must be >= 1 each, got {list(self.per_gpu_batches)}")
+
+    def points(self) -> list[ScalingPoint]:
+        """What :func:`bench` measures, in order (the first is the summary's headline): weak, then strong."""
+        weak = [ScalingPoint("weak", b, b * self.gpus) for b in self.per_gpu_batches]
+        return weak + [ScalingPoint("strong", b, b) for b in self.global_batches]
+
+
+@dataclass(frozen=True)
+class ScalingPoint:
+    """One measurement: ``batch_one`` = global batch of the 1-device run, ``batch_many`` of the N-device run."""
+
+    scaling: str
+    batch_one: int
+    batch_many: int
+
+    @property
+    def label(self) -> str:
+        """``strong 128`` / ``weak 128 per GPU`` (summary keys, log lines, reasons for what was not measured)."""
+        if self.scaling == "weak":
+            return f"weak {self.batch_one} per GPU"
+        return f"strong {self.batch_many}"
 
 
 def _read_json(path: Path) -> Any:
@@ -241,14 +271,14 @@ def eval_command(settings: BenchSettings, checkpoint: str, precision: str, run_d
 
 
 def bench_batch(
-    settings: BenchSettings, batch: int, out: Path, deadline: float | None = None
+    settings: BenchSettings, point: ScalingPoint, out: Path, deadline: float | None = None
 ) -> dict[str, Any]:
-    """1-device and N-device training at global batch ``batch``, then rails-eval; the measurements of one row."""
+    """1-device and N-device training of one point, then rails-eval; the measurements of one row."""
     n = settings.gpus
-    root = out / f"batch{batch}"
+    root = out / (f"batch{point.batch_many}" if point.scaling == "strong" else f"per_gpu{point.batch_one}")
     one_dir, many_dir, eval_dir = root / "gpu1", root / f"gpu{n}", root / "eval1"
-    commands = [train_command(settings, settings.trainer_one, 1, batch, one_dir)]
-    commands.append(train_command(settings, settings.trainer_many, n, batch, many_dir))
+    commands = [train_command(settings, settings.trainer_one, 1, point.batch_one, one_dir)]
+    commands.append(train_command(settings, settings.trainer_many, n, point.batch_many, many_dir))
     wall = [_run(commands[0], one_dir.with_suffix(".log"), deadline)]
     wall.append(_run(commands[1], many_dir.with_suffix(".log"), deadline))
     record = _read_json(many_dir / "run.json")
@@ -262,8 +292,10 @@ def bench_batch(
     many_s, many_epochs = epoch_seconds(many_dir)
     comparison = compare_metrics(_read_json(many_dir / "metrics.json"), _read_json(eval_dir / "metrics.json"))
     return {
-        "global_batch": batch,
-        "per_gpu_batch": batch // n,
+        "scaling": point.scaling,
+        "batch_1gpu": point.batch_one,
+        "global_batch": point.batch_many,
+        "per_gpu_batch": point.batch_many // n,
         "epoch_s": {"1": one_s, str(n): many_s},
         "epoch_s_all": {"1": one_epochs, str(n): many_epochs},
         "speedup": one_s / many_s,
@@ -295,7 +327,7 @@ def summarize(
     command: str | None,
     not_measured: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The JSON of docs/bench_ddp.json: headline = the first global batch; every row under ``runs``."""
+    """The JSON of docs/bench_ddp.json: headline = the first point measured; every row under ``runs``."""
     if not rows:
         raise ValueError("no finished run to summarize")
     head = rows[0]
@@ -305,6 +337,8 @@ def summarize(
         "speedup": head["speedup"],
         "max_metric_abs_diff": head["max_metric_abs_diff"],
         "global_batch": head["global_batch"],
+        "scaling": head.get("scaling", "strong"),
+        "batch_1gpu": head.get("batch_1gpu", head["global_batch"]),
         "eval_sharded": head["eval_sharding"]["sharded"],
         "acceptance": {
             "min_speedup": settings.min_speedup,
@@ -314,6 +348,7 @@ def summarize(
             "speedup_met_at_global_batch": [
                 r["global_batch"] for r in rows if r["speedup"] >= settings.min_speedup
             ],
+            "speedup_met_at": [_label(r) for r in rows if r["speedup"] >= settings.min_speedup],
         },
         "gpu": head.get("gpu"),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -329,24 +364,27 @@ def summarize(
     }
 
 
+def _label(row: Mapping[str, Any]) -> str:
+    scaling = row.get("scaling", "strong")
+    return ScalingPoint(scaling, row.get("batch_1gpu", row["global_batch"]), row["global_batch"]).label
+
+
 def bench(
     settings: BenchSettings, out: str | Path, json_path: str | Path, command: str | None = None
 ) -> dict[str, Any]:
-    """Run every global batch of ``settings`` under ``out``; rewrite ``json_path`` after each; the summary."""
+    """Run every point of ``settings`` under ``out``; rewrite ``json_path`` after each; the summary."""
     out = Path(out).resolve()
     deadline = None if settings.max_seconds is None else time.monotonic() + settings.max_seconds
     rows: list[dict[str, Any]] = []
-    for i, batch in enumerate(settings.global_batches):
+    points = settings.points()
+    for i, point in enumerate(points):
         try:
-            rows.append(bench_batch(settings, batch, out, deadline))
+            rows.append(bench_batch(settings, point, out, deadline))
         except TimeoutError as error:
-            log.warning(f"{error}: global batch sizes {list(settings.global_batches[i:])} not measured")
+            log.warning(f"{error}: {[p.label for p in points[i:]]} not measured")
             if not rows:
                 raise
-            skipped = [
-                f"global batch {b}: time budget ({settings.max_seconds} s) spent"
-                for b in settings.global_batches[i:]
-            ]
+            skipped = [f"{p.label}: time budget ({settings.max_seconds} s) spent" for p in points[i:]]
             summary = summarize(settings, rows, command, skipped)
             atomic_write(json_path, json.dumps(summary, indent=2) + "\n")
             return summary
@@ -354,7 +392,7 @@ def bench(
         atomic_write(json_path, json.dumps(summary, indent=2) + "\n")
         row = rows[-1]
         log.info(
-            f"global batch {batch}: epoch {row['epoch_s']} s, speed-up {row['speedup']:.2f}x, "
+            f"{point.label}: epoch {row['epoch_s']} s, speed-up {row['speedup']:.2f}x, "
             f"max |metric diff| {row['max_metric_abs_diff']:.2e}, sharded {row['eval_sharding']['sharded']}"
         )
     return summary

@@ -38,7 +38,8 @@ def _yes(flag: bool) -> str:
 
 def _step_cost(summary: Mapping[str, Any]) -> str:
     """One sentence on how the 1-GPU epoch time scales with the batch (per-step overhead), when measured."""
-    runs = sorted(summary["runs"], key=lambda r: r["global_batch"])
+    runs = [r for r in summary["runs"] if r.get("scaling", "strong") == "strong"]
+    runs = sorted(runs, key=lambda r: r["global_batch"])
     if len(runs) < 2:
         return ""
     small, large = runs[0], runs[-1]
@@ -53,6 +54,16 @@ def _step_cost(summary: Mapping[str, Any]) -> str:
     )
 
 
+def _row_label(row: Mapping[str, Any]) -> str:
+    if row.get("scaling", "strong") == "weak":
+        gpus = row["global_batch"] // row["per_gpu_batch"]
+        return (
+            f"weak scaling, {row['batch_1gpu']} per GPU: global batch {row['batch_1gpu']} on 1 GPU, "
+            f"{row['global_batch']} on {gpus}"
+        )
+    return f"strong scaling, global batch {row['global_batch']}"
+
+
 def render(summary: Mapping[str, Any]) -> str:
     """Markdown of the DDP check: one row per global batch, the acceptance verdict, the commands."""
     n = str(summary["gpus"])
@@ -63,32 +74,37 @@ def render(summary: Mapping[str, Any]) -> str:
         f"{summary.get('experiment')}, {summary.get('epochs')} epochs per run (the first not timed), "
         f"{summary.get('gpu') or 'no GPU'}, {summary.get('date')}; matmul precision {summary.get('matmul_precision')}. "
         "Epoch time = wall seconds of one training epoch without validation (slowest rank, mean over the timed "
-        f"epochs); the same global batch on 1 and on {n} GPUs. Metric diff = max |{n}-GPU validate/test of the "
-        "best checkpoint - 1-GPU `rails-eval` of that checkpoint| over every metric.",
+        f"epochs). Strong scaling: the same global batch on 1 and on {n} GPUs (the same recipe, split); weak "
+        f"scaling: the same batch per GPU ({n}x the global batch on {n} GPUs, half the steps per epoch; the "
+        "learning rate is not rescaled). Metric diff = max "
+        f"|{n}-GPU validate/test of the best checkpoint - 1-GPU `rails-eval` of that checkpoint| over every metric.",
         "",
-        f"| global batch | per-GPU batch | epoch s, 1 GPU | epoch s, {n} GPUs | speed-up | max metric diff "
-        "| eval sharded (users per rank) |",
-        "|---|---|---|---|---|---|---|",
+        f"| scaling | batch, 1 GPU | global batch, {n} GPUs | per-GPU batch | epoch s, 1 GPU | epoch s, {n} GPUs "
+        "| speed-up | max metric diff | eval sharded (users per rank) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summary["runs"]:
         shard = row["eval_sharding"]
+        scaling = row.get("scaling", "strong")
         lines.append(
-            f"| {row['global_batch']} | {row['per_gpu_batch']} | {row['epoch_s']['1']:.3f} | "
+            f"| {scaling} | {row.get('batch_1gpu', row['global_batch'])} | {row['global_batch']} | "
+            f"{row['per_gpu_batch']} | {row['epoch_s']['1']:.3f} | "
             f"{row['epoch_s'][n]:.3f} | {row['speedup']:.2f}x | {row['max_metric_abs_diff']:.1e} "
             f"({row['worst_metric']}) | {_yes(shard['sharded'])} ({', '.join(map(str, shard['users_per_rank']))}) |"
         )
-    met_at = accept.get("speedup_met_at_global_batch", [])
+    met_at = accept.get(
+        "speedup_met_at", [f"strong {b}" for b in accept.get("speedup_met_at_global_batch", [])]
+    )
+    head = summary["runs"][0] if summary["runs"] else {}
     lines += [
         "",
-        f"Acceptance at the preset's global batch {summary.get('global_batch')}: speed-up "
+        f"Acceptance at the headline row ({_row_label(head) if head else 'none'}): speed-up "
         f"{summary['speedup']:.2f}x >= {accept['min_speedup']}: {_yes(accept['speedup_met'])}; max metric diff "
         f"{summary['max_metric_abs_diff']:.1e} <= {accept['tolerance']:.0e}: {_yes(accept['metrics_met'])}; "
         f"evaluation sharded: {_yes(summary.get('eval_sharded', False))}.",
     ]
     if not accept["speedup_met"]:
-        where = (
-            f"reached at global batch {', '.join(map(str, met_at))}" if met_at else "not reached at any batch"
-        )
+        where = f"reached at {', '.join(map(str, met_at))}" if met_at else "not reached at any point"
         lines += ["", f"The {accept['min_speedup']}x speed-up is {where} measured.{_step_cost(summary)}"]
     for reason in summary.get("not_measured", []):
         lines += ["", f"Not measured: {reason}."]
