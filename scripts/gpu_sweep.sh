@@ -44,7 +44,11 @@ mps() {
     echo "MPS=1 but nvidia-cuda-mps-control is not installed: running without MPS" >&2
     return 0
   fi
-  if ! pgrep -x nvidia-cuda-mps-control >/dev/null; then
+  # -f: the process name (comm) is cut to 15 characters, so `pgrep -x nvidia-cuda-mps-control` never matched and
+  # every later sweep tried a second daemon ("already running") and said, wrongly, that it ran without MPS.
+  if pgrep -f nvidia-cuda-mps-control >/dev/null; then
+    echo "MPS control daemon already running: the jobs share it"
+  else
     mkdir -p /tmp/nvidia-mps-log
     # The daemon serves every GPU: it must not inherit the CUDA_VISIBLE_DEVICES of the sweep that starts it.
     if ! env -u CUDA_VISIBLE_DEVICES CUDA_MPS_LOG_DIRECTORY=/tmp/nvidia-mps-log nvidia-cuda-mps-control -d; then
