@@ -32,6 +32,16 @@ def index_grid(
         grid.append(("PerComponentTopK", f"k_per_pair={kp}", lambda kp=kp: PerComponentTopK(kp, mips=mips)))
     for kc in [100, 400] if tiny else [200, 500, 1000, 2000, 4000]:
         grid.append(("AverageTopK", f"num_candidates={kc}", lambda kc=kc: AverageTopK(kc, mips=mips)))
+    # CUDA-graph replay of the search stage (launch overhead) at the budgets where it can decide the headline
+    graphs = device.type == "cuda"
+    for kc in ([400] if tiny else [4000]) if graphs else []:
+        grid.append(
+            (
+                "AverageTopK+graphs",
+                f"num_candidates={kc}",
+                lambda kc=kc: AverageTopK(kc, mips=mips, cuda_graphs=True),
+            )
+        )
     for kp, kc in [(1, 100)] if tiny else [(5, 200), (50, 500), (100, 1000)]:
         params = f"k_per_pair={kp},num_candidates={kc}"
         grid.append(("CombinedTopK", params, lambda kp=kp, kc=kc: CombinedTopK(kp, kc, mips=mips)))
@@ -50,16 +60,20 @@ def index_grid(
     )
     if num_items > CLUSTERED_MAX_ITEMS:
         ivf = []
+    graphed_ivf = {ivf[-1], ivf[0]} if tiny else {(1000, 128, 16, 2000), (1000, 256, 32, 4000)}
     for per_list, shortlist, probes, kc in ivf:
         lists = max(1, round(num_items / per_list))
         params = f"num_lists={lists},shortlist={shortlist},num_probes={probes},num_candidates={kc}"
+        for replay in (
+            [False, True] if graphs and (per_list, shortlist, probes, kc) in graphed_ivf else [False]
+        ):
 
-        def clustered(
-            nl: int = lists, sl: int = shortlist, npr: int = probes, kc: int = kc
-        ) -> RetrievalIndex:
-            return ClusteredTopK(nl, npr, kc, shortlist=sl, dtype=bf16)
+            def clustered(
+                nl: int = lists, sl: int = shortlist, npr: int = probes, kc: int = kc, replay: bool = replay
+            ) -> RetrievalIndex:
+                return ClusteredTopK(nl, npr, kc, shortlist=sl, dtype=bf16, cuda_graphs=replay)
 
-        grid.append(("ClusteredTopK", params, clustered))
+            grid.append(("ClusteredTopK+graphs" if replay else "ClusteredTopK", params, clustered))
     if with_faiss:
         for nlist, nprobe in [(8, 2)] if tiny else [(100, 1), (1000, 10)]:
             grid.append(

@@ -34,6 +34,7 @@ from rails.models.similarity.base import SimilarityHead
 from rails.models.similarity.states import HeadState, MoLState
 from rails.retrieval.indexes.base import RetrievalIndex
 from rails.retrieval.indexes.exact import ExactTopK
+from rails.retrieval.indexes.graphs import GraphedStage
 from rails.retrieval.mips import MIPSBackend, TorchMIPS
 from rails.retrieval.topk import pad_results, stable_topk
 
@@ -152,21 +153,31 @@ CandidateSource = _PairCandidates | _AverageCandidates
 class _CandidateIndex(RetrievalIndex):
     """Candidate generation + exact re-scoring, with exact search for queries short of candidates.
 
-    The candidates of a query are the concatenation of what each of ``sources`` returns.
+    The candidates of a query are the concatenation of what each of ``sources`` returns. With ``cuda_graphs``
+    the candidate and re-scoring stage is replayed from a CUDA graph per batch shape
+    (:class:`~rails.retrieval.indexes.graphs.GraphedStage`); the exact fallback stays eager.
     """
 
     def __init__(
-        self, sources: list[CandidateSource], fallback_chunk_size: int = 65536, build_batch_size: int = 65536
+        self,
+        sources: list[CandidateSource],
+        fallback_chunk_size: int = 65536,
+        build_batch_size: int = 65536,
+        cuda_graphs: bool = False,
     ) -> None:
         super().__init__(build_batch_size)
         self._exact = ExactTopK(chunk_size=fallback_chunk_size, fused=False)
         self.sources = sources
+        self.cuda_graphs = cuda_graphs
+        self._graphed = GraphedStage(self._stage, type(self).__name__) if cuda_graphs else None
 
     def _build(self) -> None:
         assert self.head is not None and self.item_state is not None
         _components(self.item_state, "item")
         self._exact.build(self.head, item_ids=self.item_ids, item_state=self.item_state)
         self._build_candidates(self.item_state)
+        if self._graphed is not None:
+            self._graphed.clear()  # captured graphs read the previous build's tensors
 
     def _build_candidates(self, item_state: HeadState) -> None:
         for source in self.sources:
@@ -176,16 +187,24 @@ class _CandidateIndex(RetrievalIndex):
         """(B, C) candidate positions of every source, concatenated (-1 = none)."""
         return torch.cat([source(query_state, exclude_positions, k) for source in self.sources], dim=1)
 
+    def _stage(
+        self, query_state: HeadState, k: int, exclude_positions: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Candidates and their exact re-scoring: fixed shapes, no host synchronisation (graph-capturable)."""
+        head = self._require_built()
+        assert self.item_state is not None
+        candidates = self._candidates(query_state, k, exclude_positions)
+        return rescore_candidates(
+            head, query_state, self.item_state, candidates, min(k, self.num_items), exclude_positions
+        )
+
     def _search(
         self, query_state: HeadState, k: int, exclude_positions: Tensor | None
     ) -> tuple[Tensor, Tensor]:
-        head = self._require_built()
-        assert self.item_state is not None
+        self._require_built()
         width = min(k, self.num_items)
-        candidates = self._candidates(query_state, k, exclude_positions)
-        scores, positions, count = rescore_candidates(
-            head, query_state, self.item_state, candidates, width, exclude_positions
-        )
+        stage = self._stage if self._graphed is None else self._graphed
+        scores, positions, count = stage(query_state, k, exclude_positions)
         self.exact_fallback = count < _available(self.num_items, exclude_positions, count).clamp_max(width)
         short = self.exact_fallback.nonzero()[:, 0]
         scores, positions = pad_results(scores, positions, width)  # fewer candidate slots than k
@@ -206,6 +225,8 @@ class PerComponentTopK(_CandidateIndex):
             :class:`~rails.retrieval.mips.TorchMIPS`. In Hydra: a ``_partial_: true`` node.
         fallback_chunk_size: chunk size of the exact search used for queries short of candidates.
         build_batch_size: items encoded at once by :meth:`build`.
+        cuda_graphs: replay the candidate + re-scoring stage from a CUDA graph per batch shape (CUDA only;
+            a stage that cannot be captured runs eagerly, with a warning).
     """
 
     def __init__(
@@ -214,9 +235,10 @@ class PerComponentTopK(_CandidateIndex):
         mips: MIPSFactory | None = None,
         fallback_chunk_size: int = 65536,
         build_batch_size: int = 65536,
+        cuda_graphs: bool = False,
     ) -> None:
         self.pairs = _PairCandidates(k_per_pair, mips or TorchMIPS)
-        super().__init__([self.pairs], fallback_chunk_size, build_batch_size)
+        super().__init__([self.pairs], fallback_chunk_size, build_batch_size, cuda_graphs)
 
 
 class AverageTopK(_CandidateIndex):
@@ -227,6 +249,8 @@ class AverageTopK(_CandidateIndex):
         mips: zero-argument factory of the MIPS backend; default TorchMIPS.
         fallback_chunk_size: chunk size of the exact search used for queries short of candidates.
         build_batch_size: items encoded at once by :meth:`build`.
+        cuda_graphs: replay the candidate + re-scoring stage from a CUDA graph per batch shape (CUDA only;
+            a stage that cannot be captured runs eagerly, with a warning).
     """
 
     def __init__(
@@ -235,9 +259,10 @@ class AverageTopK(_CandidateIndex):
         mips: MIPSFactory | None = None,
         fallback_chunk_size: int = 65536,
         build_batch_size: int = 65536,
+        cuda_graphs: bool = False,
     ) -> None:
         self.average = _AverageCandidates(num_candidates, mips or TorchMIPS)
-        super().__init__([self.average], fallback_chunk_size, build_batch_size)
+        super().__init__([self.average], fallback_chunk_size, build_batch_size, cuda_graphs)
 
 
 class CombinedTopK(_CandidateIndex):
@@ -249,6 +274,8 @@ class CombinedTopK(_CandidateIndex):
         mips: zero-argument factory of the MIPS backends; default TorchMIPS.
         fallback_chunk_size: chunk size of the exact search used for queries short of candidates.
         build_batch_size: items encoded at once by :meth:`build`.
+        cuda_graphs: replay the candidate + re-scoring stage from a CUDA graph per batch shape (CUDA only;
+            a stage that cannot be captured runs eagerly, with a warning).
     """
 
     def __init__(
@@ -258,7 +285,8 @@ class CombinedTopK(_CandidateIndex):
         mips: MIPSFactory | None = None,
         fallback_chunk_size: int = 65536,
         build_batch_size: int = 65536,
+        cuda_graphs: bool = False,
     ) -> None:
         self.pairs = _PairCandidates(k_per_pair, mips or TorchMIPS)
         self.average = _AverageCandidates(num_candidates, mips or TorchMIPS)
-        super().__init__([self.pairs, self.average], fallback_chunk_size, build_batch_size)
+        super().__init__([self.pairs, self.average], fallback_chunk_size, build_batch_size, cuda_graphs)

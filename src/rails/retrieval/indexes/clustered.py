@@ -169,6 +169,8 @@ class ClusteredTopK(_CandidateIndex):
         dtype: storage and scan dtype of the keys ("bfloat16" on GPU; null = the item components' dtype).
         fallback_chunk_size: chunk size of the exact search used for queries short of candidates.
         build_batch_size: items encoded at once by :meth:`build`.
+        cuda_graphs: replay the candidate + re-scoring stage from a CUDA graph per batch shape (CUDA only;
+            a stage that cannot be captured runs eagerly, with a warning).
     """
 
     def __init__(
@@ -187,6 +189,7 @@ class ClusteredTopK(_CandidateIndex):
         dtype: str | None = None,
         fallback_chunk_size: int = 65536,
         build_batch_size: int = 65536,
+        cuda_graphs: bool = False,
     ) -> None:
         self.clustered = _ClusteredCandidates(
             num_lists,
@@ -202,7 +205,7 @@ class ClusteredTopK(_CandidateIndex):
             seed,
             resolve_dtype(dtype, "ClusteredTopK dtype"),
         )
-        super().__init__([], fallback_chunk_size, build_batch_size)
+        super().__init__([], fallback_chunk_size, build_batch_size, cuda_graphs)
 
     def _build_candidates(self, item_state: HeadState) -> None:
         if not isinstance(self.head, MoLSimilarity) or not isinstance(item_state, MoLItemState):
