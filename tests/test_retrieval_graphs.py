@@ -98,3 +98,18 @@ def test_replayed_search_equals_the_eager_search_on_cuda() -> None:
     scores, out = graphed.search(queries, 10)
     ref_scores, ref = clustered().build(head, items[:600], ids[:600]).search(queries, 10)
     assert_same_topk(scores.cpu(), out.cpu(), ref_scores.cpu(), ref.cpu())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_stage_with_a_host_sync_is_refused_before_any_capture_on_cuda() -> None:
+    def stage(state: DotState, k: int, exclude: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        vectors = state.vectors
+        return (vectors[vectors[:, 0] > 0].sum(dim=0),)  # a boolean mask: nonzero, a host synchronisation
+
+    graphed = GraphedStage(stage, "Sync")
+    state = DotState(vectors=torch.randn(4, 3, device="cuda"))
+    (out,) = graphed(state, 1, None)
+    assert torch.allclose(out, stage(state, 1, None)[0])
+    assert graphed.captured == 0 and len(graphed._eager) == 1
+    torch.randn(3, device="cuda")  # CUDA's RNG is not left marked as capturing

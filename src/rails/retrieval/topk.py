@@ -52,6 +52,28 @@ def stable_topk(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return values.gather(1, order), index.gather(1, order)
 
 
+def stable_topk_on_device(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """:func:`stable_topk` without a host synchronisation (capturable in a CUDA graph); NaN counts as ``-inf``.
+
+    Each float32 score becomes an int64 key ``(order-preserving score bits) * 2**32 + (2**32 - 1 - column)``,
+    so one ``torch.topk`` over distinct keys sorts by score descending and breaks ties by the lower column.
+
+    Args:
+        scores: (R, C) scores (``-inf`` = masked), C < 2**32.
+        k: number kept; clipped to C.
+
+    Returns:
+        (R, min(k, C)) float32 scores and int64 column indices.
+    """
+    k = min(k, scores.shape[1])
+    clean = scores.float().masked_fill(scores.isnan(), -math.inf) + 0.0  # + 0.0: -0.0 ties with +0.0
+    bits = clean.view(torch.int32).to(torch.int64)
+    ordered = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)  # monotone in the float order
+    column = torch.arange(scores.shape[1], device=scores.device, dtype=torch.int64)
+    index = torch.topk(ordered * 4294967296 + (4294967295 - column), k, dim=1).indices
+    return clean.gather(1, index), index
+
+
 def pad_results(scores: Tensor, positions: Tensor, width: int) -> tuple[Tensor, Tensor]:
     """Right-pad (R, K) results to (R, width) with empty slots ``(-inf, -1)``."""
     missing = width - scores.shape[1]

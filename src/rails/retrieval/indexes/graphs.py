@@ -10,8 +10,9 @@ Requirements of the stage: no host synchronisation and no data-dependent shapes 
 written that way: fixed-size top-k everywhere, exact-fallback handling after the stage). What the stage reads
 besides its inputs (item state, lists, head weights) is read from the same memory at every replay, so a
 rebuilt index must :meth:`GraphedStage.clear` its graphs (in-place weight updates are seen). A stage that
-cannot be captured (a host synchronisation, a CPU tensor) falls back to eager calls for that signature, with
-one warning naming the error; on CPU tensors it runs eagerly (one info line).
+cannot be captured falls back to eager calls for that signature, with one warning naming the error: a host
+synchronisation is caught in the warm-up (``torch.cuda.set_sync_debug_mode("error")``) before a capture starts;
+on CPU tensors the stage runs eagerly (one info line).
 """
 
 from __future__ import annotations
@@ -113,9 +114,17 @@ class GraphedStage:
         try:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(self.warmup):
-                    self.stage(static_state, k, static_exclude)
+            # A host synchronisation inside a capture invalidates it and can leave CUDA's RNG state marked as
+            # capturing (every later random op fails): the eager warm-up runs with synchronising ops as errors,
+            # so such a stage is refused before any capture starts.
+            previous = torch.cuda.get_sync_debug_mode()
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                with torch.cuda.stream(side):
+                    for _ in range(self.warmup):
+                        self.stage(static_state, k, static_exclude)
+            finally:
+                torch.cuda.set_sync_debug_mode(previous)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
