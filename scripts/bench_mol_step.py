@@ -49,6 +49,11 @@ def main() -> None:
     )
     parser.add_argument("--full-length", action="store_true", help="every history has N valid positions")
     parser.add_argument(
+        "--profile-kernels",
+        action="store_true",
+        help="per row, the device-busy time and top kernels of five more steps (torch.profiler)",
+    )
+    parser.add_argument(
         "--count-ops", action="store_true", help="profiler op counts per phase (one more step)"
     )
     parser.add_argument("--warmup", type=int, default=None)
@@ -103,7 +108,16 @@ def main() -> None:
     for precision, variant, head in [] if args.pending else runs:
         try:
             row = bench_head_step(
-                shapes, head, precision, device, warmup, iters, args.full_length, args.count_ops, variant
+                shapes,
+                head,
+                precision,
+                device,
+                warmup,
+                iters,
+                args.full_length,
+                args.count_ops,
+                variant,
+                args.profile_kernels,
             )
         except (
             Exception

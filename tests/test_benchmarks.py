@@ -63,6 +63,13 @@ def test_head_step_rows_and_report() -> None:
     assert ": met (MoL / dot: 1.4)" in head_step_markdown(gpu)
     gpu["rows"][1]["mean_ms"] = 16.0
     assert ": not met (MoL / dot: 1.6)" in head_step_markdown(gpu)
+    profiled = bench_head_step(TINY, "mol", "fp32", CPU, 0, 1, profile_kernels=True)["profile"]
+    assert profiled["steps"] == 5 and profiled["busy_ms"] > 0 and profiled["launches"] > 0
+    assert 0 < len(profiled["top"]) <= 10 and all(k["name"].startswith("aten::") for k in profiled["top"])
+    assert profiled["top"][0]["ms"] >= profiled["top"][-1]["ms"]
+    with_profile = {**report, "rows": [{**rows[1], "profile": profiled}]}
+    text = head_step_markdown(json.loads(json.dumps(with_profile)))
+    assert "mol / fp32 / eager: busy" in text and f"| `{profiled['top'][0]['name'][:90]}` |" in text
     pending = head_step_markdown({**report, "rows": [], "note": "old rows removed"})
     assert "old rows removed" in pending and "No measurement of the current code" in pending
     with pytest.raises(ValueError, match="head must be one of"):

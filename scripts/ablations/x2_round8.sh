@@ -3,8 +3,8 @@
 #
 #   ddp    : issue #14 item 6 on both GPUs: weak scaling (128 per GPU) first, then strong scaling at the
 #            preset's global batch 128; 8 epochs per run (7 timed). $OUT/bench_ddp.json, ddp_stdout.txt.
-#   bench  : GPU 0: bench_mol_step (eager / compiled / graphs x dot, MoL x fp32, bf16; the compiled rows failed
-#            in round 7 before the HSTU kernels took their float settings as tl.constexpr). GPU 1: the GPU
+#   bench  : GPU 0: bench_mol_step (eager / graphs x dot, MoL x fp32, bf16, with each row's top kernels and
+#            device-busy time from torch.profiler: where MoL's extra 15 ms per step go). GPU 1: the GPU
 #            suite, then bench_hstu. At the end it starts, detached, the full top-k benchmark (1M, 10M, 100M)
 #            on GPU 0 and the next MoL trainings on GPU 1; both run on into the next call.
 #   wait   : waits for both (at most ${2:-560} s), brings back $OUT/bench_topk.{json,md,png} (partial if cut) and
@@ -17,7 +17,7 @@
 # Here afterwards: cp <files_at>/bench_ddp.json docs/ && .venv/bin/python scripts/bench_ddp.py render --json
 # docs/bench_ddp.json --markdown docs/benchmarks.md; cp bench_mol.*, bench_hstu.*, bench_topk.* to docs/;
 # gpu_tests.log to results/gpu_tests/; runs.tar.gz into results/runs/<date>-h200x2-round8/ and
-# scripts/make_results.py. FAST_STEP=1 trains with the compiled step (only once bench_mol's compiled rows ran).
+# scripts/make_results.py. FAST_STEP=1 trains with the compiled step (measured at 8eff0c5: no faster than eager).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/rails-round8}
@@ -71,8 +71,8 @@ case "${1:-}" in
         >/tmp/rails-bench-hstu.out 2>&1
       start_trainings >/tmp/rails-trainings.out 2>&1) &
     side=$!
-    CUDA_VISIBLE_DEVICES=0 timeout 420 python3 scripts/bench_mol_step.py --count-ops --heads dot mol \
-      --variants eager compiled graphs --output "$OUT/bench_mol.md" 2>&1 | grep -v "^USDT" | tail -n 16
+    CUDA_VISIBLE_DEVICES=0 timeout 400 python3 scripts/bench_mol_step.py --count-ops --profile-kernels \
+      --heads dot mol --variants eager graphs --output "$OUT/bench_mol.md" 2>&1 | grep -v "^USDT" | tail -n 16
     start_topk
     wait "$side"
     cp /tmp/rails-gpu-tests/gpu_tests.log "$OUT/" 2>/dev/null

@@ -223,6 +223,43 @@ def count_step_ops(
     return {f"{phase}_ops": n for phase, n in counts.items()}
 
 
+def profile_step_kernels(
+    step: Callable[[], None], device: torch.device, steps: int = 5, top: int = 10
+) -> dict[str, Any]:
+    """Where a step's device time goes: its ``top`` kernels by self device time (CPU: leaf aten ops).
+
+    On CUDA, ``busy_ms`` (kernel time per step) against the timed step shows how launch-bound the step is:
+    the rest of the step the GPU waits for the host to launch the next kernel.
+
+    Returns:
+        ``steps``, ``busy_ms`` and ``launches`` per step, and ``top``: ``{"name", "calls", "ms"}`` per step.
+    """
+    cuda = device.type == "cuda"
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if cuda:
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        if cuda:
+            torch.cuda.synchronize(device)
+    if cuda:
+        kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+        seconds = [getattr(e, "self_device_time_total", 0.0) for e in kernels]
+    else:
+        kernels = [e for e in prof.key_averages() if e.key.startswith("aten::") and e.key not in _NOT_KERNELS]
+        seconds = [e.self_cpu_time_total for e in kernels]
+    ranked = sorted(zip(kernels, seconds, strict=True), key=lambda pair: -pair[1])
+    return {
+        "steps": steps,
+        "busy_ms": sum(seconds) / steps / 1000,
+        "launches": sum(e.count for e in kernels) / steps,
+        "top": [
+            {"name": e.key[:160], "calls": e.count / steps, "ms": us / steps / 1000} for e, us in ranked[:top]
+        ],
+    }
+
+
 def bench_head_step(
     shapes: Shapes,
     head: str,
@@ -233,13 +270,15 @@ def bench_head_step(
     full_length: bool = False,
     count_ops: bool = False,
     variant: str = "eager",
+    profile_kernels: bool = False,
 ) -> dict[str, Any]:
     """Time one training step of HSTU-large + ``head`` in ``precision`` (``fp32`` or ``bf16`` autocast).
 
     ``variant`` is one of ``STEP_VARIANTS`` (``compiled``: the warm-up steps also pay the compilation).
 
     History lengths are uniform in [min(20, N), N] (all N with ``full_length``). With ``count_ops`` the
-    row also has :func:`count_step_ops` of one extra step (after the timed ones).
+    row also has :func:`count_step_ops` of one extra step (after the timed ones), with ``profile_kernels``
+    a ``profile`` (:func:`profile_step_kernels` of five more).
 
     Returns:
         ``head``, ``precision``, ``variant``, ``mean_ms``, ``std_ms``, ``peak_gib``, ``M`` (supervised
@@ -279,4 +318,8 @@ def bench_head_step(
         "peak_gib": timing.peak_gib,
         "M": int(batch.lengths.sum()),
     }
-    return {**row, **count_step_ops(step)} if count_ops else row
+    if count_ops:
+        row.update(count_step_ops(step))
+    if profile_kernels:
+        row["profile"] = profile_step_kernels(step, device)
+    return row

@@ -72,6 +72,31 @@ def _speedup_cells(rows: Sequence[dict[str, Any]]) -> list[str]:
     ]
 
 
+def _profile_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Per profiled row: device-busy time vs the timed step and its most expensive kernels."""
+    profiled = [row for row in rows if "profile" in row]
+    if not profiled:
+        return []
+    lines = [
+        "",
+        "Where the step's time goes (torch.profiler over a few more steps; per step; busy = summed kernel "
+        "time, the rest of the timed step the device waits for launches):",
+    ]
+    for row in profiled:
+        profile = row["profile"]
+        share = profile["busy_ms"] / row["mean_ms"] if row["mean_ms"] > 0 else float("nan")
+        lines += [
+            "",
+            f"{row['head']} / {row['precision']} / {_variant(row)}: busy {profile['busy_ms']:.2f} ms of "
+            f"{row['mean_ms']:.2f} ms ({share:.0%}), {profile['launches']:.0f} kernels",
+            "",
+            "| kernel | calls | ms |",
+            "|---|---|---|",
+        ]
+        lines += [f"| `{k['name'][:90]}` | {k['calls']:.0f} | {k['ms']:.3f} |" for k in profile["top"]]
+    return lines
+
+
 def head_step_markdown(report: dict[str, Any]) -> str:
     """``docs/bench_mol.md`` rendered from a :func:`head_step_report` document (nothing else is written)."""
     shapes = Shapes(**{**report["shapes"], "mol": tuple(report["shapes"]["mol"])})
@@ -120,6 +145,7 @@ def head_step_markdown(report: dict[str, Any]) -> str:
         if counted:
             line += f" {row['forward_ops']} / {row['backward_ops']} / {row['optimizer_ops']} |"
         lines.append(line)
+    lines += _profile_lines(rows)
     if failed:
         lines += ["", "Rows that did not run:"]
         lines += [f"- {row['head']} / {row['precision']} / {_variant(row)}: {row['error']}" for row in failed]
