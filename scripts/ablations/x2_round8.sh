@@ -54,8 +54,13 @@ start_trainings() {
     hydra.launcher.n_jobs=3 experiment=ml_1m_seq_hstu_large_mol model.similarity.item_dropout=0.5 seed=1,2,3 \
     "${common[@]}" "${MOL_FAST[@]}"
   CUDA_VISIBLE_DEVICES=1 bash scripts/gpu_sweep.sh start r8_mol_item_dropout_0.4 hydra/launcher=parallel \
-    hydra.launcher.n_jobs=2 experiment=ml_1m_seq_hstu_large_mol model.similarity.item_dropout=0.4 seed=1,2 \
+    hydra.launcher.n_jobs=1 experiment=ml_1m_seq_hstu_large_mol model.similarity.item_dropout=0.4 seed=1 \
     "${common[@]}" "${MOL_FAST[@]}"
+  # the third seed of the two data.holdout=2 rows (issue #12 deliverable 2: 3 seeds each)
+  CUDA_VISIBLE_DEVICES=1 bash scripts/gpu_sweep.sh start r8_holdout2_dot_s3 hydra/launcher=parallel \
+    hydra.launcher.n_jobs=1 experiment=ml_1m_seq_hstu_large_dot data.holdout=2 seed=3 "${common[@]}"
+  CUDA_VISIBLE_DEVICES=1 bash scripts/gpu_sweep.sh start r8_holdout2_mol_s3 hydra/launcher=parallel \
+    hydra.launcher.n_jobs=1 experiment=ml_1m_seq_hstu_large_mol data.holdout=2 seed=3 "${common[@]}" "${MOL_FAST[@]}"
 }
 
 case "${1:-}" in
