@@ -60,9 +60,13 @@ def test_head_step_rows_and_report() -> None:
     assert "not measured: CPU or tiny" in text
     gpu = {**report, "device_name": "NVIDIA H200", "tiny": False}
     gpu["rows"] = [{**rows[0], "mean_ms": 10.0}, {**rows[1], "mean_ms": 14.0}]
-    assert ": met (MoL / dot: 1.4)" in head_step_markdown(gpu)
+    assert ": met by mol fp32 eager (MoL / dot: mol fp32 eager 1.4)" in head_step_markdown(gpu)
     gpu["rows"][1]["mean_ms"] = 16.0
-    assert ": not met (MoL / dot: 1.6)" in head_step_markdown(gpu)
+    assert ": not met (MoL / dot: mol fp32 eager 1.6)" in head_step_markdown(gpu)
+    gpu["rows"].append({**rows[1], "head": "mol_bf16_head", "mean_ms": 13.0})
+    assert ": met by mol_bf16_head fp32 eager (MoL / dot: mol fp32 eager 1.6, mol_bf16_head" in (
+        head_step_markdown(gpu)
+    )
     profiled = bench_head_step(TINY, "mol", "fp32", CPU, 0, 1, profile_kernels=True)["profile"]
     assert profiled["steps"] == 5 and profiled["busy_ms"] > 0 and profiled["launches"] > 0
     assert 0 < len(profiled["top"]) <= 10 and all(k["name"].startswith("aten::") for k in profiled["top"])
@@ -107,7 +111,11 @@ def test_compiled_step_variant_and_its_speedup_column() -> None:
     failed = {"head": "mol", "precision": "bf16", "variant": "compiled", "error": "BackendCompilerFailed: x"}
     report = head_step_report([*rows, failed], TINY, **meta, warmup=0, iters=1, full_length=False, tiny=False)
     text = head_step_markdown(json.loads(json.dumps(report)))
-    assert "- mol / bf16 / compiled: BackendCompilerFailed: x" in text and "MoL / dot: 1.33, 1.4" in text
+    assert "- mol / bf16 / compiled: BackendCompilerFailed: x" in text
+    assert (
+        "met by mol fp32 eager, mol fp32 compiled (MoL / dot: mol fp32 eager 1.33, mol fp32 compiled 1.4)"
+        in text
+    )
 
 
 def test_hstu_lengths_epoch_and_report(tmp_path: Path) -> None:
