@@ -60,13 +60,19 @@ def test_head_step_rows_and_report() -> None:
     assert "not measured: CPU or tiny" in text
     gpu = {**report, "device_name": "NVIDIA H200", "tiny": False}
     gpu["rows"] = [{**rows[0], "mean_ms": 10.0}, {**rows[1], "mean_ms": 14.0}]
-    assert ": met by mol fp32 eager (MoL / dot: mol fp32 eager 1.4)" in head_step_markdown(gpu)
-    gpu["rows"][1]["mean_ms"] = 16.0
-    assert ": not met (MoL / dot: mol fp32 eager 1.6)" in head_step_markdown(gpu)
-    gpu["rows"].append({**rows[1], "head": "mol_bf16_head", "mean_ms": 13.0})
-    assert ": met by mol_bf16_head fp32 eager (MoL / dot: mol fp32 eager 1.6, mol_bf16_head" in (
+    assert ": met by mol fp32 eager (MoL / the fastest dot step, 10.00 ms: mol fp32 eager 1.4)" in (
         head_step_markdown(gpu)
     )
+    gpu["rows"][1]["mean_ms"] = 16.0
+    assert ": not met (MoL / the fastest dot step, 10.00 ms: mol fp32 eager 1.6)" in head_step_markdown(gpu)
+    gpu["rows"].append({**rows[1], "head": "mol_bf16_head", "mean_ms": 13.0})
+    assert (
+        ": met by mol_bf16_head fp32 eager (MoL / the fastest dot step, 10.00 ms: mol fp32 eager 1.6, "
+        in (head_step_markdown(gpu))
+    )
+    slow_dot = {**gpu, "rows": [*gpu["rows"], {**rows[0], "precision": "bf16", "mean_ms": 30.0}]}
+    slow_dot["rows"].append({**rows[1], "precision": "bf16", "mean_ms": 33.0})  # 1.1x its own precision's dot
+    assert "mol bf16 eager 3.3)" in head_step_markdown(slow_dot)  # but 3.3x the fastest dot step
     profiled = bench_head_step(TINY, "mol", "fp32", CPU, 0, 1, profile_kernels=True)["profile"]
     assert profiled["steps"] == 5 and profiled["busy_ms"] > 0 and profiled["launches"] > 0
     assert 0 < len(profiled["top"]) <= 10 and all(k["name"].startswith("aten::") for k in profiled["top"])
@@ -112,10 +118,8 @@ def test_compiled_step_variant_and_its_speedup_column() -> None:
     report = head_step_report([*rows, failed], TINY, **meta, warmup=0, iters=1, full_length=False, tiny=False)
     text = head_step_markdown(json.loads(json.dumps(report)))
     assert "- mol / bf16 / compiled: BackendCompilerFailed: x" in text
-    assert (
-        "met by mol fp32 eager, mol fp32 compiled (MoL / dot: mol fp32 eager 1.33, mol fp32 compiled 1.4)"
-        in text
-    )
+    verdict = "met by mol fp32 compiled (MoL / the fastest dot step, 10.00 ms: mol fp32 eager 4.0, mol fp32 compiled 1.4)"
+    assert verdict in text
 
 
 def test_hstu_lengths_epoch_and_report(tmp_path: Path) -> None:
