@@ -38,7 +38,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--tiny", action="store_true", help="tiny shapes, CPU-friendly smoke run")
-    parser.add_argument("--heads", nargs="+", default=None, help="subset of: dot mol mol_compiled")
+    parser.add_argument(
+        "--heads", nargs="+", default=None, help="subset of: dot mol mol_compiled mol_bf16_head mol_fused"
+    )
     parser.add_argument("--precisions", nargs="+", default=None, help="subset of: fp32 bf16")
     parser.add_argument(
         "--variants",

@@ -55,6 +55,14 @@ def _check(overrides: list[str]) -> None:
         ),
         (["model/similarity=mol", "model.similarity.mi_loss_weight=-1"], r"mi_loss_weight=-1: must be >= 0"),
         (
+            [
+                "model/similarity=mol",
+                "model.similarity.fused_mixing=true",
+                "model.similarity.compile_mixing=true",
+            ],
+            r"^model\.similarity\.fused_mixing=True: excludes compile_mixing=true: choose one$",
+        ),
+        (
             ["model.similarity.query_norm=batch_norm"],
             r"^model\.similarity\.query_norm: expected Literal\['l2', 'layer_norm', 'none'\], got 'batch_norm'",
         ),

@@ -3,7 +3,8 @@
 #
 #   ddp    : issue #14 item 6 on both GPUs: weak scaling (128 per GPU) first, then strong scaling at the
 #            preset's global batch 128; 8 epochs per run (7 timed). $OUT/bench_ddp.json, ddp_stdout.txt.
-#   bench  : GPU 0: bench_mol_step (eager / graphs x dot, MoL, MoL head in bf16 autocast; fp32 step; each row's top kernels and
+#   bench  : GPU 0: bench_mol_step (eager / graphs x dot, MoL, MoL with the fused Triton mixture, MoL head in bf16
+#            autocast; fp32 step; each row's top kernels and
 #            device-busy time from torch.profiler: where MoL's extra 15 ms per step go). GPU 1: the GPU
 #            suite, then bench_hstu. At the end it starts, detached, the full top-k benchmark (1M, 10M, 100M)
 #            on GPU 0 and the next MoL trainings on GPU 1; both run on into the next call.
@@ -77,7 +78,7 @@ case "${1:-}" in
       start_trainings >/tmp/rails-trainings.out 2>&1) &
     side=$!
     CUDA_VISIBLE_DEVICES=0 timeout 400 python3 scripts/bench_mol_step.py --count-ops --profile-kernels \
-      --heads dot mol mol_bf16_head --precisions fp32 --variants eager graphs --output "$OUT/bench_mol.md" 2>&1 | grep -v "^USDT" | tail -n 16
+      --heads dot mol mol_fused mol_bf16_head --precisions fp32 --variants eager graphs --output "$OUT/bench_mol.md" 2>&1 | grep -v "^USDT" | tail -n 16
     start_topk
     wait "$side"
     cp /tmp/rails-gpu-tests/gpu_tests.log "$OUT/" 2>/dev/null

@@ -27,7 +27,7 @@ from rails.models.losses import SampledSoftmaxLoss, UniformNegatives
 from rails.models.retrieval_module import RetrievalModule
 from rails.models.similarity import DotProductSimilarity, MoLSimilarity
 
-HEADS = ("dot", "mol", "mol_compiled", "mol_bf16_head")
+HEADS = ("dot", "mol", "mol_compiled", "mol_bf16_head", "mol_fused")
 # "eager": the presets' step; "compiled": the encoder under torch.compile (model.compile_encoder=true), the MoL
 # mixing too (model.similarity.compile_mixing=true) and AdamW's fused kernels (model.optimizer.fused=true), the
 # launch-count levers of a launch-bound step;
@@ -128,7 +128,8 @@ def head_step_module(
     """HSTU-large + the requested head, paper settings for each.
 
     Heads: ``dot``, ``mol``, ``mol_compiled`` (torch.compile'd mixing), ``mol_bf16_head`` (the MoL head under
-    bf16 autocast in an fp32 step: ``model.similarity.autocast_bf16=true``, the Amazon Books recipe).
+    bf16 autocast in an fp32 step: ``model.similarity.autocast_bf16=true``, the Amazon Books recipe),
+    ``mol_fused`` (the training mixture in fused Triton kernels: ``model.similarity.fused_mixing=true``).
 
     ``variant="compiled"`` compiles the encoder and uses fused AdamW, ``"graphs"`` also puts the encoder in
     CUDA graphs (see ``STEP_VARIANTS``).
@@ -161,8 +162,9 @@ def head_step_module(
             gating_query_hidden_dim=shapes.gating_hidden,
             gating_item_hidden_dim=shapes.gating_hidden,
             gating_qi_hidden_dim=shapes.gating_hidden,
-            compile_mixing=head == "mol_compiled" or compiled,
+            compile_mixing=(head == "mol_compiled" or compiled) and head != "mol_fused",
             autocast_bf16=head == "mol_bf16_head",
+            fused_mixing=head == "mol_fused",
         )
         weights = {"mi_loss": 1e-3, "uid_embedding_l2_norm": 0.1}
     else:

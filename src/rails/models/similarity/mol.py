@@ -8,9 +8,8 @@ weights pi over the P = P_Q * P_X pairs (pair index p = i * P_X + j, query-major
 States (:mod:`rails.models.similarity.states`, the layout approximate top-k indexes rely on):
     query: ``MoLQueryState(components (B, P_Q, d_P) L2-normalised, gate (B, P) query-only gating part)``
     item:  ``MoLItemState(components (*L, P_X, d_P) L2-normalised, gate (*L, P) item-only gating part)``
-Everything that depends only on the item is computed once in :meth:`MoLSimilarity.encode_items`; the
-query-item gating part needs the pair logits and is computed in ``score`` / ``score_pairs``.
-:meth:`MoLSimilarity.mixing` hands the gating weights of that step to fused kernels as plain tensors.
+Item-only parts are computed once in :meth:`MoLSimilarity.encode_items`; the query-item gating part needs the
+pair logits (``score`` / ``score_pairs``); :meth:`MoLSimilarity.mixing` hands its weights to fused kernels.
 """
 
 from __future__ import annotations
@@ -32,13 +31,14 @@ from rails.models.similarity.mol_components import (
     UserIdComponents,
     mol_effective_init_,
 )
+from rails.models.similarity.mol_fused_mixing import choose_sampled_mixing, mixing_conflict
 from rails.models.similarity.mol_gating import (
     GatingCombination,
     MoLGating,
     SoftmaxDropoutMixer,
     mutual_information_loss,
 )
-from rails.models.similarity.mol_sampled import forward_sampled, mix_sampled
+from rails.models.similarity.mol_sampled import forward_sampled
 from rails.models.similarity.states import MoLItemState, MoLMixing, MoLQueryState
 
 MixFn = Callable[[Tensor, Tensor, Tensor, Tensor, bool], tuple[Tensor, Tensor]]
@@ -73,7 +73,7 @@ class MoLSimilarity(SimilarityHead):
         softmax_dropout: train-time dropout on pi, followed by renormalisation (0.2).
         eps: L2-normalisation and renormalisation epsilon (1e-6).
         autocast_bf16: run the head under bf16 autocast (the paper does for Amazon Books).
-        compile_mixing: ``torch.compile`` the pair-logit -> gating -> mixture step.
+        compile_mixing / fused_mixing: ``torch.compile`` the mixture / fused training kernels (mol_fused_mixing).
         max_score_elements: without autograd, ``score``/``score_pairs`` process items in chunks so that
             B * chunk * max(P, gating_qi_hidden_dim) stays below this many elements.
         query_components: optional replacement of the query MLP mapping (..., D_q) ->
@@ -118,6 +118,7 @@ class MoLSimilarity(SimilarityHead):
         eps: float = 1e-6,
         autocast_bf16: bool = False,
         compile_mixing: bool = False,
+        fused_mixing: bool = False,
         max_score_elements: int = 2**27,
         query_components: nn.Module | None = None,
         item_components: nn.Module | None = None,
@@ -184,7 +185,7 @@ class MoLSimilarity(SimilarityHead):
         if self.uid_components is not None:
             mol_effective_init_(self.uid_components)
         self._mix_fn: MixFn = torch.compile(self._mix) if compile_mixing else self._mix
-        self._sampled_mix_fn = torch.compile(mix_sampled) if compile_mixing else mix_sampled
+        self._sampled_mix_fn = choose_sampled_mixing(compile_mixing, fused_mixing)
 
     @staticmethod
     def check_args(args: Mapping[str, Any]) -> None:
@@ -201,6 +202,7 @@ class MoLSimilarity(SimilarityHead):
             "gating_qi_dropout",
         )
         require_probability(args, *dropouts, "softmax_dropout")
+        require(not mixing_conflict(args), "fused_mixing", True, "excludes compile_mixing=true: choose one")
         uid, components = list(args["uid_hash_sizes"]), args["num_query_components"]
         require(
             len(uid) < components,
@@ -391,8 +393,8 @@ class MoLSimilarity(SimilarityHead):
 
     def extra_repr(self) -> str:
         uid = self.uid_components.hash_sizes if self.uid_components is not None else []
+        shape = f"{self.num_query_components}x{self.num_item_components}x{self.component_dim}"
         return (
-            f"{self.num_query_components}x{self.num_item_components}x{self.component_dim}, "
-            f"temperature={self.temperature}, uid_hash_sizes={uid}, loss_temperature={self.loss_temperature}, "
-            f"query_norm={self.query_norm}, aux_loss_weights={self.aux_loss_weights}"
+            f"{shape}, temperature={self.temperature}, uid_hash_sizes={uid}, loss_temperature="
+            f"{self.loss_temperature}, query_norm={self.query_norm}, aux_loss_weights={self.aux_loss_weights}"
         )

@@ -1,0 +1,147 @@
+"""Fused MoL training mixture: gating MLP, softmax, softmax dropout and mixture in one pass (Triton).
+
+The PyTorch mixture of a sampled-softmax step (``rails.models.similarity.mol_sampled.mix_sampled``) runs the
+query-item gating MLP over every (query position, sampled item) pair: at ML-1M shapes (M = 13,612 positions,
+X = 129 columns, P = 32 pairs, H = 128 hidden units) its (M, X, H) hidden activations alone are 0.9 GB in
+fp32, written, read and saved for the backward by a dozen kernels. Here one kernel per direction keeps
+everything of a block of rows on chip: the forward writes only the (M, X) scores and the positives' (M, P)
+weights, the backward recomputes its block and writes (M, X, P) gradients of the logits and of the gate
+pre-activation plus per-program partial sums of the MLP weight gradients (summed here). Kernel code:
+:mod:`rails.kernels.mol_mixing_kernel`.
+
+Only the paper's ``glu_silu`` combination without query-item input dropout is fused; the caller checks
+that (``rails.models.similarity.mol_fused_mixing``). Tensors are fp32 inside; ``keep`` is the training
+dropout mask (bool, the caller draws it) with ``scale = 1 / (1 - p)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rails.kernels.mol_mixing_kernel import mol_mixing_bwd_kernel, mol_mixing_fwd_kernel
+
+BLOCK_ROWS = 64  # rows (pairs) per block: (64, HP) fp32 hidden tiles stay in registers at H = 128
+
+
+def _pad(n: int) -> int:
+    """tl.dot needs every dim >= 16 and powers of two."""
+    return max(16, 1 << (max(n, 1) - 1).bit_length())
+
+
+def _weights(w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return w1.float().contiguous(), b1.float().contiguous(), w2.float().contiguous(), b2.float().contiguous()
+
+
+def _keep_arg(keep: Tensor | None, like: Tensor) -> Tensor:
+    if keep is None:
+        return like  # never read (HAS_DROPOUT=0); any pointer will do
+    if keep.shape != like.shape:
+        raise ValueError(
+            f"keep mask must have the logits' shape {tuple(like.shape)}, got {tuple(keep.shape)}"
+        )
+    return keep.to(torch.uint8).contiguous()
+
+
+def fused_mixing_forward(
+    query_gate: Tensor,
+    item_gate: Tensor,
+    logits: Tensor,
+    w1: Tensor,
+    b1: Tensor,
+    w2: Tensor,
+    b2: Tensor,
+    keep: Tensor | None,
+    scale: float,
+    eps: float,
+    precision: str = "ieee",
+) -> tuple[Tensor, Tensor]:
+    """Scores and positive weights of the sampled mixture.
+
+    Args:
+        query_gate: (M, P) query-only gate part.
+        item_gate: (M, X, P) item-only gate part of each sampled item.
+        logits: (M, X, P) temperature-scaled pair logits; column 0 of X is each query's positive.
+        w1, b1: (H, P), (H,) first layer of the query-item MLP; w2, b2: (P, H), (P,) second layer.
+        keep: (M, X, P) bool dropout mask of the softmax weights, or None (no dropout, no renormalisation).
+        scale: 1 / (1 - p) for the kept weights.
+        eps: floor of the renormalising sum.
+        precision: ``tl.dot`` input precision (``ieee`` or ``tf32``).
+
+    Returns:
+        (M, X) fp32 scores and (M, P) fp32 positive weights (post-dropout, renormalised).
+    """
+    m, x, p = logits.shape
+    h = w1.shape[0]
+    n = m * x
+    flat = logits.float().contiguous()
+    scores = torch.empty(m, x, device=logits.device, dtype=torch.float32)
+    positive = torch.zeros(m, p, device=logits.device, dtype=torch.float32)
+    w1, b1, w2, b2 = _weights(w1, b1, w2, b2)
+    grid = (triton_cdiv(n, BLOCK_ROWS),)
+    mol_mixing_fwd_kernel[grid](
+        flat, item_gate.float().contiguous(), query_gate.float().contiguous(), w1, b1, w2, b2,
+        _keep_arg(keep, flat), scores, positive, n, x, float(scale), float(eps),
+        P=p, H=h, PP=_pad(p), HP=_pad(h), BN=BLOCK_ROWS, HAS_DROPOUT=keep is not None, PRECISION=precision,
+    )  # fmt: skip
+    return scores, positive
+
+
+def fused_mixing_backward(
+    query_gate: Tensor,
+    item_gate: Tensor,
+    logits: Tensor,
+    w1: Tensor,
+    b1: Tensor,
+    w2: Tensor,
+    b2: Tensor,
+    keep: Tensor | None,
+    scale: float,
+    eps: float,
+    grad_scores: Tensor,
+    grad_positive: Tensor | None,
+    precision: str = "ieee",
+    programs: int | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Gradients of :func:`fused_mixing_forward`.
+
+    Args:
+        grad_scores: (M, X) upstream gradient of the scores; grad_positive: (M, P) of the positive weights
+            or None; programs: persistent programs of the backward (default 4 per SM on CUDA, 4 on CPU).
+        (the rest as in :func:`fused_mixing_forward`)
+
+    Returns:
+        dlogits (M, X, P), dA (M, X, P) (gradient of the gate pre-activation ``q_gate * i_gate + qi``),
+        dW1 (H, P), db1 (H,), dW2 (P, H), db2 (P,), all fp32.
+    """
+    m, x, p = logits.shape
+    h = w1.shape[0]
+    n = m * x
+    device = logits.device
+    flat = logits.float().contiguous()
+    blocks = triton_cdiv(n, BLOCK_ROWS)
+    if programs is None:
+        sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+        programs = 4 * sms
+    programs = max(1, min(programs, blocks))
+    dlogits = torch.empty(m, x, p, device=device, dtype=torch.float32)
+    dgate = torch.empty(m, x, p, device=device, dtype=torch.float32)
+    dw1 = torch.empty(programs, h, p, device=device, dtype=torch.float32)
+    db1 = torch.empty(programs, h, device=device, dtype=torch.float32)
+    dw2 = torch.empty(programs, p, h, device=device, dtype=torch.float32)
+    db2 = torch.empty(programs, p, device=device, dtype=torch.float32)
+    w1, b1, w2, b2 = _weights(w1, b1, w2, b2)
+    dpos = grad_positive.float().contiguous() if grad_positive is not None else flat
+    mol_mixing_bwd_kernel[(programs,)](
+        flat, item_gate.float().contiguous(), query_gate.float().contiguous(), w1, b1, w2, b2,
+        _keep_arg(keep, flat), grad_scores.float().contiguous(), dpos, dlogits, dgate, dw1, db1, dw2, db2,
+        n, x, float(scale), float(eps), blocks,
+        P=p, H=h, PP=_pad(p), HP=_pad(h), BN=BLOCK_ROWS, HAS_DROPOUT=keep is not None,
+        HAS_DPOSW=grad_positive is not None, PRECISION=precision,
+    )  # fmt: skip
+    return dlogits, dgate, dw1.sum(0), db1.sum(0), dw2.sum(0), db2.sum(0)
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    """Ceiling division (blocks of ``b`` covering ``a``)."""
+    return -(-a // b)
