@@ -77,7 +77,7 @@ def mol_mixing_fwd_kernel(
     HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
     """Scores (N,) and the positive rows' weights (M, P) of one block of ``BN`` rows."""
-    rows = tl.program_id(0) * BN + tl.arange(0, BN)
+    rows = (tl.program_id(0) * BN + tl.arange(0, BN)).to(tl.int64)  # N * P may pass 2**31
     p = tl.arange(0, PP)
     h = tl.arange(0, HP)
     _, _, _, _, _, _, _, _, _, dropped, _, norm, score = _block_forward(
@@ -107,7 +107,7 @@ def mol_mixing_bwd_kernel(
     db1 = tl.zeros((HP,), dtype=tl.float32)
     db2 = tl.zeros((PP,), dtype=tl.float32)
     for block in range(pid, num_blocks, programs):
-        rows = block * BN + tl.arange(0, BN)
+        rows = (block * BN + tl.arange(0, BN)).to(tl.int64)
         valid_n = rows < N
         cell = valid_n[:, None] & valid_p[None, :]
         logits, item_gate, query_gate, w1t, w2t, z, a, pi, keep, dropped, unclamped, norm, score = (

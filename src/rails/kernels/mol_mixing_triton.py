@@ -83,6 +83,7 @@ def fused_mixing_forward(
         flat, item_gate.float().contiguous(), query_gate.float().contiguous(), w1, b1, w2, b2,
         _keep_arg(keep, flat), scores, positive, n, x, float(scale), float(eps),
         P=p, H=h, PP=_pad(p), HP=_pad(h), BN=BLOCK_ROWS, HAS_DROPOUT=keep is not None, PRECISION=precision,
+        num_warps=4,
     )  # fmt: skip
     return scores, positive
 
@@ -138,6 +139,7 @@ def fused_mixing_backward(
         n, x, float(scale), float(eps), blocks,
         P=p, H=h, PP=_pad(p), HP=_pad(h), BN=BLOCK_ROWS, HAS_DROPOUT=keep is not None,
         HAS_DPOSW=grad_positive is not None, PRECISION=precision,
+        num_warps=8,  # (HP, PP) + (PP, HP) weight-gradient accumulators live in registers
     )  # fmt: skip
     return dlogits, dgate, dw1.sum(0), db1.sum(0), dw2.sum(0), db2.sum(0)
 
