@@ -187,3 +187,22 @@ def test_bench_grid_has_clustered_rows_up_to_its_corpus_cap():
     assert not [
         n for n, _, _ in index_grid(False, cpu, False, CLUSTERED_MAX_ITEMS + 1) if n == "ClusteredTopK"
     ]
+
+
+def test_recall_losses_split_the_misses_between_probing_and_candidate_ranking():
+    head = tiny_mol()
+    items, ids, queries = corpus(num_items=300)
+    exact = ExactTopK().build(head, items, ids)
+    _, truth_ids = exact.search(queries, 10)
+    position_of = {int(i): p for p, i in enumerate(ids.tolist())}
+    truth = torch.tensor([[position_of[int(i)] for i in row] for row in truth_ids])
+    state = head.encode_queries(queries)
+    full = full_probe().build(head, items, ids)
+    assert full.recall_losses(state, truth) == {"probed": 1.0, "candidates": 1.0}
+    small = ClusteredTopK(
+        num_lists=10, num_probes=2, num_candidates=12, shortlist=5, reference_items=50, kmeans_iterations=2
+    ).build(head, items, ids)
+    losses = small.recall_losses(state, truth)
+    _, found = small.search(queries, 10)
+    assert 0 < losses["candidates"] <= losses["probed"] < 1
+    assert losses["candidates"] == pytest.approx(recall_at_k(found, truth_ids))  # re-scoring keeps them all

@@ -5,6 +5,7 @@ CPU only, tiny corpora."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -251,6 +252,11 @@ def test_tiny_run_rows_json_markdown_and_png(tmp_path: Path):
     per_pair = next(row for row in rows if row.params == "k_per_pair=1")
     assert per_pair.exact_fallback_rows == 3 and per_pair.recall == 1.0  # 4 candidates < k: exact fallback
     assert record["float64_check"]["ids_agree_up_to_ties"] and record["truth"]["queries"] == 4
+    for row in (row for row in rows if row.index == "ClusteredTopK"):  # where its recall is lost, in the note
+        found = re.search(r"true top-k in the probed lists ([0-9.]+), in the candidates ([0-9.]+)", row.note)
+        assert found, row.note
+        probed, kept = float(found[1]), float(found[2])
+        assert kept <= probed <= 1.0 and kept == pytest.approx(row.recall, abs=1e-4)
 
     meta = {
         "gpu": "CPU",

@@ -35,7 +35,7 @@ import torch
 from rails.retrieval.benchmark_data import Problem
 from rails.retrieval.benchmark_exact import exact_topk, float64_check, plain_bruteforce_topk
 from rails.retrieval.benchmark_grid import index_grid
-from rails.retrieval.indexes import ExactTopK, RetrievalIndex
+from rails.retrieval.indexes import ClusteredTopK, ExactTopK, RetrievalIndex
 from rails.retrieval.metrics import recall_at_k
 
 PLAIN = "plain_torch_bruteforce"
@@ -363,6 +363,14 @@ def bench_problem(
                 row.recall_queries = measured
             if isinstance(index, RetrievalIndex):
                 row.exact_fallback_rows = index.exact_fallback_rows
+            if isinstance(index, ClusteredTopK) and row.recall is not None:  # where its recall is lost
+                losses = index.recall_losses(
+                    query.index(slice(0, row.recall_queries)), truth[: row.recall_queries]
+                )
+                row.note = (
+                    f"{row.note + '; ' if row.note else ''}true top-k in the probed lists "
+                    f"{losses['probed']:.4f}, in the candidates {losses['candidates']:.4f}"
+                )
             if name == PLAIN:
                 plain_ms[batch] = row.latency_ms
             if batch in plain_ms:

@@ -119,6 +119,12 @@ class _ClusteredCandidates:
 
     def __call__(self, query_state: HeadState, exclude_positions: Tensor | None, k: int) -> Tensor:
         """(B, max(num_candidates, k)) candidate positions (-1 = none)."""
+        query_keys, probes = self.probe(query_state)
+        assert self.lists is not None
+        return self.lists.scan(query_keys, probes, max(self.num_candidates, k), exclude_positions)
+
+    def probe(self, query_state: HeadState) -> tuple[Tensor, Tensor]:
+        """(B, P_X * d_P) query keys and (B, num_probes) probed list indices (search steps 1-2)."""
         lists, reps, head = self.lists, self.rep_state, self.head
         assert lists is not None and reps is not None and self.ref_state is not None and head is not None
         if not isinstance(query_state, MoLQueryState):
@@ -145,7 +151,7 @@ class _ClusteredCandidates:
         probes = torch.topk(rep_scores.amax(dim=2), min(self.num_probes, rep_scores.shape[1]), dim=1).indices
         if shortlist is not None:
             probes = shortlist.gather(1, probes)
-        return lists.scan(query_keys, probes, max(self.num_candidates, k), exclude_positions)
+        return query_keys, probes
 
 
 class ClusteredTopK(_CandidateIndex):
@@ -217,3 +223,25 @@ class ClusteredTopK(_CandidateIndex):
 
     def _candidates(self, query_state: HeadState, k: int, exclude_positions: Tensor | None) -> Tensor:
         return self.clustered(query_state, exclude_positions, k)
+
+    @torch.no_grad()
+    def recall_losses(self, query_state: HeadState, truth_positions: Tensor) -> dict[str, float]:
+        """Where the search loses the true top-k: the share of ``truth_positions`` (B, k) corpus positions
+        that the probed lists hold (``probed``) and that the candidates keep (``candidates``); the re-scoring
+        keeps every candidate it is given, so ``candidates`` is the recall of the index.
+        """
+        clustered = self.clustered
+        assert clustered.lists is not None
+        query_keys, probes = clustered.probe(query_state)
+        members = clustered.lists.members[probes].flatten(1)  # (B, n * S)
+        candidates = clustered.lists.scan(
+            query_keys, probes, max(clustered.num_candidates, truth_positions.shape[1])
+        )
+        truth = truth_positions.to(members.device)
+
+        def held(pool: Tensor) -> float:
+            ordered = torch.sort(pool, dim=1).values
+            slot = torch.searchsorted(ordered, truth.contiguous()).clamp_max(ordered.shape[1] - 1)
+            return float((ordered.gather(1, slot) == truth).float().mean())
+
+        return {"probed": held(members), "candidates": held(candidates)}
