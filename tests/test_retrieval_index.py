@@ -21,7 +21,7 @@ from rails.retrieval import (
     TorchMIPS,
 )
 from rails.retrieval.mips import faiss_available
-from rails.retrieval.topk import chunked_topk, stable_topk, stable_topk_on_device
+from rails.retrieval.topk import RunningTopK, chunked_topk, stable_topk
 from tests.topk_compare import assert_same_topk
 
 NUM_ITEMS, ITEM_DIM, QUERY_DIM = 57, 10, 12
@@ -72,20 +72,27 @@ def test_stable_topk_matches_stable_sort_with_ties():
         assert torch.equal(values, ref_values[:, :k]) and torch.equal(index, ref_index[:, :k])
 
 
-def test_stable_topk_on_device_matches_stable_sort_with_ties_signs_and_masks():
+def test_stable_topk_matches_stable_sort_with_ties_signs_and_masks():
     gen = torch.Generator().manual_seed(0)
     scores = (torch.randint(-3, 4, (6, 40), generator=gen) * 0.75).float()  # ties, negatives, zeros
     scores[0, :5] = -math.inf
     scores[1, 3] = -0.0  # ties with +0.0
     scores[2, 10] = 3.4e38
     for k in (1, 7, 40, 50):
-        values, index = stable_topk_on_device(scores, k)
+        values, index = stable_topk(scores, k)
         ref_values, ref_index = torch.sort(scores, dim=1, descending=True, stable=True)
         assert torch.equal(values, ref_values[:, :k]) and torch.equal(index, ref_index[:, :k])
     with_nan = scores.clone()
     with_nan[3, 0] = math.nan  # counts as -inf: last, after the real scores
-    values, index = stable_topk_on_device(with_nan, 40)
+    values, index = stable_topk(with_nan, 40)
     assert index[3, -1] == 0 and values[3, -1] == -math.inf
+    running = RunningTopK(5)
+    running.update(scores[:, :20], 0)
+    running.update(with_nan[:, 20:], 20)  # no NaN here: fine
+    assert running.result(6)[0].shape == (6, 5)
+    running.update(with_nan[:, :20], 0)
+    with pytest.raises(ValueError, match="scores contain NaN"):
+        running.result(6)
 
 
 @pytest.mark.parametrize("chunk", [1, 8, 1000])

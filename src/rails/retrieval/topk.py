@@ -23,37 +23,10 @@ ChunkScorer = Callable[[int, int], Tensor]  # (start, end) -> (R, end - start) s
 
 
 def stable_topk(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Top-k per row, sorted by score descending, ties broken by the lower column index.
+    """Top-k per row, score descending, ties broken by the lower column; no host synchronisation.
 
-    Args:
-        scores: (R, C) scores (``-inf`` = masked); NaN is rejected.
-        k: number kept; clipped to C.
-
-    Returns:
-        (R, min(k, C)) scores and (R, min(k, C)) int64 column indices.
-    """
-    rows, cols = scores.shape
-    k = min(k, cols)
-    if k == cols:
-        values, index = torch.sort(scores, dim=1, descending=True, stable=True)
-        return values, index
-    values = torch.topk(scores, k, dim=1).values
-    threshold = values[:, -1:]
-    above = scores > threshold
-    tied = scores == threshold
-    need = k - above.sum(dim=1, keepdim=True)
-    take = above | (tied & (tied.cumsum(dim=1) <= need))
-    picked = take.nonzero()
-    if picked.shape[0] != rows * k:
-        raise ValueError("stable_topk: scores contain NaN")
-    index = picked[:, 1].view(rows, k)  # row-major, so column order within each row
-    values = scores.gather(1, index)
-    order = torch.sort(values, dim=1, descending=True, stable=True).indices
-    return values.gather(1, order), index.gather(1, order)
-
-
-def stable_topk_on_device(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """:func:`stable_topk` without a host synchronisation (capturable in a CUDA graph); NaN counts as ``-inf``.
+    NaN counts as ``-inf`` here (a check would need the host); :class:`RunningTopK` reports NaN scores once
+    per search instead. Capturable in a CUDA graph.
 
     Each float32 score becomes an int64 key ``(order-preserving score bits) * 2**32 + (2**32 - 1 - column)``,
     so one ``torch.topk`` over distinct keys sorts by score descending and breaks ties by the lower column.
@@ -115,10 +88,13 @@ class RunningTopK:
         self.stable = stable
         self.scores: Tensor | None = None
         self.positions: Tensor | None = None
+        self._nan: Tensor | None = None  # device flag: any NaN score so far (checked once, in result())
 
     def update(self, scores: Tensor, start: int, exclude_positions: Tensor | None = None) -> None:
         """Merge the (R, C) scores of corpus[start:start + C]; ``exclude_positions`` (R, H) are dropped."""
         end = start + scores.shape[1]
+        nan = scores.isnan().any()
+        self._nan = nan if self._nan is None else self._nan | nan
         if exclude_positions is not None:
             scores = scores.masked_fill(exclusion_mask(exclude_positions, start, end), -math.inf)
         if self.stable:
@@ -139,7 +115,13 @@ class RunningTopK:
             self.positions = cat_positions.gather(1, index)
 
     def result(self, rows: int, device: torch.device | None = None) -> tuple[Tensor, Tensor]:
-        """(R, k') scores sorted descending and int64 positions; (R, 0) when nothing was merged."""
+        """(R, k') scores sorted descending and int64 positions; (R, 0) when nothing was merged.
+
+        Raises:
+            ValueError: when a merged score was NaN (one host synchronisation per search).
+        """
+        if self._nan is not None and bool(self._nan):
+            raise ValueError("top-k search: scores contain NaN (a broken model or state?)")
         if self.scores is None:
             empty = torch.empty(rows, 0, device=device)
             return empty, empty.long()

@@ -36,7 +36,7 @@ from rails.retrieval.indexes.base import RetrievalIndex
 from rails.retrieval.indexes.exact import ExactTopK
 from rails.retrieval.indexes.graphs import GraphedStage
 from rails.retrieval.mips import MIPSBackend, TorchMIPS
-from rails.retrieval.topk import pad_results, stable_topk_on_device
+from rails.retrieval.topk import pad_results, stable_topk
 
 MIPSFactory = Callable[[], MIPSBackend]
 
@@ -82,7 +82,7 @@ def rescore_candidates(
         invalid |= excluded.gather(1, slot) == positions
     scores = head.score_pairs(query_state, item_state.gather(positions.clamp_min(0)))
     scores = scores.float().masked_fill(invalid, -math.inf)
-    values, index = stable_topk_on_device(scores, k)  # no host sync: the stage can be a CUDA graph
+    values, index = stable_topk(scores, k)  # no host sync: the stage can be a CUDA graph
     chosen = positions.gather(1, index).masked_fill(values == -math.inf, -1)
     return values, chosen, (~invalid).sum(dim=1)
 
