@@ -11,6 +11,7 @@
 #
 #   run(kind="nvidia-h200-x2", carry=[".whl", ".devdata"], command="bash scripts/ablations/x2_round9.sh start")
 #   run(command="bash scripts/ablations/x2_round9.sh wait 570")     (again until "sweeps still running: 0")
+#   ml1m: the remaining ML-1M ablations of deliverable 3 (attention kernel, fp32, in-batch negatives), same way.
 #
 # Here afterwards: runs.tar.gz into results/runs/<date>-h200x2-round9/ and scripts/make_results.py; the rows
 # go into docs/mol_investigation.md (Beauty) and, per preset, the README table.
@@ -34,6 +35,15 @@ case "${1:-}" in
       model.similarity.item_dropout=0.3 seed=1,2,3
     sweep 1 r9_beauty_hstu_large_dot hydra.launcher.n_jobs=3 experiment=amazon_beauty_hstu_large_dot \
       data.timestamps=data seed=1,2,3
+    bash scripts/gpu_sweep.sh wait "${2:-480}"
+    ;;
+  ml1m)
+    # The ML-1M ablations of issue #12 deliverable 3 not run yet (HSTU-large + dot, 2 seeds each): the PyTorch
+    # attention instead of the Triton kernel, full fp32 matmuls instead of TF32, in-batch negatives.
+    large=experiment=ml_1m_seq_hstu_large_dot
+    sweep 0 r9_attention_torch hydra.launcher.n_jobs=2 $large model.encoder.attention_impl=torch seed=1,2
+    sweep 0 r9_fp32_highest hydra.launcher.n_jobs=2 $large matmul_precision=highest seed=1,2
+    sweep 1 r9_in_batch hydra.launcher.n_jobs=2 $large model/negatives=in_batch seed=1,2
     bash scripts/gpu_sweep.sh wait "${2:-480}"
     ;;
   wait)
