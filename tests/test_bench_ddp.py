@@ -270,7 +270,8 @@ def test_bench_on_two_gloo_processes_writes_an_honest_summary(tmp_path: Path) ->
     page.write_text("# Benchmarks\n")
     command = [
         sys.executable, "scripts/bench_ddp.py", "run", "--experiment", "quickstart", "--trainer-one", "cpu",
-        "--trainer-many", "ddp_sim", "--epochs", "2", "--global-batches", "32", "--out", str(out),
+        "--trainer-many", "ddp_sim", "--epochs", "2", "--per-gpu-batches", "16", "--global-batches", "32",
+        "--out", str(out),
         "--json", str(json_path), "--markdown", str(page), "--", *overrides,
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -280,12 +281,23 @@ def test_bench_on_two_gloo_processes_writes_an_honest_summary(tmp_path: Path) ->
     assert summary["gpus"] == 2 and set(summary["epoch_s"]) == {"1", "2"}
     assert all(s > 0 for s in summary["epoch_s"].values())
     assert summary["speedup"] == pytest.approx(summary["epoch_s"]["1"] / summary["epoch_s"]["2"])
+    weak, strong = summary["runs"]  # the weak-scaling point first: the headline
+    assert (weak["scaling"], weak["batch_1gpu"], weak["global_batch"], weak["per_gpu_batch"]) == (
+        "weak",
+        16,
+        32,
+        16,
+    )
+    assert (strong["scaling"], strong["batch_1gpu"], strong["global_batch"]) == ("strong", 32, 32)
+    assert summary["scaling"] == "weak" and "data.batch_size=16" in weak["commands"][0]
+    assert "data.batch_size=32" in weak["commands"][1] and weak["max_metric_abs_diff"] <= 1e-6
     row = summary["runs"][0]
     assert row["metrics_compared"] > 0 and any(k.startswith("val/") for k in row["metric_diffs"])
     assert summary["max_metric_abs_diff"] <= 1e-6  # one checkpoint, same users: sums agree up to rounding
     assert summary["eval_sharded"] and sorted(row["eval_sharding"]["users_per_rank"]) == [60, 61]
     assert len(row["epoch_s_all"]["2"]) == 2 and len(row["commands"]) == 3
     assert START in page.read_text() and "| strong | 32 | 32 | 16 |" in page.read_text()
+    assert "| weak | 16 | 32 | 16 |" in page.read_text()
 
 
 def test_weak_scaling_points_come_first_and_head_the_summary() -> None:
