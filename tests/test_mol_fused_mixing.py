@@ -150,7 +150,15 @@ def test_unsupported_gating_falls_back() -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_fused_mixing_equals_mix_sampled_on_cuda() -> None:
+    previous = torch.backends.cuda.matmul.allow_tf32  # both sides in full fp32, restored after
     torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        _compare_fused_with_mix_sampled_on_cuda()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+
+
+def _compare_fused_with_mix_sampled_on_cuda() -> None:
     torch.manual_seed(0)
     head = MoLSimilarity(
         query_dim=50, item_dim=50, num_query_components=8, num_item_components=4, component_dim=64,
