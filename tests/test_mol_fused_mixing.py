@@ -79,7 +79,20 @@ def _interpreter_main() -> None:
         m=3, x=40, p=32, h=40, dropout=0.2, seed=5
     )  # several blocks, two programs' partials
     check_training_step_equals_pytorch()
+    check_training_step_with_softmax_dropout()
     print("FUSED MIXING OK")
+
+
+def check_training_step_with_softmax_dropout() -> None:
+    """The drawn-mask path: finite scores and gradients, positive weights summing to 1 (renormalised)."""
+    head = tiny_head(fused_mixing=True, softmax_dropout=0.5).train()
+    gen = torch.Generator().manual_seed(4)
+    queries, table = torch.randn(9, 12, generator=gen), torch.randn(20, 10, generator=gen)
+    out = head.forward_sampled(queries, table, torch.randint(0, 20, (9, 6), generator=gen))
+    (out.scores.sum() + out.aux_losses["mi_loss"]).backward()
+    assert torch.isfinite(out.scores).all() and torch.isfinite(out.aux_losses["mi_loss"])
+    assert all(q.grad is None or torch.isfinite(q.grad).all() for q in head.parameters())
+    assert head.gating.qi_part[1].weight.grad is not None
 
 
 def check_training_step_equals_pytorch() -> None:

@@ -11,7 +11,7 @@ pre-activation plus per-program partial sums of the MLP weight gradients (summed
 
 Only the paper's ``glu_silu`` combination without query-item input dropout is fused; the caller checks
 that (``rails.models.similarity.mol_fused_mixing``). Tensors are fp32 inside; ``keep`` is the training
-dropout mask (bool, the caller draws it) with ``scale = 1 / (1 - p)``.
+dropout mask (bool or uint8, the caller draws it) with ``scale = 1 / (1 - p)``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def _keep_arg(keep: Tensor | None, like: Tensor) -> Tensor:
         raise ValueError(
             f"keep mask must have the logits' shape {tuple(like.shape)}, got {tuple(keep.shape)}"
         )
-    return keep.to(torch.uint8).contiguous()
+    return keep.contiguous() if keep.dtype == torch.uint8 else keep.to(torch.uint8).contiguous()
 
 
 def fused_mixing_forward(

@@ -4,7 +4,7 @@
 (M, X) and the positive column's weights (M, 1, P)) and computes the same function: the query-item gating
 MLP, ``glu_silu`` combination, softmax, training softmax dropout with renormalisation, mixture, in one
 forward and one backward kernel (:mod:`rails.kernels.mol_mixing_triton`). The dropout mask is drawn here
-(``rand >= p``, kept weights scaled by 1 / (1 - p), as ``nn.Dropout``), so the fused step is equal in
+(a Bernoulli(1 - p) byte per weight, kept weights scaled by 1 / (1 - p), as ``nn.Dropout``), so the fused step is equal in
 distribution to the PyTorch one.
 
 It falls back to the PyTorch mixture, with one log line saying why, where the kernels do not apply: another
@@ -108,7 +108,9 @@ def fused_mix_sampled(
     mixer = head.mixer
     keep, scale = None, 1.0
     if mixer.training and mixer.dropout.p > 0:
-        keep = torch.rand(logits.shape, device=logits.device) >= mixer.dropout.p
+        keep = torch.empty(logits.shape, device=logits.device, dtype=torch.uint8).bernoulli_(
+            1 - mixer.dropout.p
+        )
         scale = 1.0 / (1.0 - mixer.dropout.p)
     tf32 = logits.is_cuda and torch.backends.cuda.matmul.allow_tf32
     scores, positive = FusedSampledMixing.apply(
