@@ -88,13 +88,16 @@ class RunningTopK:
         self.stable = stable
         self.scores: Tensor | None = None
         self.positions: Tensor | None = None
-        self._nan: Tensor | None = None  # device flag: any NaN score so far (checked once, in result())
+        self._nan: Tensor | None = None  # stable: device flag of any NaN score so far (checked in result())
 
     def update(self, scores: Tensor, start: int, exclude_positions: Tensor | None = None) -> None:
         """Merge the (R, C) scores of corpus[start:start + C]; ``exclude_positions`` (R, H) are dropped."""
         end = start + scores.shape[1]
-        nan = scores.isnan().any()
-        self._nan = nan if self._nan is None else self._nan | nan
+        if (
+            self.stable
+        ):  # exact search reports NaN scores (once, in result()); candidate generation needs no host
+            nan = scores.isnan().any()
+            self._nan = nan if self._nan is None else self._nan | nan
         if exclude_positions is not None:
             scores = scores.masked_fill(exclusion_mask(exclude_positions, start, end), -math.inf)
         if self.stable:
@@ -118,7 +121,7 @@ class RunningTopK:
         """(R, k') scores sorted descending and int64 positions; (R, 0) when nothing was merged.
 
         Raises:
-            ValueError: when a merged score was NaN (one host synchronisation per search).
+            ValueError: (stable) when a merged score was NaN (one host synchronisation per search).
         """
         if self._nan is not None and bool(self._nan):
             raise ValueError("top-k search: scores contain NaN (a broken model or state?)")
