@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rails.results import collect_runs, markdown, readme_table, summarize, write_learning_curves
+from rails.results import collect_runs, markdown, mol_vs_dot, readme_table, summarize, write_learning_curves
 from rails.results_curves import read_epochs_csv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,11 +21,17 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _run_dir(
-    root: Path, name: str, seed: int, overrides: list[str], metrics: dict[str, float], holdout: int = 1
+    root: Path,
+    name: str,
+    seed: int,
+    overrides: list[str],
+    metrics: dict[str, float],
+    holdout: int = 1,
+    tags: tuple[str, str, str] = ("ml_1m_seq", "hstu_large", "mol"),
 ) -> Path:
     directory = root / name
     (directory / ".hydra").mkdir(parents=True)
-    config = {"tags": ["ml_1m_seq", "hstu_large", "mol"], "seed": seed, "data": {"holdout": holdout}}
+    config = {"tags": list(tags), "seed": seed, "data": {"holdout": holdout}}
     (directory / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     (directory / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     (directory / "metrics.json").write_text(json.dumps(metrics))
@@ -80,6 +86,40 @@ def test_rows_group_seeds_and_separate_variants(tmp_path: Path) -> None:
     assert variant["variant"] == "model.negatives.num_negatives=512"
     separate = next(r for r in rows if r["protocol"] == "separate val item")
     assert separate["published"] is None  # the paper has no separate validation item
+
+
+def test_mol_rows_are_compared_with_the_matching_dot_row(tmp_path: Path) -> None:
+    dot, mol = ("ml_1m_seq", "hstu_large", "dot"), ("ml_1m_seq", "hstu_large", "mol")
+    for seed in (1, 2):
+        _run_dir(
+            tmp_path,
+            f"dot{seed}",
+            seed,
+            [f"seed={seed}"],
+            {"test/hr@10": 0.3, "test/ndcg@10": 0.15},
+            tags=dot,
+        )
+    holdout = ["data.holdout=2", "seed=1"]
+    _run_dir(tmp_path, "dot_h2", 1, holdout, {"test/hr@10": 0.2, "test/ndcg@10": 0.1}, holdout=2, tags=dot)
+    _run_dir(tmp_path, "mol", 1, ["seed=1"], {"test/hr@10": 0.33, "test/ndcg@10": 0.165}, tags=mol)
+    _run_dir(tmp_path, "mol_h2", 1, holdout, {"test/hr@10": 0.22, "test/ndcg@10": 0.12}, holdout=2, tags=mol)
+    tuned = ["model.similarity.item_dropout=0.3", "seed=1"]
+    _run_dir(tmp_path, "mol_tuned", 1, tuned, {"test/hr@10": 0.36, "test/ndcg@10": 0.18}, tags=mol)
+    alone = ("ml_1m_seq", "sasrec", "mol")  # no dot row of that model: no comparison
+    _run_dir(tmp_path, "sasrec", 1, ["seed=1"], {"test/hr@10": 0.3, "test/ndcg@10": 0.1}, tags=alone)
+    rows = summarize(collect_runs([tmp_path]))
+    pairs = {(p["variant"], p["dot_variant"]): p for p in mol_vs_dot(rows)}
+    assert set(pairs) == {
+        ("preset", "preset"),
+        ("data.holdout=2", "data.holdout=2"),
+        ("model.similarity.item_dropout=0.3", "preset"),
+    }
+    assert pairs["preset", "preset"]["ratio"]["test/hr@10"] == pytest.approx(1.1)
+    assert pairs["data.holdout=2", "data.holdout=2"]["ratio"]["test/ndcg@10"] == pytest.approx(1.2)
+    assert pairs["model.similarity.item_dropout=0.3", "preset"]["dot_seeds"] == 2
+    text = markdown(rows)
+    assert "## MoL vs dot product" in text
+    assert "| `model.similarity.item_dropout=0.3` (1) | `preset` (2) | 1.200 | 1.200 |" in text
 
 
 def test_markdown_and_readme_tables_show_every_preset_row(tmp_path: Path) -> None:

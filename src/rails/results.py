@@ -331,11 +331,54 @@ def markdown(
             if figure["missing"]:
                 lines.append("Not in the figure (no `epochs.csv`): " + "; ".join(figure["missing"]) + ".")
             lines.append("")
+    lines += mol_vs_dot_markdown(rows)
     lines += ["## Commands", ""]
     for row in rows:
         lines.append(f"- {row['dataset']} / {row['model']} / {row['head']} / {row['variant']}:")
         lines += [f"  - `{command}`" for command in row["commands"]]
     return "\n".join(lines) + "\n"
+
+
+def mol_vs_dot(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every MoL row against its dot-product baseline: the dot row of the same dataset, model, protocol and
+    variant, else that dataset / model / protocol's preset dot row. Ratios of the mean test HR@10, NDCG@10."""
+    dots = {(r["dataset"], r["model"], r["protocol"], r["variant"]): r for r in rows if r["head"] == "dot"}
+    pairs = []
+    for row in (r for r in rows if r["head"] == "mol"):
+        where = (row["dataset"], row["model"], row["protocol"])
+        base = dots.get((*where, row["variant"])) or dots.get((*where, "preset"))
+        if base is None:
+            continue
+        ratio = {
+            m: row["metrics"][m]["mean"] / base["metrics"][m]["mean"] for m in ("test/hr@10", "test/ndcg@10")
+        }
+        pairs.append({"dataset": row["dataset"], "model": row["model"], "protocol": row["protocol"],
+                      "variant": row["variant"], "seeds": len(row["seeds"]), "dot_variant": base["variant"],
+                      "dot_seeds": len(base["seeds"]), "ratio": ratio})  # fmt: skip
+    return pairs
+
+
+def mol_vs_dot_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """The ``MoL vs dot`` section of results.md (empty without a MoL row that has a baseline)."""
+    pairs = mol_vs_dot(rows)
+    if not pairs:
+        return []
+    lines = [
+        "## MoL vs dot product",
+        "",
+        "Mean test metric of each MoL row / its dot-product baseline (same dataset, model, protocol and variant, "
+        "else the preset dot row).",
+        "",
+        "| dataset | model | protocol | MoL variant (seeds) | dot variant (seeds) | HR@10 ratio | NDCG@10 ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for p in pairs:
+        lines.append(
+            f"| {p['dataset']} | {p['model']} | {p['protocol']} | `{p['variant']}` ({p['seeds']}) | "
+            f"`{p['dot_variant']}` ({p['dot_seeds']}) | {p['ratio']['test/hr@10']:.3f} | "
+            f"{p['ratio']['test/ndcg@10']:.3f} |"
+        )
+    return [*lines, ""]
 
 
 def readme_table(rows: list[dict[str, Any]], datasets: Iterable[str]) -> str:
