@@ -1,7 +1,8 @@
 """CUDA-graph replay of a fixed-shape search stage (the candidate + re-scoring step of approximate indexes).
 
 An approximate MoL search at B = 32 queries is a few hundred small kernels (reference scores, gating MLP,
-shortlist, list scan, re-scoring, top-k): on an H200 the launches, not the arithmetic, set its latency.
+shortlist, list scan, re-scoring, top-k), small enough that their launches may cost more than their arithmetic
+(the ``+graphs`` rows of ``scripts/bench_topk.py`` measure how much replay saves).
 :class:`GraphedStage` captures such a stage once per input signature (shapes, dtypes, devices of the query
 state's tensors, ``k``, the exclusion tensor's shape) into a ``torch.cuda.CUDAGraph`` and afterwards only
 copies the new inputs into the captured ones and replays it.
