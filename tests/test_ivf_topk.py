@@ -187,6 +187,12 @@ def test_bench_grid_has_clustered_rows_up_to_its_corpus_cap():
     assert not [
         n for n, _, _ in index_grid(False, cpu, False, CLUSTERED_MAX_ITEMS + 1) if n == "ClusteredTopK"
     ]
+    assert not [n for n, _, _ in index_grid(False, cpu, False, 10_000_000) if n.endswith("+graphs")]
+    cuda = [(n, p) for n, p, _ in index_grid(False, torch.device("cuda"), False, 10_000_000)]  # no CUDA call
+    replayed = [p for n, p in cuda if n == "ClusteredTopK+graphs"]
+    assert "num_lists=10000,shortlist=256,num_probes=48,num_candidates=4000" in replayed  # graphs only
+    assert "num_lists=10000,shortlist=256,num_probes=48,num_candidates=4000" not in params
+    assert ("AverageTopK+graphs", "num_candidates=4000") in cuda
 
 
 def test_recall_losses_split_the_misses_between_probing_and_candidate_ranking():

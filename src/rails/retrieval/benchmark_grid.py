@@ -61,12 +61,14 @@ def index_grid(
     if num_items > CLUSTERED_MAX_ITEMS:
         ivf = []
     graphed_ivf = {ivf[-1], ivf[0]} if tiny else {(1000, 128, 16, 2000), (1000, 256, 32, 4000)}
-    for per_list, shortlist, probes, kc in ivf:
+    # replayed only: past the budget where round 7 left 10M at .981 recall (more probes / more candidates)
+    graphs_only = [] if tiny or not graphs or not ivf else [(1000, 256, 48, 4000), (1000, 256, 32, 8000)]
+    for per_list, shortlist, probes, kc in ivf + graphs_only:
         lists = max(1, round(num_items / per_list))
         params = f"num_lists={lists},shortlist={shortlist},num_probes={probes},num_candidates={kc}"
-        for replay in (
-            [False, True] if graphs and (per_list, shortlist, probes, kc) in graphed_ivf else [False]
-        ):
+        point = (per_list, shortlist, probes, kc)
+        replays = [False, True] if graphs and point in graphed_ivf else [False]
+        for replay in [True] if point in graphs_only else replays:
 
             def clustered(
                 nl: int = lists, sl: int = shortlist, npr: int = probes, kc: int = kc, replay: bool = replay
