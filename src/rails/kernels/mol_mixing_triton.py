@@ -16,6 +16,8 @@ dropout mask (bool or uint8, the caller draws it) with ``scale = 1 / (1 - p)``.
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -29,10 +31,6 @@ def _pad(n: int) -> int:
     return max(16, 1 << (max(n, 1) - 1).bit_length())
 
 
-def _weights(w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    return w1.float().contiguous(), b1.float().contiguous(), w2.float().contiguous(), b2.float().contiguous()
-
-
 def _keep_arg(keep: Tensor | None, like: Tensor) -> Tensor:
     if keep is None:
         return like  # never read (HAS_DROPOUT=0); any pointer will do
@@ -43,84 +41,82 @@ def _keep_arg(keep: Tensor | None, like: Tensor) -> Tensor:
     return keep.contiguous() if keep.dtype == torch.uint8 else keep.to(torch.uint8).contiguous()
 
 
-def fused_mixing_forward(
-    query_gate: Tensor,
-    item_gate: Tensor,
-    logits: Tensor,
-    w1: Tensor,
-    b1: Tensor,
-    w2: Tensor,
-    b2: Tensor,
-    keep: Tensor | None,
-    scale: float,
-    eps: float,
-    precision: str = "ieee",
-) -> tuple[Tensor, Tensor]:
-    """Scores and positive weights of the sampled mixture.
+class MixingInputs(NamedTuple):
+    """What both kernels read: the mixture's inputs and settings.
 
-    Args:
+    Attributes:
         query_gate: (M, P) query-only gate part.
         item_gate: (M, X, P) item-only gate part of each sampled item.
         logits: (M, X, P) temperature-scaled pair logits; column 0 of X is each query's positive.
         w1, b1: (H, P), (H,) first layer of the query-item MLP; w2, b2: (P, H), (P,) second layer.
-        keep: (M, X, P) bool dropout mask of the softmax weights, or None (no dropout, no renormalisation).
+        keep: (M, X, P) bool / uint8 dropout mask of the softmax weights, or None (no dropout, no
+            renormalisation).
         scale: 1 / (1 - p) for the kept weights.
         eps: floor of the renormalising sum.
         precision: ``tl.dot`` input precision (``ieee`` or ``tf32``).
+    """
+
+    query_gate: Tensor
+    item_gate: Tensor
+    logits: Tensor
+    w1: Tensor
+    b1: Tensor
+    w2: Tensor
+    b2: Tensor
+    keep: Tensor | None
+    scale: float
+    eps: float
+    precision: str = "ieee"
+
+    def pointers(self) -> tuple[Tensor, ...]:
+        """L, IG, QG, W1, B1, W2, B2, KEEP as the kernels take them (fp32, contiguous; KEEP uint8)."""
+        logits = self.logits.float().contiguous()
+        rest = (self.item_gate, self.query_gate, self.w1, self.b1, self.w2, self.b2)
+        return (logits, *(t.float().contiguous() for t in rest), _keep_arg(self.keep, logits))
+
+    def constants(self) -> dict[str, Any]:
+        """The compile-time arguments both kernels share."""
+        p, h = self.logits.shape[2], self.w1.shape[0]
+        return {"P": p, "H": h, "PP": _pad(p), "HP": _pad(h), "BN": BLOCK_ROWS,
+                "HAS_DROPOUT": self.keep is not None, "PRECISION": self.precision}  # fmt: skip
+
+
+def fused_mixing_forward(inputs: MixingInputs) -> tuple[Tensor, Tensor]:
+    """Scores and positive weights of the sampled mixture (inputs: :class:`MixingInputs`).
 
     Returns:
         (M, X) fp32 scores and (M, P) fp32 positive weights (post-dropout, renormalised).
     """
-    m, x, p = logits.shape
-    h = w1.shape[0]
-    n = m * x
-    flat = logits.float().contiguous()
-    scores = torch.empty(m, x, device=logits.device, dtype=torch.float32)
-    positive = torch.zeros(m, p, device=logits.device, dtype=torch.float32)
-    w1, b1, w2, b2 = _weights(w1, b1, w2, b2)
-    grid = (triton_cdiv(n, BLOCK_ROWS),)
+    m, x, p = inputs.logits.shape
+    device = inputs.logits.device
+    scores = torch.empty(m, x, device=device, dtype=torch.float32)
+    positive = torch.zeros(m, p, device=device, dtype=torch.float32)
+    grid = (triton_cdiv(m * x, BLOCK_ROWS),)
     mol_mixing_fwd_kernel[grid](
-        flat, item_gate.float().contiguous(), query_gate.float().contiguous(), w1, b1, w2, b2,
-        _keep_arg(keep, flat), scores, positive, n, x, float(scale), float(eps),
-        P=p, H=h, PP=_pad(p), HP=_pad(h), BN=BLOCK_ROWS, HAS_DROPOUT=keep is not None, PRECISION=precision,
-        num_warps=4,
+        *inputs.pointers(), scores, positive, m * x, x, float(inputs.scale), float(inputs.eps),
+        **inputs.constants(), num_warps=4,
     )  # fmt: skip
     return scores, positive
 
 
 def fused_mixing_backward(
-    query_gate: Tensor,
-    item_gate: Tensor,
-    logits: Tensor,
-    w1: Tensor,
-    b1: Tensor,
-    w2: Tensor,
-    b2: Tensor,
-    keep: Tensor | None,
-    scale: float,
-    eps: float,
-    grad_scores: Tensor,
-    grad_positive: Tensor | None,
-    precision: str = "ieee",
-    programs: int | None = None,
+    inputs: MixingInputs, grad_scores: Tensor, grad_positive: Tensor | None, programs: int | None = None
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients of :func:`fused_mixing_forward`.
 
     Args:
+        inputs: those of the forward.
         grad_scores: (M, X) upstream gradient of the scores; grad_positive: (M, P) of the positive weights
             or None; programs: persistent programs of the backward (default 4 per SM on CUDA, 4 on CPU).
-        (the rest as in :func:`fused_mixing_forward`)
 
     Returns:
         dlogits (M, X, P), dA (M, X, P) (gradient of the gate pre-activation ``q_gate * i_gate + qi``),
         dW1 (H, P), db1 (H,), dW2 (P, H), db2 (P,), all fp32.
     """
-    m, x, p = logits.shape
-    h = w1.shape[0]
-    n = m * x
-    device = logits.device
-    flat = logits.float().contiguous()
-    blocks = triton_cdiv(n, BLOCK_ROWS)
+    m, x, p = inputs.logits.shape
+    h = inputs.w1.shape[0]
+    device = inputs.logits.device
+    blocks = triton_cdiv(m * x, BLOCK_ROWS)
     if programs is None:
         sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
         programs = 4 * sms
@@ -131,14 +127,12 @@ def fused_mixing_backward(
     db1 = torch.empty(programs, h, device=device, dtype=torch.float32)
     dw2 = torch.empty(programs, p, h, device=device, dtype=torch.float32)
     db2 = torch.empty(programs, p, device=device, dtype=torch.float32)
-    w1, b1, w2, b2 = _weights(w1, b1, w2, b2)
-    dpos = grad_positive.float().contiguous() if grad_positive is not None else flat
+    pointers = inputs.pointers()
+    dpos = grad_positive.float().contiguous() if grad_positive is not None else pointers[0]  # unread if None
     mol_mixing_bwd_kernel[(programs,)](
-        flat, item_gate.float().contiguous(), query_gate.float().contiguous(), w1, b1, w2, b2,
-        _keep_arg(keep, flat), grad_scores.float().contiguous(), dpos, dlogits, dgate, dw1, db1, dw2, db2,
-        n, x, float(scale), float(eps), blocks,
-        P=p, H=h, PP=_pad(p), HP=_pad(h), BN=BLOCK_ROWS, HAS_DROPOUT=keep is not None,
-        HAS_DPOSW=grad_positive is not None, PRECISION=precision,
+        *pointers, grad_scores.float().contiguous(), dpos, dlogits, dgate, dw1, db1, dw2, db2,
+        m * x, x, float(inputs.scale), float(inputs.eps), blocks, **inputs.constants(),
+        HAS_DPOSW=grad_positive is not None,
         num_warps=8,  # (HP, PP) + (PP, HP) weight-gradient accumulators live in registers
     )  # fmt: skip
     return dlogits, dgate, dw1.sum(0), db1.sum(0), dw2.sum(0), db2.sum(0)

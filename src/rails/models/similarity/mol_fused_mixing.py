@@ -36,44 +36,25 @@ class FusedSampledMixing(torch.autograd.Function):
     """Autograd of the fused mixture: inputs (query_gate, item_gate, logits, w1, b1, w2, b2) get gradients."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        query_gate: Tensor,
-        item_gate: Tensor,
-        logits: Tensor,
-        w1: Tensor,
-        b1: Tensor,
-        w2: Tensor,
-        b2: Tensor,
-        keep: Tensor | None,
-        scale: float,
-        eps: float,
-        precision: str,
-    ) -> tuple[Tensor, Tensor]:
-        from rails.kernels.mol_mixing_triton import fused_mixing_forward
+    def forward(ctx: Any, *args: Any) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        """``args``: the fields of :class:`rails.kernels.mol_mixing_triton.MixingInputs`, in order."""
+        from rails.kernels.mol_mixing_triton import MixingInputs, fused_mixing_forward
 
-        scores, positive = fused_mixing_forward(
-            query_gate, item_gate, logits, w1, b1, w2, b2, keep, scale, eps, precision
-        )
-        ctx.save_for_backward(query_gate, item_gate, logits, w1, b1, w2, b2, keep)
-        ctx.settings = (scale, eps, precision)
-        return scores, positive
+        inputs = MixingInputs(*args)
+        ctx.save_for_backward(*inputs[:8])
+        ctx.settings = inputs[8:]
+        return fused_mixing_forward(inputs)
 
     @staticmethod
     def backward(ctx: Any, grad_scores: Tensor, grad_positive: Tensor | None) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        from rails.kernels.mol_mixing_triton import fused_mixing_backward
+        from rails.kernels.mol_mixing_triton import MixingInputs, fused_mixing_backward
 
-        query_gate, item_gate, logits, w1, b1, w2, b2, keep = ctx.saved_tensors
-        scale, eps, precision = ctx.settings
-        dlogits, dgate, dw1, db1, dw2, db2 = fused_mixing_backward(
-            query_gate, item_gate, logits, w1, b1, w2, b2, keep, scale, eps,
-            grad_scores, grad_positive, precision,
-        )  # fmt: skip
-        dquery = (dgate * item_gate.float()).sum(dim=1)  # a = q_gate * i_gate + qi
-        ditem = dgate * query_gate.float()[:, None, :]
+        inputs = MixingInputs(*ctx.saved_tensors, *ctx.settings)
+        dlogits, dgate, dw1, db1, dw2, db2 = fused_mixing_backward(inputs, grad_scores, grad_positive)
+        dquery = (dgate * inputs.item_gate.float()).sum(dim=1)  # a = q_gate * i_gate + qi
+        ditem = dgate * inputs.query_gate.float()[:, None, :]
         grads = (dquery, ditem, dlogits, dw1, db1, dw2, db2)
-        inputs = (query_gate, item_gate, logits, w1, b1, w2, b2)
-        return (*(g.to(t.dtype) for g, t in zip(grads, inputs, strict=True)), None, None, None, None)
+        return (*(g.to(t.dtype) for g, t in zip(grads, inputs[:7], strict=True)), None, None, None, None)
 
 
 def _log_once(reason: str) -> None:
