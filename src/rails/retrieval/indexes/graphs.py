@@ -33,16 +33,8 @@ log = get_logger(__name__)
 Stage = Callable[[HeadState, int, Tensor | None], tuple[Tensor, ...]]
 
 
-def _tensor_fields(state: HeadState) -> dict[str, Tensor]:
-    return {
-        f.name: getattr(state, f.name)
-        for f in dataclasses.fields(state)
-        if torch.is_tensor(getattr(state, f.name))
-    }
-
-
 def _signature(state: HeadState, k: int, exclude: Tensor | None) -> Hashable:
-    fields = tuple((name, tuple(t.shape), t.dtype, t.device) for name, t in _tensor_fields(state).items())
+    fields = tuple((name, tuple(t.shape), t.dtype, t.device) for name, t in state.tensors().items())
     ex = None if exclude is None else (tuple(exclude.shape), exclude.dtype, exclude.device)
     return (type(state), fields, k, ex)
 
@@ -83,7 +75,7 @@ class GraphedStage:
         return len(self._graphs)
 
     def __call__(self, query_state: HeadState, k: int, exclude: Tensor | None) -> tuple[Tensor, ...]:
-        tensors = _tensor_fields(query_state)
+        tensors = query_state.tensors()
         if not all(t.is_cuda for t in tensors.values()):
             if not self._cpu_logged:
                 log.info(f"{self.name}: cuda_graphs needs CUDA tensors; running the search eagerly")
@@ -109,7 +101,7 @@ class GraphedStage:
         self, key: Hashable, query_state: HeadState, k: int, exclude: Tensor | None
     ) -> _Captured | None:
         static_state = dataclasses.replace(
-            query_state, **{name: t.clone() for name, t in _tensor_fields(query_state).items()}
+            query_state, **{name: t.clone() for name, t in query_state.tensors().items()}
         )
         static_exclude = None if exclude is None else exclude.clone()
         try:
