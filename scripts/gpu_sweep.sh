@@ -26,11 +26,10 @@ if [ -z "${RAILS_SRC:-}" ]; then
 fi
 mkdir -p "$SWEEPS" "$OUT"
 
+# shellcheck source=device_site.sh
+source scripts/device_site.sh
 setup() {
-  if [ ! -f /tmp/site/.done ] && ls "$WHEELS"/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-      "$WHEELS"/*.whl && touch /tmp/site/.done
-  fi
+  install_site "$WHEELS"
   export PYTHONPATH=/tmp/site:$RAILS_SRC
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} PYTHONUNBUFFERED=1
 }

@@ -25,10 +25,9 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/rails-round8}
 mkdir -p "$OUT"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
-if [ ! -f /tmp/site/.done ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl &&
-    touch /tmp/site/.done
-fi
+# shellcheck source=../device_site.sh
+source scripts/device_site.sh
+install_site
 export PYTHONPATH=/tmp/site:$PWD/src
 TOPK=/tmp/rails-topk  # outlives the call ($OUT is emptied before each one)
 FAST=()
