@@ -39,6 +39,7 @@ from rails.retrieval.benchmark import (
     measure_peaks,
     parse_batch_sizes_at,
     parse_fused_config,
+    release_memory,
 )
 from rails.retrieval.benchmark_checkpoint import checkpoint_problem
 from rails.retrieval.benchmark_data import (
@@ -236,8 +237,6 @@ def main(argv: list[str] | None = None) -> None:
         rows.extend(new_rows)
         problems.append(record)
         write_results(results_record(rows, problems, {**meta, "complete": False}), args.out, args.plot_batch)
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
 
     for kind in data:
         if kind == "checkpoint":
@@ -264,12 +263,14 @@ def main(argv: list[str] | None = None) -> None:
                     raise SystemExit(str(err)) from err
                 run(problem)
                 del problem
+                release_memory(device)
             continue
         for num_items in args.items:  # corpus sizes outermost: the largest (slowest) come last
             for setting in args.settings:
                 problem = synthetic_problem(kind, setting, num_items, synthetic, dtype, device, pool)
                 run(problem)
                 del problem
+                release_memory(device)  # before the next corpus is generated
     write_results(results_record(rows, problems, {**meta, "complete": True}), args.out, args.plot_batch)
 
 

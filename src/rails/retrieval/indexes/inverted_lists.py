@@ -10,7 +10,9 @@ The candidate stage of :class:`~rails.retrieval.indexes.clustered.ClusteredTopK`
   one ``(L, S, D)`` key tensor; members of a list are in a seeded random order, and
   :meth:`InvertedLists.representatives` picks m evenly spaced members of each list (a random sample of it);
 - :meth:`InvertedLists.scan`: the members of each query's probed lists scored by ``<query, key>``, the
-  ``num_candidates`` best kept (fixed-size tensors; probes scanned a fixed number at a time).
+  ``num_candidates`` best kept (fixed-size tensors). On CUDA one Triton kernel scores the probed lists where
+  they lie (:mod:`rails.kernels.list_scan_triton`); elsewhere PyTorch gathers their keys a fixed number of
+  probes at a time.
 
 Build-time work (k-means, sorting members into lists) synchronises with the host; search does not.
 """
@@ -21,6 +23,8 @@ import math
 
 import torch
 from torch import Tensor
+
+from rails.kernels import triton_usable
 
 
 def _nearest(vectors: Tensor, centroids: Tensor, max_elements: int) -> Tensor:
@@ -157,7 +161,9 @@ class InvertedLists:
             lists: (B, n) probed list indices per query (distinct within a row).
             num_candidates: C, members kept per query.
             exclude_positions: (B, H) corpus positions never returned (-1 = none).
-            scan_elements: about B * probes * S * D key elements gathered at once (memory bound).
+            scan_elements: PyTorch path: about B * probes * S * D key elements gathered at once (memory
+                bound). With Triton (CUDA) one kernel reads the probed keys in place instead
+                (:mod:`rails.kernels.list_scan_triton`) and nothing is gathered.
 
         Returns:
             (B, min(C, n * S)) int64 positions, best first (-1 = padding or nothing left).
@@ -165,24 +171,39 @@ class InvertedLists:
         queries = queries.to(self.keys.dtype)
         batch, dim = queries.shape
         num_probes = lists.shape[1]
-        step = max(1, min(num_probes, scan_elements // max(1, batch * self.list_size * dim)))
         excluded = None
         if exclude_positions is not None and exclude_positions.shape[1] > 0:
             excluded = torch.sort(exclude_positions.to(queries.device), dim=1).values
         keep = min(num_candidates, num_probes * self.list_size)
+        if triton_usable(queries.device):  # the probed keys read in place, padding skipped
+            from rails.kernels.list_scan_triton import list_scan_scores
+
+            scores = list_scan_scores(queries, lists, self.keys, self.fill)
+            members = self.members[lists].flatten(1)  # (B, n S)
+            best_scores, index = torch.topk(
+                _mask_excluded(scores, members, excluded), min(keep, scores.shape[1]), dim=1
+            )
+            return members.gather(1, index).masked_fill(best_scores == -math.inf, -1)
+        step = max(1, min(num_probes, scan_elements // max(1, batch * self.list_size * dim)))
         best_scores = torch.empty(batch, 0, device=queries.device)
         best = torch.empty(batch, 0, dtype=torch.int64, device=queries.device)
         for start in range(0, num_probes, step):  # a fixed number of steps: no host synchronisation
             probed = lists[:, start : start + step]  # (B, n')
             members = self.members[probed].flatten(1)  # (B, n' S)
             keys = self.keys[probed].flatten(1, 2)  # (B, n' S, D)
-            scores = torch.bmm(keys, queries[:, :, None]).squeeze(2).float()
-            invalid = members < 0
-            if excluded is not None:
-                slot = torch.searchsorted(excluded, members).clamp_max(excluded.shape[1] - 1)
-                invalid |= excluded.gather(1, slot) == members
-            best_scores = torch.cat([best_scores, scores.masked_fill(invalid, -math.inf)], dim=1)
+            scores = (
+                torch.bmm(keys, queries[:, :, None]).squeeze(2).float().masked_fill(members < 0, -math.inf)
+            )
+            best_scores = torch.cat([best_scores, _mask_excluded(scores, members, excluded)], dim=1)
             best = torch.cat([best, members], dim=1)
             best_scores, index = torch.topk(best_scores, min(keep, best_scores.shape[1]), dim=1)
             best = best.gather(1, index)
         return best.masked_fill(best_scores == -math.inf, -1)
+
+
+def _mask_excluded(scores: Tensor, members: Tensor, excluded: Tensor | None) -> Tensor:
+    """(B, N) scores with ``-inf`` where (B, N) members are in the row's sorted (B, H) exclusions."""
+    if excluded is None:
+        return scores
+    slot = torch.searchsorted(excluded, members).clamp_max(excluded.shape[1] - 1)
+    return scores.masked_fill(excluded.gather(1, slot) == members, -math.inf)
