@@ -11,9 +11,9 @@
 #   here:  cp <fetched>/bench_ddp.json docs/ && python scripts/bench_ddp.py render \
 #              --json docs/bench_ddp.json --markdown docs/benchmarks.md
 #
-# Environment: GPUS (2), EPOCHS (5: one warm-up + 4 timed), PER_GPU_BATCHES ('': weak-scaling points, measured
-# first: the same batch per GPU, N x the global batch on N GPUs), BATCHES (128,512: strong-scaling points, the
-# same global batch on 1 and N GPUs: the preset's, then a larger one), EXPERIMENT, TRAINER_ONE / TRAINER_MANY (gpu / ddp; cpu / ddp_sim for a CPU dry run),
+# Environment: GPUS (2), EPOCHS (5: one warm-up + 4 timed), PER_GPU_BATCHES (512,128: weak-scaling points, measured
+# first, the first is the headline: the same batch per GPU, N x the global batch on N GPUs), BATCHES ('': strong-scaling
+# points, the same global batch on 1 and N GPUs, e.g. 128,512; at the preset's 128 a launch-bound step gains nothing), EXPERIMENT, TRAINER_ONE / TRAINER_MANY (gpu / ddp; cpu / ddp_sim for a CPU dry run),
 # DATA_ROOT ($PWD/.devdata: ml-1m-seq/sequences.txt, ml-1m-meta/movies.dat), BUDGET_S (530: the run in progress
 # then is killed, the batch sizes finished before are kept), OUT (/tmp/rails-ddp-check), RUNS, SITE (/tmp/site).
 # Extra arguments are rails-train overrides for every training run.
@@ -21,8 +21,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 GPUS=${GPUS:-2}
 EPOCHS=${EPOCHS:-5}
-BATCHES=${BATCHES-128,512}
-PER_GPU_BATCHES=${PER_GPU_BATCHES:-}
+BATCHES=${BATCHES-}
+PER_GPU_BATCHES=${PER_GPU_BATCHES-512,128}
 EXPERIMENT=${EXPERIMENT:-ml_1m_seq_hstu_large_dot}
 TRAINER_ONE=${TRAINER_ONE:-gpu}
 TRAINER_MANY=${TRAINER_MANY:-ddp}

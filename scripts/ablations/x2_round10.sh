@@ -12,6 +12,9 @@
 #
 #   run(kind="nvidia-h200-x2", carry=[".whl", ".devdata"], command="bash scripts/ablations/x2_round10.sh profile")
 #
+#   measure: the Triton list scan (GPU test, the 10M profile again), the DDP weak-scaling check at 128 and 512
+#            sequences per GPU ($OUT/bench_ddp.json), bench_mol_step eager fp32 alone on the host ($OUT/bench_mol.*).
+#
 # Here afterwards: cp <files_at>/profile_index.* results/profiles/ (and the prof/ reports) and read them.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -60,6 +63,24 @@ case "${1:-}" in
       num_lists=10000,shortlist=128,num_probes=32,num_candidates=6000 \
       num_lists=20000,shortlist=512,num_probes=48,num_candidates=6000,list_size_factor=1.25 2>&1 |
       grep -v "^USDT" | tail -n 8
+    ;;
+  measure)
+    # the Triton list scan: GPU test, then the same 10M profile as above with it (GPU 0)
+    CUDA_VISIBLE_DEVICES=0 timeout 90 python3 -m pytest -q -m gpu tests/test_list_scan.py 2>&1 | tail -n 2
+    CUDA_VISIBLE_DEVICES=0 timeout 200 python3 scripts/profile_index.py --items 10000000 --setting 8x4x64 \
+      --batch 32 --out "$OUT" --top 8 --configs \
+      num_lists=10000,shortlist=256,num_probes=32,num_candidates=8000 \
+      num_lists=10000,shortlist=256,num_probes=32,num_candidates=8000,list_size_factor=1.25 \
+      num_lists=10000,shortlist=256,num_probes=40,num_candidates=8000,list_size_factor=1.25 \
+      num_lists=20000,shortlist=512,num_probes=64,num_candidates=8000,list_size_factor=1.25 2>&1 |
+      grep -v "^USDT" | tail -n 5
+    # DDP weak scaling at 128 (headline, as round 8) and 512 sequences per GPU; no strong-scaling points
+    OUT=$OUT BUDGET_S=200 EPOCHS=6 PER_GPU_BATCHES=128,512 BATCHES='' bash scripts/launch_ddp_check.sh \
+      >"$OUT/ddp_stdout.txt" 2>&1
+    grep -E "^\| (weak|strong)|Acceptance" "$OUT/ddp_stdout.txt" | tail -n 3
+    # the training step without another benchmark beside it (round 8's shared the host), eager fp32
+    CUDA_VISIBLE_DEVICES=1 timeout 150 python3 scripts/bench_mol_step.py --heads dot mol mol_fused \
+      --precisions fp32 --variants eager --output "$OUT/bench_mol.md" 2>&1 | grep -E "ms \(" | tail -n 3
     ;;
   *)
     sed -n 2,16p "$0"
