@@ -26,16 +26,18 @@ sweep() {
   CUDA_VISIBLE_DEVICES=$gpu bash scripts/gpu_sweep.sh start "$name" hydra/launcher=parallel "$@" "${common[@]}"
 }
 
+GPU_A=${BEAUTY_GPU_A:-0}  # the SASRec + dot sweeps (round 11 puts everything on GPU 1: BEAUTY_GPU_A=1)
+GPU_B=${BEAUTY_GPU_B:-1}
 case "${1:-}" in
   start)
-    sweep 0 r9_beauty_sasrec_dot hydra.launcher.n_jobs=3 experiment=amazon_beauty_sasrec_dot seed=1,2,3
-    sweep 0 r9_beauty_sasrec_dot_full hydra.launcher.n_jobs=3 experiment=amazon_beauty_sasrec_dot \
+    sweep "$GPU_A" r9_beauty_sasrec_dot hydra.launcher.n_jobs=3 experiment=amazon_beauty_sasrec_dot seed=1,2,3
+    sweep "$GPU_A" r9_beauty_sasrec_dot_full hydra.launcher.n_jobs=3 experiment=amazon_beauty_sasrec_dot \
       model/negatives=full_softmax model.negatives.num_negatives=null seed=1,2,3
-    sweep 1 r9_beauty_sasrec_mol hydra.launcher.n_jobs=3 experiment=amazon_beauty_sasrec_mol \
+    sweep "$GPU_B" r9_beauty_sasrec_mol hydra.launcher.n_jobs=3 experiment=amazon_beauty_sasrec_mol \
       model.similarity.item_dropout=0.3 seed=1,2,3
-    sweep 1 r9_beauty_hstu_large_dot hydra.launcher.n_jobs=3 experiment=amazon_beauty_hstu_large_dot \
+    sweep "$GPU_B" r9_beauty_hstu_large_dot hydra.launcher.n_jobs=3 experiment=amazon_beauty_hstu_large_dot \
       data.timestamps=data seed=1,2,3
-    bash scripts/gpu_sweep.sh wait "${2:-480}"
+    [ "${NO_WAIT:-0}" = 1 ] || bash scripts/gpu_sweep.sh wait "${2:-480}"
     ;;
   ml1m)
     # The ML-1M ablations of issue #12 deliverable 3 not run yet (HSTU-large + dot, 2 seeds each): the PyTorch

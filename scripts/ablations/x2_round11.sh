@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# GPU round 11, one two-GPU machine (kind nvidia-h200-x2), three device calls chained within 30 s:
+#
+#   start : GPU 0: the full top-k benchmark (issue #13 acceptance: one run; 1M / 10M / 100M items, 8x4x64 and
+#           8x8x32, B 1 / 32 / 256, 100M at B 32; the Triton list scan of ClusteredTopK is new since round 8,
+#           and each problem's memory is released before the next corpus, which round 8 ran out of), plus the
+#           trained ML-1M MoL checkpoint of round 8 (.devdata/ckpts/, 3,952 items) as a `checkpoint` problem;
+#           detached, ~15 minutes. GPU 1: the Beauty-to-convergence sweeps of round 9 (issue #12 deliverable 4,
+#           12 trainings, 201 epochs, through MPS), detached.
+#   wait  : (twice or more) waits at most ${2:-560} s, then brings back $OUT/bench_topk.{json,md,png} (partial if
+#           still running) and the finished runs (runs.tar.gz, partial.tar.gz, sweep_logs.tar.gz, ckpts.tar.gz
+#           with the Beauty SASRec + MoL checkpoint of seed 1, for the next benchmark's checkpoint rows).
+#
+#   here first: mkdir -p .devdata && tar -xzf <round 8 files>/ckpts.tar.gz -C .devdata   (or any MoL checkpoint
+#               at .devdata/ckpts/r8_mol_item_dropout_0.5/0.ckpt; without it the checkpoint problem is left out)
+#   run(kind="nvidia-h200-x2", carry=[".whl", ".devdata"], command="bash scripts/ablations/x2_round11.sh start")
+#   run(command="bash scripts/ablations/x2_round11.sh wait 560")     (again until both are done)
+#
+# Here afterwards: cp bench_topk.* docs/ (and update the Top-k headline in docs/benchmarks.md); runs.tar.gz
+# into results/runs/<date>-h200x2-round11/ (strip the r9_ prefix) and scripts/make_results.py; the Beauty rows
+# into docs/mol_investigation.md.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/rails-round11}
+mkdir -p "$OUT"
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
+# shellcheck source=../device_site.sh
+source scripts/device_site.sh
+install_site
+export PYTHONPATH=/tmp/site:$PWD/src
+TOPK=/tmp/rails-topk  # outlives the call ($OUT is emptied before each one)
+CKPT=.devdata/ckpts/r8_mol_item_dropout_0.5/0.ckpt
+
+start_topk() {
+  local trained=()
+  if [ -f "$CKPT" ]; then
+    trained=(--data structured checkpoint --checkpoint "$CKPT" --checkpoint-data-root "$PWD/.devdata")
+  fi
+  mkdir -p "$TOPK"
+  CUDA_VISIBLE_DEVICES=0 setsid nohup python3 scripts/bench_topk.py --items 1000000 10000000 100000000 \
+    --settings 8x4x64 8x8x32 --batch-sizes 1 32 256 --batch-sizes-at 100000000:32 --slow-max-items 10000000 \
+    --truth-queries 64 --runs 10 --warmup 2 --time-budget-s 1.5 --no-faiss "${trained[@]}" --out "$TOPK" \
+    >"$TOPK/log.txt" 2>&1 &
+  echo $! >"$TOPK/pid"
+  echo "bench_topk started (pid $(cat "$TOPK/pid")), log $TOPK/log.txt"
+}
+
+case "${1:-}" in
+  start)
+    start_topk
+    BEAUTY_GPU_A=1 BEAUTY_GPU_B=1 NO_WAIT=1 bash scripts/ablations/x2_round9.sh start
+    sleep 60
+    tail -n 3 "$TOPK/log.txt"
+    nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader
+    ;;
+  wait)
+    deadline=$(($(date +%s) + ${2:-560}))
+    while kill -0 "$(cat "$TOPK/pid" 2>/dev/null)" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ]; do
+      sleep 15
+    done
+    tail -n 6 "$TOPK/log.txt"
+    cp "$TOPK"/bench_topk.* "$OUT/" 2>/dev/null
+    left=$((deadline - $(date +%s)))
+    COLLECT_CKPT=1 COLLECT_CKPT_GLOB='r9_beauty_sasrec_mol/0' bash scripts/gpu_sweep.sh wait $((left > 20 ? left : 20))
+    ;;
+  *)
+    sed -n 2,22p "$0"
+    exit 2
+    ;;
+esac
