@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU round 11, one two-GPU machine (kind nvidia-h200-x2), three device calls chained within 30 s:
 #
-#   start : GPU 0: the full top-k benchmark (issue #13 acceptance: one run; 1M / 10M / 100M items, 8x4x64 and
+#   start : bench_mol_step alone on the host first (dot / MoL / MoL with the fused mixture, whose backward is now
+#           autotuned; eager fp32, kernel profiles; ~2 minutes; $OUT/bench_mol.{json,md}). Then GPU 0: the full top-k benchmark (issue #13 acceptance: one run; 1M / 10M / 100M items, 8x4x64 and
 #           8x8x32, B 1 / 32 / 256, 100M at B 32; the Triton list scan of ClusteredTopK is new since round 8,
 #           and each problem's memory is released before the next corpus, which round 8 ran out of), plus the
 #           trained ML-1M MoL checkpoint of round 8 (.devdata/ckpts/, 3,952 items) as a `checkpoint` problem;
@@ -16,7 +17,7 @@
 #   run(kind="nvidia-h200-x2", carry=[".whl", ".devdata"], command="bash scripts/ablations/x2_round11.sh start")
 #   run(command="bash scripts/ablations/x2_round11.sh wait 560")     (again until both are done)
 #
-# Here afterwards: cp bench_topk.* docs/ (and update the Top-k headline in docs/benchmarks.md); runs.tar.gz
+# Here afterwards: cp bench_mol.* docs/ (and results/bench_mol/<date>-h200x2-<commit>.*); cp bench_topk.* docs/ (and update the Top-k headline in docs/benchmarks.md); runs.tar.gz
 # into results/runs/<date>-h200x2-round11/ (strip the r9_ prefix) and scripts/make_results.py; the Beauty rows
 # into docs/mol_investigation.md.
 set -uo pipefail
@@ -47,6 +48,9 @@ start_topk() {
 
 case "${1:-}" in
   start)
+    # first, alone on the host: the MoL training step with the autotuned fused-mixture backward (issue #13 item 4)
+    CUDA_VISIBLE_DEVICES=1 timeout 200 python3 scripts/bench_mol_step.py --heads dot mol mol_fused --precisions fp32 \
+      --variants eager --profile-kernels --output "$OUT/bench_mol.md" 2>&1 | grep -E "ms \(|Acceptance" | tail -n 4
     start_topk
     BEAUTY_GPU_A=1 BEAUTY_GPU_B=1 NO_WAIT=1 bash scripts/ablations/x2_round9.sh start
     sleep 60

@@ -93,12 +93,16 @@ def mol_mixing_fwd_kernel(
 @triton.jit
 def mol_mixing_bwd_kernel(
     L, IG, QG, W1, B1, W2, B2, KEEP, DSCORE, DPOSW, DL, DA, DW1, DB1, DW2, DB2, N, X, scale, eps,
-    num_blocks, P: tl.constexpr, H: tl.constexpr, PP: tl.constexpr, HP: tl.constexpr, BN: tl.constexpr,
-    HAS_DROPOUT: tl.constexpr, HAS_DPOSW: tl.constexpr, PRECISION: tl.constexpr,
+    P: tl.constexpr, H: tl.constexpr, PP: tl.constexpr, HP: tl.constexpr, BN: tl.constexpr,
+    HAS_DROPOUT: tl.constexpr, HAS_DPOSW: tl.constexpr, PRECISION: tl.constexpr, PER_SM: tl.constexpr,
 ):  # fmt: skip
-    """dL, dA (N, P) of the blocks pid, pid + G, ...; this program's partial MLP weight gradients."""
+    """dL, dA (N, P) of the blocks pid, pid + G, ...; this program's partial MLP weight gradients.
+
+    ``PER_SM`` is read by the launcher only (programs per multiprocessor of the grid, a tuned setting).
+    """
     pid = tl.program_id(0)
     programs = tl.num_programs(0)
+    num_blocks = tl.cdiv(N, BN)
     p = tl.arange(0, PP)
     h = tl.arange(0, HP)
     valid_p = p < P

@@ -77,7 +77,7 @@ class MixingInputs(NamedTuple):
     def constants(self) -> dict[str, Any]:
         """The compile-time arguments both kernels share."""
         p, h = self.logits.shape[2], self.w1.shape[0]
-        return {"P": p, "H": h, "PP": _pad(p), "HP": _pad(h), "BN": BLOCK_ROWS,
+        return {"P": p, "H": h, "PP": _pad(p), "HP": _pad(h),
                 "HAS_DROPOUT": self.keep is not None, "PRECISION": self.precision}  # fmt: skip
 
 
@@ -94,7 +94,7 @@ def fused_mixing_forward(inputs: MixingInputs) -> tuple[Tensor, Tensor]:
     grid = (triton_cdiv(m * x, BLOCK_ROWS),)
     mol_mixing_fwd_kernel[grid](
         *inputs.pointers(), scores, positive, m * x, x, float(inputs.scale), float(inputs.eps),
-        **inputs.constants(), num_warps=4,
+        **inputs.constants(), BN=BLOCK_ROWS, num_warps=4,
     )  # fmt: skip
     return scores, positive
 
@@ -104,10 +104,16 @@ def fused_mixing_backward(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients of :func:`fused_mixing_forward`.
 
+    On CUDA the backward's tile (rows per block), warps and programs per multiprocessor are autotuned once
+    per (P, H, dropout, precision) among :data:`BACKWARD_CONFIGS` (its per-program weight-gradient
+    accumulators make it register-bound: the best split is the GPU's); elsewhere (the Triton interpreter)
+    it runs the first configuration.
+
     Args:
         inputs: those of the forward.
         grad_scores: (M, X) upstream gradient of the scores; grad_positive: (M, P) of the positive weights
-            or None; programs: persistent programs of the backward (default 4 per SM on CUDA, 4 on CPU).
+            or None; programs: persistent programs of the backward, with the first configuration (tests;
+            default: the tuned or first configuration's programs per SM, 1 SM on CPU).
 
     Returns:
         dlogits (M, X, P), dA (M, X, P) (gradient of the gate pre-activation ``q_gate * i_gate + qi``),
@@ -116,26 +122,65 @@ def fused_mixing_backward(
     m, x, p = inputs.logits.shape
     h = inputs.w1.shape[0]
     device = inputs.logits.device
-    blocks = triton_cdiv(m * x, BLOCK_ROWS)
-    if programs is None:
-        sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
-        programs = 4 * sms
-    programs = max(1, min(programs, blocks))
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+    tuned = device.type == "cuda" and programs is None
+    most = max(c.kwargs["PER_SM"] for c in BACKWARD_CONFIGS) * sms if tuned else None
+    if not tuned:
+        first = BACKWARD_CONFIGS[0]
+        most = programs or first.kwargs["PER_SM"] * sms
+        most = max(1, min(most, triton_cdiv(m * x, first.kwargs["BN"])))
+    # partial weight gradients per program: zeros, so rows of programs a configuration does not launch add 0
+    dw1 = torch.zeros(most, h, p, device=device, dtype=torch.float32)
+    db1 = torch.zeros(most, h, device=device, dtype=torch.float32)
+    dw2 = torch.zeros(most, p, h, device=device, dtype=torch.float32)
+    db2 = torch.zeros(most, p, device=device, dtype=torch.float32)
     dlogits = torch.empty(m, x, p, device=device, dtype=torch.float32)
     dgate = torch.empty(m, x, p, device=device, dtype=torch.float32)
-    dw1 = torch.empty(programs, h, p, device=device, dtype=torch.float32)
-    db1 = torch.empty(programs, h, device=device, dtype=torch.float32)
-    dw2 = torch.empty(programs, p, h, device=device, dtype=torch.float32)
-    db2 = torch.empty(programs, p, device=device, dtype=torch.float32)
     pointers = inputs.pointers()
     dpos = grad_positive.float().contiguous() if grad_positive is not None else pointers[0]  # unread if None
-    mol_mixing_bwd_kernel[(programs,)](
-        *pointers, grad_scores.float().contiguous(), dpos, dlogits, dgate, dw1, db1, dw2, db2,
-        m * x, x, float(inputs.scale), float(inputs.eps), blocks, **inputs.constants(),
-        HAS_DPOSW=grad_positive is not None,
-        num_warps=8,  # (HP, PP) + (PP, HP) weight-gradient accumulators live in registers
-    )  # fmt: skip
+    args = (*pointers, grad_scores.float().contiguous(), dpos, dlogits, dgate, dw1, db1, dw2, db2,
+            m * x, x, float(inputs.scale), float(inputs.eps))  # fmt: skip
+    if tuned:
+        kernel = _tuned_backward()
+
+        def grid(meta: dict[str, Any]) -> tuple[int]:
+            return (max(1, min(meta["PER_SM"] * sms, triton_cdiv(m * x, meta["BN"]))),)
+
+        kernel[grid](*args, **inputs.constants(), HAS_DPOSW=grad_positive is not None)
+    else:
+        config = BACKWARD_CONFIGS[0]
+        mol_mixing_bwd_kernel[(most,)](
+            *args, **inputs.constants(), HAS_DPOSW=grad_positive is not None, **config.kwargs,
+            num_warps=config.num_warps,
+        )  # fmt: skip
     return dlogits, dgate, dw1.sum(0), db1.sum(0), dw2.sum(0), db2.sum(0)
+
+
+def _backward_configs() -> list[Any]:
+    """(rows per block, programs per SM, warps) candidates; the first is round 8's fixed setting."""
+    import triton
+
+    settings = [(64, 4, 8), (32, 8, 4), (32, 8, 8), (32, 16, 4), (16, 16, 4), (64, 8, 8), (64, 2, 8)]
+    return [triton.Config({"BN": bn, "PER_SM": per_sm}, num_warps=w) for bn, per_sm, w in settings]
+
+
+BACKWARD_CONFIGS = _backward_configs()
+"""Autotuning candidates of the backward (``BN`` rows per block, ``PER_SM`` programs per SM, warps)."""
+
+_TUNED: list[Any] = []
+
+
+def _tuned_backward() -> Any:
+    """The autotuned backward kernel (built on first use; tuning is keyed on the compile-time settings)."""
+    if not _TUNED:
+        import triton
+
+        keys = ["P", "H", "HAS_DROPOUT", "HAS_DPOSW", "PRECISION"]
+        reset = ["DW1", "DB1", "DW2", "DB2"]  # partial sums: every timed configuration starts from zeros
+        _TUNED.append(
+            triton.autotune(configs=BACKWARD_CONFIGS, key=keys, reset_to_zero=reset)(mol_mixing_bwd_kernel)
+        )
+    return _TUNED[0]
 
 
 def triton_cdiv(a: int, b: int) -> int:
