@@ -18,7 +18,7 @@ from rails.config import check_config
 from rails.models.similarity import DotProductSimilarity
 from rails.retrieval import AverageTopK, ClusteredTopK, ExactTopK, RetrievalEvaluator
 from rails.retrieval import benchmark_data as data
-from rails.retrieval.benchmark_grid import CLUSTERED_MAX_ITEMS, index_grid
+from rails.retrieval.benchmark_grid import CLUSTERED_FULL_GRID_MAX_ITEMS, index_grid
 from rails.retrieval.indexes.inverted_lists import InvertedLists, kmeans
 from rails.retrieval.metrics import recall_at_k
 from rails.train import run
@@ -113,7 +113,10 @@ def test_inverted_lists_hold_every_item_once():
     assert lists.members.shape[1] == 40 and int(lists.fill.min()) >= 1
     for row, fill in zip(lists.members.tolist(), lists.fill.tolist()):
         assert len({int(labels[p]) for p in row[:fill]}) == 1 and all(p == -1 for p in row[fill:])
-    torch.testing.assert_close(lists.keys[lists.members >= 0], keys[members])
+    assert lists.keys is keys  # same dtype: the lists read the corpus keys, no copy
+    assert (
+        InvertedLists(keys, labels, 7, 40, torch.bfloat16).keys.dtype == torch.bfloat16
+    )  # one converted copy
     means = torch.stack(
         [keys[row[:fill]].mean(dim=0) for row, fill in zip(lists.members, lists.fill.tolist())]
     )
@@ -174,7 +177,7 @@ def test_training_run_logs_ivf_metrics_and_full_probe_is_exact(tmp_path: Path):
     assert metrics["test/ivf/exact_fallback_rate"] == 0.0
 
 
-def test_bench_grid_has_clustered_rows_up_to_its_corpus_cap():
+def test_bench_grid_has_every_clustered_row_up_to_its_corpus_cap_and_one_above():
     cpu = torch.device("cpu")
     rows = [
         n
@@ -184,9 +187,12 @@ def test_bench_grid_has_clustered_rows_up_to_its_corpus_cap():
     assert len(rows) >= 5
     params = [p for n, p, _ in index_grid(False, cpu, False, 10_000_000) if n == "ClusteredTopK"]
     assert "num_lists=10000,shortlist=128,num_probes=16,num_candidates=2000" in params
-    assert not [
-        n for n, _, _ in index_grid(False, cpu, False, CLUSTERED_MAX_ITEMS + 1) if n == "ClusteredTopK"
-    ]
+    large = CLUSTERED_FULL_GRID_MAX_ITEMS + 1
+    assert not [n for n, _, _ in index_grid(False, cpu, False, large) if n.startswith("ClusteredTopK")]
+    large_cuda = [(n, p) for n, p, _ in index_grid(False, torch.device("cuda"), False, 100_000_000)]
+    assert [p for n, p in large_cuda if n.startswith("ClusteredTopK")] == [
+        "num_lists=100000,shortlist=256,num_probes=32,num_candidates=8000"
+    ]  # one replayed point above the full grid
     assert not [n for n, _, _ in index_grid(False, cpu, False, 10_000_000) if n.endswith("+graphs")]
     cuda = [(n, p) for n, p, _ in index_grid(False, torch.device("cuda"), False, 10_000_000)]  # no CUDA call
     replayed = [p for n, p in cuda if n == "ClusteredTopK+graphs"]

@@ -18,11 +18,11 @@ from rails.retrieval.indexes import inverted_lists as ivf
 from tests.triton_interpreter import run_interpreted
 
 
-def reference_scores(queries, lists, keys, fill):
+def reference_scores(queries, lists, members, keys, fill):
     """(B, n * S) float64 scores, -inf at padding slots."""
-    probed = keys.double()[lists]  # (B, n, S, D)
+    probed = keys.double()[members[lists].clamp_min(0)]  # (B, n, S, D)
     scores = torch.einsum("bnsd,bd->bns", probed, queries.double())
-    slots = torch.arange(keys.shape[1], device=keys.device)
+    slots = torch.arange(members.shape[1], device=keys.device)
     padding = slots[None, None, :] >= fill[lists][:, :, None]
     return scores.masked_fill(padding, -math.inf).flatten(1)
 
@@ -39,11 +39,11 @@ def check_scores(lists_obj, batch, probes, seed, atol):
 
     device = lists_obj.keys.device
     gen = torch.Generator().manual_seed(seed)
-    queries = torch.randn(batch, lists_obj.keys.shape[2], generator=gen).to(device, lists_obj.keys.dtype)
+    queries = torch.randn(batch, lists_obj.keys.shape[1], generator=gen).to(device, lists_obj.keys.dtype)
     probed = torch.stack([torch.randperm(lists_obj.num_lists, generator=gen)[:probes] for _ in range(batch)])
     probed = probed.to(device)
-    got = list_scan_scores(queries, probed, lists_obj.keys, lists_obj.fill)
-    want = reference_scores(queries, probed, lists_obj.keys, lists_obj.fill)
+    got = list_scan_scores(queries, probed, lists_obj.members, lists_obj.keys, lists_obj.fill)
+    want = reference_scores(queries, probed, lists_obj.members, lists_obj.keys, lists_obj.fill)
     assert got.dtype == torch.float32 and got.shape == want.shape
     padding = torch.isinf(want)
     assert torch.equal(torch.isinf(got), padding) and bool((got[padding] < 0).all())
@@ -84,6 +84,7 @@ def _interpreter_main() -> None:
 
     # 400 items in 9 clusters, lists of at most 70 slots (two slot blocks, the second partial), D = 40
     lists_obj = random_lists(400, 9, 40, 70, None, torch.device("cpu"), seed=0)
+    assert lists_obj.keys.shape == (400, 40)  # the corpus keys themselves, no per-list copy
     assert ivf.triton_usable(torch.device("cpu")), "run with TRITON_INTERPRET=1"
     queries, probed = check_scores(lists_obj, batch=3, probes=4, seed=1, atol=1e-9 + 1e-5)
     check_scan_equals_pytorch(lists_obj, queries, probed, switch)
@@ -100,11 +101,13 @@ def test_shapes_are_checked() -> None:
     pytest.importorskip("triton")
     from rails.kernels.list_scan_triton import list_scan_scores
 
-    keys, fill = torch.zeros(4, 8, 16), torch.full((4,), 8)
-    with pytest.raises(ValueError, match=r"\(B, D\) queries"):
-        list_scan_scores(torch.zeros(2, 15), torch.zeros(2, 3, dtype=torch.int64), keys, fill)
+    members, keys, fill = torch.zeros(4, 8, dtype=torch.int64), torch.zeros(30, 16), torch.full((4,), 8)
+    with pytest.raises(ValueError, match="queries have 15 dimensions, keys 16"):
+        list_scan_scores(torch.zeros(2, 15), torch.zeros(2, 3, dtype=torch.int64), members, keys, fill)
     with pytest.raises(ValueError, match="3 rows of lists for 2 queries"):
-        list_scan_scores(torch.zeros(2, 16), torch.zeros(3, 1, dtype=torch.int64), keys, fill)
+        list_scan_scores(torch.zeros(2, 16), torch.zeros(3, 1, dtype=torch.int64), members, keys, fill)
+    with pytest.raises(ValueError, match=r"\(L, S\) members"):
+        list_scan_scores(torch.zeros(2, 16), torch.zeros(2, 1, dtype=torch.int64), members[0], keys, fill)
 
 
 @pytest.mark.gpu

@@ -3,7 +3,8 @@
 Each entry is one row family of the recall-vs-latency curves: PerComponentTopK / AverageTopK / CombinedTopK
 (spec §7) at the paper's budgets, ClusteredTopK (IVF) at several (items per list, probes, candidates), and
 faiss IVF candidate stages when faiss is importable. ``tiny`` gives small budgets for CPU smoke runs.
-ClusteredTopK rows are left out above :data:`CLUSTERED_MAX_ITEMS` items.
+Above :data:`CLUSTERED_FULL_GRID_MAX_ITEMS` items ClusteredTopK runs only its replayed high-recall point
+(every row builds its own k-means lists, the slow part at 100M items).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from rails.retrieval.indexes import AverageTopK, ClusteredTopK, CombinedTopK, Pe
 from rails.retrieval.mips import FaissMIPS, TorchMIPS
 
 IndexFactory = Callable[[], RetrievalIndex]
-CLUSTERED_MAX_ITEMS = 20_000_000
-"""ClusteredTopK rows only up to this corpus size: its lists hold a second copy of the item components (up to
-2x, bf16), which does not fit next to a 100M-item corpus on one H200; each row also runs its own k-means."""
+CLUSTERED_FULL_GRID_MAX_ITEMS = 20_000_000
+"""Every ClusteredTopK budget up to this corpus size; above it one replayed point (its lists hold member
+positions only, so a 100M-item corpus fits once on an H200, but each row runs its own k-means)."""
+LARGE_CORPUS_IVF = (1000, 256, 32, 8000)
+"""(items per list, shortlisted lists, probes, candidates) of the one ClusteredTopK row above the full grid."""
 
 
 def index_grid(
@@ -58,11 +61,11 @@ def index_grid(
             (256, 512, 64, 4000),
         ]
     )
-    if num_items > CLUSTERED_MAX_ITEMS:
-        ivf = []
-    graphed_ivf = {ivf[-1], ivf[0]} if tiny else {(1000, 128, 16, 2000), (1000, 256, 32, 4000)}
     # replayed only: past the budget where round 7 left 10M at .981 recall (more probes / more candidates)
-    graphs_only = [] if tiny or not graphs or not ivf else [(1000, 256, 48, 4000), (1000, 256, 32, 8000)]
+    graphs_only = [] if tiny or not graphs else [(1000, 256, 48, 4000), LARGE_CORPUS_IVF]
+    if num_items > CLUSTERED_FULL_GRID_MAX_ITEMS:
+        ivf, graphs_only = [], [LARGE_CORPUS_IVF] if graphs else []
+    graphed_ivf = {ivf[-1], ivf[0]} if tiny else {(1000, 128, 16, 2000), (1000, 256, 32, 4000)}
     for per_list, shortlist, probes, kc in ivf + graphs_only:
         lists = max(1, round(num_items / per_list))
         params = f"num_lists={lists},shortlist={shortlist},num_probes={probes},num_candidates={kc}"

@@ -24,7 +24,8 @@ Queries left with fewer than k candidates (after exclusions) are answered by exa
 ``exact_fallback``, as in every approximate index. Probing every list with ``num_candidates`` >= X gives the
 exact top k. Cost per query: ``reference_items + shortlist * representatives + num_candidates`` full MoL
 scores, L centroid and ``num_probes * list_size`` member inner products of P_X * d_P. Memory: the lists
-keep their own copy of the item components (``list_size_factor`` x at most, in ``dtype``).
+hold member positions only ((L, S) int64, S <= ``list_size_factor`` x the mean list); the scan reads the item
+components of the corpus state itself (one converted copy only when ``dtype`` differs from the state's).
 """
 
 from __future__ import annotations

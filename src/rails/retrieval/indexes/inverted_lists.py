@@ -6,8 +6,8 @@ The candidate stage of :class:`~rails.retrieval.indexes.clustered.ClusteredTopK`
 - :func:`kmeans`: Lloyd's k-means on a seeded sample of the keys (chunked assignments, empty clusters
   re-seeded from the sample), then every key assigned to its nearest centroid;
 - :class:`InvertedLists`: the clusters as *padded lists* of at most ``list_size`` members (a larger
-  cluster is cut into several lists), so the lists are one ``(L, S)`` position tensor (-1 = padding) and
-  one ``(L, S, D)`` key tensor; members of a list are in a seeded random order, and
+  cluster is cut into several lists), so the lists are one ``(L, S)`` position tensor (-1 = padding) over
+  the corpus's ``(X, D)`` keys (not copied unless the scan dtype differs); members of a list are in a seeded random order, and
   :meth:`InvertedLists.representatives` picks m evenly spaced members of each list (a random sample of it);
 - :meth:`InvertedLists.scan`: the members of each query's probed lists scored by ``<query, key>``, the
   ``num_candidates`` best kept (fixed-size tensors). On CUDA one Triton kernel scores the probed lists where
@@ -56,12 +56,28 @@ def kmeans(
         seed: seed of the sample, the initial centroids and the re-seeding of empty clusters.
         max_elements: vector-centroid distances computed at once (memory bound).
 
+    Distances are fp32 matmuls with TF32 allowed on CUDA (the assignment of 100M keys to 100K centroids is
+    5 PFLOP); the previous matmul precision is restored.
+
     Returns:
         (L, D) float32 centroids and (N,) int64 cluster of every vector.
     """
     count = vectors.shape[0]
     if count < 1 or num_clusters < 1:
         raise ValueError(f"kmeans needs >= 1 vector and >= 1 cluster, got {count} and {num_clusters}")
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")  # TF32 distances on CUDA: only the nearest centroid matters
+    try:
+        return _lloyd(vectors, num_clusters, iterations, sample_size, seed, max_elements)
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def _lloyd(
+    vectors: Tensor, num_clusters: int, iterations: int, sample_size: int, seed: int, max_elements: int
+) -> tuple[Tensor, Tensor]:
+    """:func:`kmeans` at the caller's matmul precision."""
+    count = vectors.shape[0]
     num_clusters = min(num_clusters, count)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     pick = torch.randperm(count, generator=gen)[: max(sample_size, 32 * num_clusters)].to(vectors.device)
@@ -85,7 +101,8 @@ class InvertedLists:
         num_clusters: number of clusters.
         list_size: S, the most members per list; a larger cluster becomes ceil(size / S) lists. None: the
             largest cluster's size (one list per non-empty cluster).
-        dtype: storage and scan dtype of the keys and centroids (None: the keys' dtype).
+        dtype: scan dtype of the keys and centroids (None: the keys' dtype; another dtype makes one
+            converted (X, D) copy, e.g. bf16 keys of an fp32 corpus).
     """
 
     def __init__(
@@ -122,10 +139,10 @@ class InvertedLists:
         self.members[list_of, slot] = order
         self.fill = torch.bincount(list_of, minlength=num_lists)
         """(L,) members per list (>= 1)."""
-        stored = keys.to(dtype) if dtype is not None else keys
-        self.keys = stored.new_zeros((num_lists, list_size, keys.shape[1]))
-        """(L, S, D) keys of the members (zeros at padding)."""
-        self.keys[list_of, slot] = stored[order]
+        stored = keys.to(dtype) if dtype is not None else keys  # the caller's tensor when no conversion
+        self.keys = stored
+        """(X, D) corpus keys in the scan dtype: a reference to ``keys`` when their dtype is the scan dtype
+        (no copy), else one converted copy; members are read from it by position."""
         sums = torch.zeros(num_lists, keys.shape[1], device=device)
         for part in torch.arange(labels.numel(), device=device).split(1 << 20):  # no fp32 copy of all keys
             sums.index_add_(0, list_of[part], keys[order[part]].float())
@@ -175,10 +192,10 @@ class InvertedLists:
         if exclude_positions is not None and exclude_positions.shape[1] > 0:
             excluded = torch.sort(exclude_positions.to(queries.device), dim=1).values
         keep = min(num_candidates, num_probes * self.list_size)
-        if triton_usable(queries.device):  # the probed keys read in place, padding skipped
+        if triton_usable(queries.device):  # the probed members' keys read in place, padding skipped
             from rails.kernels.list_scan_triton import list_scan_scores
 
-            scores = list_scan_scores(queries, lists, self.keys, self.fill)
+            scores = list_scan_scores(queries, lists, self.members, self.keys, self.fill)
             members = self.members[lists].flatten(1)  # (B, n S)
             best_scores, index = torch.topk(
                 _mask_excluded(scores, members, excluded), min(keep, scores.shape[1]), dim=1
@@ -190,7 +207,7 @@ class InvertedLists:
         for start in range(0, num_probes, step):  # a fixed number of steps: no host synchronisation
             probed = lists[:, start : start + step]  # (B, n')
             members = self.members[probed].flatten(1)  # (B, n' S)
-            keys = self.keys[probed].flatten(1, 2)  # (B, n' S, D)
+            keys = self.keys[members.clamp_min(0)]  # (B, n' S, D); padding rows masked below
             scores = (
                 torch.bmm(keys, queries[:, :, None]).squeeze(2).float().masked_fill(members < 0, -math.inf)
             )
