@@ -1,0 +1,40 @@
+"""scripts/profile_index.py (the ClusteredTopK search profile) on a tiny structured corpus on CPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "profile_index.py"
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=600)
+
+
+def test_profile_writes_one_row_per_setting_with_latency_recall_and_top_operators(tmp_path: Path) -> None:
+    configs = ["num_lists=4,shortlist=4,num_probes=4,num_candidates=3000", "num_lists=6,num_probes=2"]
+    done = run(
+        "--items", "3000", "--setting", "3x2x8", "--batch", "4", "--k", "10", "--train-steps", "2",
+        "--top", "5", "--out", str(tmp_path), "--configs", *configs,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((tmp_path / "profile_index.json").read_text())
+    assert record["items"] == 3000 and record["setting"] == "3x2x8" and record["gpu"] == "CPU"
+    assert [row["config"] for row in record["rows"]] == configs
+    full, small = record["rows"]
+    assert full["recall"] == 1.0 and full["probed"] == 1.0  # every list probed, every member kept: exact
+    assert 0.0 <= small["candidates"] <= small["probed"] <= 1.0
+    for row in record["rows"]:
+        assert row["eager_ms"] > 0 and row["graphs_ms"] > 0 and 0 < len(row["kernels"]) <= 5
+    page = (tmp_path / "profile_index.md").read_text()
+    assert page.count("\n## ") == 2 and "| kernel | calls | ms |" in page
+
+
+def test_bad_settings_name_the_key_or_value(tmp_path: Path) -> None:
+    unknown = run("--out", str(tmp_path), "--configs", "num_list=4")
+    assert unknown.returncode != 0 and "'num_list=4' is not KEY=VALUE" in unknown.stderr
+    not_number = run("--out", str(tmp_path), "--configs", "num_probes=many")
+    assert not_number.returncode != 0 and "num_probes='many' is not a number" in not_number.stderr
