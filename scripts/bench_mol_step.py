@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -66,6 +67,8 @@ def main() -> None:
         "--pending", default=None, help="measure nothing: write a JSON without rows + this note"
     )
     args = parser.parse_args()
+    logging.basicConfig(format="%(name)s: %(message)s")
+    logging.getLogger("rails").setLevel(logging.INFO)  # e.g. which fused-mixture backward was chosen, and why
     json_path = args.output.with_suffix(".json")
     if args.render:
         if not json_path.is_file():

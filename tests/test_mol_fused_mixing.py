@@ -71,8 +71,31 @@ def check_against_float64(m: int, x: int, p: int, h: int, dropout: float, seed: 
         assert err <= 1e-4 * max(scale_of, 1.0), f"d{name}: max error {err:.3e} (scale {scale_of:.3e})"
 
 
+def check_backward_variants_agree(
+    m: int, x: int, p: int, h: int, dropout: float, seed: int = 0, device: str = "cpu"
+) -> None:
+    """The ``rows`` backward (weight gradients by matmuls) equals the ``persistent`` one (float64-checked)."""
+    from rails.kernels.mol_mixing_triton import MixingInputs, fused_mixing_backward
+
+    inputs = [t.float().to(device) for t in _inputs(m, x, p, h, seed)]
+    keep = None
+    if dropout > 0:
+        keep = (torch.rand(m, x, p, generator=torch.Generator().manual_seed(seed + 1)) >= dropout).to(device)
+    mixing = MixingInputs(*inputs, keep, 1.0 / (1.0 - dropout), 1e-6, "ieee")
+    gen = torch.Generator().manual_seed(seed + 2)
+    grad_scores, grad_positive = torch.randn(m, x, generator=gen), torch.randn(m, p, generator=gen)
+    grad_scores, grad_positive = grad_scores.to(device), grad_positive.to(device)
+    for positive in (grad_positive, None):
+        rows = fused_mixing_backward(mixing, grad_scores, positive, variant="rows")
+        persistent = fused_mixing_backward(mixing, grad_scores, positive, variant="persistent")
+        for name, mine, ref in zip(["dL", "dA", "dW1", "db1", "dW2", "db2"], rows, persistent, strict=True):
+            torch.testing.assert_close(mine, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()), msg=name)
+
+
 def _interpreter_main() -> None:
     torch.set_num_threads(1)
+    check_backward_variants_agree(m=7, x=5, p=6, h=24, dropout=0.0)
+    check_backward_variants_agree(m=3, x=40, p=32, h=40, dropout=0.2, seed=5)  # several blocks
     check_against_float64(m=7, x=5, p=6, h=24, dropout=0.0)  # P -> 16, H -> 32, 35 rows: one partial block
     check_against_float64(m=7, x=5, p=6, h=24, dropout=0.3, seed=3)
     check_against_float64(
@@ -150,6 +173,15 @@ def test_on_cpu_without_the_interpreter_the_pytorch_mixture_runs_and_says_so(cap
     assert choose_sampled_mixing(False, False) is mix_sampled
 
 
+def test_an_unknown_backward_variant_is_named() -> None:
+    pytest.importorskip("triton")
+    from rails.kernels.mol_mixing_triton import MixingInputs, fused_mixing_backward
+
+    inputs = MixingInputs(*[t.float() for t in _inputs(2, 3, 4, 8, 0)], None, 1.0, 1e-6)
+    with pytest.raises(ValueError, match="backward variant must be one of .*'persistent', 'rows'.*'tiles'"):
+        fused_mixing_backward(inputs, torch.zeros(2, 3), None, variant="tiles")
+
+
 def test_unsupported_gating_falls_back() -> None:
     from rails.models.similarity.mol_fused_mixing import fused_unsupported
 
@@ -167,6 +199,7 @@ def test_fused_mixing_equals_mix_sampled_on_cuda() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     try:
         _compare_fused_with_mix_sampled_on_cuda()
+        check_backward_variants_agree(m=300, x=129, p=32, h=128, dropout=0.2, seed=7, device="cuda")
     finally:
         torch.backends.cuda.matmul.allow_tf32 = previous
 

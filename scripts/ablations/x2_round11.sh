@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # GPU round 11, one two-GPU machine (kind nvidia-h200-x2), three device calls chained within 30 s:
 #
-#   start : bench_mol_step alone on the host first (dot / MoL / MoL with the fused mixture, whose backward is now
-#           autotuned; eager fp32, kernel profiles; ~2 minutes; $OUT/bench_mol.{json,md}). Then GPU 0: the full top-k benchmark (issue #13 acceptance: one run; 1M / 10M / 100M items, 8x4x64 and
+#   start : bench_mol_step alone on the host first (dot / MoL / MoL with the fused mixture, whose backward is now the
+#           faster of an autotuned persistent kernel and a `rows` kernel + two matmuls, timed and logged at the first
+#           step; eager fp32, kernel profiles; ~2 minutes; $OUT/bench_mol.{json,md}). Then GPU 0: the full top-k benchmark (issue #13 acceptance: one run; 1M / 10M / 100M items, 8x4x64 and
 #           8x8x32, B 1 / 32 / 256, 100M at B 32; the Triton list scan of ClusteredTopK is new since round 8,
 #           and each problem's memory is released before the next corpus, which round 8 ran out of), plus the
 #           trained ML-1M MoL checkpoint of round 8 (.devdata/ckpts/, 3,952 items) as a `checkpoint` problem;
@@ -50,7 +51,7 @@ case "${1:-}" in
   start)
     # first, alone on the host: the MoL training step with the autotuned fused-mixture backward (issue #13 item 4)
     CUDA_VISIBLE_DEVICES=1 timeout 200 python3 scripts/bench_mol_step.py --heads dot mol mol_fused --precisions fp32 \
-      --variants eager --profile-kernels --output "$OUT/bench_mol.md" 2>&1 | grep -E "ms \(|Acceptance" | tail -n 4
+      --variants eager --profile-kernels --output "$OUT/bench_mol.md" 2>&1 | grep -E "ms \(|Acceptance|backward at" | tail -n 5
     start_topk
     BEAUTY_GPU_A=1 BEAUTY_GPU_B=1 NO_WAIT=1 bash scripts/ablations/x2_round9.sh start
     sleep 60

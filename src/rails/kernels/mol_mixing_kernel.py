@@ -91,6 +91,47 @@ def mol_mixing_fwd_kernel(
 
 
 @triton.jit
+def _block_backward(
+    L, IG, QG, W1, B1, W2, B2, KEEP, DSCORE, DPOSW, rows, p, h, N, X, P: tl.constexpr, H: tl.constexpr,
+    scale, eps, HAS_DROPOUT: tl.constexpr, HAS_DPOSW: tl.constexpr, PRECISION: tl.constexpr,
+):  # fmt: skip
+    """One block's backward: (logits, SiLU(z), dA, dz, dL); dz is zero on rows past N."""
+    valid_n = rows < N
+    valid_p = p < P
+    cell = valid_n[:, None] & valid_p[None, :]
+    logits, item_gate, query_gate, w1t, w2t, z, a, pi, keep, dropped, unclamped, norm, score = (
+        _block_forward(
+            L, IG, QG, W1, B1, W2, B2, KEEP, rows, p, h, N, X, P, H, scale, eps, HAS_DROPOUT, PRECISION
+        )
+    )  # fmt: skip
+    dscore = tl.load(DSCORE + rows, mask=valid_n, other=0.0)
+    # score = sum pi' L / S:  dL = dscore pi' / S;  dpi' = dscore (L - score [S unclamped]) / S
+    dlogits = dscore[:, None] * dropped / norm[:, None]
+    live = tl.where(unclamped, 1.0, 0.0)
+    ddropped = dscore[:, None] * (logits - (score * live)[:, None]) / norm[:, None]
+    if HAS_DPOSW:  # positive rows: w = pi' / S feeds mi_loss
+        positive = valid_n & (rows % X == 0)
+        dw = tl.load(
+            DPOSW + (rows // X)[:, None] * P + p[None, :],
+            mask=positive[:, None] & valid_p[None, :],
+            other=0.0,
+        )
+        weights = dropped / norm[:, None]
+        ddropped += (dw - (tl.sum(dw * weights, axis=1) * live)[:, None]) / norm[:, None]
+    if HAS_DROPOUT:
+        dpi = ddropped * keep * scale
+    else:
+        dpi = ddropped
+    ds = pi * (dpi - tl.sum(pi * dpi, axis=1)[:, None])  # softmax backward
+    da = tl.where(cell, ds * _silu_grad(a), 0.0)
+    # qi = SiLU(z) W2^T + b2;  z = L W1^T + b1
+    dz = tl.dot(da, tl.trans(w2t), input_precision=PRECISION) * _silu_grad(z)  # (BN, HP)
+    dz = tl.where(valid_n[:, None], dz, 0.0)
+    dlogits += tl.dot(dz, tl.trans(w1t), input_precision=PRECISION)
+    return logits, _silu(z), da, dz, dlogits
+
+
+@triton.jit
 def mol_mixing_bwd_kernel(
     L, IG, QG, W1, B1, W2, B2, KEEP, DSCORE, DPOSW, DL, DA, DW1, DB1, DW2, DB2, N, X, scale, eps,
     P: tl.constexpr, H: tl.constexpr, PP: tl.constexpr, HP: tl.constexpr, BN: tl.constexpr,
@@ -112,42 +153,15 @@ def mol_mixing_bwd_kernel(
     db2 = tl.zeros((PP,), dtype=tl.float32)
     for block in range(pid, num_blocks, programs):
         rows = (block * BN + tl.arange(0, BN)).to(tl.int64)
-        valid_n = rows < N
-        cell = valid_n[:, None] & valid_p[None, :]
-        logits, item_gate, query_gate, w1t, w2t, z, a, pi, keep, dropped, unclamped, norm, score = (
-            _block_forward(
-                L, IG, QG, W1, B1, W2, B2, KEEP, rows, p, h, N, X, P, H, scale, eps, HAS_DROPOUT, PRECISION
-            )
+        cell = (rows < N)[:, None] & valid_p[None, :]
+        logits, hidden, da, dz, dlogits = _block_backward(
+            L, IG, QG, W1, B1, W2, B2, KEEP, DSCORE, DPOSW, rows, p, h, N, X, P, H, scale, eps, HAS_DROPOUT,
+            HAS_DPOSW, PRECISION,
         )  # fmt: skip
-        dscore = tl.load(DSCORE + rows, mask=valid_n, other=0.0)
-        # score = sum pi' L / S:  dL = dscore pi' / S;  dpi' = dscore (L - score [S unclamped]) / S
-        dlogits = dscore[:, None] * dropped / norm[:, None]
-        live = tl.where(unclamped, 1.0, 0.0)
-        ddropped = dscore[:, None] * (logits - (score * live)[:, None]) / norm[:, None]
-        if HAS_DPOSW:  # positive rows: w = pi' / S feeds mi_loss
-            positive = valid_n & (rows % X == 0)
-            dw = tl.load(
-                DPOSW + (rows // X)[:, None] * P + p[None, :],
-                mask=positive[:, None] & valid_p[None, :],
-                other=0.0,
-            )
-            weights = dropped / norm[:, None]
-            ddropped += (dw - (tl.sum(dw * weights, axis=1) * live)[:, None]) / norm[:, None]
-        if HAS_DROPOUT:
-            dpi = ddropped * keep * scale
-        else:
-            dpi = ddropped
-        ds = pi * (dpi - tl.sum(pi * dpi, axis=1)[:, None])  # softmax backward
-        da = tl.where(cell, ds * _silu_grad(a), 0.0)
-        # qi = SiLU(z) W2^T + b2;  z = L W1^T + b1
-        hidden = _silu(z)
         dw2 += tl.dot(tl.trans(da), hidden, input_precision=PRECISION)  # (PP, HP)
         db2 += tl.sum(da, axis=0)
-        dz = tl.dot(da, tl.trans(w2t), input_precision=PRECISION) * _silu_grad(z)  # (BN, HP)
-        dz = tl.where(valid_n[:, None], dz, 0.0)
         dw1 += tl.dot(tl.trans(dz), logits, input_precision=PRECISION)  # (HP, PP)
         db1 += tl.sum(dz, axis=0)
-        dlogits += tl.dot(dz, tl.trans(w1t), input_precision=PRECISION)
         tl.store(DL + rows[:, None] * P + p[None, :], dlogits, mask=cell)
         tl.store(DA + rows[:, None] * P + p[None, :], da, mask=cell)
     valid_h = h < H
@@ -155,3 +169,27 @@ def mol_mixing_bwd_kernel(
     tl.store(DW2 + pid * P * H + p[:, None] * H + h[None, :], dw2, mask=valid_p[:, None] & valid_h[None, :])
     tl.store(DB1 + pid * H + h, db1, mask=valid_h)
     tl.store(DB2 + pid * P + p, db2, mask=valid_p)
+
+
+@triton.jit
+def mol_mixing_bwd_rows_kernel(
+    L, IG, QG, W1, B1, W2, B2, KEEP, DSCORE, DPOSW, DL, DA, HID, DZ, N, X, scale, eps,
+    P: tl.constexpr, H: tl.constexpr, PP: tl.constexpr, HP: tl.constexpr, BN: tl.constexpr,
+    HAS_DROPOUT: tl.constexpr, HAS_DPOSW: tl.constexpr, PRECISION: tl.constexpr,
+):  # fmt: skip
+    """dL, dA (N, P) and the rows the weight gradients need, SiLU(z) and dz (N, H), of one block: no
+    accumulators on chip (the launcher forms dW1 = dz^T L, dW2 = dA^T SiLU(z) with two matmuls)."""
+    rows = (tl.program_id(0) * BN + tl.arange(0, BN)).to(tl.int64)
+    p = tl.arange(0, PP)
+    h = tl.arange(0, HP)
+    valid_n = rows < N
+    cell = valid_n[:, None] & (p < P)[None, :]
+    _, hidden, da, dz, dlogits = _block_backward(
+        L, IG, QG, W1, B1, W2, B2, KEEP, DSCORE, DPOSW, rows, p, h, N, X, P, H, scale, eps, HAS_DROPOUT,
+        HAS_DPOSW, PRECISION,
+    )  # fmt: skip
+    tl.store(DL + rows[:, None] * P + p[None, :], dlogits, mask=cell)
+    tl.store(DA + rows[:, None] * P + p[None, :], da, mask=cell)
+    wide = valid_n[:, None] & (h < H)[None, :]
+    tl.store(HID + rows[:, None] * H + h[None, :], hidden, mask=wide)
+    tl.store(DZ + rows[:, None] * H + h[None, :], dz, mask=wide)

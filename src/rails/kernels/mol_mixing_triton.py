@@ -16,12 +16,19 @@ dropout mask (bool or uint8, the caller draws it) with ``scale = 1 / (1 - p)``.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
-from rails.kernels.mol_mixing_kernel import mol_mixing_bwd_kernel, mol_mixing_fwd_kernel
+from rails.kernels.mol_mixing_kernel import (
+    mol_mixing_bwd_kernel,
+    mol_mixing_bwd_rows_kernel,
+    mol_mixing_fwd_kernel,
+)
+
+log = logging.getLogger(__name__)  # kernels import no other rails layer: the stdlib logger, under 'rails'
 
 BLOCK_ROWS = 64  # rows (pairs) per block: (64, HP) fp32 hidden tiles stay in registers at H = 128
 
@@ -100,25 +107,96 @@ def fused_mixing_forward(inputs: MixingInputs) -> tuple[Tensor, Tensor]:
 
 
 def fused_mixing_backward(
-    inputs: MixingInputs, grad_scores: Tensor, grad_positive: Tensor | None, programs: int | None = None
+    inputs: MixingInputs,
+    grad_scores: Tensor,
+    grad_positive: Tensor | None,
+    programs: int | None = None,
+    variant: str | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Gradients of :func:`fused_mixing_forward`.
+    """Gradients of :func:`fused_mixing_forward`, by one of two kernels (:data:`BACKWARD_VARIANTS`):
 
-    On CUDA the backward's tile (rows per block), warps and programs per multiprocessor are autotuned once
-    per (P, H, dropout, precision) among :data:`BACKWARD_CONFIGS` (its per-program weight-gradient
-    accumulators make it register-bound: the best split is the GPU's); elsewhere (the Triton interpreter)
-    it runs the first configuration.
+    - ``persistent``: each program walks several row blocks and keeps its share of the MLP weight gradients
+      on chip (nothing of size (N, H) in memory; register-bound). On CUDA its tile (rows per block), warps
+      and programs per SM are autotuned among :data:`BACKWARD_CONFIGS`; elsewhere the first setting runs.
+    - ``rows``: one program per row block and no accumulators; it writes SiLU(z) and dz (N, H) in fp32
+      (2 x 0.9 GB at ML-1M shapes) and two matmuls form dW1 = dz^T L and dW2 = dA^T SiLU(z).
 
     Args:
         inputs: those of the forward.
         grad_scores: (M, X) upstream gradient of the scores; grad_positive: (M, P) of the positive weights
-            or None; programs: persistent programs of the backward, with the first configuration (tests;
-            default: the tuned or first configuration's programs per SM, 1 SM on CPU).
+            or None.
+        programs: persistent programs with the first configuration (tests; default: tuned on CUDA).
+        variant: ``persistent`` or ``rows``; None: on CUDA the faster of the two on these inputs, timed once
+            per (P, H, dropout, positive gradient, precision) and logged; elsewhere ``persistent``.
 
     Returns:
         dlogits (M, X, P), dA (M, X, P) (gradient of the gate pre-activation ``q_gate * i_gate + qi``),
         dW1 (H, P), db1 (H,), dW2 (P, H), db2 (P,), all fp32.
     """
+    if variant is None:
+        cuda = inputs.logits.is_cuda and programs is None
+        variant = _fastest_variant(inputs, grad_scores, grad_positive) if cuda else "persistent"
+    if variant == "rows":
+        return _backward_rows(inputs, grad_scores, grad_positive)
+    if variant != "persistent":
+        raise ValueError(f"backward variant must be one of {BACKWARD_VARIANTS}, got {variant!r}")
+    return _backward_persistent(inputs, grad_scores, grad_positive, programs)
+
+
+BACKWARD_VARIANTS = ("persistent", "rows")
+_CHOSEN: dict[tuple, str] = {}
+
+
+def _fastest_variant(inputs: MixingInputs, grad_scores: Tensor, grad_positive: Tensor | None) -> str:
+    """The faster backward on these inputs (CUDA), timed on the first call of each setting and logged."""
+    key = (*inputs.logits.shape[2:], inputs.w1.shape[0], inputs.keep is not None, grad_positive is not None,
+           inputs.precision)  # fmt: skip
+    if key not in _CHOSEN:
+        from triton.testing import do_bench
+
+        timings: dict[str, float] = {}
+        for name in BACKWARD_VARIANTS:
+            try:
+                timings[name] = do_bench(
+                    lambda name=name: fused_mixing_backward(inputs, grad_scores, grad_positive, variant=name),
+                    warmup=10,
+                    rep=40,
+                )
+            except torch.cuda.OutOfMemoryError:  # ``rows`` stores two (N, H) fp32 tensors
+                timings[name] = float("inf")
+                torch.cuda.empty_cache()
+        _CHOSEN[key] = min(timings, key=timings.__getitem__)
+        shown = ", ".join(f"{name} {ms:.2f} ms" for name, ms in timings.items())
+        log.info(f"fused MoL mixing backward at P, H = {key[0]}, {key[1]}: {shown}; using {_CHOSEN[key]}")
+    return _CHOSEN[key]
+
+
+def _backward_rows(
+    inputs: MixingInputs, grad_scores: Tensor, grad_positive: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The ``rows`` backward (see :func:`fused_mixing_backward`)."""
+    m, x, p = inputs.logits.shape
+    h, n = inputs.w1.shape[0], m * x
+    device = inputs.logits.device
+    dlogits = torch.empty(m, x, p, device=device, dtype=torch.float32)
+    dgate = torch.empty(m, x, p, device=device, dtype=torch.float32)
+    hidden = torch.empty(n, h, device=device, dtype=torch.float32)
+    dz = torch.empty(n, h, device=device, dtype=torch.float32)
+    pointers = inputs.pointers()
+    dpos = grad_positive.float().contiguous() if grad_positive is not None else pointers[0]  # unread if None
+    mol_mixing_bwd_rows_kernel[(triton_cdiv(n, BLOCK_ROWS),)](
+        *pointers, grad_scores.float().contiguous(), dpos, dlogits, dgate, hidden, dz, n, x,
+        float(inputs.scale), float(inputs.eps), **inputs.constants(), BN=BLOCK_ROWS,
+        HAS_DPOSW=grad_positive is not None, num_warps=4,
+    )  # fmt: skip
+    da, logits = dgate.view(n, p), pointers[0].view(n, p)
+    return dlogits, dgate, dz.T @ logits, dz.sum(0), da.T @ hidden, da.sum(0)
+
+
+def _backward_persistent(
+    inputs: MixingInputs, grad_scores: Tensor, grad_positive: Tensor | None, programs: int | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The ``persistent`` backward (see :func:`fused_mixing_backward`)."""
     m, x, p = inputs.logits.shape
     h = inputs.w1.shape[0]
     device = inputs.logits.device

@@ -3,7 +3,8 @@
 :func:`fused_mix_sampled` has the contract of :func:`rails.models.similarity.mol_sampled.mix_sampled` (scores
 (M, X) and the positive column's weights (M, 1, P)) and computes the same function: the query-item gating
 MLP, ``glu_silu`` combination, softmax, training softmax dropout with renormalisation, mixture, in one
-forward and one backward kernel (:mod:`rails.kernels.mol_mixing_triton`). The dropout mask is drawn here
+forward kernel and one backward kernel (on CUDA the faster of two, chosen at the first step and logged;
+:mod:`rails.kernels.mol_mixing_triton`). The dropout mask is drawn here
 (a Bernoulli(1 - p) byte per weight, kept weights scaled by 1 / (1 - p), as ``nn.Dropout``), so the fused step is equal in
 distribution to the PyTorch one.
 
