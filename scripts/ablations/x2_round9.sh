@@ -43,10 +43,10 @@ case "${1:-}" in
     # The ML-1M ablations of issue #12 deliverable 3 not run yet (HSTU-large + dot, 2 seeds each): the PyTorch
     # attention instead of the Triton kernel, full fp32 matmuls instead of TF32, in-batch negatives.
     large=experiment=ml_1m_seq_hstu_large_dot
-    sweep 0 r9_attention_torch hydra.launcher.n_jobs=2 $large model.encoder.attention_impl=torch seed=1,2
-    sweep 0 r9_fp32_highest hydra.launcher.n_jobs=2 $large matmul_precision=highest seed=1,2
-    sweep 1 r9_in_batch hydra.launcher.n_jobs=2 $large model/negatives=in_batch seed=1,2
-    bash scripts/gpu_sweep.sh wait "${2:-480}"
+    sweep "${ML1M_GPU:-1}" r9_attention_torch hydra.launcher.n_jobs=2 $large model.encoder.attention_impl=torch seed=1,2
+    sweep "${ML1M_GPU:-1}" r9_fp32_highest hydra.launcher.n_jobs=2 $large matmul_precision=highest seed=1,2
+    sweep "${ML1M_GPU:-1}" r9_in_batch hydra.launcher.n_jobs=2 $large model/negatives=in_batch seed=1,2
+    [ "${NO_WAIT:-0}" = 1 ] || bash scripts/gpu_sweep.sh wait "${2:-480}"
     ;;
   wait)
     bash scripts/gpu_sweep.sh wait "${2:-570}"
