@@ -215,7 +215,17 @@ def _interpreter_main() -> None:
     kw = {"exclude_history": False, "problem": ranked_problem(), "block_x": 16, "num_splits": 1}
     _, positions = check_case(1, 32, 8, 4, 64, 2, torch.float32, **kw)
     assert positions.tolist() == [[0, 20]]
+    check_ablations_run("cpu", torch.float32)
     print("MOL_TOPK_OK")
+
+
+def check_ablations_run(device: str, dtype: torch.dtype) -> None:
+    """The timing ablations (scripts/profile_fused_exact.py) compile and return (B, k) results."""
+    pb = make_problem(4, 600, 8, 4, 64)
+    for ablate in (1, 2, 3):
+        kw = {"block_x": 16, "block_q": 8, "num_splits": 1, "tune": False, "ablate": ablate}
+        scores, positions = run_kernel(pb, 10, dtype, device, None, **kw)
+        assert scores.shape == positions.shape == (4, 10), ablate
 
 
 @pytest.mark.slow
@@ -287,6 +297,7 @@ def test_kernel_cuda_exact_and_fast_math(fast_math):
     check_case(2, 3000, 8, 4, 64, 10, torch.bfloat16, device="cuda", prunable=True, fast_math=fast_math)
     kw = {"exclude_history": False, "problem": ranked_problem(), "block_x": 16, "num_splits": 1}
     assert check_case(1, 32, 8, 4, 64, 2, torch.float32, device="cuda", **kw)[1].tolist() == [[0, 20]]
+    check_ablations_run("cuda", torch.bfloat16)
 
 
 if __name__ == "__main__":

@@ -38,3 +38,14 @@ def test_bad_settings_name_the_key_or_value(tmp_path: Path) -> None:
     assert unknown.returncode != 0 and "'num_list=4' is not KEY=VALUE" in unknown.stderr
     not_number = run("--out", str(tmp_path), "--configs", "num_probes=many")
     assert not_number.returncode != 0 and "num_probes='many' is not a number" in not_number.stderr
+
+
+def test_the_fused_kernel_profile_refuses_a_machine_without_cuda() -> None:
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine runs the profile instead of refusing it")
+    script = SCRIPT.with_name("profile_fused_exact.py")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "run it on a GPU machine" in done.stderr

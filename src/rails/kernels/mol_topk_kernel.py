@@ -141,6 +141,7 @@ def mol_topk_block_kernel(
     FAST_MATH: tl.constexpr,  # 0 exact, 1 tanh.approx.f32 SiLU, 2 + bf16x2 SiLU of the hidden layer
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,  # bf16 dot operands multiplied as fp32 (the CPU interpreter has no bf16 dot)
+    ABLATE: tl.constexpr,  # timing diagnostics only (wrong results): 1 no gating MLP, 2 no merge, 3 no permute
     BQ: tl.constexpr,
     BX: tl.constexpr,
 ):
@@ -189,7 +190,12 @@ def mol_topk_block_kernel(
             ig_mask = ig_mask & pair_ok[None, :]
         ig = tl.load(IG + x.to(tl.int64)[:, None] * stride_ig + ig_col[None, :], mask=ig_mask, other=0.0)
         logits = _dot(g, ft, PRECISION, UPCAST) * inv_tau  # (BX*PXP, BQ*PQP) fp32
-        pairs = tl.reshape(tl.permute(tl.reshape(logits, (BX, PXP, BQ, PQP)), (2, 0, 3, 1)), (BQ * BX, P_PAD))
+        if ABLATE == 3:  # the same values in the wrong pair order: what the permute costs
+            pairs = tl.reshape(logits, (BQ * BX, P_PAD))
+        else:
+            pairs = tl.reshape(
+                tl.permute(tl.reshape(logits, (BX, PXP, BQ, PQP)), (2, 0, 3, 1)), (BQ * BX, P_PAD)
+            )
         pairs3 = tl.reshape(pairs, (BQ, BX, P_PAD))
         keep = q_ok[:, None] & x_ok[None, :]
         run = True
@@ -199,19 +205,27 @@ def mol_topk_block_kernel(
             bound_keys = _pack_keys(bound, tl.zeros((BQ, BX), dtype=tl.int32), keep)
             run = tl.sum((bound_keys > thr[:, None]).to(tl.int32)) > 0
         if run:
-            hidden = _dot(pairs.to(w1.dtype), w1, PRECISION, UPCAST) + b1[None, :]
-            if FAST_MATH == 2:
-                hidden = _silu_bf16x2(hidden.to(tl.bfloat16))
+            if ABLATE == 1:  # the best logit instead of the gated mixture: what the gating MLP costs
+                phi = (
+                    tl.max(tl.where(pair_ok[None, None, :], pairs3, -float("inf")), 2)
+                    + tl.sum(ig, 1)[None, :]
+                )
             else:
-                hidden = _silu(hidden, FAST_MATH == 1).to(w2.dtype)
-            qi = _dot(hidden, w2, PRECISION, UPCAST) + b2[None, :]
-            gate = qg[:, None, :] * ig.to(tl.float32)[None, :, :] + tl.reshape(qi, (BQ, BX, P_PAD))
-            gate = _silu(gate, FAST_MATH >= 1)
-            gate = tl.where(pair_ok[None, None, :], gate, -float("inf"))
-            weights = tl.exp(gate - tl.max(gate, 2)[:, :, None])
-            phi = tl.sum(weights * pairs3, 2) / tl.sum(weights, 2)  # (BQ, BX)
+                hidden = _dot(pairs.to(w1.dtype), w1, PRECISION, UPCAST) + b1[None, :]
+                if FAST_MATH == 2:
+                    hidden = _silu_bf16x2(hidden.to(tl.bfloat16))
+                else:
+                    hidden = _silu(hidden, FAST_MATH == 1).to(w2.dtype)
+                qi = _dot(hidden, w2, PRECISION, UPCAST) + b2[None, :]
+                gate = qg[:, None, :] * ig.to(tl.float32)[None, :, :] + tl.reshape(qi, (BQ, BX, P_PAD))
+                gate = _silu(gate, FAST_MATH >= 1)
+                gate = tl.where(pair_ok[None, None, :], gate, -float("inf"))
+                weights = tl.exp(gate - tl.max(gate, 2)[:, :, None])
+                phi = tl.sum(weights * pairs3, 2) / tl.sum(weights, 2)  # (BQ, BX)
             keys = _pack_keys(phi, x[None, :], keep)
-            if tl.sum((keys > thr[:, None]).to(tl.int32)) > 0:
+            if ABLATE == 2:  # keys kept live without the merge: what the top-k merge costs
+                buf = tl.maximum(buf, tl.max(keys, 1)[:, None])
+            elif tl.sum((keys > thr[:, None]).to(tl.int32)) > 0:
                 if HAS_EXCL:
                     keys = _exclude(keys, EXCL, q, x, num_excl, BQ, BX, E_BLOCK)
                 buf = _merge(buf, keys, BQ, BX, K_PAD)

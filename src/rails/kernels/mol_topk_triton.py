@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -77,6 +78,8 @@ except ImportError:  # pragma: no cover - exercised only without triton
 
 _tuned_kernel = None
 _fast_math_failed = False
+LAST_COMPILED: dict = {}
+"""Registers, spills and (BQ, BX, warps, stages) of the last untuned launch (diagnostics)."""
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -177,11 +180,17 @@ def _tuned():
             "FAST_MATH",
             "PRECISION",
             "UPCAST",
+            "ABLATE",
         ]
         _tuned_kernel = triton.autotune(
             configs, key=key, prune_configs_by={"early_config_prune": prune_configs}
         )(mol_topk_block_kernel)
     return _tuned_kernel
+
+
+def tuned_config() -> Any:
+    """The autotuner's last chosen ``triton.Config`` (BQ, BX, warps, stages), or None before any tuned call."""
+    return getattr(_tuned_kernel, "best_config", None)
 
 
 def _padded_pairs(
@@ -212,6 +221,7 @@ def fused_mol_topk(
     tune: bool | None = None,
     prune: bool = True,
     fast_math: bool | None = None,
+    ablate: int = 0,
 ) -> tuple[Tensor, Tensor]:
     """Exact MoL top-k with the fused kernel ("glu_silu" gating, no dropout).
 
@@ -236,6 +246,8 @@ def fused_mol_topk(
         prune: skip the gating of tiles whose pair logits cannot reach the current k-th best (exact).
         fast_math: hardware tanh SiLU (bf16 on CUDA only; default there). Falls back to exact math with a
             warning if it does not compile.
+        ablate: timing diagnostics (``scripts/profile_fused_exact.py``), wrong results: 1 skips the gating
+            MLP, 2 the top-k merge, 3 the pair permute; 0 (default) is the search.
 
     Returns:
         (B, min(k, X)) float32 scores sorted descending and int64 corpus positions (empty: -inf, -1).
@@ -326,6 +338,7 @@ def fused_mol_topk(
         "PRUNE": prune,
         "PRECISION": "ieee" if compute_dtype == torch.float32 else None,
         "UPCAST": bf16 and not cuda,  # the Triton CPU interpreter multiplies bf16 dots wrongly
+        "ABLATE": ablate,
     }
     bucket = min(_next_pow2(batch, floor=1), 1024)
 
@@ -336,7 +349,7 @@ def fused_mol_topk(
             return
         for stage_count in range(stages, 0, -1):  # fewer pipelined tiles when shared memory overflows
             try:
-                mol_topk_block_kernel[(triton.cdiv(batch, bq), splits)](
+                compiled = mol_topk_block_kernel[(triton.cdiv(batch, bq), splits)](
                     *args,
                     *scalars,
                     item_gate.stride(0),
@@ -347,6 +360,10 @@ def fused_mol_topk(
                     BX=bx,
                     num_warps=warps,
                     num_stages=stage_count,
+                )
+                LAST_COMPILED.update(
+                    {name: getattr(compiled, name, None) for name in ("n_regs", "n_spills")},
+                    block=(bq, bx, warps, stage_count),
                 )
                 return
             except OutOfResources:
