@@ -3,7 +3,9 @@
 #
 #   start : bench_mol_step alone on the host first (dot / MoL / MoL with the fused mixture, whose backward is now the
 #           faster of an autotuned persistent kernel and a `rows` kernel + two matmuls, timed and logged at the first
-#           step; eager fp32, kernel profiles; ~2 minutes; $OUT/bench_mol.{json,md}). Then GPU 0: the full top-k benchmark (issue #13 acceptance: one run; 1M / 10M / 100M items, 8x4x64 and
+#           step; eager fp32, kernel profiles; ~2 minutes; $OUT/bench_mol.{json,md}); the Beauty sweeps start on GPU 1
+#           (below); scripts/profile_fused_exact.py on GPU 0 (stage ablations of the fused exact kernel at 1M items,
+#           B = 32: what to redesign for the 3x-floor target; $OUT/profile_fused_exact.*). Then GPU 0: the full top-k benchmark (issue #13 acceptance: one run; 1M / 10M / 100M items, 8x4x64 and
 #           8x8x32, B 1 / 32 / 256, 100M at B 32; the Triton list scan of ClusteredTopK is new since round 8,
 #           and each problem's memory is released before the next corpus, which round 8 ran out of), plus the
 #           trained ML-1M MoL checkpoint of round 8 (.devdata/ckpts/, 3,952 items) as a `checkpoint` problem;
@@ -18,7 +20,7 @@
 #   run(kind="nvidia-h200-x2", carry=[".whl", ".devdata"], command="bash scripts/ablations/x2_round11.sh start")
 #   run(command="bash scripts/ablations/x2_round11.sh wait 560")     (again until both are done)
 #
-# Here afterwards: cp bench_mol.* docs/ (and results/bench_mol/<date>-h200x2-<commit>.*); cp bench_topk.* docs/ (and update the Top-k headline in docs/benchmarks.md); runs.tar.gz
+# Here afterwards: cp profile_fused_exact.* results/profiles/<date>-h200x2-fused-exact.*; cp bench_mol.* docs/ (and results/bench_mol/<date>-h200x2-<commit>.*); cp bench_topk.* docs/ (and update the Top-k headline in docs/benchmarks.md); runs.tar.gz
 # into results/runs/<date>-h200x2-round11/ (strip the r9_ prefix) and scripts/make_results.py; the Beauty rows
 # into docs/mol_investigation.md.
 set -uo pipefail
@@ -52,9 +54,12 @@ case "${1:-}" in
     # first, alone on the host: the MoL training step with the autotuned fused-mixture backward (issue #13 item 4)
     CUDA_VISIBLE_DEVICES=1 timeout 200 python3 scripts/bench_mol_step.py --heads dot mol mol_fused --precisions fp32 \
       --variants eager --profile-kernels --output "$OUT/bench_mol.md" 2>&1 | grep -E "ms \(|Acceptance|backward at" | tail -n 5
-    start_topk
     BEAUTY_GPU_A=1 BEAUTY_GPU_B=1 NO_WAIT=1 bash scripts/ablations/x2_round9.sh start
-    sleep 60
+    # GPU 0 before the benchmark: where the fused exact kernel's time goes (stage ablations, registers, spills)
+    CUDA_VISIBLE_DEVICES=0 timeout 240 python3 scripts/profile_fused_exact.py --items 1000000 --setting 8x4x64 \
+      --batch 32 --out "$OUT" 2>&1 | grep -v "^USDT" | tail -n 7
+    start_topk
+    sleep 30
     tail -n 3 "$TOPK/log.txt"
     nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader
     ;;
