@@ -7,6 +7,7 @@
 #           noise), and the same preset at 151 epochs (seeds 1-2: round 7's best epochs were 89-99 of 101).
 #           GPU 1: the ML-1M ablations of issue #12 deliverable 3 still missing (x2_round9.sh `ml1m`: PyTorch
 #           attention, full fp32 matmuls, in-batch negatives; HSTU-large + dot, 2 seeds each).
+#   opt   : learning rate 5e-4 and batch 256 for HSTU-large + dot (2 seeds each, GPU 0), when `start` is done.
 #   wait  : bash scripts/gpu_sweep.sh wait, collecting finished runs (runs.tar.gz, partial.tar.gz).
 #
 #   run(kind="nvidia-h200-x2", carry=[".whl", ".devdata"], command="bash scripts/ablations/x2_round12.sh start")
@@ -30,11 +31,20 @@ case "${1:-}" in
     sleep 30
     nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader
     ;;
+  opt)
+    # optimisation ablations of issue #12 deliverable 3 (HSTU-large + dot, 2 seeds each; the paper: AdamW lr 1e-3,
+    # constant, batch 128): half the learning rate, twice the batch (GPU 0; start after `start` has finished)
+    dot=experiment=ml_1m_seq_hstu_large_dot
+    CUDA_VISIBLE_DEVICES=0 bash scripts/gpu_sweep.sh start r12_dot_lr5e-4 hydra/launcher=parallel \
+      hydra.launcher.n_jobs=2 $dot model.optimizer.lr=5e-4 seed=1,2 "${common[@]}"
+    CUDA_VISIBLE_DEVICES=0 bash scripts/gpu_sweep.sh start r12_dot_batch256 hydra/launcher=parallel \
+      hydra.launcher.n_jobs=2 $dot data.batch_size=256 seed=1,2 "${common[@]}"
+    ;;
   wait)
     bash scripts/gpu_sweep.sh wait "${2:-570}"
     ;;
   *)
-    sed -n 2,18p "$0"
+    sed -n 2,19p "$0"
     exit 2
     ;;
 esac
