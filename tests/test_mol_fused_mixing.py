@@ -92,8 +92,31 @@ def check_backward_variants_agree(
             torch.testing.assert_close(mine, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()), msg=name)
 
 
+def check_rows_out_of_memory_keeps_the_persistent_kernel() -> None:
+    """A chosen ``rows`` backward that runs out of memory gives the persistent result and is replaced."""
+    from rails.kernels import mol_mixing_triton as mixing_kernels
+
+    inputs = mixing_kernels.MixingInputs(*[t.float() for t in _inputs(3, 4, 6, 8, 1)], None, 1.0, 1e-6)
+    grad_scores = torch.randn(3, 4, generator=torch.Generator().manual_seed(3))
+    original = mixing_kernels._backward_rows
+
+    def out_of_memory(*args):
+        raise torch.cuda.OutOfMemoryError("no room for the (N, H) rows")
+
+    mixing_kernels._backward_rows = out_of_memory
+    try:
+        got = mixing_kernels._rows_or_persistent(inputs, grad_scores, None)
+    finally:
+        mixing_kernels._backward_rows = original
+    want = mixing_kernels.fused_mixing_backward(inputs, grad_scores, None, variant="persistent")
+    for mine, ref in zip(got, want, strict=True):
+        torch.testing.assert_close(mine, ref)
+    assert mixing_kernels._CHOSEN[mixing_kernels._variant_key(inputs, None)] == "persistent"
+
+
 def _interpreter_main() -> None:
     torch.set_num_threads(1)
+    check_rows_out_of_memory_keeps_the_persistent_kernel()
     check_backward_variants_agree(m=7, x=5, p=6, h=24, dropout=0.0)
     check_backward_variants_agree(m=3, x=40, p=32, h=40, dropout=0.2, seed=5)  # several blocks
     check_against_float64(m=7, x=5, p=6, h=24, dropout=0.0)  # P -> 16, H -> 32, 35 rows: one partial block

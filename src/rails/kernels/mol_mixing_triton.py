@@ -134,8 +134,10 @@ def fused_mixing_backward(
         dW1 (H, P), db1 (H,), dW2 (P, H), db2 (P,), all fp32.
     """
     if variant is None:
-        cuda = inputs.logits.is_cuda and programs is None
-        variant = _fastest_variant(inputs, grad_scores, grad_positive) if cuda else "persistent"
+        auto = inputs.logits.is_cuda and programs is None
+        variant = _fastest_variant(inputs, grad_scores, grad_positive) if auto else "persistent"
+        if variant == "rows":
+            return _rows_or_persistent(inputs, grad_scores, grad_positive)
     if variant == "rows":
         return _backward_rows(inputs, grad_scores, grad_positive)
     if variant != "persistent":
@@ -147,10 +149,31 @@ BACKWARD_VARIANTS = ("persistent", "rows")
 _CHOSEN: dict[tuple, str] = {}
 
 
+def _rows_or_persistent(
+    inputs: MixingInputs, grad_scores: Tensor, grad_positive: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The chosen ``rows`` backward; a step larger than the timed one whose (N, H) rows do not fit in memory
+    runs the persistent kernel instead, which is then kept (one warning)."""
+    try:
+        return _backward_rows(inputs, grad_scores, grad_positive)
+    except torch.cuda.OutOfMemoryError:
+        _CHOSEN[_variant_key(inputs, grad_positive)] = "persistent"
+        torch.cuda.empty_cache()
+        log.warning(
+            "fused MoL mixing backward: the rows kernel ran out of memory; the persistent one from now on"
+        )
+    return _backward_persistent(inputs, grad_scores, grad_positive, None)
+
+
+def _variant_key(inputs: MixingInputs, grad_positive: Tensor | None) -> tuple:
+    """What the backward variant is chosen per: P, H, dropout, positive-weight gradient, precision."""
+    return (inputs.logits.shape[2], inputs.w1.shape[0], inputs.keep is not None, grad_positive is not None,
+            inputs.precision)  # fmt: skip
+
+
 def _fastest_variant(inputs: MixingInputs, grad_scores: Tensor, grad_positive: Tensor | None) -> str:
     """The faster backward on these inputs (CUDA), timed on the first call of each setting and logged."""
-    key = (*inputs.logits.shape[2:], inputs.w1.shape[0], inputs.keep is not None, grad_positive is not None,
-           inputs.precision)  # fmt: skip
+    key = _variant_key(inputs, grad_positive)
     if key not in _CHOSEN:
         from triton.testing import do_bench
 
