@@ -7,7 +7,8 @@ The candidate stage of :class:`~rails.retrieval.indexes.clustered.ClusteredTopK`
   re-seeded from the sample), then every key assigned to its nearest centroid;
 - :class:`InvertedLists`: the clusters as *padded lists* of at most ``list_size`` members (a larger
   cluster is cut into several lists), so the lists are one ``(L, S)`` position tensor (-1 = padding) over
-  the corpus's ``(X, D)`` keys (not copied unless the scan dtype differs); members of a list are in a seeded random order, and
+  the corpus's ``(X, D)`` keys (not copied unless the scan dtype differs); members of a list are in a seeded
+  random order, and
   :meth:`InvertedLists.representatives` picks m evenly spaced members of each list (a random sample of it);
 - :meth:`InvertedLists.scan`: the members of each query's probed lists scored by ``<query, key>``, the
   ``num_candidates`` best kept (fixed-size tensors). On CUDA one Triton kernel scores the probed lists where
@@ -65,8 +66,10 @@ def kmeans(
     count = vectors.shape[0]
     if count < 1 or num_clusters < 1:
         raise ValueError(f"kmeans needs >= 1 vector and >= 1 cluster, got {count} and {num_clusters}")
+    if vectors.device.type != "cuda":  # CPU matmul precision stays the caller's (the same results anywhere)
+        return _lloyd(vectors, num_clusters, iterations, sample_size, seed, max_elements)
     previous = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("high")  # TF32 distances on CUDA: only the nearest centroid matters
+    torch.set_float32_matmul_precision("high")  # TF32 distances: only the nearest centroid matters
     try:
         return _lloyd(vectors, num_clusters, iterations, sample_size, seed, max_elements)
     finally:
