@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -46,16 +47,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--train-steps", type=int, default=300, help="synthetic head training steps")
     parser.add_argument("--out", type=Path, default=Path("results/profiles"))
     args = parser.parse_args()
-    if not torch.cuda.is_available():
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"  # CPU smoke run of this script (tests)
+    if not torch.cuda.is_available() and not interpreted:
         raise SystemExit("profile_fused_exact.py times CUDA kernels: run it on a GPU machine")
     from rails.kernels import mol_topk_triton as kernel
 
-    device = torch.device("cuda")
-    problem = synthetic_problem(
-        "structured", args.setting, args.items, SyntheticSettings(), torch.bfloat16, device, args.batch
-    )
+    device = torch.device("cpu" if interpreted else "cuda")
+    synthetic = SyntheticSettings(train_steps=args.train_steps)
+    dtype = torch.float32 if interpreted else torch.bfloat16
+    problem = synthetic_problem("structured", args.setting, args.items, synthetic, dtype, device, args.batch)
     head, items, query = problem.head, problem.item_state, problem.encode(args.batch)
     mixing = head.mixing()
 
@@ -90,7 +93,7 @@ def main() -> None:
         args.items, args.batch, peaks,
     )[0]  # fmt: skip
     record = {
-        "gpu": torch.cuda.get_device_name(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (Triton interpreter)",
         "torch": torch.__version__,
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "items": args.items, "setting": args.setting, "batch": args.batch, "k": args.k,

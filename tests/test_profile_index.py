@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "profile_index.py"
 
@@ -41,11 +44,29 @@ def test_bad_settings_name_the_key_or_value(tmp_path: Path) -> None:
 
 
 def test_the_fused_kernel_profile_refuses_a_machine_without_cuda() -> None:
-    import pytest
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA machine runs the profile instead of refusing it")
     script = SCRIPT.with_name("profile_fused_exact.py")
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode != 0 and "run it on a GPU machine" in done.stderr
+
+
+@pytest.mark.slow
+def test_the_fused_kernel_profile_runs_under_the_triton_interpreter(tmp_path: Path) -> None:
+    """The script end to end on CPU (every variant launches; timings of the interpreter mean nothing)."""
+    pytest.importorskip("triton")
+    script = SCRIPT.with_name("profile_fused_exact.py")
+    args = ["--items", "2000", "--setting", "3x2x8", "--batch", "4", "--k", "10", "--runs", "1"]
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run(
+        [sys.executable, str(script), *args, "--train-steps", "2", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=900, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((tmp_path / "profile_fused_exact.json").read_text())
+    assert [row["ablate"] for row in record["rows"]] == [0, 0, 1, 2, 3]
+    assert all(row["ms"] > 0 and row["block"] for row in record["rows"])
+    assert "| no top-k merge |" in (tmp_path / "profile_fused_exact.md").read_text()
