@@ -114,8 +114,35 @@ def check_rows_out_of_memory_keeps_the_persistent_kernel() -> None:
     assert mixing_kernels._CHOSEN[mixing_kernels._variant_key(inputs, None)] == "persistent"
 
 
+def check_backward_choice_is_timed_once_per_setting() -> None:
+    """The CUDA-side choice of backward kernel (timing replaced: the interpreter has no CUDA events)."""
+    import triton.testing
+
+    from rails.kernels import mol_mixing_triton as mixing_kernels
+
+    inputs = mixing_kernels.MixingInputs(*[t.float() for t in _inputs(2, 3, 5, 8, 2)], None, 1.0, 1e-6)
+    grad_scores = torch.randn(2, 3, generator=torch.Generator().manual_seed(4))
+    timed: list[str] = []
+
+    def fake_bench(fn, warmup: int, rep: int) -> float:
+        name = fn.__defaults__[0]  # the variant the timed lambda runs
+        fn()
+        timed.append(name)
+        return {"persistent": 2.0, "rows": 1.0}[name]
+
+    original = triton.testing.do_bench
+    triton.testing.do_bench = fake_bench
+    try:
+        first = mixing_kernels._fastest_variant(inputs, grad_scores, None)
+        again = mixing_kernels._fastest_variant(inputs, grad_scores, None)
+    finally:
+        triton.testing.do_bench = original
+    assert first == again == "rows" and sorted(timed) == ["persistent", "rows"]  # timed once, both variants
+
+
 def _interpreter_main() -> None:
     torch.set_num_threads(1)
+    check_backward_choice_is_timed_once_per_setting()
     check_rows_out_of_memory_keeps_the_persistent_kernel()
     check_backward_variants_agree(m=7, x=5, p=6, h=24, dropout=0.0)
     check_backward_variants_agree(m=3, x=40, p=32, h=40, dropout=0.2, seed=5)  # several blocks
@@ -203,6 +230,22 @@ def test_an_unknown_backward_variant_is_named() -> None:
     inputs = MixingInputs(*[t.float() for t in _inputs(2, 3, 4, 8, 0)], None, 1.0, 1e-6)
     with pytest.raises(ValueError, match="backward variant must be one of .*'persistent', 'rows'.*'tiles'"):
         fused_mixing_backward(inputs, torch.zeros(2, 3), None, variant="tiles")
+
+
+def test_the_tuned_backward_names_real_kernel_arguments() -> None:
+    """The autotuner's keys, reset arguments and config parameters are the kernel's own (checked on CPU: the
+    tuned launch itself runs on CUDA only)."""
+    pytest.importorskip("triton")
+    from rails.kernels.mol_mixing_kernel import mol_mixing_bwd_kernel
+    from rails.kernels.mol_mixing_triton import BACKWARD_CONFIGS, _tuned_backward
+
+    tuned = _tuned_backward()
+    names = set(mol_mixing_bwd_kernel.arg_names)
+    assert set(tuned.keys) <= names and {"DW1", "DB1", "DW2", "DB2"} <= names
+    assert list(tuned.configs) == list(BACKWARD_CONFIGS)
+    assert all(set(config.kwargs) <= names for config in BACKWARD_CONFIGS)
+    first = BACKWARD_CONFIGS[0]
+    assert (first.kwargs["BN"], first.kwargs["PER_SM"], first.num_warps) == (64, 4, 8)  # round 8's setting
 
 
 def test_unsupported_gating_falls_back() -> None:
