@@ -265,6 +265,15 @@ def test_default_and_tuned_blocks_are_valid(pq, px, batch):
         assert all(c.kwargs["BQ"] <= max(16 // pqp, batch, 1) or len(kept) == 1 for c in kept)
 
 
+def test_the_autotuner_keys_are_kernel_arguments():
+    pytest.importorskip("triton")
+    from rails.kernels.mol_topk_kernel import mol_topk_block_kernel
+    from rails.kernels.mol_topk_triton import _tuned, tuned_config
+
+    assert set(_tuned().keys) <= set(mol_topk_block_kernel.arg_names)
+    assert "ABLATE" in _tuned().keys and tuned_config() is None  # nothing tuned on this CPU
+
+
 def test_block_arguments_are_checked():
     pytest.importorskip("triton")
     pb = make_problem(2, 10, 8, 4, 16)
