@@ -5,7 +5,7 @@ problem (``--items``, ``--setting``, structured data as in the benchmark), one b
 ``ClusteredTopK`` settings (``key=value`` pairs of its constructor). For each setting it prints and writes
 (``--out``/profile_index.{json,md}``): build seconds, median search ms eager and replayed from a CUDA graph,
 recall@k against the fp32 exact search, where the recall is lost (``recall_losses``) and the ``--top`` GPU
-kernels of one eager search (torch.profiler, summed device time per kernel name).
+kernels of one eager search (`rails.models.benchmark.profile_step_kernels`, as bench_mol_step.py).
 
     python scripts/profile_index.py --items 10000000 --setting 8x4x64 --batch 32 \\
         --configs num_lists=10000,shortlist=256,num_probes=32,num_candidates=8000 \\
@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from rails.io import atomic_write
+from rails.models.benchmark import profile_step_kernels
 from rails.retrieval.benchmark import BenchSettings, check_truth, time_call
 from rails.retrieval.benchmark_data import SyntheticSettings, synthetic_problem
 from rails.retrieval.indexes import ClusteredTopK
@@ -53,26 +54,6 @@ def parse_config(text: str) -> dict[str, Any]:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def top_kernels(fn: Any, count: int, device: torch.device) -> tuple[float, list[dict[str, Any]]]:
-    """(busy ms, the ``count`` kernels of largest summed time) of one call of ``fn``: CUDA kernels on a GPU,
-    operators' own CPU time on a CPU (smoke runs)."""
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    if device.type == "cuda":
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.profiler.profile(activities=activities) as prof:
-        fn()
-        _sync(device)
-    kernels: dict[str, list[float]] = {}
-    for event in prof.events():
-        if device.type == "cuda" and event.device_type == torch.autograd.DeviceType.CUDA:
-            kernels.setdefault(event.name, []).append(event.device_time / 1000.0)
-        elif device.type == "cpu" and event.self_cpu_time_total > 0:
-            kernels.setdefault(event.name, []).append(event.self_cpu_time_total / 1000.0)
-    table = [{"kernel": name[:90], "calls": len(ms), "ms": sum(ms)} for name, ms in kernels.items()]
-    table.sort(key=lambda row: -row["ms"])
-    return sum(row["ms"] for row in table), table[:count]
 
 
 def main() -> None:
@@ -112,9 +93,10 @@ def main() -> None:
                 row["build_s"] = build_s
                 row["recall"] = recall_at_k(ids, truth + 1)
                 row.update(index.recall_losses(query, truth))
-                row["busy_ms"], row["kernels"] = top_kernels(
-                    lambda i=index: i.search_state(query, args.k), args.top, device
+                profile = profile_step_kernels(
+                    lambda i=index: i.search_state(query, args.k), device, steps=1, top=args.top
                 )
+                row["busy_ms"], row["kernels"] = profile["busy_ms"], profile["top"]
             del index
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -152,7 +134,7 @@ def main() -> None:
             "",
             "| kernel | calls | ms |",
             "|---|---|---|",
-            *(f"| `{k['kernel']}` | {k['calls']} | {k['ms']:.3f} |" for k in row["kernels"]),
+            *(f"| `{k['name'][:90]}` | {k['calls']:g} | {k['ms']:.3f} |" for k in row["kernels"]),
             "",
         ]
     atomic_write(args.out / "profile_index.md", "\n".join(lines))
