@@ -8,3 +8,30 @@ install_site() {
       "$wheels"/*.whl && touch /tmp/site/.done
   fi
 }
+
+# device_env: what every GPU-round script needs before its first python3: NVLink multicast off (the device
+# machines require it; children inherit it), unbuffered output, the wheels installed, rails on the path.
+device_env() {
+  export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
+  install_site
+  export PYTHONPATH=/tmp/site:$PWD/src
+}
+
+# The full top-k benchmark, detached on GPU 0 so that it outlives the device call (its $OUT is emptied before
+# each call): start_topk_bench [more bench_topk.py arguments] starts it; wait_topk_bench DEADLINE (epoch
+# seconds) waits for it until then and copies bench_topk.{json,md,png} (partial when still running) to $OUT.
+TOPK=/tmp/rails-topk
+start_topk_bench() {
+  mkdir -p "$TOPK"
+  CUDA_VISIBLE_DEVICES=0 setsid nohup python3 scripts/bench_topk.py --items 1000000 10000000 100000000 \
+    --settings 8x4x64 8x8x32 --batch-sizes 1 32 256 --batch-sizes-at 100000000:32 --slow-max-items 10000000 \
+    --truth-queries 64 --runs 10 --warmup 2 --time-budget-s 1.5 --no-faiss "$@" --out "$TOPK" \
+    >"$TOPK/log.txt" 2>&1 &
+  echo $! >"$TOPK/pid"
+  echo "bench_topk started (pid $(cat "$TOPK/pid")), log $TOPK/log.txt"
+}
+wait_topk_bench() {
+  while kill -0 "$(cat "$TOPK/pid" 2>/dev/null)" 2>/dev/null && [ "$(date +%s)" -lt "$1" ]; do sleep 15; done
+  tail -n 8 "$TOPK/log.txt"
+  cp "$TOPK"/bench_topk.* "$OUT/" 2>/dev/null
+}

@@ -20,12 +20,10 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/rails-round10}
 mkdir -p "$OUT/prof"
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 export WANDB_MODE=disabled OMP_NUM_THREADS=4
 # shellcheck source=../device_site.sh
 source scripts/device_site.sh
-install_site
-export PYTHONPATH=/tmp/site:$PWD/src
+device_env
 
 ddp_profiles() {
   local runs=/tmp/rails-r10-runs common

@@ -27,27 +27,15 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/rails-round11}
 mkdir -p "$OUT"
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 # shellcheck source=../device_site.sh
 source scripts/device_site.sh
-install_site
-export PYTHONPATH=/tmp/site:$PWD/src
-TOPK=/tmp/rails-topk  # outlives the call ($OUT is emptied before each one)
+device_env
 CKPT=.devdata/ckpts/r8_mol_item_dropout_0.5/0.ckpt
 
-start_topk() {
-  local trained=()
-  if [ -f "$CKPT" ]; then
-    trained=(--data structured checkpoint --checkpoint "$CKPT" --checkpoint-data-root "$PWD/.devdata")
-  fi
-  mkdir -p "$TOPK"
-  CUDA_VISIBLE_DEVICES=0 setsid nohup python3 scripts/bench_topk.py --items 1000000 10000000 100000000 \
-    --settings 8x4x64 8x8x32 --batch-sizes 1 32 256 --batch-sizes-at 100000000:32 --slow-max-items 10000000 \
-    --truth-queries 64 --runs 10 --warmup 2 --time-budget-s 1.5 --no-faiss "${trained[@]}" --out "$TOPK" \
-    >"$TOPK/log.txt" 2>&1 &
-  echo $! >"$TOPK/pid"
-  echo "bench_topk started (pid $(cat "$TOPK/pid")), log $TOPK/log.txt"
-}
+trained=()  # the trained-checkpoint problem, when its checkpoint is here
+if [ -f "$CKPT" ]; then
+  trained=(--data structured checkpoint --checkpoint "$CKPT" --checkpoint-data-root "$PWD/.devdata")
+fi
 
 case "${1:-}" in
   start)
@@ -58,18 +46,14 @@ case "${1:-}" in
     # GPU 0 before the benchmark: where the fused exact kernel's time goes (stage ablations, registers, spills)
     CUDA_VISIBLE_DEVICES=0 timeout 240 python3 scripts/profile_fused_exact.py --items 1000000 --setting 8x4x64 \
       --batch 32 --out "$OUT" 2>&1 | grep -v "^USDT" | tail -n 7
-    start_topk
+    start_topk_bench "${trained[@]}"
     sleep 30
     tail -n 3 "$TOPK/log.txt"
     nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader
     ;;
   wait)
     deadline=$(($(date +%s) + ${2:-560}))
-    while kill -0 "$(cat "$TOPK/pid" 2>/dev/null)" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ]; do
-      sleep 15
-    done
-    tail -n 6 "$TOPK/log.txt"
-    cp "$TOPK"/bench_topk.* "$OUT/" 2>/dev/null
+    wait_topk_bench "$deadline"
     left=$((deadline - $(date +%s)))
     COLLECT_CKPT=1 COLLECT_CKPT_GLOB='r9_beauty_sasrec_mol/0' bash scripts/gpu_sweep.sh wait $((left > 20 ? left : 20))
     ;;

@@ -25,11 +25,9 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/rails-round7}
 mkdir -p "$OUT"
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 # shellcheck source=../device_site.sh
 source scripts/device_site.sh
-install_site
-export PYTHONPATH=/tmp/site:$PWD/src
+device_env
 # The compiled step: encoder under torch.compile, AdamW's fused kernels; for MoL heads also the mixing.
 FAST=(model.compile_encoder=true model.optimizer.fused=true)
 MOL_FAST=(model.similarity.compile_mixing=true)

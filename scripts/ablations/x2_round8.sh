@@ -24,27 +24,15 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/rails-round8}
 mkdir -p "$OUT"
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 # shellcheck source=../device_site.sh
 source scripts/device_site.sh
-install_site
-export PYTHONPATH=/tmp/site:$PWD/src
-TOPK=/tmp/rails-topk  # outlives the call ($OUT is emptied before each one)
+device_env
 FAST=()
 MOL_FAST=()
 if [ "${FAST_STEP:-0}" = 1 ]; then
   FAST=(model.compile_encoder=true model.optimizer.fused=true)
   MOL_FAST=(model.similarity.compile_mixing=true)
 fi
-
-start_topk() {
-  mkdir -p "$TOPK"
-  CUDA_VISIBLE_DEVICES=0 setsid nohup python3 scripts/bench_topk.py --items 1000000 10000000 100000000 \
-    --settings 8x4x64 8x8x32 --batch-sizes 1 32 256 --batch-sizes-at 100000000:32 --slow-max-items 10000000 \
-    --truth-queries 64 --runs 10 --warmup 2 --time-budget-s 1.5 --no-faiss --out "$TOPK" >"$TOPK/log.txt" 2>&1 &
-  echo $! >"$TOPK/pid"
-  echo "bench_topk started (pid $(cat "$TOPK/pid")), log $TOPK/log.txt"
-}
 
 start_trainings() {
   # Where round 7 points (docs/mol_investigation.md §0.3): item dropout 0.3 lifted MoL to 1.033x the dot product
@@ -67,7 +55,7 @@ case "${1:-}" in
       >"$OUT/ddp_stdout.txt" 2>&1
     echo "ddp rc $?"
     grep -E "^\| (weak|strong)|Acceptance" "$OUT/ddp_stdout.txt" | tail -n 4
-    start_topk  # GPU 0, detached
+    start_topk_bench  # GPU 0, detached
     ;;
   bench)
     CUDA_VISIBLE_DEVICES=1 timeout 360 python3 scripts/bench_mol_step.py --count-ops --profile-kernels \
@@ -83,9 +71,7 @@ case "${1:-}" in
     ;;
   wait)
     deadline=$(($(date +%s) + ${2:-560}))
-    while kill -0 "$(cat "$TOPK/pid" 2>/dev/null)" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ]; do sleep 15; done
-    tail -n 12 "$TOPK/log.txt"
-    cp "$TOPK"/bench_topk.* "$OUT/" 2>/dev/null
+    wait_topk_bench "$deadline"
     left=$((deadline - $(date +%s)))
     COLLECT_CKPT=1 COLLECT_CKPT_GLOB='r8_mol_item_dropout_0.5/0' bash scripts/gpu_sweep.sh wait $((left > 20 ? left : 20))
     ;;
