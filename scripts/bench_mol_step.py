@@ -27,11 +27,17 @@ from pathlib import Path
 import torch
 
 from rails.io import atomic_write
-from rails.models.benchmark import FULL, TINY, bench_head_step
+from rails.models.benchmark import FULL, TINY, bench_head_step, drop_annotations
 from rails.models.benchmark_report import head_step_markdown, head_step_report
 from rails.runs.record import git_commit
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def markdown(report: dict) -> str:
+    """The page of a report; kernel tables stored before user annotations were filtered lose those rows."""
+    rows = [{**r, "profile": drop_annotations(r["profile"])} if "profile" in r else r for r in report["rows"]]
+    return head_step_markdown({**report, "rows": rows})
 
 
 def main() -> None:
@@ -73,7 +79,7 @@ def main() -> None:
     if args.render:
         if not json_path.is_file():
             raise SystemExit(f"--render needs {json_path} (written by a measuring run)")
-        atomic_write(args.output, head_step_markdown(json.loads(json_path.read_text())))
+        atomic_write(args.output, markdown(json.loads(json_path.read_text())))
         print(f"wrote {args.output}")
         return
     cuda = torch.cuda.is_available()
@@ -106,7 +112,7 @@ def main() -> None:
             note=args.pending or "",
         )
         atomic_write(json_path, json.dumps(report, indent=1) + "\n")
-        atomic_write(args.output, head_step_markdown(report))
+        atomic_write(args.output, markdown(report))
 
     rows: list[dict] = []
     runs = [(p, v, h) for p in precisions for v in args.variants for h in heads]

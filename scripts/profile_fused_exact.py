@@ -5,7 +5,9 @@ timing variants that leave one stage out (``fused_mol_topk(ablate=...)``, wrong 
 taking differences, all with the block sizes the autotuner picked for the full search:
 
 - ``full`` (pruning on, as searched) and ``full, no prune`` (every tile gated: the ablations' baseline);
-- ``no gating MLP`` (ablate 1), ``no top-k merge`` (ablate 2), ``no pair permute`` (ablate 3), pruning off.
+- ``no gating MLP`` (ablate 1), ``no top-k merge`` (ablate 2), ``no pair permute`` (ablate 3), pruning off;
+- ``two-pass`` with and without pruning (``rails.kernels.mol_topk_two_pass``, ``--sample-stride``): a search
+  of every S-th item sets per-query thresholds, then the kernel emits only the keys above them (no merge).
 
 It also reports the compiled kernel's registers and spills per thread and the roofline floor of the search.
 Writes ``--out``/profile_fused_exact.{json,md}.
@@ -29,12 +31,14 @@ from rails.io import atomic_write
 from rails.retrieval.benchmark import measure_peaks, roofline, time_call
 from rails.retrieval.benchmark_data import SyntheticSettings, synthetic_problem
 
-VARIANTS = (  # (name, prune, ablate)
-    ("full", True, 0),
-    ("full, no prune", False, 0),
-    ("no gating MLP", False, 1),
-    ("no top-k merge", False, 2),
-    ("no pair permute", False, 3),
+VARIANTS = (  # (name, prune, ablate, two passes)
+    ("full", True, 0, False),
+    ("full, no prune", False, 0, False),
+    ("no gating MLP", False, 1, False),
+    ("no top-k merge", False, 2, False),
+    ("no pair permute", False, 3, False),
+    ("two-pass", True, 0, True),
+    ("two-pass, no prune", False, 0, True),
 )
 
 
@@ -47,6 +51,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument(
+        "--sample-stride", type=int, default=64, help="first-pass stride of the two-pass rows"
+    )
     parser.add_argument("--train-steps", type=int, default=300, help="synthetic head training steps")
     parser.add_argument("--out", type=Path, default=Path("results/profiles"))
     args = parser.parse_args()
@@ -54,6 +61,7 @@ def main() -> None:
     if not torch.cuda.is_available() and not interpreted:
         raise SystemExit("profile_fused_exact.py times CUDA kernels: run it on a GPU machine")
     from rails.kernels import mol_topk_triton as kernel
+    from rails.kernels.mol_topk_two_pass import two_pass_mol_topk
 
     device = torch.device("cpu" if interpreted else "cuda")
     synthetic = SyntheticSettings(train_steps=args.train_steps)
@@ -62,8 +70,10 @@ def main() -> None:
     head, items, query = problem.head, problem.item_state, problem.encode(args.batch)
     mixing = head.mixing()
 
-    def search(**kw: Any) -> Any:
-        return kernel.fused_mol_topk(
+    def search(two_pass: bool = False, **kw: Any) -> Any:
+        if two_pass:
+            kw["sample_stride"] = args.sample_stride
+        return (two_pass_mol_topk if two_pass else kernel.fused_mol_topk)(
             query.components, query.gate, items.components, items.gate,
             qi_hidden_weight=mixing.qi_hidden_weight, qi_hidden_bias=mixing.qi_hidden_bias,
             qi_out_weight=mixing.qi_out_weight, qi_out_bias=mixing.qi_out_bias,
@@ -74,15 +84,16 @@ def main() -> None:
     best = kernel.tuned_config()
     blocks = {"block_q": best.kwargs["BQ"], "block_x": best.kwargs["BX"]} if best is not None else {}
     rows = []
-    for name, prune, ablate in VARIANTS:
+    for name, prune, ablate, two_pass in VARIANTS:
         times, _ = time_call(
-            lambda p=prune, a=ablate: search(prune=p, ablate=a, tune=False, **blocks),
+            lambda p=prune, a=ablate, t=two_pass: search(t, prune=p, ablate=a, tune=False, **blocks),
             2,
             args.runs,
             device,
             5.0,
         )  # noqa: E501
-        rows.append({"variant": name, "prune": prune, "ablate": ablate, "ms": statistics.median(times),
+        rows.append({"variant": name, "prune": prune, "ablate": ablate, "two_pass": two_pass,
+                     "ms": statistics.median(times),
                      **{key: kernel.LAST_COMPILED.get(key) for key in ("n_regs", "n_spills", "block")}})  # fmt: skip
         print(
             f"{name}: {rows[-1]['ms']:.3f} ms, {rows[-1]['n_regs']} registers, {rows[-1]['n_spills']} spills"
@@ -98,6 +109,7 @@ def main() -> None:
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "items": args.items, "setting": args.setting, "batch": args.batch, "k": args.k,
         "tuned_ms": tuned_ms, "tuned_config": str(best), "floor_ms": floor_ms, "rows": rows,
+        "sample_stride": args.sample_stride,
     }  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write(args.out / "profile_fused_exact.json", json.dumps(record, indent=1))
@@ -108,7 +120,8 @@ def main() -> None:
         "",
         f"Written by `scripts/profile_fused_exact.py` ({record['gpu']}, torch {record['torch']}, {record['date']}). "
         f"Autotuned search {tuned_ms:.3f} ms ({tuned_ms / floor_ms:.1f}x the floor {floor_ms:.3f} ms), "
-        f"config {record['tuned_config']}; the variants below run its block sizes untuned.",
+        f"config {record['tuned_config']}; the variants below run its block sizes untuned (two-pass rows: "
+        f"thresholds from every {args.sample_stride}th item, the time of both passes).",
         "",
         "| variant | ms | stage cost (no-prune baseline - variant) | registers | spills | (BQ, BX, warps, stages) |",
         "|---|---|---|---|---|---|",

@@ -8,11 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.autograd import DeviceType
+from torch.autograd.profiler_util import FunctionEvent, FunctionEventAvg
 
 from rails.models.benchmark import (
     TINY,
     bench_head_step,
+    drop_annotations,
     head_step_module,
+    kernel_table,
+    profile_step_kernels,
     random_batch,
     time_steps,
 )
@@ -141,3 +146,66 @@ def test_hstu_lengths_epoch_and_report(tmp_path: Path) -> None:
         "| 8 | 2 |" in (tmp_path / "bench.md").read_text()
         and "| torch | 64 | 16 | 4 |" in (tmp_path / "bench.md").read_text()
     )
+
+
+def _cuda_row(name: str, us: list[int], annotation: bool | None) -> FunctionEventAvg:
+    """A ``key_averages()`` row of CUDA activity: one event per duration (µs)."""
+    row = FunctionEventAvg()
+    for i, duration in enumerate(us):
+        event = FunctionEvent(
+            id=i, name=name, thread=0, start_us=0, end_us=duration, use_device="cuda",
+            device_type=DeviceType.CUDA, is_user_annotation=bool(annotation),
+        )  # fmt: skip
+        row.add(event)
+    row.is_user_annotation = annotation  # None: a profiler without the flag
+    return row
+
+
+def test_kernel_table_sums_kernels_not_user_annotations() -> None:
+    """The device-side copies of record_function ranges (the step's forward, AdamW's step) are no kernels."""
+    for flag in (True, None):  # the profiler's flag; without it (older torch) the range names
+        rows = [
+            _cuda_row("forward", [7_500], flag),  # spans the forward's kernels: counted twice before
+            _cuda_row("Optimizer.step#AdamW.step", [700], flag),
+            _cuda_row("void gemm_kernel<float>()", [2_000, 1_000], False if flag else None),
+            _cuda_row("Memcpy HtoD (Pageable -> Device)", [500], False if flag else None),
+        ]
+        table = kernel_table(rows, cuda=True, steps=1, top=10)
+        assert [k["name"] for k in table["top"]] == [
+            "void gemm_kernel<float>()",
+            "Memcpy HtoD (Pageable -> Device)",
+        ]
+        assert table["busy_ms"] == pytest.approx(3.5) and table["launches"] == 3
+        assert table["top"][0] == {"name": "void gemm_kernel<float>()", "calls": 2, "ms": pytest.approx(3.0)}
+    assert kernel_table(rows, cuda=True, steps=5, top=1)["top"] == [
+        {"name": "void gemm_kernel<float>()", "calls": 0.4, "ms": pytest.approx(0.6)}
+    ]
+
+
+def test_profile_step_kernels_lists_no_record_function_range() -> None:
+    x = torch.randn(32, 32, requires_grad=True)
+    optimizer = torch.optim.AdamW([x])
+
+    def step() -> None:
+        with torch.profiler.record_function("forward"):
+            loss = (x @ x).relu().sum()
+        with torch.profiler.record_function("backward"):
+            loss.backward()
+        optimizer.step()  # opens "Optimizer.step#AdamW.step"
+
+    profile = profile_step_kernels(step, CPU, steps=2, top=50)
+    names = [k["name"] for k in profile["top"]]
+    assert "aten::mm" in names and all(name.startswith("aten::") for name in names)
+    assert not {"forward", "backward"} & set(names) and not any(n.startswith("Optimizer.") for n in names)
+    assert profile["busy_ms"] == pytest.approx(sum(k["ms"] for k in profile["top"]))
+
+
+def test_drop_annotations_cleans_stored_kernel_tables() -> None:
+    kernel = {"name": "void gemm_kernel<float>()", "calls": 16.0, "ms": 2.0}
+    stored = {"steps": 5, "busy_ms": 17.5, "launches": 612.0, "top": [
+        {"name": "forward", "calls": 1.0, "ms": 7.5}, kernel,
+        {"name": "Optimizer.step#AdamW.step", "calls": 1.0, "ms": 0.5},
+    ]}  # fmt: skip
+    clean = drop_annotations(stored)
+    assert clean == {"steps": 5, "busy_ms": pytest.approx(9.5), "launches": 610.0, "top": [kernel]}
+    assert drop_annotations(clean) == clean and len(stored["top"]) == 3  # idempotent, input kept

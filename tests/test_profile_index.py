@@ -59,7 +59,20 @@ def test_the_fused_kernel_profile_runs_under_the_triton_interpreter(tmp_path: Pa
     """The script end to end on CPU (every variant launches; timings of the interpreter mean nothing)."""
     pytest.importorskip("triton")
     script = SCRIPT.with_name("profile_fused_exact.py")
-    args = ["--items", "2000", "--setting", "3x2x8", "--batch", "4", "--k", "10", "--runs", "1"]
+    args = [
+        "--items",
+        "2000",
+        "--setting",
+        "3x2x8",
+        "--batch",
+        "4",
+        "--k",
+        "10",
+        "--runs",
+        "1",
+        "--sample-stride",
+        "8",
+    ]
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     done = subprocess.run(
         [sys.executable, str(script), *args, "--train-steps", "2", "--out", str(tmp_path)],
@@ -67,6 +80,7 @@ def test_the_fused_kernel_profile_runs_under_the_triton_interpreter(tmp_path: Pa
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((tmp_path / "profile_fused_exact.json").read_text())
-    assert [row["ablate"] for row in record["rows"]] == [0, 0, 1, 2, 3]
+    assert [row["ablate"] for row in record["rows"]] == [0, 0, 1, 2, 3, 0, 0]
+    assert [row["two_pass"] for row in record["rows"]] == [False] * 5 + [True] * 2
     assert all(row["ms"] > 0 and row["block"] for row in record["rows"])
     assert "| no top-k merge |" in (tmp_path / "profile_fused_exact.md").read_text()

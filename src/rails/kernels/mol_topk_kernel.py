@@ -13,7 +13,10 @@ One program owns ``BQ`` queries and one contiguous split of the corpus and walks
    (BQ*BX, H) @ (H, P)), ``s = SiLU(q_gate * i_gate + qi)``, ``pi = softmax_P(s)``, ``phi = sum_p pi_p L_p``;
 4. a running top-``K_PAD`` per query (``(BQ, K_PAD)`` packed int64 keys, ascending): a tile is merged only
    when one of its keys beats its query's current k-th best key (one compare per pair); history exclusion
-   is applied only to tiles that are merged.
+   is applied only to tiles that are merged. With ``EMIT`` the thresholds are fixed per query (``THR``,
+   a lower bound of the k-th best key from a sample pass) and the keys above them are appended to the
+   query's row of ``CAND`` (slots from an atomic counter per query, order within a tile by a prefix sum):
+   no sort on chip; the host takes the top k of the few candidates.
 
 Keys pack the score's order-preserving int32 bits high and ``2^32 - 1 - position`` low, so key order is
 the package's order (score descending, position ascending on ties). Padded pairs (``i >= P_Q`` or
@@ -92,6 +95,17 @@ def _merge(buf, keys, BQ: tl.constexpr, BX: tl.constexpr, K_PAD: tl.constexpr):
 
 
 @triton.jit
+def _emit(keys, hit, q, q_ok, COUNT, CAND, capacity):
+    """Append the (BQ, BX) ``keys`` where ``hit`` to row q of CAND (capacity slots; COUNT counts, past it too)."""
+    hit_i = hit.to(tl.int32)
+    found = tl.sum(hit_i, 1)  # (BQ,)
+    base = tl.atomic_add(COUNT + q, found, mask=q_ok & (found > 0))
+    slot = base[:, None] + tl.cumsum(hit_i, 1) - hit_i
+    ok = hit & q_ok[:, None] & (slot < capacity)
+    tl.store(CAND + q.to(tl.int64)[:, None] * capacity + slot, keys, mask=ok)
+
+
+@triton.jit
 def _exclude(keys, EXCL, q, x, num_excl, BQ: tl.constexpr, BX: tl.constexpr, E_BLOCK: tl.constexpr):
     """Empty the keys of (query q, item x) pairs listed in EXCL (rows of ``num_excl`` int32 positions)."""
     hit = tl.zeros((BQ, BX), dtype=tl.int32)
@@ -116,13 +130,17 @@ def mol_topk_block_kernel(
     W2,  # (H_PAD, P_PAD) second gating Linear, transposed
     B2,  # (P_PAD,) float32
     EXCL,  # (Q_ROWS, num_excl) int32 excluded positions, -1 = none
-    OUT,  # (num_queries, num_splits, K_PAD) int64 keys
+    OUT,  # (num_queries, num_splits, K_PAD) int64 keys (not written with EMIT)
+    THR,  # (Q_ROWS,) int64 fixed thresholds (EMIT only): keys above them are candidates
+    COUNT,  # (Q_ROWS,) int32 candidates found per query (EMIT only; zeroed by the host)
+    CAND,  # (Q_ROWS, capacity) int64 candidate keys (EMIT only)
     num_items,
     num_queries,
     items_per_split,
     num_splits,
     num_excl,
     k,  # results wanted (<= K_PAD): the filter threshold is each query's k-th best key
+    capacity,  # candidate slots per query (EMIT)
     inv_tau,
     stride_g,
     stride_ig,
@@ -142,6 +160,7 @@ def mol_topk_block_kernel(
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,  # bf16 dot operands multiplied as fp32 (the CPU interpreter has no bf16 dot)
     ABLATE: tl.constexpr,  # timing diagnostics only (wrong results): 1 no gating MLP, 2 no merge, 3 no permute
+    EMIT: tl.constexpr,  # fixed thresholds THR and candidate emission instead of the running top-k
     BQ: tl.constexpr,
     BX: tl.constexpr,
 ):
@@ -172,7 +191,10 @@ def mol_topk_block_kernel(
     start = split * items_per_split
     end = tl.minimum(start + items_per_split, num_items)
     buf = tl.full((BQ, K_PAD), EMPTY, tl.int64)
-    thr = tl.full((BQ,), EMPTY, tl.int64)
+    if EMIT:
+        thr = tl.load(THR + q)
+    else:
+        thr = tl.full((BQ,), EMPTY, tl.int64)
     kth = (tl.arange(0, K_PAD) == K_PAD - k)[None, :]  # the k-th largest of an ascending row
     for tile in range(start, end, BX):
         rows = tile + r_item
@@ -225,10 +247,18 @@ def mol_topk_block_kernel(
             keys = _pack_keys(phi, x[None, :], keep)
             if ABLATE == 2:  # keys kept live without the merge: what the top-k merge costs
                 buf = tl.maximum(buf, tl.max(keys, 1)[:, None])
+            elif EMIT:
+                hit = keys > thr[:, None]
+                if tl.sum(hit.to(tl.int32)) > 0:
+                    if HAS_EXCL:
+                        keys = _exclude(keys, EXCL, q, x, num_excl, BQ, BX, E_BLOCK)
+                        hit = keys > thr[:, None]
+                    _emit(keys, hit, q, q_ok, COUNT, CAND, capacity)
             elif tl.sum((keys > thr[:, None]).to(tl.int32)) > 0:
                 if HAS_EXCL:
                     keys = _exclude(keys, EXCL, q, x, num_excl, BQ, BX, E_BLOCK)
                 buf = _merge(buf, keys, BQ, BX, K_PAD)
                 thr = tl.sum(tl.where(kth, buf, 0), 1)
-    out = OUT + (q.to(tl.int64)[:, None] * num_splits + split) * K_PAD + tl.arange(0, K_PAD)[None, :]
-    tl.store(out, buf, mask=q_ok[:, None])
+    if not EMIT:
+        out = OUT + (q.to(tl.int64)[:, None] * num_splits + split) * K_PAD + tl.arange(0, K_PAD)[None, :]
+        tl.store(out, buf, mask=q_ok[:, None])

@@ -40,6 +40,7 @@ numbers only; :mod:`rails.retrieval.indexes.exact` feeds it a MoL head's states 
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from typing import Any
@@ -48,23 +49,22 @@ import torch
 from torch import Tensor
 
 from rails.kernels import triton_usable
+from rails.kernels.mol_topk_blocks import (  # noqa: F401 - re-exported: the block choices of this kernel
+    MAX_PAIRS,
+    QUERY_ALIGN,
+    SPLIT_ALIGN,
+    TUNE_CONFIGS,
+    block_valid,
+    cdiv,
+    default_blocks,
+    default_splits,
+    next_pow2,
+    prune_configs,
+)
 
+log = logging.getLogger(__name__)
 MAX_FUSED_K = 256
 EMPTY_KEY = -(2**63) + 1  # below every packed finite or infinite score
-MAX_PAIRS = 256  # (query, item) pairs per tile
-QUERY_ALIGN = 64  # query rows are padded to a multiple of the largest BQ
-SPLIT_ALIGN = 128  # items per split are a multiple of the largest BX
-# (BQ, BX, num_warps, num_stages) tried by the autotuner; invalid or wasteful ones are pruned per call.
-TUNE_CONFIGS = (
-    (1, 128, 8, 2),
-    (2, 64, 8, 2),
-    (2, 128, 8, 2),
-    (4, 32, 8, 2),
-    (8, 16, 8, 2),
-    (8, 16, 4, 3),
-    (16, 8, 8, 2),
-    (16, 16, 8, 2),
-)
 
 try:  # Triton is optional: the module imports without it, the kernel then is unavailable.
     import triton
@@ -80,14 +80,6 @@ _tuned_kernel = None
 _fast_math_failed = False
 LAST_COMPILED: dict = {}
 """Registers, spills and (BQ, BX, warps, stages) of the last untuned launch (diagnostics)."""
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def _next_pow2(n: int, floor: int = 16) -> int:
-    return max(floor, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
 
 
 def fused_mol_topk_unsupported(device: torch.device | str, k: int) -> str | None:
@@ -114,53 +106,8 @@ def decode_keys(keys: Tensor) -> tuple[Tensor, Tensor]:
 
 def pair_padding(num_query: int, num_item: int) -> tuple[int, int]:
     """(PQP, PXP): power-of-two component counts with PQP * PXP >= 16 (the smallest tensor-core K)."""
-    pqp = _next_pow2(num_query, floor=1)
-    return pqp, max(_next_pow2(num_item, floor=1), 16 // pqp)
-
-
-def block_valid(bq: int, bx: int, pqp: int, pxp: int, k_pad: int) -> bool:
-    """Whether (BQ, BX) gives tensor-core tiles >= 16 in every matmul dimension, at most 256 (query, item)
-    pairs per tile (the (pairs, H) fp32 hidden layer lives in registers) and fits the top-k merge."""
-    return bq * pqp >= 16 and bx * pxp >= 16 and 16 <= bq * bx <= MAX_PAIRS and bx <= max(k_pad, 128)
-
-
-def default_blocks(batch: int, pqp: int, pxp: int, block_x: int | None = None) -> tuple[int, int, int, int]:
-    """Heuristic (BQ, BX, num_warps, num_stages) per batch regime; ``block_x`` fixes BX."""
-    min_bq = max(1, 16 // pqp)
-    bq = min_bq if batch <= 8 else max(min_bq, 8 if batch <= 64 else 16)
-    if block_x:  # a given tile width: as many queries as keep the tile at <= 128 pairs
-        bq = max(min_bq, min(bq, 128 // block_x))
-    bx = block_x or max(128 // bq, _cdiv(16, pxp), 1)
-    bq = max(bq, _cdiv(16, bx))  # M of the gating matmuls >= 16
-    return bq, bx, 8 if bq * bx >= 128 else 4, 2
-
-
-def default_splits(batch: int, num_items: int, device: torch.device) -> int:
-    """Corpus splits: ~4 programs per SM at a nominal 8 queries per block, >= 1024 items per split."""
-    if device.type != "cuda":
-        return 1
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return max(1, min(_cdiv(num_items, 1024), _cdiv(4 * sms, _cdiv(batch, 8))))
-
-
-def prune_configs(configs: list, named_args: dict, **kwargs: object) -> list:
-    """The autotuner's early prune: valid tiles only, and no more queries per program than B needs.
-
-    Triton passes the positional arguments as ``named_args`` and the constexpr keywords as ``kwargs``.
-    """
-    args = {**named_args, **kwargs}
-    pqp, pxp, k_pad, batch = args["PQP"], args["PXP"], args["K_PAD"], args["batch_bucket"]
-    min_bq = max(1, 16 // pqp)
-    kept = [
-        c
-        for c in configs
-        if block_valid(c.kwargs["BQ"], c.kwargs["BX"], pqp, pxp, k_pad)
-        and c.kwargs["BQ"] <= max(min_bq, batch)
-    ]
-    if not kept:  # every shape has a valid heuristic block: tune that one alone
-        bq, bx, warps, stages = default_blocks(batch, pqp, pxp)
-        kept = [type(configs[0])({"BQ": bq, "BX": bx}, num_warps=warps, num_stages=stages)]
-    return kept
+    pqp = next_pow2(num_query, floor=1)
+    return pqp, max(next_pow2(num_item, floor=1), 16 // pqp)
 
 
 def _tuned():
@@ -181,9 +128,10 @@ def _tuned():
             "PRECISION",
             "UPCAST",
             "ABLATE",
+            "EMIT",
         ]
-        _tuned_kernel = triton.autotune(
-            configs, key=key, prune_configs_by={"early_config_prune": prune_configs}
+        _tuned_kernel = triton.autotune(  # COUNT is zeroed before each timed run (the atomics add to it)
+            configs, key=key, prune_configs_by={"early_config_prune": prune_configs}, reset_to_zero=["COUNT"]
         )(mol_topk_block_kernel)
     return _tuned_kernel
 
@@ -222,6 +170,8 @@ def fused_mol_topk(
     prune: bool = True,
     fast_math: bool | None = None,
     ablate: int = 0,
+    thresholds: Tensor | None = None,
+    capacity: int = 0,
 ) -> tuple[Tensor, Tensor]:
     """Exact MoL top-k with the fused kernel ("glu_silu" gating, no dropout).
 
@@ -248,6 +198,12 @@ def fused_mol_topk(
             warning if it does not compile.
         ablate: timing diagnostics (``scripts/profile_fused_exact.py``), wrong results: 1 skips the gating
             MLP, 2 the top-k merge, 3 the pair permute; 0 (default) is the search.
+        thresholds: (B,) int64 packed keys below every key of the true top-k (after exclusion), e.g. from
+            :func:`rails.kernels.mol_topk_two_pass.sample_thresholds`: the kernel then appends the keys above
+            them to ``capacity`` slots per query instead of keeping a running top-k, and the top k of those
+            is the result. A query with more candidates than slots is searched again without thresholds
+            (logged). None (default): the running top-k.
+        capacity: candidate slots per query with ``thresholds``.
 
     Returns:
         (B, min(k, X)) float32 scores sorted descending and int64 corpus positions (empty: -inf, -1).
@@ -276,7 +232,7 @@ def fused_mol_topk(
     compute_dtype = torch.bfloat16 if bf16 else torch.float32
     hidden = qi_hidden_weight.shape[0]
     pqp, pxp = pair_padding(pq, px)
-    d_pad, h_pad, k_pad = _next_pow2(dim), _next_pow2(hidden), _next_pow2(width)
+    d_pad, h_pad, k_pad = next_pow2(dim), next_pow2(hidden), next_pow2(width)
     for name, value in (("block_x", block_x), ("block_q", block_q)):
         if value is not None and (value < 1 or value & (value - 1)):
             raise ValueError(f"fused_mol_topk {name} must be a power of two, got {value}")
@@ -298,7 +254,7 @@ def fused_mol_topk(
 
     items = item_components.reshape(num_items, px * dim).to(compute_dtype).contiguous()
     item_gate = item_gate.contiguous()
-    rows = _cdiv(batch, QUERY_ALIGN) * QUERY_ALIGN
+    rows = cdiv(batch, QUERY_ALIGN) * QUERY_ALIGN
     queries = torch.zeros(rows, pqp, d_pad, dtype=compute_dtype, device=device)
     queries[:batch, :pq, :dim] = query_components.to(compute_dtype)
     query_gate = _padded_pairs(query_gate.float(), pq, px, pqp, pxp, rows, torch.float32)
@@ -319,11 +275,22 @@ def fused_mol_topk(
         excl[:batch] = exclude_positions.to(torch.int32)
 
     splits = num_splits or default_splits(batch, num_items, device)
-    items_per_split = _cdiv(_cdiv(num_items, splits), SPLIT_ALIGN) * SPLIT_ALIGN
-    splits = _cdiv(num_items, items_per_split)
-    out = torch.empty(batch, splits, k_pad, dtype=torch.int64, device=device)
-    args = (items, item_gate, queries, query_gate, w1, b1, w2, b2, excl, out)
-    scalars = (num_items, batch, items_per_split, splits, num_excl, width, 1.0 / temperature, items.stride(0))
+    items_per_split = cdiv(cdiv(num_items, splits), SPLIT_ALIGN) * SPLIT_ALIGN
+    splits = cdiv(num_items, items_per_split)
+    emit = thresholds is not None
+    if emit and capacity < width:
+        raise ValueError(
+            f"fused_mol_topk capacity must be >= min(k, X) = {width} with thresholds, got {capacity}"
+        )
+    out = torch.empty(batch if not emit else 1, splits, k_pad, dtype=torch.int64, device=device)
+    thr = torch.full((rows,), EMPTY_KEY, dtype=torch.int64, device=device)
+    counts = torch.zeros(rows, dtype=torch.int32, device=device)
+    candidates = torch.full((rows, capacity if emit else 1), EMPTY_KEY, dtype=torch.int64, device=device)
+    if emit:
+        thr[:batch] = thresholds.to(device=device, dtype=torch.int64)
+    args = (items, item_gate, queries, query_gate, w1, b1, w2, b2, excl, out, thr, counts, candidates)
+    scalars = (num_items, batch, items_per_split, splits, num_excl, width, candidates.shape[1])
+    scalars = (*scalars, 1.0 / temperature, items.stride(0))
     meta = {
         "PQ": pq,
         "PX": px,
@@ -333,14 +300,15 @@ def fused_mol_topk(
         "D_PAD": d_pad,
         "H_PAD": h_pad,
         "K_PAD": k_pad,
-        "E_BLOCK": min(16, _next_pow2(num_excl, floor=2)),
+        "E_BLOCK": min(16, next_pow2(num_excl, floor=2)),
         "HAS_EXCL": has_excl,
         "PRUNE": prune,
         "PRECISION": "ieee" if compute_dtype == torch.float32 else None,
         "UPCAST": bf16 and not cuda,  # the Triton CPU interpreter multiplies bf16 dots wrongly
         "ABLATE": ablate,
+        "EMIT": emit,
     }
-    bucket = min(_next_pow2(batch, floor=1), 1024)
+    bucket = min(next_pow2(batch, floor=1), 1024)
 
     def launch(fast_mode: int) -> None:
         if tune:
@@ -382,5 +350,21 @@ def fused_mol_topk(
             f"fused_mol_topk: fast math failed ({type(err).__name__}: {err}); using exact SiLU", stacklevel=2
         )
         launch(0)
-    keys = torch.topk(out.view(batch, -1), width, dim=1).values
-    return decode_keys(keys)
+    if not emit:
+        return decode_keys(torch.topk(out.view(batch, -1), width, dim=1).values)
+    overflow = int(counts[:batch].max())  # one host sync: a candidate row that overflowed is incomplete
+    if overflow > capacity:
+        log.warning(
+            "fused_mol_topk: up to %d candidates above the thresholds for %d slots per query; "
+            "searching these %d queries again with the running top-k",
+            overflow,
+            capacity,
+            batch,
+        )
+        return fused_mol_topk(
+            query_components, query_gate, item_components, item_gate,
+            qi_hidden_weight=qi_hidden_weight, qi_hidden_bias=qi_hidden_bias, qi_out_weight=qi_out_weight,
+            qi_out_bias=qi_out_bias, temperature=temperature, k=k, exclude_positions=exclude_positions,
+            block_x=block_x, num_splits=num_splits, block_q=block_q, tune=tune, prune=prune, fast_math=fast_math,
+        )  # fmt: skip
+    return decode_keys(torch.topk(candidates[:batch], width, dim=1).values)

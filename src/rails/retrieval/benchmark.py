@@ -10,7 +10,7 @@ On a :class:`~rails.retrieval.benchmark_data.Problem` (a MoL head, its corpus st
   ``check_queries`` of them; every row's recall@k is measured against it on the first min(B, truth_queries)
   queries of its batch;
 - the rows: the rails exact index (``reference_torch_chunked``), the fused Triton exact search on CUDA (its
-  default and explicit tile settings), PerComponentTopK / AverageTopK / CombinedTopK / ClusteredTopK (IVF)
+  default, its two-pass search ``sample_stride=S`` and explicit tile settings), PerComponentTopK / AverageTopK / CombinedTopK / ClusteredTopK (IVF)
   at several budgets, and faiss candidate stages when faiss is importable; each index is built, timed and freed in turn (median over
   up to ``runs`` calls after ``warmup``, within ``time_budget_s`` per row; CUDA events on GPU);
 - ``floor_ms``: the roofline of exact search (FLOPs at a matmul rate vs bytes at a bandwidth, both measured
@@ -265,9 +265,7 @@ def bench_problem(
     head, item_state = problem.head, problem.item_state
     num_items = len(item_state)
     if max(settings.batch_sizes) > len(problem.queries):
-        raise ValueError(
-            f"batch sizes {list(settings.batch_sizes)} exceed the pool of {len(problem.queries)}"
-        )
+        raise ValueError(f"batch sizes {list(settings.batch_sizes)} > query pool {len(problem.queries)}")
     record, truth = check_truth(problem, settings, device)
     truth_ids = truth + 1  # indexes are built with the default ids 1..X
     hidden = head.mixing().hidden_dim
@@ -299,6 +297,12 @@ def bench_problem(
                 False,
             )
         )
+        from rails.kernels.mol_topk_two_pass import default_sample_stride  # imports triton: CUDA only
+
+        if stride := default_sample_stride(num_items, settings.k):  # two passes: thresholds from a sample
+            two_pass = ExactTopK(fused=True, fused_sample_stride=stride)
+            build = lambda: two_pass.build(head, item_state=item_state)  # noqa: E731
+            candidates.append(("fused_triton_exact", f"sample_stride={stride}", build, False))
         for config in fused_configs:
             params = f"block_x={config.block_x},num_splits={config.num_splits},block_q={config.block_q}"
             build = lambda c=config: c.index().build(head, item_state=item_state)  # noqa: E731

@@ -45,6 +45,7 @@ def fused_mol_search(
     num_splits: int | None = None,
     block_q: int | None = None,
     tune: bool | None = None,
+    sample_stride: int | None = 0,
 ) -> tuple[Tensor, Tensor]:
     """Exact MoL top-k through the fused kernel: (B, min(k, X)) float32 scores and corpus positions.
 
@@ -59,11 +60,14 @@ def fused_mol_search(
         block_q: queries per kernel program (None: autotuned on CUDA, else the kernel's default).
         tune: autotune the block sizes (None: on CUDA when neither block size is given; False: the kernel's
             per-batch defaults, no tuning compiles).
+        sample_stride: 0 (default): one pass with a running top-k per program; > 1: two passes
+            (:mod:`rails.kernels.mol_topk_two_pass`): thresholds from every ``sample_stride``-th item, then
+            only the keys above them leave the kernel; None: the two-pass default stride for this corpus.
     """
-    from rails.kernels.mol_topk_triton import fused_mol_topk
+    from rails.kernels.mol_topk_two_pass import two_pass_mol_topk
 
     mixing = head.mixing()
-    return fused_mol_topk(
+    return two_pass_mol_topk(
         query_state.components,
         query_state.gate,
         item_state.components,
@@ -79,6 +83,7 @@ def fused_mol_search(
         num_splits=num_splits,
         block_q=block_q,
         tune=tune,
+        sample_stride=sample_stride,
     )
 
 
@@ -97,6 +102,8 @@ class ExactTopK(RetrievalIndex):
         fused_block_x: items per tile of the fused kernel (None: its default; tuning).
         fused_num_splits: corpus splits of the fused kernel (None: its default; tuning).
         fused_block_q: queries per program of the fused kernel (None: its default; tuning).
+        fused_sample_stride: 0 (default): the fused kernel in one pass; > 1 or None (a default for the
+            corpus): two passes, thresholds from a strided sample first (:func:`fused_mol_search`).
     """
 
     def __init__(
@@ -107,6 +114,7 @@ class ExactTopK(RetrievalIndex):
         fused_block_x: int | None = None,
         fused_num_splits: int | None = None,
         fused_block_q: int | None = None,
+        fused_sample_stride: int | None = 0,
     ) -> None:
         super().__init__(build_batch_size)
         if chunk_size < 1:
@@ -120,6 +128,9 @@ class ExactTopK(RetrievalIndex):
         self.fused_block_x = fused_block_x
         self.fused_num_splits = fused_num_splits
         self.fused_block_q = fused_block_q
+        if fused_sample_stride is not None and fused_sample_stride < 0:
+            raise ValueError(f"fused_sample_stride must be >= 0 or null, got {fused_sample_stride}")
+        self.fused_sample_stride = fused_sample_stride
 
     def _use_fused(self, query_state: HeadState, k: int) -> bool:
         if self.fused is False:
@@ -149,6 +160,7 @@ class ExactTopK(RetrievalIndex):
                 block_x=self.fused_block_x,
                 num_splits=self.fused_num_splits,
                 block_q=self.fused_block_q,
+                sample_stride=self.fused_sample_stride,
             )
         return chunked_topk(
             lambda start, end: head.score(query_state, item_state.index(slice(start, end))),

@@ -1,0 +1,79 @@
+"""Block shapes of the fused exact MoL top-k kernel: valid tiles, per-regime defaults, autotuner candidates.
+
+Pure Python on numbers (no Triton): :mod:`rails.kernels.mol_topk_triton` picks (BQ, BX, warps, stages) and
+corpus splits with these, and the autotuner prunes its candidates with :func:`prune_configs`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+MAX_PAIRS = 256  # (query, item) pairs per tile
+QUERY_ALIGN = 64  # query rows are padded to a multiple of the largest BQ
+SPLIT_ALIGN = 128  # items per split are a multiple of the largest BX
+# (BQ, BX, num_warps, num_stages) tried by the autotuner; invalid or wasteful ones are pruned per call.
+TUNE_CONFIGS = (
+    (1, 128, 8, 2),
+    (2, 64, 8, 2),
+    (2, 128, 8, 2),
+    (4, 32, 8, 2),
+    (8, 16, 8, 2),
+    (8, 16, 4, 3),
+    (16, 8, 8, 2),
+    (16, 16, 8, 2),
+)
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def next_pow2(n: int, floor: int = 16) -> int:
+    return max(floor, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
+
+
+def block_valid(bq: int, bx: int, pqp: int, pxp: int, k_pad: int) -> bool:
+    """Whether (BQ, BX) gives tensor-core tiles >= 16 in every matmul dimension, at most 256 (query, item)
+    pairs per tile (the (pairs, H) fp32 hidden layer lives in registers) and fits the top-k merge."""
+    return bq * pqp >= 16 and bx * pxp >= 16 and 16 <= bq * bx <= MAX_PAIRS and bx <= max(k_pad, 128)
+
+
+def default_blocks(batch: int, pqp: int, pxp: int, block_x: int | None = None) -> tuple[int, int, int, int]:
+    """Heuristic (BQ, BX, num_warps, num_stages) per batch regime; ``block_x`` fixes BX."""
+    min_bq = max(1, 16 // pqp)
+    bq = min_bq if batch <= 8 else max(min_bq, 8 if batch <= 64 else 16)
+    if block_x:  # a given tile width: as many queries as keep the tile at <= 128 pairs
+        bq = max(min_bq, min(bq, 128 // block_x))
+    bx = block_x or max(128 // bq, cdiv(16, pxp), 1)
+    bq = max(bq, cdiv(16, bx))  # M of the gating matmuls >= 16
+    return bq, bx, 8 if bq * bx >= 128 else 4, 2
+
+
+def default_splits(batch: int, num_items: int, device: torch.device) -> int:
+    """Corpus splits: ~4 programs per SM at a nominal 8 queries per block, >= 1024 items per split."""
+    if device.type != "cuda":
+        return 1
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return max(1, min(cdiv(num_items, 1024), cdiv(4 * sms, cdiv(batch, 8))))
+
+
+def prune_configs(configs: list, named_args: dict, **kwargs: object) -> list:
+    """The autotuner's early prune: valid tiles only, and no more queries per program than B needs.
+
+    Triton passes the positional arguments as ``named_args`` and the constexpr keywords as ``kwargs``.
+    """
+    args = {**named_args, **kwargs}
+    pqp, pxp, k_pad, batch = args["PQP"], args["PXP"], args["K_PAD"], args["batch_bucket"]
+    min_bq = max(1, 16 // pqp)
+    kept = [
+        c
+        for c in configs
+        if block_valid(c.kwargs["BQ"], c.kwargs["BX"], pqp, pxp, k_pad)
+        and c.kwargs["BQ"] <= max(min_bq, batch)
+    ]
+    if not kept:  # every shape has a valid heuristic block: tune that one alone
+        bq, bx, warps, stages = default_blocks(batch, pqp, pxp)
+        kept = [type(configs[0])({"BQ": bq, "BX": bx}, num_warps=warps, num_stages=stages)]
+    return kept
