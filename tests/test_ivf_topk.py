@@ -191,8 +191,9 @@ def test_bench_grid_has_every_clustered_row_up_to_its_corpus_cap_and_one_above()
     assert not [n for n, _, _ in index_grid(False, cpu, False, large) if n.startswith("ClusteredTopK")]
     large_cuda = [(n, p) for n, p, _ in index_grid(False, torch.device("cuda"), False, 100_000_000)]
     assert [p for n, p in large_cuda if n.startswith("ClusteredTopK")] == [
-        "num_lists=100000,shortlist=256,num_probes=32,num_candidates=8000"
-    ]  # one replayed point above the full grid
+        "num_lists=10000,shortlist=256,num_probes=32,num_candidates=8000",
+        "num_lists=100000,shortlist=1024,num_probes=256,num_candidates=8000",
+    ]  # the replayed large-corpus points above the full grid
     assert not [n for n, _, _ in index_grid(False, cpu, False, 10_000_000) if n.endswith("+graphs")]
     cuda = [(n, p) for n, p, _ in index_grid(False, torch.device("cuda"), False, 10_000_000)]  # no CUDA call
     replayed = [p for n, p in cuda if n == "ClusteredTopK+graphs"]

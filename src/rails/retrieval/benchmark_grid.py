@@ -3,7 +3,7 @@
 Each entry is one row family of the recall-vs-latency curves: PerComponentTopK / AverageTopK / CombinedTopK
 (spec §7) at the paper's budgets, ClusteredTopK (IVF) at several (items per list, probes, candidates), and
 faiss IVF candidate stages when faiss is importable. ``tiny`` gives small budgets for CPU smoke runs.
-Above :data:`CLUSTERED_FULL_GRID_MAX_ITEMS` items ClusteredTopK runs only its replayed high-recall point
+Above :data:`CLUSTERED_FULL_GRID_MAX_ITEMS` items ClusteredTopK runs only its replayed large-corpus points
 (every row builds its own k-means lists, the slow part at 100M items).
 """
 
@@ -18,10 +18,14 @@ from rails.retrieval.mips import FaissMIPS, TorchMIPS
 
 IndexFactory = Callable[[], RetrievalIndex]
 CLUSTERED_FULL_GRID_MAX_ITEMS = 20_000_000
-"""Every ClusteredTopK budget up to this corpus size; above it one replayed point (its lists hold member
+"""Every ClusteredTopK budget up to this corpus size; above it the replayed points (its lists hold member
 positions only, so a 100M-item corpus fits once on an H200, but each row runs its own k-means)."""
-LARGE_CORPUS_IVF = (1000, 256, 32, 8000)
-"""(items per list, shortlisted lists, probes, candidates) of the one ClusteredTopK row above the full grid."""
+HIGH_RECALL_IVF = (1000, 256, 32, 8000)
+"""(items per list, shortlisted lists, probes, candidates): the replayed point of the 10M headline (.995)."""
+LARGE_CORPUS_IVF = ((10_000, 256, 32, 8000), (1000, 1024, 256, 8000))
+"""The replayed ClusteredTopK points above the full grid. At 100M items the 10M point (100,000 lists of 1,000,
+32 probes) kept .49 of the true top-100 in its probed lists (2026-12-01): either as many lists as at 10M, ten
+times larger, or 1,000-item lists with eight times the probes."""
 
 
 def index_grid(
@@ -62,9 +66,9 @@ def index_grid(
         ]
     )
     # replayed only: past the budget where round 7 left 10M at .981 recall (more probes / more candidates)
-    graphs_only = [] if tiny or not graphs else [(1000, 256, 48, 4000), LARGE_CORPUS_IVF]
+    graphs_only = [] if tiny or not graphs else [(1000, 256, 48, 4000), HIGH_RECALL_IVF]
     if num_items > CLUSTERED_FULL_GRID_MAX_ITEMS:
-        ivf, graphs_only = [], [LARGE_CORPUS_IVF] if graphs else []
+        ivf, graphs_only = [], list(LARGE_CORPUS_IVF) if graphs else []
     graphed_ivf = {ivf[-1], ivf[0]} if tiny else {(1000, 128, 16, 2000), (1000, 256, 32, 4000)}
     for per_list, shortlist, probes, kc in ivf + graphs_only:
         lists = max(1, round(num_items / per_list))
