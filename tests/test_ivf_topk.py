@@ -219,3 +219,18 @@ def test_recall_losses_split_the_misses_between_probing_and_candidate_ranking():
     _, found = small.search(queries, 10)
     assert 0 < losses["candidates"] <= losses["probed"] < 1
     assert losses["candidates"] == pytest.approx(recall_at_k(found, truth_ids))  # re-scoring keeps them all
+
+
+def test_probe_weights_accept_the_bf16_states_of_an_autocast_head():
+    """A head trained with ``autocast_bf16`` hands out bf16 states; its gating Linears stay float32."""
+    from rails.retrieval.indexes.clustered import mol_pair_weights
+
+    head = tiny_mol()
+    items, _, queries = corpus()
+    with torch.no_grad():
+        query_state, item_state = head.encode_queries(queries), head.encode_items(items[:12])
+        paired = item_state.gather(torch.arange(12).view(3, 4).repeat(2, 1)[:5])  # (B=5, N=4) items per query
+        weights = mol_pair_weights(head, query_state, paired)
+        bf16 = mol_pair_weights(head, query_state.to(torch.bfloat16), paired.to(torch.bfloat16))
+    assert weights.shape == bf16.shape == (5, 4, 6) and bf16.dtype == torch.float32
+    torch.testing.assert_close(bf16, weights, rtol=0, atol=0.05)  # bf16 rounding of the inputs only

@@ -1,50 +1,98 @@
 #!/usr/bin/env bash
-# GPU round 12 (after round 11), one two-GPU machine (kind nvidia-h200-x2), detached trainings + wait calls:
+# GPU round 12 (after round 11), one two-GPU machine (kind nvidia-h200-x2), calls chained within 30 s:
 #
-#   start : GPU 0: ML-1M HSTU-large + MoL, item dropout 0.3 (round 7's best), with the fused training mixture
-#           (`model.similarity.fused_mixing=true`, seeds 1-3): the quality check before the fused mixture becomes
-#           the MoL presets' default on CUDA (it must match the PyTorch mixture's .3216 / .1830 within seed
-#           noise), and the same preset at 151 epochs (seeds 1-2: round 7's best epochs were 89-99 of 101).
-#           GPU 1: the ML-1M ablations of issue #12 deliverable 3 still missing (x2_round9.sh `ml1m`: PyTorch
-#           attention, full fp32 matmuls, in-batch negatives; HSTU-large + dot, 2 seeds each).
-#   opt   : learning rate 5e-4 and batch 256 for HSTU-large + dot (2 seeds each, GPU 0), when `start` is done.
-#   wait  : bash scripts/gpu_sweep.sh wait, collecting finished runs (runs.tar.gz, partial.tar.gz).
+#   start : GPU 0: scripts/profile_fused_exact.py at 1M and 10M items (B = 32, 8x4x64): the one-pass kernel's
+#           stage ablations beside the new two-pass search (thresholds from every 64th item, candidate emission
+#           instead of the on-chip merge), ~3 minutes, $OUT/profile_fused_exact_{1M,10M}.*; then the full top-k
+#           benchmark detached (1M / 10M / 100M, both shapes; new: the `fused_triton_exact sample_stride=64`
+#           rows and two replayed ClusteredTopK points at 100M), plus the ML-1M and Beauty MoL checkpoints.
+#           GPU 1: twelve Amazon Beauty screens (issue #12 deliverable 4; seed 1, 101 epochs, S3-Rec protocol,
+#           through MPS), detached. Round 11 left SASRec + MoL (.0763) below SASRec + dot (.0864) with a higher
+#           training loss (under-fitting), and the best model (HSTU-large + dot, timestamps, .0920 / .0508)
+#           under the published best (.1008 / .0611). The screens: the MoL head's regularisation and precision
+#           (bf16 autocast off, item / softmax dropout 0, encoder dropout 0.3, the ML-1M 8x4x64 SwiGLU head, a
+#           smaller 4x4x32 head), HSTU-large + MoL (preset, fp32), and HSTU-large + dot (fp32, dropout 0.3,
+#           full softmax, lr 5e-4, 4 blocks).
+#   wait  : waits at most ${2:-560} s, brings back bench_topk.{json,md,png} (partial while running) and the
+#           finished runs (runs.tar.gz, partial.tar.gz, sweep_logs.tar.gz). Repeat until both are done.
 #
+#   here first: .devdata/ckpts/{r8_mol_item_dropout_0.5,r9_beauty_sasrec_mol}/0.ckpt (round 8 and 11 ckpts.tar.gz;
+#               a missing checkpoint leaves its problem out), .whl/ (scripts/gpu_wheels.sh)
 #   run(kind="nvidia-h200-x2", carry=[".whl", ".devdata"], command="bash scripts/ablations/x2_round12.sh start")
-#   run(command="bash scripts/ablations/x2_round12.sh wait 570")     (again until "sweeps still running: 0")
+#   run(command="bash scripts/ablations/x2_round12.sh wait 560")     (again until both are done)
 #
-# Here afterwards: runs.tar.gz into results/runs/<date>-h200x2-round12/ (strip the r12_ / r9_ prefixes) and
-# scripts/make_results.py; rows into docs/mol_investigation.md.
+# Here afterwards: profile_fused_exact_* -> results/profiles/<date>-h200x2-fused-exact-{1M,10M}.*; bench_topk.* ->
+# docs/ (update the Top-k headline in docs/benchmarks.md; if the two-pass rows win, make fused_sample_stride=None
+# the ExactTopK default); runs.tar.gz -> results/runs/<date>-h200x2-round12/ (strip the r12_ prefix),
+# scripts/make_results.py, the Beauty screens into docs/mol_investigation.md, and the best settings to 3 seeds.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True OMP_NUM_THREADS=1 MPS=${MPS:-1} PYTHONUNBUFFERED=1
-common=(data.root="$PWD/.devdata" ++callbacks.progress_bar=null trainer.enable_progress_bar=false)
-mol=(experiment=ml_1m_seq_hstu_large_mol model.similarity.item_dropout=0.3)
+OUT=${OUT:-/tmp/rails-round12}
+mkdir -p "$OUT"
+# shellcheck source=../device_site.sh
+source scripts/device_site.sh
+device_env
+export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True OMP_NUM_THREADS=1 MPS=${MPS:-1}
+
+checkpoints=()  # the trained-checkpoint problems whose checkpoints are here
+for ckpt in .devdata/ckpts/r8_mol_item_dropout_0.5/0.ckpt .devdata/ckpts/r9_beauty_sasrec_mol/0.ckpt; do
+  [ -f "$ckpt" ] && checkpoints+=("$ckpt")
+done
+trained=()
+if [ ${#checkpoints[@]} -gt 0 ]; then
+  trained=(--data structured checkpoint --checkpoint "${checkpoints[@]}" --checkpoint-data-root "$PWD/.devdata")
+fi
+
+common=(data.root="$PWD/.devdata" ++callbacks.progress_bar=null trainer.enable_progress_bar=false
+  trainer.max_epochs=101 seed=1)
+screen() {  # screen NAME OVERRIDES...: one Beauty training on GPU 1, detached
+  local name=$1
+  shift
+  CUDA_VISIBLE_DEVICES=1 bash scripts/gpu_sweep.sh start "r12_$name" hydra/launcher=parallel \
+    hydra.launcher.n_jobs=1 "$@" "${common[@]}"
+}
 
 case "${1:-}" in
   start)
-    CUDA_VISIBLE_DEVICES=0 bash scripts/gpu_sweep.sh start r12_mol_do03_fused hydra/launcher=parallel \
-      hydra.launcher.n_jobs=3 "${mol[@]}" model.similarity.fused_mixing=true seed=1,2,3 "${common[@]}"
-    CUDA_VISIBLE_DEVICES=0 bash scripts/gpu_sweep.sh start r12_mol_do03_151ep hydra/launcher=parallel \
-      hydra.launcher.n_jobs=2 "${mol[@]}" trainer.max_epochs=151 seed=1,2 "${common[@]}"
-    NO_WAIT=1 bash scripts/ablations/x2_round9.sh ml1m
-    sleep 30
+    # one change each from round 11's SASRec + MoL (Books head 8x8x32, item dropout 0.3: .0763 / .0420)
+    sasrec_mol=(experiment=amazon_beauty_sasrec_mol model.similarity.item_dropout=0.3)
+    screen beauty_sasrec_mol_fp32 "${sasrec_mol[@]}" model.similarity.autocast_bf16=false
+    screen beauty_sasrec_mol_no_dropout "${sasrec_mol[@]}" model.similarity.item_dropout=0.0 \
+      model.similarity.softmax_dropout=0.0
+    screen beauty_sasrec_mol_enc_dropout_0.3 "${sasrec_mol[@]}" model.encoder.dropout=0.3
+    screen beauty_sasrec_mol_8x4x64 "${sasrec_mol[@]}" model/similarity=mol "model.similarity.uid_hash_sizes=[]"
+    screen beauty_sasrec_mol_4x4x32 "${sasrec_mol[@]}" model.similarity.num_query_components=4 \
+      model.similarity.num_item_components=4
+    screen beauty_hstu_large_mol experiment=amazon_beauty_hstu_large_mol
+    screen beauty_hstu_large_mol_fp32 experiment=amazon_beauty_hstu_large_mol trainer.precision=32-true
+    large_dot=experiment=amazon_beauty_hstu_large_dot
+    screen beauty_hstu_large_dot_fp32 $large_dot trainer.precision=32-true
+    screen beauty_hstu_large_dot_dropout_0.3 $large_dot model.encoder.dropout=0.3 model.encoder.linear_dropout=0.3
+    screen beauty_hstu_large_dot_full $large_dot model/negatives=full_softmax model.negatives.num_negatives=null
+    screen beauty_hstu_large_dot_lr5e-4 $large_dot model.optimizer.lr=5e-4
+    screen beauty_hstu_large_dot_4_blocks $large_dot model.encoder.num_blocks=4
+    for items in 1000000 10000000; do
+      CUDA_VISIBLE_DEVICES=0 timeout 200 python3 scripts/profile_fused_exact.py --items "$items" --setting 8x4x64 \
+        --batch 32 --out "$OUT/p$items" 2>&1 | grep -v "^USDT" | tail -n 8
+    done
+    for name in profile_fused_exact.json profile_fused_exact.md; do
+      cp "$OUT/p1000000/$name" "$OUT/${name/exact/exact_1M}" 2>/dev/null
+      cp "$OUT/p10000000/$name" "$OUT/${name/exact/exact_10M}" 2>/dev/null
+    done
+    rm -rf "$OUT/p1000000" "$OUT/p10000000"
+    start_topk_bench "${trained[@]}"
+    sleep 20
+    tail -n 3 "$TOPK/log.txt"
     nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader
     ;;
-  opt)
-    # optimisation ablations of issue #12 deliverable 3 (HSTU-large + dot, 2 seeds each; the paper: AdamW lr 1e-3,
-    # constant, batch 128): half the learning rate, twice the batch (GPU 0; start after `start` has finished)
-    dot=experiment=ml_1m_seq_hstu_large_dot
-    CUDA_VISIBLE_DEVICES=0 bash scripts/gpu_sweep.sh start r12_dot_lr5e-4 hydra/launcher=parallel \
-      hydra.launcher.n_jobs=2 $dot model.optimizer.lr=5e-4 seed=1,2 "${common[@]}"
-    CUDA_VISIBLE_DEVICES=0 bash scripts/gpu_sweep.sh start r12_dot_batch256 hydra/launcher=parallel \
-      hydra.launcher.n_jobs=2 $dot data.batch_size=256 seed=1,2 "${common[@]}"
-    ;;
   wait)
-    bash scripts/gpu_sweep.sh wait "${2:-570}"
+    deadline=$(($(date +%s) + ${2:-560}))
+    wait_topk_bench "$deadline"
+    left=$((deadline - $(date +%s)))
+    bash scripts/gpu_sweep.sh wait $((left > 20 ? left : 20))
     ;;
   *)
-    sed -n 2,19p "$0"
+    sed -n 2,27p "$0"
     exit 2
     ;;
 esac

@@ -43,10 +43,14 @@ from rails.retrieval.mips import resolve_dtype
 
 
 def mol_pair_weights(head: MoLSimilarity, query_state: MoLQueryState, item_state: MoLItemState) -> Tensor:
-    """Gating weights pi (B, N, P) of (B, ...) queries against their own (B, N, ...) items (eval mode)."""
-    components = item_state.components.to(query_state.components.dtype)
-    logits = torch.einsum("bid,bxjd->bxij", query_state.components, components).flatten(-2) / head.temperature
-    gate = head.gating(query_state.gate[:, None, :], item_state.gate.to(logits.dtype), logits)
+    """Gating weights pi (B, N, P) of (B, ...) queries against their own (B, N, ...) items (eval mode).
+
+    In float32 whatever the states' dtype: a head trained under bf16 autocast (``autocast_bf16``) hands out
+    bf16 states, while its gating Linears stay float32.
+    """
+    queries, components = query_state.components.float(), item_state.components.float()
+    logits = torch.einsum("bid,bxjd->bxij", queries, components).flatten(-2) / head.temperature
+    gate = head.gating(query_state.gate.float()[:, None, :], item_state.gate.float(), logits)
     return head.mixer(gate)
 
 
