@@ -6,7 +6,8 @@ key with that score, -inf lets everything through, exclusions map onto the sampl
 and capacity rules. Under the Triton interpreter (a subprocess, ``python -m tests.test_mol_topk_two_pass``)
 the two-pass search equals the float64 reference up to ties: fp32 and bf16, with history exclusion (also
 of the sample's own best items, which must not raise the threshold), k = 1 and k > the sample, and a
-capacity too small for the candidates (the search falls back to the running top-k, and says so).
+capacity too small for the candidates (the search falls back to the running top-k, and says so), and through
+``fused_mol_search`` of the exact index with a MoL head's own states.
 """
 
 from __future__ import annotations
@@ -151,6 +152,10 @@ def _interpreter_main() -> None:
     _two_pass_case(2, 384, 8, 4, 64, 10, torch.float32, prunable=True, sample_stride=4, block_x=16, block_q=2)
     check_excluded_sample_best()
     check_overflow_falls_back(_Captured())
+    # through the retrieval layer (ExactTopK's fused_mol_search) with a head's own states, prune off
+    from tests.test_retrieval_fused import check_fused
+
+    check_fused("cpu", torch.float32, num_items=400, k=10, pq=3, px=2, dim=8, sample_stride=4, prune=False)
     print("TWO_PASS_OK")
 
 

@@ -289,20 +289,18 @@ def bench_problem(
         )
         candidates.append(("reference_torch_chunked", "", reference, True))
     if device.type == "cuda":
-        candidates.append(
-            (
-                "fused_triton_exact",
-                "",
-                lambda: ExactTopK(fused=True).build(head, item_state=item_state),
-                False,
-            )
-        )
         from rails.kernels.mol_topk_two_pass import default_sample_stride  # imports triton: CUDA only
 
-        if stride := default_sample_stride(num_items, settings.k):  # two passes: thresholds from a sample
-            two_pass = ExactTopK(fused=True, fused_sample_stride=stride)
-            build = lambda: two_pass.build(head, item_state=item_state)  # noqa: E731
-            candidates.append(("fused_triton_exact", f"sample_stride={stride}", build, False))
+        stride = default_sample_stride(num_items, settings.k)  # two passes: thresholds from a sample first
+        variants = [(0, True), (0, False)] + ([(stride, True), (stride, False)] if stride else [])
+        for sample_stride, prune in variants:  # the default ("" params) first: the report's headline row
+            fused = ExactTopK(fused=True, fused_sample_stride=sample_stride, fused_prune=prune)
+            params = ",".join(
+                [f"sample_stride={sample_stride}"] * bool(sample_stride) + ["prune=False"] * (not prune)
+            )
+            candidates.append(
+                ("fused_triton_exact", params, lambda i=fused: i.build(head, item_state=item_state), False)
+            )
         for config in fused_configs:
             params = f"block_x={config.block_x},num_splits={config.num_splits},block_q={config.block_q}"
             build = lambda c=config: c.index().build(head, item_state=item_state)  # noqa: E731

@@ -46,6 +46,7 @@ def fused_mol_search(
     block_q: int | None = None,
     tune: bool | None = None,
     sample_stride: int | None = 0,
+    prune: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Exact MoL top-k through the fused kernel: (B, min(k, X)) float32 scores and corpus positions.
 
@@ -63,6 +64,7 @@ def fused_mol_search(
         sample_stride: 0 (default): one pass with a running top-k per program; > 1: two passes
             (:mod:`rails.kernels.mol_topk_two_pass`): thresholds from every ``sample_stride``-th item, then
             only the keys above them leave the kernel; None: the two-pass default stride for this corpus.
+        prune: skip the gating MLP of tiles whose best pair logit cannot reach the threshold (exact).
     """
     from rails.kernels.mol_topk_two_pass import two_pass_mol_topk
 
@@ -84,6 +86,7 @@ def fused_mol_search(
         block_q=block_q,
         tune=tune,
         sample_stride=sample_stride,
+        prune=prune,
     )
 
 
@@ -104,6 +107,7 @@ class ExactTopK(RetrievalIndex):
         fused_block_q: queries per program of the fused kernel (None: its default; tuning).
         fused_sample_stride: 0 (default): the fused kernel in one pass; > 1 or None (a default for the
             corpus): two passes, thresholds from a strided sample first (:func:`fused_mol_search`).
+        fused_prune: the fused kernel's exact tile prune (on by default).
     """
 
     def __init__(
@@ -115,6 +119,7 @@ class ExactTopK(RetrievalIndex):
         fused_num_splits: int | None = None,
         fused_block_q: int | None = None,
         fused_sample_stride: int | None = 0,
+        fused_prune: bool = True,
     ) -> None:
         super().__init__(build_batch_size)
         if chunk_size < 1:
@@ -131,6 +136,7 @@ class ExactTopK(RetrievalIndex):
         if fused_sample_stride is not None and fused_sample_stride < 0:
             raise ValueError(f"fused_sample_stride must be >= 0 or null, got {fused_sample_stride}")
         self.fused_sample_stride = fused_sample_stride
+        self.fused_prune = fused_prune
 
     def _use_fused(self, query_state: HeadState, k: int) -> bool:
         if self.fused is False:
@@ -161,6 +167,7 @@ class ExactTopK(RetrievalIndex):
                 num_splits=self.fused_num_splits,
                 block_q=self.fused_block_q,
                 sample_stride=self.fused_sample_stride,
+                prune=self.fused_prune,
             )
         return chunked_topk(
             lambda start, end: head.score(query_state, item_state.index(slice(start, end))),
