@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU round 12 (after round 11), one two-GPU machine (kind nvidia-h200-x2), calls chained within 30 s:
 #
-#   start : GPU 0: scripts/profile_fused_exact.py at 1M and 10M items (B = 32, 8x4x64): the one-pass kernel's
+#   start : GPU 0: the two-pass GPU test, then scripts/profile_fused_exact.py at 1M and 10M items (B = 32, 8x4x64): the one-pass kernel's
 #           stage ablations beside the new two-pass search (thresholds from every 64th item, candidate emission
 #           instead of the on-chip merge), ~3 minutes, $OUT/profile_fused_exact_{1M,10M}.*; then the full top-k
 #           benchmark detached (1M / 10M / 100M, both shapes; new: the `fused_triton_exact sample_stride=64`
@@ -71,6 +71,9 @@ case "${1:-}" in
     screen beauty_hstu_large_dot_full $large_dot model/negatives=full_softmax model.negatives.num_negatives=null
     screen beauty_hstu_large_dot_lr5e-4 $large_dot model.optimizer.lr=5e-4
     screen beauty_hstu_large_dot_4_blocks $large_dot model.encoder.num_blocks=4
+    # the two-pass search's GPU check (float64 reference, B = 1 / 32 / 256) before its first timing
+    CUDA_VISIBLE_DEVICES=0 timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_mol_topk_two_pass.py \
+      2>&1 | tail -n 3
     for items in 1000000 10000000; do
       CUDA_VISIBLE_DEVICES=0 timeout 200 python3 scripts/profile_fused_exact.py --items "$items" --setting 8x4x64 \
         --batch 32 --out "$OUT/p$items" 2>&1 | grep -v "^USDT" | tail -n 8
