@@ -6,13 +6,15 @@
 #           instead of the on-chip merge), ~3 minutes, $OUT/profile_fused_exact_{1M,10M}.*; then the full top-k
 #           benchmark detached (1M / 10M / 100M, both shapes; new: the `fused_triton_exact sample_stride=64`
 #           rows and two replayed ClusteredTopK points at 100M), plus the ML-1M and Beauty MoL checkpoints.
-#           GPU 1: twelve Amazon Beauty screens (issue #12 deliverable 4; seed 1, 101 epochs, S3-Rec protocol,
+#           GPU 1: thirteen Amazon Beauty screens (issue #12 deliverable 4; seed 1, 101 epochs, S3-Rec protocol,
 #           through MPS), detached. Round 11 left SASRec + MoL (.0763) below SASRec + dot (.0864) with a higher
 #           training loss (under-fitting), and the best model (HSTU-large + dot, timestamps, .0920 / .0508)
 #           under the published best (.1008 / .0611). The screens: the MoL head's regularisation and precision
-#           (bf16 autocast off, item / softmax dropout 0, encoder dropout 0.3, the ML-1M 8x4x64 SwiGLU head, a
-#           smaller 4x4x32 head), HSTU-large + MoL (preset, fp32), and HSTU-large + dot (fp32, dropout 0.3,
-#           full softmax, lr 5e-4, 4 blocks).
+#           (bf16 autocast off, item / softmax dropout 0, encoder dropout 0.3, the ML-1M 8x4x64 SwiGLU head),
+#           HSTU-large + MoL (preset, fp32), HSTU-large + dot (fp32, dropout 0.3, full softmax, lr 5e-4), and
+#           position embeddings counted from the newest item (`model.encoder.position_alignment=right`, the
+#           left-padded layout of the SASRec / S3-Rec code behind the published Beauty numbers) for SASRec +
+#           dot, SASRec + MoL and HSTU-large + dot.
 #   wait  : waits at most ${2:-560} s, brings back bench_topk.{json,md,png} (partial while running) and the
 #           finished runs (runs.tar.gz, partial.tar.gz, sweep_logs.tar.gz). Repeat until both are done.
 #
@@ -61,8 +63,8 @@ case "${1:-}" in
       model.similarity.softmax_dropout=0.0
     screen beauty_sasrec_mol_enc_dropout_0.3 "${sasrec_mol[@]}" model.encoder.dropout=0.3
     screen beauty_sasrec_mol_8x4x64 "${sasrec_mol[@]}" model/similarity=mol "model.similarity.uid_hash_sizes=[]"
-    screen beauty_sasrec_mol_4x4x32 "${sasrec_mol[@]}" model.similarity.num_query_components=4 \
-      model.similarity.num_item_components=4
+    screen beauty_sasrec_mol_right "${sasrec_mol[@]}" model.encoder.position_alignment=right
+    screen beauty_sasrec_dot_right experiment=amazon_beauty_sasrec_dot model.encoder.position_alignment=right
     screen beauty_hstu_large_mol experiment=amazon_beauty_hstu_large_mol
     screen beauty_hstu_large_mol_fp32 experiment=amazon_beauty_hstu_large_mol trainer.precision=32-true
     large_dot=experiment=amazon_beauty_hstu_large_dot
@@ -70,7 +72,7 @@ case "${1:-}" in
     screen beauty_hstu_large_dot_dropout_0.3 $large_dot model.encoder.dropout=0.3 model.encoder.linear_dropout=0.3
     screen beauty_hstu_large_dot_full $large_dot model/negatives=full_softmax model.negatives.num_negatives=null
     screen beauty_hstu_large_dot_lr5e-4 $large_dot model.optimizer.lr=5e-4
-    screen beauty_hstu_large_dot_4_blocks $large_dot model.encoder.num_blocks=4
+    screen beauty_hstu_large_dot_right $large_dot model.encoder.position_alignment=right
     # the two-pass search's GPU check (float64 reference, B = 1 / 32 / 256) before its first timing
     CUDA_VISIBLE_DEVICES=0 timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_mol_topk_two_pass.py \
       2>&1 | tail -n 3
@@ -95,7 +97,7 @@ case "${1:-}" in
     bash scripts/gpu_sweep.sh wait $((left > 20 ? left : 20))
     ;;
   *)
-    sed -n 2,27p "$0"
+    sed -n 2,29p "$0"
     exit 2
     ;;
 esac

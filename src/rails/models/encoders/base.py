@@ -65,30 +65,48 @@ class OutputNormalization(nn.Module):
         return self.kind
 
 
+PositionAlignment = Literal["left", "right"]
+POSITION_ALIGNMENTS: tuple[str, ...] = ("left", "right")
+
+
 class PositionalInput(nn.Module):
-    """x_n = e(id_n) * sqrt(D) + P[n], dropout, zero at padding (spec §4.1).
+    """x_n = e(id_n) * sqrt(D) + P[pos_n], dropout, zero at padding (spec §4.1).
 
     Args:
         dim: D.
-        max_seq_len: N; positions are counted from the left (oldest kept item = 0).
+        max_seq_len: N.
         dropout: input dropout rate.
+        alignment: "left" (spec §4.1, the RAILS / HSTU code): positions counted from the oldest kept item
+            (pos_n = n); "right": from the newest, as in the left-padded SASRec / S3-Rec code
+            (pos_n = N - length + n, so the newest item is always at N - 1 and a position says how recent
+            an item is rather than how far into the history).
     """
 
-    def __init__(self, dim: int, max_seq_len: int, dropout: float) -> None:
+    def __init__(
+        self, dim: int, max_seq_len: int, dropout: float, alignment: PositionAlignment = "left"
+    ) -> None:
         super().__init__()
+        if alignment not in POSITION_ALIGNMENTS:
+            raise ValueError(f"position alignment must be one of {POSITION_ALIGNMENTS}, got {alignment!r}")
         self.dim = dim
+        self.alignment = alignment
         self.positions = nn.Embedding(max_seq_len, dim)
         truncated_normal_(self.positions.weight, math.sqrt(1.0 / dim))
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, item_embeddings: Tensor, valid_mask: Tensor) -> Tensor:
-        """(B, N, D) embeddings, (B, N) bool mask -> (B, N, D)."""
+        """(B, N, D) embeddings, (B, N) bool mask (left-aligned histories) -> (B, N, D)."""
         n = item_embeddings.shape[1]
-        if n > self.positions.num_embeddings:
-            raise ValueError(
-                f"sequence length {n} exceeds the encoder's max_seq_len {self.positions.num_embeddings}"
-            )
-        x = item_embeddings * math.sqrt(self.dim) + self.positions.weight[:n]
+        table = self.positions.num_embeddings
+        if n > table:
+            raise ValueError(f"sequence length {n} exceeds the encoder's max_seq_len {table}")
+        if self.alignment == "left":
+            positions = self.positions.weight[:n]
+        else:  # (B, N): the newest valid item at table - 1; padding clamped (zeroed below)
+            shift = table - valid_mask.sum(dim=1, keepdim=True)
+            index = (torch.arange(n, device=valid_mask.device)[None, :] + shift).clamp(max=table - 1)
+            positions = self.positions(index)
+        x = item_embeddings * math.sqrt(self.dim) + positions
         return self.dropout(x) * valid_mask[..., None].to(x.dtype)
 
 
@@ -147,12 +165,17 @@ class SequenceEncoder(nn.Module, ABC):
 
 def check_encoder_args(args: Mapping[str, Any]) -> None:
     """Argument rules every sequence encoder shares: ``dim``, ``max_seq_len``, ``num_blocks``, ``num_heads``
-    >= 1, ``dropout`` in [0, 1), ``output_norm`` one of :data:`OUTPUT_NORMS` or None."""
+    >= 1, ``dropout`` in [0, 1), ``output_norm`` one of :data:`OUTPUT_NORMS` or None, ``position_alignment``
+    (where an encoder has it) one of :data:`POSITION_ALIGNMENTS`."""
     require_at_least(args, 1, "dim", "max_seq_len", "num_blocks", "num_heads")
     require_probability(args, "dropout")
     norm = args["output_norm"]
     require(
         norm is None or norm in OUTPUT_NORMS, "output_norm", norm, f"must be one of {OUTPUT_NORMS} or null"
+    )
+    align = args.get("position_alignment", "left")
+    require(
+        align in POSITION_ALIGNMENTS, "position_alignment", align, f"must be one of {POSITION_ALIGNMENTS}"
     )
 
 

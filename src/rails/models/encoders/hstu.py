@@ -27,6 +27,7 @@ from rails.checks import require, require_at_least, require_positive, require_pr
 from rails.models.encoders.base import (
     OutputNorm,
     OutputNormalization,
+    PositionAlignment,
     PositionalInput,
     SequenceEncoder,
     SequenceHistory,
@@ -146,6 +147,8 @@ class HSTU(SequenceEncoder):
         output_norm: "l2" (dot product), "layer_norm" (MoL), "none", or None = the similarity head's
             ``query_norm`` (see :class:`~rails.models.encoders.base.OutputNormalization`).
         attention_impl: "auto" (fused Triton kernel on CUDA, plain PyTorch elsewhere), "torch" or "triton".
+        position_alignment: "left" (spec, default): position embeddings counted from the oldest kept item;
+            "right": from the newest (left-padded SASRec / S3-Rec layout; see ``PositionalInput``).
     """
 
     def __init__(
@@ -163,6 +166,7 @@ class HSTU(SequenceEncoder):
         time_bucket_divisor: float = 0.301,
         output_norm: OutputNorm | None = None,
         attention_impl: AttentionImpl = "auto",
+        position_alignment: PositionAlignment = "left",
     ) -> None:
         super().__init__()
         self.check_args(locals())
@@ -170,7 +174,7 @@ class HSTU(SequenceEncoder):
             attention_normalizer = float(max_seq_len + REFERENCE_EXTRA_SLOTS)
         self.dim = dim
         self.attention_normalizer = float(attention_normalizer)
-        self.input = PositionalInput(dim, max_seq_len, dropout)
+        self.input = PositionalInput(dim, max_seq_len, dropout, position_alignment)
         with torch.no_grad():  # spec §1.9: xavier_normal as for a (max_seq_len + 11, D) table
             self.input.positions.weight.normal_(
                 0.0, math.sqrt(2.0 / (max_seq_len + REFERENCE_EXTRA_SLOTS + dim))

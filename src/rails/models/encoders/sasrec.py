@@ -12,6 +12,7 @@ from rails.checks import require, require_at_least
 from rails.models.encoders.base import (
     OutputNorm,
     OutputNormalization,
+    PositionAlignment,
     PositionalInput,
     SequenceEncoder,
     SequenceHistory,
@@ -49,6 +50,8 @@ class SASRec(SequenceEncoder):
         dropout: input, attention and FFN dropout (0.2 ML, 0.5 Books).
         output_norm: "l2" (dot product), "layer_norm" (MoL), "none", or None = the similarity head's
             ``query_norm`` (see :class:`~rails.models.encoders.base.OutputNormalization`).
+        position_alignment: "left" (spec, default): position embeddings counted from the oldest kept item;
+            "right": from the newest (left-padded SASRec / S3-Rec layout; see ``PositionalInput``).
     """
 
     def __init__(
@@ -60,11 +63,12 @@ class SASRec(SequenceEncoder):
         ffn_hidden_dim: int = 50,
         dropout: float = 0.2,
         output_norm: OutputNorm | None = None,
+        position_alignment: PositionAlignment = "left",
     ) -> None:
         super().__init__()
         self.check_args(locals())
         self.dim = dim
-        self.input = PositionalInput(dim, max_seq_len, dropout)
+        self.input = PositionalInput(dim, max_seq_len, dropout, position_alignment)
         self.attention_norms = nn.ModuleList(
             nn.LayerNorm(dim, eps=1e-8, elementwise_affine=False) for _ in range(num_blocks)
         )
