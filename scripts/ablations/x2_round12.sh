@@ -6,7 +6,7 @@
 #           instead of the on-chip merge), ~3 minutes, $OUT/profile_fused_exact_{1M,10M}.*; then the full top-k
 #           benchmark detached (1M / 10M / 100M, both shapes; new: the `fused_triton_exact sample_stride=64`
 #           rows and two replayed ClusteredTopK points at 100M), plus the ML-1M and Beauty MoL checkpoints.
-#           GPU 1: thirteen Amazon Beauty screens (issue #12 deliverable 4; seed 1, 101 epochs, S3-Rec protocol,
+#           GPU 1: fourteen Amazon Beauty screens (issue #12 deliverable 4; seed 1, 101 epochs, S3-Rec protocol,
 #           through MPS), detached. Round 11 left SASRec + MoL (.0763) below SASRec + dot (.0864) with a higher
 #           training loss (under-fitting), and the best model (HSTU-large + dot, timestamps, .0920 / .0508)
 #           under the published best (.1008 / .0611). The screens: the MoL head's regularisation and precision
@@ -14,7 +14,7 @@
 #           HSTU-large + MoL (preset, fp32), HSTU-large + dot (fp32, dropout 0.3, full softmax, lr 5e-4), and
 #           position embeddings counted from the newest item (`model.encoder.position_alignment=right`, the
 #           left-padded layout of the SASRec / S3-Rec code behind the published Beauty numbers) for SASRec +
-#           dot, SASRec + MoL and HSTU-large + dot.
+#           dot, SASRec + MoL and HSTU-large + dot; and SASRec with the S3-Rec-family recipe (raw dot, full CE).
 #   wait  : waits at most ${2:-560} s, brings back bench_topk.{json,md,png} (partial while running) and the
 #           finished runs (runs.tar.gz, partial.tar.gz, sweep_logs.tar.gz). Repeat until both are done.
 #
@@ -65,6 +65,13 @@ case "${1:-}" in
     screen beauty_sasrec_mol_8x4x64 "${sasrec_mol[@]}" model/similarity=mol "model.similarity.uid_hash_sizes=[]"
     screen beauty_sasrec_mol_right "${sasrec_mol[@]}" model.encoder.position_alignment=right
     screen beauty_sasrec_dot_right experiment=amazon_beauty_sasrec_dot model.encoder.position_alignment=right
+    # the recipe of the S3-Rec-family code behind the published Beauty rows (BSARec's released log: 2 blocks,
+    # 1 head, FFN 4 x 64, dropout 0.5, cross-entropy over every item on raw dot products, lr 5e-4, batch 256,
+    # left-padded = right-aligned positions), on rails' SASRec
+    screen beauty_sasrec_dot_s3rec_recipe experiment=amazon_beauty_sasrec_dot model.encoder.num_blocks=2 \
+      model.encoder.num_heads=1 model.encoder.ffn_hidden_dim=256 model/negatives=full_softmax \
+      model.negatives.num_negatives=null model.similarity.normalize=false model.similarity.loss_temperature=1.0 \
+      model.similarity.query_norm=none model.optimizer.lr=5e-4 data.batch_size=256 model.encoder.position_alignment=right
     screen beauty_hstu_large_mol experiment=amazon_beauty_hstu_large_mol
     screen beauty_hstu_large_mol_fp32 experiment=amazon_beauty_hstu_large_mol trainer.precision=32-true
     large_dot=experiment=amazon_beauty_hstu_large_dot
