@@ -20,7 +20,7 @@ from rails.models.similarity.dot_product import DotProductSimilarity
 from rails.models.similarity.mol import MoLSimilarity
 from tests.conftest import TINY_OVERRIDES, build_model_and_loader, compose_config, shrink
 
-ENCODERS = ["sasrec", "hstu", "hstu_large"]
+ENCODERS = ["sasrec", "hstu", "hstu_large", "bsarec"]
 HEADS = ["dot", "mol"]
 RECIPES = {  # spec §1.7, §2, §3.5
     "dot": (0.05, "l2", {}),

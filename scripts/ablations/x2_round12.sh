@@ -4,14 +4,15 @@
 #   start : GPU 0: the two-pass GPU test, then scripts/profile_fused_exact.py at 1M and 10M items (B = 32, 8x4x64): the one-pass kernel's
 #           stage ablations beside the new two-pass search (thresholds from every 64th item, candidate emission
 #           instead of the on-chip merge), ~3 minutes, $OUT/profile_fused_exact_{1M,10M}.*; then the full top-k
-#           benchmark detached (1M / 10M / 100M, both shapes; new: the `fused_triton_exact sample_stride=64`
-#           rows and two replayed ClusteredTopK points at 100M), plus the ML-1M and Beauty MoL checkpoints.
+#           benchmark detached (1M / 10M / 100M, both shapes; new: four fused exact rows, one or two passes x
+#           prune on or off, and two replayed ClusteredTopK points at 100M), plus both MoL checkpoints.
 #           GPU 1: fourteen Amazon Beauty screens (issue #12 deliverable 4; seed 1, 101 epochs, S3-Rec protocol,
 #           through MPS), detached. Round 11 left SASRec + MoL (.0763) below SASRec + dot (.0864) with a higher
 #           training loss (under-fitting), and the best model (HSTU-large + dot, timestamps, .0920 / .0508)
 #           under the published best (.1008 / .0611). The screens: the MoL head's regularisation and precision
-#           (bf16 autocast off, item / softmax dropout 0, encoder dropout 0.3, the ML-1M 8x4x64 SwiGLU head),
-#           HSTU-large + MoL (preset, fp32), HSTU-large + dot (fp32, dropout 0.3, full softmax, lr 5e-4), and
+#           (bf16 autocast off, item / softmax dropout 0, encoder dropout 0.3), HSTU-large + MoL (preset),
+#           HSTU-large + dot (fp32, dropout 0.3, full softmax), the new BSARec-style encoder (dot with
+#           cross-entropy over every item = the published recipe, dot and MoL with 512 negatives), and
 #           position embeddings counted from the newest item (`model.encoder.position_alignment=right`, the
 #           left-padded layout of the SASRec / S3-Rec code behind the published Beauty numbers) for SASRec +
 #           dot, SASRec + MoL and HSTU-large + dot; and SASRec with the S3-Rec-family recipe (raw dot, full CE).
@@ -62,7 +63,6 @@ case "${1:-}" in
     screen beauty_sasrec_mol_no_dropout "${sasrec_mol[@]}" model.similarity.item_dropout=0.0 \
       model.similarity.softmax_dropout=0.0
     screen beauty_sasrec_mol_enc_dropout_0.3 "${sasrec_mol[@]}" model.encoder.dropout=0.3
-    screen beauty_sasrec_mol_8x4x64 "${sasrec_mol[@]}" model/similarity=mol "model.similarity.uid_hash_sizes=[]"
     screen beauty_sasrec_mol_right "${sasrec_mol[@]}" model.encoder.position_alignment=right
     screen beauty_sasrec_dot_right experiment=amazon_beauty_sasrec_dot model.encoder.position_alignment=right
     # the recipe of the S3-Rec-family code behind the published Beauty rows (BSARec's released log: 2 blocks,
@@ -73,12 +73,15 @@ case "${1:-}" in
       model.negatives.num_negatives=null model.similarity.normalize=false model.similarity.loss_temperature=1.0 \
       model.similarity.query_norm=none model.optimizer.lr=5e-4 data.batch_size=256 model.encoder.position_alignment=right
     screen beauty_hstu_large_mol experiment=amazon_beauty_hstu_large_mol
-    screen beauty_hstu_large_mol_fp32 experiment=amazon_beauty_hstu_large_mol trainer.precision=32-true
     large_dot=experiment=amazon_beauty_hstu_large_dot
     screen beauty_hstu_large_dot_fp32 $large_dot trainer.precision=32-true
     screen beauty_hstu_large_dot_dropout_0.3 $large_dot model.encoder.dropout=0.3 model.encoder.linear_dropout=0.3
     screen beauty_hstu_large_dot_full $large_dot model/negatives=full_softmax model.negatives.num_negatives=null
-    screen beauty_hstu_large_dot_lr5e-4 $large_dot model.optimizer.lr=5e-4
+    # the BSARec-style encoder (not causal: one example per training target), the published best on Beauty
+    screen beauty_bsarec_dot experiment=amazon_beauty_bsarec_dot
+    screen beauty_bsarec_dot_512 experiment=amazon_beauty_bsarec_dot model/negatives=uniform \
+      model.negatives.num_negatives=512
+    screen beauty_bsarec_mol experiment=amazon_beauty_bsarec_mol
     screen beauty_hstu_large_dot_right $large_dot model.encoder.position_alignment=right
     # the two-pass search's GPU check (float64 reference, B = 1 / 32 / 256) before its first timing
     CUDA_VISIBLE_DEVICES=0 timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_mol_topk_two_pass.py \

@@ -35,6 +35,9 @@ class SequentialDataModule(PreparedDataModule):
             (an ablation: what a time-aware encoder such as HSTU sees on data without timestamps).
         num_workers: DataLoader workers.
         pin_memory: pin host memory for GPU transfers.
+        train_examples: ``users`` (one training example per user, every position supervised) or
+            ``prefixes`` (one per training target: what a non-causal encoder, supervised at its last
+            position only, needs; see :class:`~rails.datamodules.sequences.SequenceExamples`).
     """
 
     def __init__(
@@ -48,8 +51,12 @@ class SequentialDataModule(PreparedDataModule):
         timestamps: str = "data",
         num_workers: int = 0,
         pin_memory: bool = False,
+        train_examples: str = "users",
     ) -> None:
         super().__init__(source, root, batch_size)
+        if train_examples not in ("users", "prefixes"):
+            raise ValueError(f"data.train_examples must be 'users' or 'prefixes', got {train_examples!r}")
+        self.train_examples = train_examples
         if batch_size < 1 or eval_batch_size < 1:
             raise ValueError(
                 f"data.batch_size and data.eval_batch_size must be >= 1, got {batch_size}, {eval_batch_size}"
@@ -96,7 +103,8 @@ class SequentialDataModule(PreparedDataModule):
         return torch.from_numpy(training_item_counts(self._require_data(), self.holdout))
 
     def dataset(self, split: str) -> SequenceExamples:
-        return SequenceExamples(self._require_data(), split, self.max_seq_len, self.holdout)  # type: ignore[arg-type]
+        prefixes = split == "train" and self.train_examples == "prefixes"
+        return SequenceExamples(self._require_data(), split, self.max_seq_len, self.holdout, prefixes)  # type: ignore[arg-type]
 
     def _world(self) -> tuple[int, int]:
         """(global rank, world size) of the attached trainer, (0, 1) without one."""

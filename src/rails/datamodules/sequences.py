@@ -47,17 +47,30 @@ class SequenceExamples(Dataset):
         split: which target to hold out.
         max_seq_len: N, history window length.
         holdout: 1 (paper) or 2 (strict validation split).
+        prefixes: ``train`` only: one example per training target instead of one per user (every prefix
+            ``s_0 .. s_{t-1}`` -> ``s_t`` for t = 1 .. the user's last training target, as the S3-Rec-family
+            code trains); what an encoder that is not causal needs, since it may only be supervised at
+            its last position.
     """
 
-    def __init__(self, data: CanonicalData, split: Split, max_seq_len: int, holdout: int = 1) -> None:
+    def __init__(
+        self, data: CanonicalData, split: Split, max_seq_len: int, holdout: int = 1, prefixes: bool = False
+    ) -> None:
         if max_seq_len < 1:
             raise ValueError(f"max_seq_len must be >= 1, got {max_seq_len}")
+        if prefixes and split != "train":
+            raise ValueError(f"prefix examples are for the train split, got split={split!r}")
         self.data = data
         self.split = split
         self.max_seq_len = max_seq_len
         targets = target_positions(data.lengths(), split, holdout)
         self.users = np.nonzero(targets >= 1)[0]
         self.targets = targets[self.users]
+        if prefixes:  # (user, t) for t = 1 .. last target, user-major, t ascending
+            counts = self.targets
+            self.users = np.repeat(self.users, counts)
+            starts = np.repeat(np.cumsum(counts) - counts, counts)
+            self.targets = np.arange(int(counts.sum()), dtype=np.int64) - starts + 1
 
     def __len__(self) -> int:
         return len(self.users)

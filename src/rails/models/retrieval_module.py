@@ -175,7 +175,8 @@ class RetrievalModule(LearnedSimilarityModule):
 
     # ------------------------------------------------------------------------------------------- training
     def training_loss(self, batch: SequenceBatch) -> tuple[Tensor, dict[str, Tensor]]:
-        """Sampled-softmax loss over every supervised position; returns (total, named parts).
+        """Sampled-softmax loss over every supervised position (the last one only for a non-causal encoder);
+        returns (total, named parts).
 
         One head call scores each position's [positive | R negatives] (``forward_sampled``, equal in
         distribution to the two calls of spec §3.2; auxiliary losses from the positive column only). The
@@ -185,6 +186,11 @@ class RetrievalModule(LearnedSimilarityModule):
         per_position = self.embed_sequences(batch)  # (B, N, D)
         next_ids = batch.next_ids()  # (B, N)
         supervised = batch.valid_mask & (next_ids != 0)
+        if not self.encoder.causal:  # outputs see later items: only the last position predicts unseen data
+            last = (
+                torch.arange(next_ids.shape[1], device=next_ids.device)[None, :] == batch.lengths[:, None] - 1
+            )
+            supervised &= last
         queries = per_position[supervised]  # (M, D)
         positives = next_ids[supervised]  # (M,)
         user_ids = batch.user_ids[:, None].expand_as(next_ids)[supervised]  # (M,)

@@ -146,13 +146,16 @@ class SequenceEncoder(nn.Module, ABC):
 
     Output position i summarises history positions 0..i and is trained to predict the next item (the
     history item at i + 1, the target at ``lengths - 1``); outputs at padded positions are arbitrary and never
-    used. Encoders must be causal (output i does not depend on positions > i) and padding-invariant. ``dim``
-    is the output width; ``output_norm`` the final normalisation (whose kind the similarity head chooses
-    unless it was given explicitly).
+    used. Encoders are padding-invariant and, unless ``causal`` is False, causal (output i does not depend on
+    positions > i). A non-causal encoder (e.g. a frequency filter over the whole history) is trained on its
+    last position only: the retrieval module supervises ``lengths - 1`` alone, and ``data.train_examples=
+    prefixes`` gives it one example per training target. ``dim`` is the output width; ``output_norm`` the
+    final normalisation (whose kind the similarity head chooses unless it was given explicitly).
     """
 
     dim: int
     output_norm: OutputNormalization
+    causal: bool = True
 
     def prefer_output_norm(self, kind: OutputNorm) -> None:
         """Adopt the similarity head's ``query_norm`` unless ``output_norm`` was set explicitly."""
