@@ -9,8 +9,9 @@ The filter sees the whole history, so an output depends on later items: the enco
 (``causal = False``), and the retrieval module supervises its last position only (train it with
 ``data.train_examples=prefixes``, one example per training target, as the S3-Rec-family code does).
 Internally the histories are right-aligned in a ``max_seq_len`` buffer (padding first, the newest item
-last, positions 0 .. N-1 of that buffer), so the FFT always spans the same N slots whatever the batch width,
-and the outputs are returned left-aligned like every encoder's.
+last, positions 0 .. N-1 of that buffer), so the FFT always spans the same N slots whatever the batch width;
+padding slots hold their (learned) position embedding only, as in the published code, and the outputs are
+returned left-aligned like every encoder's (zero at padding).
 """
 
 from __future__ import annotations
@@ -156,15 +157,16 @@ class BSARec(SequenceEncoder):
         valid = slot[None, :] >= first  # (B, N) right-aligned
         source = (slot[None, :] - first).clamp(0, n - 1)
         x = history_embeddings.gather(1, source[..., None].expand(-1, -1, self.dim))
+        x = x * valid[..., None].to(x.dtype)  # padding slots: no item, their position embedding only
+        # as in the published code, padding slots keep LN(position) states through the blocks: the filter
+        # sees all N slots (attention never attends to them)
         x = self.input_dropout(self.input_norm(x + self.positions.weight[None]))
-        keep = valid[..., None].to(x.dtype)
-        x = x * keep
         # causal over valid keys; a padding query attends to itself (its output is discarded)
         allowed = (slot[None, :, None] >= slot[None, None, :]) & valid[:, None, :]
         allowed |= torch.eye(slots, dtype=torch.bool, device=x.device)[None]
         blocked = (~allowed).repeat_interleave(self.num_heads, dim=0)  # (B * heads, N, N)
         for block in self.blocks:
-            x = block(x, blocked) * keep
+            x = block(x, blocked)
         back = (torch.arange(n, device=x.device)[None, :] + first).clamp(max=slots - 1)  # (B, n)
         out = x.gather(1, back[..., None].expand(-1, -1, self.dim))
         left_valid = torch.arange(n, device=x.device)[None, :] < lengths[:, None]
