@@ -7,7 +7,7 @@ and capacity rules. Under the Triton interpreter (a subprocess, ``python -m test
 the two-pass search equals the float64 reference up to ties: fp32 and bf16, with history exclusion (also
 of the sample's own best items, which must not raise the threshold), k = 1 and k > the sample, and a
 capacity too small for the candidates (the search falls back to the running top-k, and says so), and through
-``fused_mol_search`` of the exact index with a MoL head's own states.
+``fused_mol_search`` and ``ExactTopK(fused_sample_stride=, fused_prune=)`` with a MoL head's own states.
 """
 
 from __future__ import annotations
@@ -109,6 +109,23 @@ def check_overflow_falls_back(caplog) -> None:
     assert not caplog.lines
 
 
+def check_exact_index_options() -> None:
+    """ExactTopK(fused_sample_stride=, fused_prune=) searches like the PyTorch path (ids, up to ties)."""
+    from rails.retrieval import ExactTopK
+    from tests.test_retrieval_fused import random_mol
+
+    head = random_mol(3, 2, 8, seed=2)
+    gen = torch.Generator().manual_seed(3)
+    items, queries = torch.randn(500, 20, generator=gen), torch.randn(4, 24, generator=gen)
+    ids = torch.randperm(2000, generator=gen)[:500] + 1
+    exclude = ids[None, :3].repeat(4, 1)
+    want = ExactTopK(fused=False).build(head, items, ids).search(queries, 10, exclude=exclude)
+    for stride, prune in ((8, False), (0, False), (None, True)):
+        index = ExactTopK(fused=True, fused_sample_stride=stride, fused_prune=prune).build(head, items, ids)
+        got = index.search(queries, 10, exclude=exclude)
+        assert_same_topk(*got, *want, rtol=0, atol=2e-4)
+
+
 class _Captured(logging.Handler):
     """A minimal caplog for the interpreter subprocess (no pytest fixtures there)."""
 
@@ -156,6 +173,7 @@ def _interpreter_main() -> None:
     from tests.test_retrieval_fused import check_fused
 
     check_fused("cpu", torch.float32, num_items=400, k=10, pq=3, px=2, dim=8, sample_stride=4, prune=False)
+    check_exact_index_options()
     print("TWO_PASS_OK")
 
 
