@@ -367,4 +367,9 @@ def fused_mol_topk(
             qi_out_bias=qi_out_bias, temperature=temperature, k=k, exclude_positions=exclude_positions,
             block_x=block_x, num_splits=num_splits, block_q=block_q, tune=tune, prune=prune, fast_math=fast_math,
         )  # fmt: skip
-    return decode_keys(torch.topk(candidates[:batch], width, dim=1).values)
+    # slots past a query's count may hold keys of the autotuner's timing runs of other configs: not results
+    found = candidates[:batch]
+    found = found.masked_fill(
+        torch.arange(capacity, device=device)[None, :] >= counts[:batch, None], EMPTY_KEY
+    )
+    return decode_keys(torch.topk(found, width, dim=1).values)
