@@ -17,7 +17,7 @@ Shape glossary used in every docstring of the package:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import MISSING, dataclass, fields, replace
 from typing import TypeVar
 
 import torch
@@ -27,14 +27,14 @@ _Batch = TypeVar("_Batch", bound="_Movable")
 
 
 class _Movable:
-    """``to(device)`` for dataclasses of tensors (nested movables and None fields included); Lightning calls it."""
+    """``to(device)`` for dataclasses of tensors (nested movables; None and plain values kept); Lightning calls it."""
 
     def to(self: _Batch, device: torch.device | str) -> _Batch:
         """Return a copy with every tensor (and nested batch) moved to ``device``."""
         moved = {}
         for f in fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
-            moved[f.name] = value.to(device) if value is not None else None
+            moved[f.name] = value.to(device) if isinstance(value, Tensor | _Movable) else value
         return replace(self, **moved)  # type: ignore[type-var]
 
 
@@ -53,6 +53,10 @@ class SequenceBatch(_Movable):
         target_ids: (B,) int64 the held-out next item.
         target_timestamps: (B,) int64 its timestamp.
         target_ratings: (B,) float32 its rating.
+        supervised_count: how many positions predict a real item (:meth:`supervised_positions`), taken
+            when the batch is built on the CPU (no device synchronisation) and kept by ``to(device)``; None
+            for a batch built on a device.
+        last_supervised_count: the same for each row's last position only.
     """
 
     user_ids: Tensor
@@ -63,6 +67,14 @@ class SequenceBatch(_Movable):
     target_ids: Tensor
     target_timestamps: Tensor
     target_ratings: Tensor
+    supervised_count: int | None = None
+    last_supervised_count: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.lengths.device.type == "cpu":  # recounted whenever built on the CPU: never stale there
+            supervised = self.valid_mask & (self.next_ids() != 0)
+            self.supervised_count = int(supervised.sum())
+            self.last_supervised_count = int((self.target_ids[self.lengths >= 1] != 0).sum())
 
     def __len__(self) -> int:
         return int(self.user_ids.shape[0])
@@ -88,17 +100,39 @@ class SequenceBatch(_Movable):
         """(B, N) int64 timestamp of the item each position predicts (target's at L-1, 0 beyond)."""
         return self._next(self.history_timestamps, self.target_timestamps)
 
+    def supervised_positions(self, last_only: bool = False) -> Tensor:
+        """(M,) int64 row-major indices into the flattened (B, N) positions that predict a real item.
+
+        Every valid position whose next id is not padding, or (``last_only``) each row's last valid
+        position. With the count taken on the CPU (``supervised_count``), no device-to-host synchronisation:
+        each selected position is scattered to its rank among the selected (a cumulative sum), the others
+        to one spare slot; without it, ``nonzero`` (one synchronisation).
+        """
+        next_ids = self.next_ids()
+        mask = self.valid_mask & (next_ids != 0)
+        count = self.supervised_count
+        if last_only:
+            columns = torch.arange(mask.shape[1], device=mask.device)
+            mask = mask & (columns[None, :] == self.lengths[:, None] - 1)
+            count = self.last_supervised_count
+        flat = mask.flatten()
+        if count is None:
+            return flat.nonzero().squeeze(1)
+        slot = torch.where(flat, flat.cumsum(0) - 1, count)
+        index = torch.empty(count + 1, dtype=torch.int64, device=flat.device)
+        index.scatter_(0, slot, torch.arange(flat.numel(), device=flat.device))
+        return index[:count]
+
 
 def collate_sequences(rows: list[dict[str, Tensor]] | Mapping[str, Tensor]) -> SequenceBatch:
     """Stack per-user example dicts (as produced by the sequence datasets) into a SequenceBatch.
 
     ``rows`` may also be one mapping of already stacked fields (a dataset's batched ``__getitems__``).
     """
+    names = [f.name for f in fields(SequenceBatch) if f.default is MISSING]  # the tensors; counts derived
     if isinstance(rows, Mapping):
-        return SequenceBatch(**{f.name: rows[f.name] for f in fields(SequenceBatch)})
-    return SequenceBatch(
-        **{f.name: torch.stack([row[f.name] for row in rows]) for f in fields(SequenceBatch)}
-    )
+        return SequenceBatch(**{name: rows[name] for name in names})
+    return SequenceBatch(**{name: torch.stack([row[name] for row in rows]) for name in names})
 
 
 @dataclass

@@ -185,15 +185,11 @@ class RetrievalModule(LearnedSimilarityModule):
         """
         per_position = self.embed_sequences(batch)  # (B, N, D)
         next_ids = batch.next_ids()  # (B, N)
-        supervised = batch.valid_mask & (next_ids != 0)
-        if not self.encoder.causal:  # outputs see later items: only the last position predicts unseen data
-            last = (
-                torch.arange(next_ids.shape[1], device=next_ids.device)[None, :] == batch.lengths[:, None] - 1
-            )
-            supervised &= last
-        queries = per_position[supervised]  # (M, D)
-        positives = next_ids[supervised]  # (M,)
-        user_ids = batch.user_ids[:, None].expand_as(next_ids)[supervised]  # (M,)
+        # outputs of a non-causal encoder see later items: only the last position predicts unseen data
+        index = batch.supervised_positions(last_only=not self.encoder.causal)  # (M,), no host sync
+        queries = per_position.flatten(0, 1).index_select(0, index)  # (M, D)
+        positives = next_ids.flatten().index_select(0, index)  # (M,)
+        user_ids = batch.user_ids.index_select(0, index // next_ids.shape[1])  # (M,)
         if self.corpus_ids.numel() == 0:
             raise RuntimeError("RetrievalModule has no negative pool: see on_fit_start / set_corpus()")
         negative_ids = self.negatives(queries.shape[0], self.corpus_ids, positives)  # (M, R) or shared (R,)
