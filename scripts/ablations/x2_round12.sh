@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU round 12 (after round 11), one two-GPU machine (kind nvidia-h200-x2), calls chained within 30 s:
 #
-#   start : GPU 0: the two-pass GPU test, then scripts/profile_fused_exact.py at 1M and 10M items (B = 32, 8x4x64): the one-pass kernel's
+#   start : bench_mol_step alone first (dot / MoL / fused MoL: the step no longer synchronises with the host;
+#           $OUT/bench_mol.*, ~1.5 min). GPU 0: the two-pass GPU test, then scripts/profile_fused_exact.py at 1M and 10M items (B = 32, 8x4x64): the one-pass kernel's
 #           stage ablations beside the new two-pass search (thresholds from every 64th item, candidate emission
 #           instead of the on-chip merge), ~3 minutes, $OUT/profile_fused_exact_{1M,10M}.*; then the full top-k
 #           benchmark detached (1M / 10M / 100M, both shapes; new: four fused exact rows, one or two passes x
@@ -24,7 +25,8 @@
 #   run(kind="nvidia-h200-x2", carry=[".whl", ".devdata"], command="bash scripts/ablations/x2_round12.sh start")
 #   run(command="bash scripts/ablations/x2_round12.sh wait 560")     (again until both are done)
 #
-# Here afterwards: profile_fused_exact_* -> results/profiles/<date>-h200x2-fused-exact-{1M,10M}.*; bench_topk.* ->
+# Here afterwards: bench_mol.* -> docs/ and results/bench_mol/<date>-h200x2-<commit>.* (its headline row in
+# docs/benchmarks.md); profile_fused_exact_* -> results/profiles/<date>-h200x2-fused-exact-{1M,10M}.*; bench_topk.* ->
 # docs/ (update the Top-k headline in docs/benchmarks.md; if the two-pass rows win, make fused_sample_stride=None
 # the ExactTopK default); runs.tar.gz -> results/runs/<date>-h200x2-round12/ (strip the r12_ prefix),
 # scripts/make_results.py, the Beauty screens into docs/mol_investigation.md, and the best settings to 3 seeds.
@@ -57,6 +59,9 @@ screen() {  # screen NAME OVERRIDES...: one Beauty training on GPU 1, detached
 
 case "${1:-}" in
   start)
+    # first, alone on the host: the training step without its host synchronisation (issue #13 item 4)
+    CUDA_VISIBLE_DEVICES=1 timeout 200 python3 scripts/bench_mol_step.py --heads dot mol mol_fused --precisions fp32 \
+      --variants eager --profile-kernels --output "$OUT/bench_mol.md" 2>&1 | grep -E "ms \(|Acceptance|backward at" | tail -n 5
     # one change each from round 11's SASRec + MoL (Books head 8x8x32, item dropout 0.3: .0763 / .0420)
     sasrec_mol=(experiment=amazon_beauty_sasrec_mol model.similarity.item_dropout=0.3)
     screen beauty_sasrec_mol_fp32 "${sasrec_mol[@]}" model.similarity.autocast_bf16=false
@@ -107,7 +112,7 @@ case "${1:-}" in
     bash scripts/gpu_sweep.sh wait $((left > 20 ? left : 20))
     ;;
   *)
-    sed -n 2,29p "$0"
+    sed -n 2,32p "$0"
     exit 2
     ;;
 esac
