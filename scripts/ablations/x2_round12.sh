@@ -89,10 +89,10 @@ case "${1:-}" in
     screen beauty_bsarec_mol experiment=amazon_beauty_bsarec_mol
     screen beauty_hstu_large_dot_right $large_dot model.encoder.position_alignment=right
     # the two-pass search's GPU check (float64 reference, B = 1 / 32 / 256) before its first timing
-    CUDA_VISIBLE_DEVICES=0 timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_mol_topk_two_pass.py \
+    CUDA_VISIBLE_DEVICES=0 timeout 180 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_mol_topk_two_pass.py \
       2>&1 | tail -n 3
     for items in 1000000 10000000; do
-      CUDA_VISIBLE_DEVICES=0 timeout 200 python3 scripts/profile_fused_exact.py --items "$items" --setting 8x4x64 \
+      CUDA_VISIBLE_DEVICES=0 timeout 150 python3 scripts/profile_fused_exact.py --items "$items" --setting 8x4x64 \
         --batch 32 --out "$OUT/p$items" 2>&1 | grep -v "^USDT" | tail -n 8
     done
     for name in profile_fused_exact.json profile_fused_exact.md; do
