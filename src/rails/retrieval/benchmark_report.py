@@ -180,7 +180,8 @@ def plot(results: Mapping[str, Any], path: Path, batch: int | None = None) -> in
     nrows = math.ceil(len(groups) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(6.5 * cols, 4.5 * nrows), squeeze=False)
     methods = sorted({(r["index"], r["params"] if r["index"] == "fused_triton_exact" else "") for r in rows})
-    colors = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    palette = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")  # one distinct colour per method
+    colors = {m: palette(i % palette.N) for i, m in enumerate(methods)}
     handles: dict[str, Any] = {}
     for ax, ((data, setting, items), group) in zip(axes.flat, groups.items(), strict=False):
         floor = group[0]["floor_ms"]
