@@ -72,9 +72,9 @@ class SequenceBatch(_Movable):
 
     def __post_init__(self) -> None:
         if self.lengths.device.type == "cpu":  # recounted whenever built on the CPU: never stale there
-            supervised = self.valid_mask & (self.next_ids() != 0)
-            self.supervised_count = int(supervised.sum())
-            self.last_supervised_count = int((self.target_ids[self.lengths >= 1] != 0).sum())
+            next_ids = self.next_ids()
+            self.supervised_count = int(self.supervised_mask(next_ids=next_ids).sum())
+            self.last_supervised_count = int(self.supervised_mask(True, next_ids).sum())
 
     def __len__(self) -> int:
         return int(self.user_ids.shape[0])
@@ -100,22 +100,27 @@ class SequenceBatch(_Movable):
         """(B, N) int64 timestamp of the item each position predicts (target's at L-1, 0 beyond)."""
         return self._next(self.history_timestamps, self.target_timestamps)
 
-    def supervised_positions(self, last_only: bool = False) -> Tensor:
-        """(M,) int64 row-major indices into the flattened (B, N) positions that predict a real item.
+    def supervised_mask(self, last_only: bool = False, next_ids: Tensor | None = None) -> Tensor:
+        """(B, N) bool: the valid positions whose next id is not padding (``last_only``: each row's last).
 
-        Every valid position whose next id is not padding, or (``last_only``) each row's last valid
-        position. With the count taken on the CPU (``supervised_count``), no device-to-host synchronisation:
-        each selected position is scattered to its rank among the selected (a cumulative sum), the others
-        to one spare slot; without it, ``nonzero`` (one synchronisation).
+        ``next_ids``: :meth:`next_ids`, when the caller already has it.
         """
-        next_ids = self.next_ids()
+        next_ids = self.next_ids() if next_ids is None else next_ids
         mask = self.valid_mask & (next_ids != 0)
-        count = self.supervised_count
         if last_only:
             columns = torch.arange(mask.shape[1], device=mask.device)
             mask = mask & (columns[None, :] == self.lengths[:, None] - 1)
-            count = self.last_supervised_count
-        flat = mask.flatten()
+        return mask
+
+    def supervised_positions(self, last_only: bool = False, next_ids: Tensor | None = None) -> Tensor:
+        """(M,) int64 row-major indices into the flattened (B, N) positions of :meth:`supervised_mask`.
+
+        With the count taken on the CPU (``supervised_count``), no device-to-host synchronisation: each
+        selected position is scattered to its rank among the selected (a cumulative sum), the others to one
+        spare slot; without it, ``nonzero`` (one synchronisation).
+        """
+        flat = self.supervised_mask(last_only, next_ids).flatten()
+        count = self.last_supervised_count if last_only else self.supervised_count
         if count is None:
             return flat.nonzero().squeeze(1)
         slot = torch.where(flat, flat.cumsum(0) - 1, count)

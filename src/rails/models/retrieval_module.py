@@ -186,7 +186,7 @@ class RetrievalModule(LearnedSimilarityModule):
         per_position = self.embed_sequences(batch)  # (B, N, D)
         next_ids = batch.next_ids()  # (B, N)
         # outputs of a non-causal encoder see later items: only the last position predicts unseen data
-        index = batch.supervised_positions(last_only=not self.encoder.causal)  # (M,), no host sync
+        index = batch.supervised_positions(not self.encoder.causal, next_ids)  # (M,), no host sync
         queries = per_position.flatten(0, 1).index_select(0, index)  # (M, D)
         positives = next_ids.flatten().index_select(0, index)  # (M,)
         user_ids = batch.user_ids.index_select(0, index // next_ids.shape[1])  # (M,)
