@@ -35,3 +35,14 @@ wait_topk_bench() {
   tail -n 8 "$TOPK/log.txt"
   cp "$TOPK"/bench_topk.* "$OUT/" 2>/dev/null
 }
+
+# wait_topk_and_sweeps SECONDS: the detached top-k benchmark, then the started sweeps (scripts/gpu_sweep.sh wait,
+# at least 20 s to collect them), within SECONDS in all. gpu_sweep.sh's environment (COLLECT_CKPT, ...) passes
+# through: COLLECT_CKPT=1 wait_topk_and_sweeps 560.
+wait_topk_and_sweeps() {
+  local deadline left
+  deadline=$(($(date +%s) + $1))
+  wait_topk_bench "$deadline"
+  left=$((deadline - $(date +%s)))
+  bash scripts/gpu_sweep.sh wait $((left > 20 ? left : 20))
+}

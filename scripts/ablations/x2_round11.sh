@@ -52,10 +52,7 @@ case "${1:-}" in
     nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader
     ;;
   wait)
-    deadline=$(($(date +%s) + ${2:-560}))
-    wait_topk_bench "$deadline"
-    left=$((deadline - $(date +%s)))
-    COLLECT_CKPT=1 COLLECT_CKPT_GLOB='r9_beauty_sasrec_mol/0' bash scripts/gpu_sweep.sh wait $((left > 20 ? left : 20))
+    COLLECT_CKPT=1 COLLECT_CKPT_GLOB='r9_beauty_sasrec_mol/0' wait_topk_and_sweeps "${2:-560}"
     ;;
   *)
     sed -n 2,22p "$0"

@@ -106,10 +106,7 @@ case "${1:-}" in
     nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader
     ;;
   wait)
-    deadline=$(($(date +%s) + ${2:-560}))
-    wait_topk_bench "$deadline"
-    left=$((deadline - $(date +%s)))
-    bash scripts/gpu_sweep.sh wait $((left > 20 ? left : 20))
+    wait_topk_and_sweeps "${2:-560}"
     ;;
   *)
     sed -n 2,32p "$0"
