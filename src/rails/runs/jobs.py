@@ -49,12 +49,19 @@ def in_multirun() -> bool:
 
 
 def finish_wandb(exit_code: int = 0) -> None:
-    """Close the current W&B run, if any (each sweep job must get a run of its own)."""
+    """Close the current W&B run, if any (each sweep job must get a run of its own), and wait for its files.
+
+    ``wandb.finish`` can return before the W&B service has flushed the run's ``.wandb`` file (offline
+    runs: seen empty on a slow machine), so the service is torn down too: when this returns, the run
+    files are complete and can be synced or read, also when the process does not exit normally (a
+    launcher's worker). The next job starts a fresh service.
+    """
     import sys
 
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.finish(exit_code=exit_code)
+        wandb.teardown(exit_code=exit_code)
 
 
 def release_process_group() -> None:
