@@ -18,18 +18,49 @@ device_env() {
 }
 
 # The full top-k benchmark, detached on GPU 0 so that it outlives the device call (its $OUT is emptied before
-# each call): start_topk_bench [more bench_topk.py arguments] starts it; wait_topk_bench DEADLINE (epoch
-# seconds) waits for it until then and copies bench_topk.{json,md,png} (partial when still running) to $OUT.
+# each call): start_topk_bench [more bench_topk.py arguments] starts it; start_topk_bench_after SWEEP... starts it
+# once job 0 of each named sweep (scripts/gpu_sweep.sh, trained in the same round) has named its best checkpoint,
+# with those checkpoints as the trained-model problems (a sweep that ended without one is left out, said in the
+# log); wait_topk_bench DEADLINE (epoch seconds) waits for it until then and copies bench_topk.{json,md,png}
+# (partial when still running) to $OUT.
 TOPK=/tmp/rails-topk
-start_topk_bench() {
-  mkdir -p "$TOPK"
-  CUDA_VISIBLE_DEVICES=0 setsid nohup python3 scripts/bench_topk.py --items 1000000 10000000 100000000 \
+SWEEPS=${SWEEPS:-/tmp/rails-sweeps}
+topk_bench() {  # foreground: bench_topk.py with the rounds' arguments and "$@"
+  python3 scripts/bench_topk.py --items 1000000 10000000 100000000 \
     --settings 8x4x64 8x8x32 --batch-sizes 1 32 256 --batch-sizes-at 100000000:32 --slow-max-items 10000000 \
-    --truth-queries 64 --runs 10 --warmup 2 --time-budget-s 1.5 --no-faiss "$@" --out "$TOPK" \
-    >"$TOPK/log.txt" 2>&1 &
-  echo $! >"$TOPK/pid"
-  echo "bench_topk started (pid $(cat "$TOPK/pid")), log $TOPK/log.txt"
+    --truth-queries 64 --runs 10 --warmup 2 --time-budget-s 1.5 --no-faiss "$@" --out "$TOPK"
 }
+best_checkpoint() {  # SWEEP: the best checkpoint job 0 of the sweep logged, once it has ended; else nothing
+  grep -ho "best checkpoint: .*\.ckpt" "$SWEEPS/$1"/0/*.log 2>/dev/null | tail -n 1 | sed 's/^best checkpoint: //'
+}
+topk_bench_after() {  # foreground: waits for the sweeps' checkpoints, then topk_bench with them
+  local name ckpt ckpts=()
+  for name in "$@"; do
+    while [ -z "$(best_checkpoint "$name")" ] && kill -0 "$(cat "$SWEEPS/$name.pid" 2>/dev/null)" 2>/dev/null; do
+      sleep 15
+    done
+    ckpt=$(best_checkpoint "$name")
+    if [ -n "$ckpt" ] && [ -f "$ckpt" ]; then
+      ckpts+=("$ckpt")
+    else
+      echo "sweep $name ended without a best checkpoint: its trained-model problem is left out"
+    fi
+  done
+  echo "$(date +%T) starting bench_topk with checkpoints: ${ckpts[*]:-none}"
+  if [ ${#ckpts[@]} -gt 0 ]; then
+    topk_bench --data structured checkpoint --checkpoint "${ckpts[@]}" --checkpoint-data-root "$PWD/.devdata"
+  else
+    topk_bench --data structured
+  fi
+}
+_detach_topk() {  # FUNCTION ARGS...: run a function of this file detached on GPU 0, pid in $TOPK/pid
+  mkdir -p "$TOPK"
+  CUDA_VISIBLE_DEVICES=0 setsid nohup bash -c 'source scripts/device_site.sh && "$@"' _ "$@" >"$TOPK/log.txt" 2>&1 &
+  echo $! >"$TOPK/pid"
+  echo "bench_topk ($1) started (pid $(cat "$TOPK/pid")), log $TOPK/log.txt"
+}
+start_topk_bench() { _detach_topk topk_bench "$@"; }
+start_topk_bench_after() { _detach_topk topk_bench_after "$@"; }
 wait_topk_bench() {
   while kill -0 "$(cat "$TOPK/pid" 2>/dev/null)" 2>/dev/null && [ "$(date +%s)" -lt "$1" ]; do sleep 15; done
   tail -n 8 "$TOPK/log.txt"

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# GPU round 12 (after round 11), on one H200 (kind nvidia-h200) or two (nvidia-h200-x2), calls chained within 30 s:
+#
+#   start : alone on the machine first: bench_mol_step (dot / MoL / fused MoL; the step no longer synchronises
+#           with the host; $OUT/bench_mol.*, ~1.5 min), the two-pass GPU test and scripts/profile_fused_exact.py at
+#           1M and 10M items (B = 32, 8x4x64: the one-pass kernel's stage ablations beside the two-pass search,
+#           thresholds from every 64th item and candidate emission instead of the on-chip merge; ~3 min,
+#           $OUT/profile_fused_exact_{1M,10M}.*). Then fifteen Amazon Beauty trainings (issue #12 deliverable 4;
+#           seed 1, 101 epochs, S3-Rec protocol, through MPS), detached on the last GPU. Round 11 left SASRec +
+#           MoL (.0763) below SASRec + dot (.0864) with a higher training loss, and the best model (HSTU-large +
+#           dot, timestamps, .0920 / .0508) under the published best (.1008 / .0611). The trainings: round 11's
+#           SASRec + MoL at 101 epochs (the control of the MoL screens), the MoL head's regularisation and
+#           precision one change each (bf16 autocast off, item / softmax dropout 0, encoder dropout 0.3),
+#           HSTU-large + MoL (preset), HSTU-large + dot (fp32, dropout 0.3, full softmax), the BSARec-style
+#           encoder (dot with cross-entropy over every item = the published recipe, dot and MoL with 512
+#           negatives), position embeddings counted from the newest item (`position_alignment=right`, the
+#           left-padded layout of the code behind the published Beauty numbers) for SASRec + dot, SASRec + MoL
+#           and HSTU-large + dot, and SASRec with the S3-Rec-family recipe (raw dot, full CE).
+#           With two GPUs also: an ML-1M HSTU-large + MoL training (item dropout 0.3) on the second GPU, and the
+#           full top-k benchmark on the first (1M / 10M / 100M, both shapes, four fused exact rows per problem,
+#           two replayed ClusteredTopK points at 100M), started once the ML-1M and the Beauty MoL trainings have
+#           written their best checkpoints (its trained-model problems; ~5 min in).
+#   wait  : waits at most ${2:-560} s, brings back bench_topk.{json,md,png} (two GPUs; partial while running) and
+#           the finished runs (runs.tar.gz, partial.tar.gz, sweep_logs.tar.gz). Repeat until both are done.
+#   topk  : one GPU, once the trainings are done: the top-k benchmark with the checkpoints of this round's
+#           MoL trainings (~20 min: a later session if the device time is spent; it retrains them then).
+#
+#   here first: .whl/ (scripts/gpu_wheels.sh), .devdata/ with ml-1m-seq and amazon-beauty (../shared/data)
+#   run(kind="nvidia-h200", carry=[".whl", ".devdata"], command="bash scripts/ablations/round12.sh start")
+#   run(command="bash scripts/ablations/round12.sh wait 560")     (again until "sweeps still running: 0")
+#
+# Here afterwards: bench_mol.* -> docs/ and results/bench_mol/<date>-<kind>-<commit>.* (its headline row in
+# docs/benchmarks.md); profile_fused_exact_* -> results/profiles/<date>-<kind>-fused-exact-{1M,10M}.*; bench_topk.*
+# -> docs/ (the Top-k headline in docs/benchmarks.md; if the two-pass rows win, make fused_sample_stride=None the
+# ExactTopK default); runs.tar.gz -> results/runs/<date>-<kind>-round12/ (strip the r12_ prefix),
+# scripts/make_results.py, the Beauty screens into docs/mol_investigation.md, and the best settings to 3 seeds.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/rails-round12}
+mkdir -p "$OUT"
+# shellcheck source=../device_site.sh
+source scripts/device_site.sh
+device_env
+export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True OMP_NUM_THREADS=1 MPS=${MPS:-1}
+
+common=(data.root="$PWD/.devdata" ++callbacks.progress_bar=null trainer.enable_progress_bar=false
+  trainer.max_epochs=101 seed=1)
+GPUS=$(nvidia-smi -L 2>/dev/null | grep -c "^GPU")
+TRAIN_GPU=$((GPUS > 1 ? 1 : 0))  # the trainings' GPU: the second when there are two, else the only one
+screen() {  # screen NAME OVERRIDES...: one training on $TRAIN_GPU, detached
+  local name=$1
+  shift
+  CUDA_VISIBLE_DEVICES=$TRAIN_GPU bash scripts/gpu_sweep.sh start "r12_$name" hydra/launcher=parallel \
+    hydra.launcher.n_jobs=1 "$@" "${common[@]}"
+}
+
+profiles() {  # the two-pass GPU test and the fused-exact stage profiles, on GPU 0
+  # the two-pass search's GPU check (float64 reference, B = 1 / 32 / 256) before its first timing
+  CUDA_VISIBLE_DEVICES=0 timeout 180 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_mol_topk_two_pass.py \
+    2>&1 | tail -n 3
+  local items name
+  for items in 1000000 10000000; do
+    CUDA_VISIBLE_DEVICES=0 timeout 150 python3 scripts/profile_fused_exact.py --items "$items" --setting 8x4x64 \
+      --batch 32 --out "$OUT/p$items" 2>&1 | grep -v "^USDT" | tail -n 8
+  done
+  for name in profile_fused_exact.json profile_fused_exact.md; do
+    cp "$OUT/p1000000/$name" "$OUT/${name/exact/exact_1M}" 2>/dev/null
+    cp "$OUT/p10000000/$name" "$OUT/${name/exact/exact_10M}" 2>/dev/null
+  done
+  rm -rf "$OUT/p1000000" "$OUT/p10000000"
+}
+
+trainings() {  # the Beauty screens (and, with two GPUs, the ML-1M MoL checkpoint), detached on $TRAIN_GPU
+  # round 11's SASRec + MoL (Books head 8x8x32, item dropout 0.3: .0763 / .0420 at 201 epochs), 101 epochs: the
+  # control of the one-change screens below, and the Beauty checkpoint of the top-k benchmark
+  sasrec_mol=(experiment=amazon_beauty_sasrec_mol model.similarity.item_dropout=0.3)
+  screen beauty_sasrec_mol "${sasrec_mol[@]}"
+  if [ "$GPUS" -gt 1 ]; then  # the ML-1M checkpoint of the top-k benchmark (round 7's best MoL setting)
+    screen ml1m_hstu_large_mol experiment=ml_1m_seq_hstu_large_mol model.similarity.item_dropout=0.3
+  fi
+  screen beauty_sasrec_mol_fp32 "${sasrec_mol[@]}" model.similarity.autocast_bf16=false
+  screen beauty_sasrec_mol_no_dropout "${sasrec_mol[@]}" model.similarity.item_dropout=0.0 \
+    model.similarity.softmax_dropout=0.0
+  screen beauty_sasrec_mol_enc_dropout_0.3 "${sasrec_mol[@]}" model.encoder.dropout=0.3
+  screen beauty_sasrec_mol_right "${sasrec_mol[@]}" model.encoder.position_alignment=right
+  screen beauty_sasrec_dot_right experiment=amazon_beauty_sasrec_dot model.encoder.position_alignment=right
+  # the recipe of the S3-Rec-family code behind the published Beauty rows (BSARec's released log: 2 blocks,
+  # 1 head, FFN 4 x 64, dropout 0.5, cross-entropy over every item on raw dot products, lr 5e-4, batch 256,
+  # left-padded = right-aligned positions), on rails' SASRec
+  screen beauty_sasrec_dot_s3rec_recipe experiment=amazon_beauty_sasrec_dot model.encoder.num_blocks=2 \
+    model.encoder.num_heads=1 model.encoder.ffn_hidden_dim=256 model/negatives=full_softmax \
+    model.negatives.num_negatives=null model.similarity.normalize=false model.similarity.loss_temperature=1.0 \
+    model.similarity.query_norm=none model.optimizer.lr=5e-4 data.batch_size=256 model.encoder.position_alignment=right
+  screen beauty_hstu_large_mol experiment=amazon_beauty_hstu_large_mol
+  large_dot=experiment=amazon_beauty_hstu_large_dot
+  screen beauty_hstu_large_dot_fp32 $large_dot trainer.precision=32-true
+  screen beauty_hstu_large_dot_dropout_0.3 $large_dot model.encoder.dropout=0.3 model.encoder.linear_dropout=0.3
+  screen beauty_hstu_large_dot_full $large_dot model/negatives=full_softmax model.negatives.num_negatives=null
+  # the BSARec-style encoder (not causal: one example per training target), the published best on Beauty
+  screen beauty_bsarec_dot experiment=amazon_beauty_bsarec_dot
+  screen beauty_bsarec_dot_512 experiment=amazon_beauty_bsarec_dot model/negatives=uniform \
+    model.negatives.num_negatives=512
+  screen beauty_bsarec_mol experiment=amazon_beauty_bsarec_mol
+  screen beauty_hstu_large_dot_right $large_dot model.encoder.position_alignment=right
+}
+
+case "${1:-}" in
+  start)
+    echo "$GPUS GPU(s); trainings on GPU $TRAIN_GPU"
+    # first, alone on the host: the training step without its host synchronisation (issue #13 item 4)
+    CUDA_VISIBLE_DEVICES=0 timeout 200 python3 scripts/bench_mol_step.py --heads dot mol mol_fused --precisions fp32 \
+      --variants eager --profile-kernels --output "$OUT/bench_mol.md" 2>&1 | grep -E "ms \(|Acceptance|backward at" | tail -n 5
+    if [ "$GPUS" -gt 1 ]; then
+      trainings  # on GPU 1 while GPU 0 profiles, then the top-k benchmark once the two MoL checkpoints exist
+      profiles
+      start_topk_bench_after r12_ml1m_hstu_large_mol r12_beauty_sasrec_mol
+    else
+      profiles  # nothing else on the GPU while it is timed
+      trainings
+    fi
+    sleep 20
+    nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader
+    ;;
+  wait)
+    if [ -f "$TOPK/pid" ]; then wait_topk_and_sweeps "${2:-560}"; else bash scripts/gpu_sweep.sh wait "${2:-560}"; fi
+    ;;
+  topk)  # one GPU, after the trainings: retrains the two MoL checkpoints when this machine has none of them
+    if [ -z "$(best_checkpoint r12_beauty_sasrec_mol)" ]; then
+      screen beauty_sasrec_mol experiment=amazon_beauty_sasrec_mol model.similarity.item_dropout=0.3
+    fi
+    if [ -z "$(best_checkpoint r12_ml1m_hstu_large_mol)" ]; then
+      screen ml1m_hstu_large_mol experiment=ml_1m_seq_hstu_large_mol model.similarity.item_dropout=0.3
+    fi
+    start_topk_bench_after r12_ml1m_hstu_large_mol r12_beauty_sasrec_mol
+    ;;
+  *)
+    sed -n 2,36p "$0"
+    exit 2
+    ;;
+esac
