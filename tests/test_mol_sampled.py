@@ -14,6 +14,7 @@ import functools
 import pytest
 import torch
 from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from rails.models.encoders.hstu import HSTU
 from rails.models.losses import SampledSoftmaxLoss, UniformNegatives
@@ -185,6 +186,37 @@ def test_factorised_item_rows_reproduce_the_components() -> None:
     raw = (items.rows[:, :-1] @ proj.weight.T + proj.bias).unflatten(-1, (2, 4))
     torch.testing.assert_close(raw * items.inv_norms[..., None], state.components, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(items.gate, state.gate)
+
+
+class _CountIndexing(TorchDispatchMode):
+    """Counts the advanced-indexing gathers (aten.index.Tensor) run under it, with their input shapes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten.index.Tensor:
+            self.shapes.append(tuple(args[0].shape))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("head", ["mol", "mol_generic"])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])  # 0.3: the positive column has its own query-side draw
+def test_one_gather_of_the_item_side_per_step(head: str, dropout: float) -> None:
+    """rows, inverse norms and item gate of every (query, item) pair come from one gather of one table."""
+    module = _module(dropout=dropout, head=head)
+    batch = _batch()
+    queries = module.embed_queries(batch)
+    positions = torch.tensor([[3, 1, 2, 5], [4, 6, 8, 9], [7, 10, 11, 1]])
+    counter = _CountIndexing()
+    with counter:
+        out = module.similarity.forward_sampled(
+            queries, module.items(torch.arange(NUM_ITEMS)), positions, user_ids=batch.user_ids
+        )
+    assert out.scores.shape == (3, 4)
+    width = (DIM + 1 + 2 if head == "mol" else 2 * (DIM // 2)) + 6  # rows (+ inverse norms), gate of P = 6
+    assert counter.shapes == [(NUM_ITEMS, width)]
 
 
 def test_bad_positions_are_refused() -> None:

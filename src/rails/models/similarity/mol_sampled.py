@@ -20,6 +20,10 @@ normalisation per component) the logits factor as
 gather (8x the logits at 8x4x64) and its scatter-add backward disappear, and the query side carries
 ``A = f^T [W | b] / tau`` (M, P, D + 1). Replacement item component functions take the generic path
 (``encode_items``, then a gather of the components).
+
+Each pair's item-side values (row, inverse norms, item gate part) sit side by side in one (T, C) table and
+are gathered in one indexing op (:func:`gather_sampled`): one gather and one sort-based scatter-add in the
+backward instead of three of each per step (a launch-bound step at ML-1M shapes: issue #13 item 4).
 """
 
 from __future__ import annotations
@@ -38,17 +42,32 @@ if TYPE_CHECKING:
 
 
 class SampledItems(NamedTuple):
-    """The item table of one training step, encoded once.
+    """The item table of one training step, encoded once, or its rows gathered per (query, item) pair.
 
-    Attributes:
-        rows: (T, D_x + 1) ``[x', 1]`` (factorised path) or (T, P_X, d_P) L2-normalised components.
-        inv_norms: (T, P_X) ``1 / max(||W_j x' + b_j||, eps)`` (factorised path) or None.
-        gate: (T, P) item-only gating part.
+    Attributes (leading dims ``(T,)`` for the table, ``(M, X)`` once gathered):
+        rows: (..., D_x + 1) ``[x', 1]`` (factorised path) or (..., P_X, d_P) L2-normalised components.
+        inv_norms: (..., P_X) ``1 / max(||W_j x' + b_j||, eps)`` (factorised path) or None.
+        gate: (..., P) item-only gating part.
     """
 
     rows: Tensor
     inv_norms: Tensor | None
     gate: Tensor
+
+
+def gather_sampled(items: SampledItems, positions: Tensor) -> SampledItems:
+    """Table rows (T, ...) -> their values at ``positions`` (M, X), every field in one indexing op.
+
+    The fields are laid side by side (dtype of ``rows``) and gathered once; the result's fields are views.
+    """
+    fields = [items.rows.flatten(1), items.gate.to(items.rows.dtype)]
+    if items.inv_norms is not None:
+        fields.append(items.inv_norms.to(items.rows.dtype))
+    widths = [f.shape[1] for f in fields]
+    gathered = torch.cat(fields, dim=1)[positions].split(widths, dim=-1)  # (M, X, C) -> views
+    rows = gathered[0].unflatten(-1, items.rows.shape[1:])
+    inv_norms = gathered[2] if items.inv_norms is not None else None
+    return SampledItems(rows, inv_norms, gathered[1])
 
 
 def _factorises(head: MoLSimilarity) -> bool:
@@ -72,12 +91,10 @@ def encode_sampled_items(head: MoLSimilarity, item_embeddings: Tensor) -> Sample
     return SampledItems(rows, inv_norms, head.gating.item_gate(item_embeddings))
 
 
-def sampled_logits(
-    head: MoLSimilarity, query_components: Tensor, items: SampledItems, positions: Tensor
-) -> Tensor:
-    """Temperature-scaled pair logits (M, X, P) of queries (M, P_Q, d_P) with their items ``positions`` (M, X)."""
-    if items.inv_norms is None:
-        components = items.rows[positions].to(query_components.dtype)  # (M, X, P_X, d_P)
+def sampled_logits(head: MoLSimilarity, query_components: Tensor, pairs: SampledItems) -> Tensor:
+    """Temperature-scaled pair logits (M, X, P) of queries (M, P_Q, d_P) with their gathered items ``pairs``."""
+    if pairs.inv_norms is None:
+        components = pairs.rows.to(query_components.dtype)  # (M, X, P_X, d_P)
         logits = torch.einsum("mid,mxjd->mxij", query_components, components)
         return logits.flatten(-2) / head.temperature
     proj = head.item_components.proj  # type: ignore[union-attr]
@@ -85,8 +102,8 @@ def sampled_logits(
     weight = torch.cat([proj.weight.view(p_x, d_p, -1), proj.bias.view(p_x, d_p, 1)], dim=-1)
     per_query = torch.einsum("mid,jdk->mijk", query_components, weight / head.temperature)
     per_query = per_query.flatten(1, 2)  # (M, P, D_x + 1)
-    dots = torch.bmm(items.rows[positions].to(per_query.dtype), per_query.transpose(1, 2))  # (M, X, P)
-    inv_norms = items.inv_norms[positions].to(dots.dtype)  # (M, X, P_X)
+    dots = torch.bmm(pairs.rows.to(per_query.dtype), per_query.transpose(1, 2))  # (M, X, P)
+    inv_norms = pairs.inv_norms.to(dots.dtype)  # (M, X, P_X)
     return (dots.unflatten(-1, (head.num_query_components, p_x)) * inv_norms[:, :, None, :]).flatten(-2)
 
 
@@ -142,7 +159,9 @@ def forward_sampled(
         components, uid, squared_uid_norms = head._query_inputs(query_embeddings, user_ids)
         query_gate = head.gating.query_gate(query_embeddings)
         negative_components = head._query_components(components, uid)
-        items = encode_sampled_items(head, item_embeddings)
+        pairs = gather_sampled(
+            encode_sampled_items(head, item_embeddings), positions
+        )  # fields (M, 1 + R, ...)
         query_dropout = _has_dropout(head.query_components)
         uid_dropout = (
             uid is not None and head.uid_components is not None and _has_dropout(head.uid_components)
@@ -152,16 +171,18 @@ def forward_sampled(
             if query_dropout:
                 components, _, _ = head._query_inputs(query_embeddings, user_ids)
             positive_components = head._query_components(components, uid)
+            positive_pairs = SampledItems(*(f[:, :1] if f is not None else None for f in pairs))
+            negative_pairs = SampledItems(*(f[:, 1:] if f is not None else None for f in pairs))
             logits = torch.cat(
                 [
-                    sampled_logits(head, positive_components, items, positions[:, :1]),
-                    sampled_logits(head, negative_components, items, positions[:, 1:]),
+                    sampled_logits(head, positive_components, positive_pairs),
+                    sampled_logits(head, negative_components, negative_pairs),
                 ],
                 dim=1,
             )
         else:
-            logits = sampled_logits(head, negative_components, items, positions)
-        scores, positive_weights = head._sampled_mix_fn(head, query_gate, items.gate[positions], logits)
+            logits = sampled_logits(head, negative_components, pairs)
+        scores, positive_weights = head._sampled_mix_fn(head, query_gate, pairs.gate, logits)
     aux: dict[str, Tensor] = {}
     if head.training:
         aux["mi_loss"] = mutual_information_loss(positive_weights, head.eps)
