@@ -55,3 +55,20 @@ def test_sasrec_beats_popularity_on_synthetic_data(tmp_path: Path) -> None:
     GlobalHydra.instance().clear()
     assert metrics["test/hr@10"] >= 2 * metrics["test/popularity/hr@10"], metrics
     assert metrics["test/ndcg@10"] > metrics["test/popularity/ndcg@10"]
+
+
+def test_early_stopping_ends_training_after_patience_validations(tmp_path: Path) -> None:
+    """A frozen model (lr 0) never improves: patience 2 stops it after 3 of its 8 epochs (one validation each)."""
+    overrides = [o for o in TINY_OVERRIDES if not o.startswith("trainer.max_epochs")] + [
+        "trainer.max_epochs=8",
+        "model.optimizer.lr=0.0",
+        "callbacks/early_stopping=default",
+        "callbacks.early_stopping.patience=2",
+    ]
+    cfg = shrink(compose_config("train", overrides), tmp_path)
+    run(cfg)
+    GlobalHydra.instance().clear()
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["epochs"] == 3
+    # without the option the same run trains all 8 epochs
+    assert "early_stopping" not in compose_config("train", TINY_OVERRIDES).callbacks
