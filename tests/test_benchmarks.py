@@ -209,3 +209,21 @@ def test_drop_annotations_cleans_stored_kernel_tables() -> None:
     clean = drop_annotations(stored)
     assert clean == {"steps": 5, "busy_ms": pytest.approx(9.5), "launches": 610.0, "top": [kernel]}
     assert drop_annotations(clean) == clean and len(stored["top"]) == 3  # idempotent, input kept
+
+
+def test_compiled_head_probe_is_the_same_model() -> None:
+    """``mol_compiled_head`` runs the MoL head's sampled call under torch.compile: same loss, same gradients."""
+    eager = head_step_module(TINY, "mol", CPU).eval()  # eval: no dropout draws (Inductor draws its own)
+    compiled = head_step_module(TINY, "mol_compiled_head", CPU).eval()
+    compiled.load_state_dict(eager.state_dict())
+    batch = random_batch(torch.full((TINY.batch,), TINY.seq_len), TINY.seq_len, TINY.num_items, CPU)
+    losses, grads = [], []
+    for module in (eager, compiled):
+        torch.manual_seed(3)  # the same negatives
+        total, _ = module.training_loss(batch)
+        total.backward()
+        losses.append(total.detach())
+        grads.append(module.similarity.gating.qi_part[1].weight.grad.clone())
+    assert "forward_sampled" in vars(compiled.similarity) and "forward_sampled" not in vars(eager.similarity)
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-3, atol=1e-5)

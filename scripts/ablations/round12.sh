@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # GPU round 12 (after round 11), on one H200 (kind nvidia-h200) or two (nvidia-h200-x2), calls chained within 30 s:
 #
-#   start : alone on the machine first: bench_mol_step (dot / MoL / fused MoL; the step no longer synchronises
-#           with the host; $OUT/bench_mol.*, ~1.5 min), the two-pass GPU test and scripts/profile_fused_exact.py at
+#   start : alone on the machine first: bench_mol_step (dot / MoL / fused MoL / bf16 MoL head / compiled MoL head;
+#           the step no longer synchronises with the host and gathers each pair's item side once;
+#           $OUT/bench_mol.*, ~3 min), the two-pass GPU test and scripts/profile_fused_exact.py at
 #           1M and 10M items (B = 32, 8x4x64: the one-pass kernel's stage ablations beside the two-pass search,
 #           thresholds from every 64th item and candidate emission instead of the on-chip merge; ~3 min,
 #           $OUT/profile_fused_exact_{1M,10M}.*). Then fifteen Amazon Beauty trainings (issue #12 deliverable 4;
@@ -108,7 +109,10 @@ case "${1:-}" in
   start)
     echo "$GPUS GPU(s); trainings on GPU $TRAIN_GPU"
     # first, alone on the host: the training step without its host synchronisation (issue #13 item 4)
-    CUDA_VISIBLE_DEVICES=0 timeout 200 python3 scripts/bench_mol_step.py --heads dot mol mol_fused --precisions fp32 \
+    # (+ the MoL head under bf16 autocast, and the whole sampled head call under one torch.compile: the probe of
+    # how much of the launch-bound MoL step fusion removes)
+    CUDA_VISIBLE_DEVICES=0 timeout 420 python3 scripts/bench_mol_step.py \
+      --heads dot mol mol_fused mol_bf16_head mol_compiled_head --precisions fp32 \
       --variants eager --profile-kernels --output "$OUT/bench_mol.md" 2>&1 | grep -E "ms \(|Acceptance|backward at" | tail -n 5
     if [ "$GPUS" -gt 1 ]; then
       trainings  # on GPU 1 while GPU 0 profiles, then the top-k benchmark once the two MoL checkpoints exist

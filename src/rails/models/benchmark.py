@@ -27,7 +27,7 @@ from rails.models.losses import SampledSoftmaxLoss, UniformNegatives
 from rails.models.retrieval_module import RetrievalModule
 from rails.models.similarity import DotProductSimilarity, MoLSimilarity
 
-HEADS = ("dot", "mol", "mol_compiled", "mol_bf16_head", "mol_fused")
+HEADS = ("dot", "mol", "mol_compiled", "mol_compiled_head", "mol_bf16_head", "mol_fused")
 # "eager": the presets' step; "compiled": the encoder under torch.compile (model.compile_encoder=true), the MoL
 # mixing too (model.similarity.compile_mixing=true) and AdamW's fused kernels (model.optimizer.fused=true), the
 # launch-count levers of a launch-bound step;
@@ -127,7 +127,10 @@ def head_step_module(
 ) -> RetrievalModule:
     """HSTU-large + the requested head, paper settings for each.
 
-    Heads: ``dot``, ``mol``, ``mol_compiled`` (torch.compile'd mixing), ``mol_bf16_head`` (the MoL head under
+    Heads: ``dot``, ``mol``, ``mol_compiled`` (torch.compile'd mixing), ``mol_compiled_head`` (the whole
+    sampled head call, query and item sides, logits, mixture and auxiliary losses, under one ``torch.compile``
+    with dynamic shapes: a benchmark-only probe of how many of the MoL step's launches fusion removes; no config
+    option yet), ``mol_bf16_head`` (the MoL head under
     bf16 autocast in an fp32 step: ``model.similarity.autocast_bf16=true``, the Amazon Books recipe),
     ``mol_fused`` (the training mixture in fused Triton kernels: ``model.similarity.fused_mixing=true``).
 
@@ -167,6 +170,8 @@ def head_step_module(
             fused_mixing=head == "mol_fused",
         )
         weights = {"mi_loss": 1e-3, "uid_embedding_l2_norm": 0.1}
+        if head == "mol_compiled_head":
+            similarity.forward_sampled = torch.compile(similarity.forward_sampled, dynamic=True)  # type: ignore[method-assign]
     else:
         similarity, weights = DotProductSimilarity(), {}
     module = RetrievalModule(
