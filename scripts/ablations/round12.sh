@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # GPU round 12 (after round 11), on one H200 (kind nvidia-h200) or two (nvidia-h200-x2), calls chained within 30 s:
 #
-#   start : alone on the machine first: bench_mol_step (dot / MoL / fused MoL / bf16 MoL head / compiled MoL head;
-#           the step no longer synchronises with the host and gathers each pair's item side once;
-#           $OUT/bench_mol.*, ~3 min), the two-pass GPU test and scripts/profile_fused_exact.py at
-#           1M and 10M items (B = 32, 8x4x64: the one-pass kernel's stage ablations beside the two-pass search,
-#           thresholds from every 64th item and candidate emission instead of the on-chip merge; ~3 min,
-#           $OUT/profile_fused_exact_{1M,10M}.*). Then fifteen Amazon Beauty trainings (issue #12 deliverable 4;
+#   bench : alone on the machine: bench_mol_step (dot / MoL / fused MoL / bf16 MoL head / compiled MoL head; the
+#           step no longer synchronises with the host and gathers each pair's item side once; $OUT/bench_mol.*,
+#           <= 7 min).
+#   start : the two-pass GPU test and scripts/profile_fused_exact.py at 1M and 10M items (B = 32, 8x4x64: the
+#           one-pass kernel's stage ablations beside the two-pass search, thresholds from every 64th item and
+#           candidate emission instead of the on-chip merge; <= 7 min, $OUT/profile_fused_exact_{1M,10M}.*),
+#           then fifteen Amazon Beauty trainings (issue #12 deliverable 4;
 #           seed 1, 101 epochs, S3-Rec protocol, through MPS), detached on the last GPU. Round 11 left SASRec +
 #           MoL (.0763) below SASRec + dot (.0864) with a higher training loss, and the best model (HSTU-large +
 #           dot, timestamps, .0920 / .0508) under the published best (.1008 / .0611). The trainings: round 11's
@@ -27,7 +28,8 @@
 #           MoL trainings (~20 min: a later session if the device time is spent; it retrains them then).
 #
 #   here first: .whl/ (scripts/gpu_wheels.sh), .devdata/ with ml-1m-seq and amazon-beauty (../shared/data)
-#   run(kind="nvidia-h200", carry=[".whl", ".devdata"], command="bash scripts/ablations/round12.sh start")
+#   run(kind="nvidia-h200", carry=[".whl", ".devdata"], command="bash scripts/ablations/round12.sh bench")
+#   run(command="bash scripts/ablations/round12.sh start")        (each call stays under the 10-minute limit)
 #   run(command="bash scripts/ablations/round12.sh wait 560")     (again until "sweeps still running: 0")
 #
 # Here afterwards: bench_mol.* -> docs/ and results/bench_mol/<date>-<kind>-<commit>.* (its headline row in
@@ -57,7 +59,7 @@ screen() {  # screen NAME OVERRIDES...: one training on $TRAIN_GPU, detached
 
 profiles() {  # the two-pass GPU test and the fused-exact stage profiles, on GPU 0
   # the two-pass search's GPU check (float64 reference, B = 1 / 32 / 256) before its first timing
-  CUDA_VISIBLE_DEVICES=0 timeout 180 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_mol_topk_two_pass.py \
+  CUDA_VISIBLE_DEVICES=0 timeout 120 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_mol_topk_two_pass.py \
     2>&1 | tail -n 3
   local items name
   for items in 1000000 10000000; do
@@ -106,14 +108,15 @@ trainings() {  # the Beauty screens (and, with two GPUs, the ML-1M MoL checkpoin
 }
 
 case "${1:-}" in
-  start)
-    echo "$GPUS GPU(s); trainings on GPU $TRAIN_GPU"
-    # first, alone on the host: the training step without its host synchronisation (issue #13 item 4)
+  bench)  # alone on the machine: the training step without its host synchronisation (issue #13 item 4)
     # (+ the MoL head under bf16 autocast, and the whole sampled head call under one torch.compile: the probe of
     # how much of the launch-bound MoL step fusion removes)
     CUDA_VISIBLE_DEVICES=0 timeout 420 python3 scripts/bench_mol_step.py \
       --heads dot mol mol_fused mol_bf16_head mol_compiled_head --precisions fp32 \
-      --variants eager --profile-kernels --output "$OUT/bench_mol.md" 2>&1 | grep -E "ms \(|Acceptance|backward at" | tail -n 5
+      --variants eager --profile-kernels --output "$OUT/bench_mol.md" 2>&1 | grep -E "ms \(|Acceptance|backward at" | tail -n 8
+    ;;
+  start)
+    echo "$GPUS GPU(s); trainings on GPU $TRAIN_GPU"
     if [ "$GPUS" -gt 1 ]; then
       trainings  # on GPU 1 while GPU 0 profiles, then the top-k benchmark once the two MoL checkpoints exist
       profiles
@@ -138,7 +141,7 @@ case "${1:-}" in
     start_topk_bench_after r12_ml1m_hstu_large_mol r12_beauty_sasrec_mol
     ;;
   *)
-    sed -n 2,36p "$0"
+    sed -n 2,40p "$0"
     exit 2
     ;;
 esac
