@@ -1,36 +1,39 @@
 #!/usr/bin/env bash
 # GPU round 12 (after round 11), on one H200 (kind nvidia-h200) or two (nvidia-h200-x2), calls chained within 30 s:
 #
-#   bench : alone on the machine: bench_mol_step (dot / MoL / fused MoL / bf16 MoL head / compiled MoL head; the
-#           step no longer synchronises with the host and gathers each pair's item side once; $OUT/bench_mol.*,
-#           <= 7 min).
-#   start : the two-pass GPU test and scripts/profile_fused_exact.py at 1M and 10M items (B = 32, 8x4x64: the
-#           one-pass kernel's stage ablations beside the two-pass search, thresholds from every 64th item and
-#           candidate emission instead of the on-chip merge; <= 7 min, $OUT/profile_fused_exact_{1M,10M}.*),
-#           then fifteen Amazon Beauty trainings (issue #12 deliverable 4;
-#           seed 1, 101 epochs, S3-Rec protocol, through MPS), detached on the last GPU. Round 11 left SASRec +
-#           MoL (.0763) below SASRec + dot (.0864) with a higher training loss, and the best model (HSTU-large +
-#           dot, timestamps, .0920 / .0508) under the published best (.1008 / .0611). The trainings: round 11's
-#           SASRec + MoL at 101 epochs (the control of the MoL screens), the MoL head's regularisation and
-#           precision one change each (bf16 autocast off, item / softmax dropout 0, encoder dropout 0.3),
-#           HSTU-large + MoL (preset), HSTU-large + dot (fp32, dropout 0.3, full softmax), the BSARec-style
-#           encoder (dot with cross-entropy over every item = the published recipe, dot and MoL with 512
-#           negatives), position embeddings counted from the newest item (`position_alignment=right`, the
-#           left-padded layout of the code behind the published Beauty numbers) for SASRec + dot, SASRec + MoL
-#           and HSTU-large + dot, and SASRec with the S3-Rec-family recipe (raw dot, full CE).
-#           With two GPUs also: an ML-1M HSTU-large + MoL training (item dropout 0.3) on the second GPU, and the
-#           full top-k benchmark on the first (1M / 10M / 100M, both shapes, four fused exact rows per problem,
-#           two replayed ClusteredTopK points at 100M), started once the ML-1M and the Beauty MoL trainings have
-#           written their best checkpoints (its trained-model problems; ~5 min in).
+#   bench   : alone on the machine: bench_mol_step (dot / MoL / fused MoL / bf16 MoL head / compiled MoL head;
+#             the step no longer synchronises with the host and gathers each pair's item side once;
+#             $OUT/bench_mol.*, <= 7 min).
+#   start   : fifteen Amazon Beauty trainings (issue #12 deliverable 4; seed 1, 101 epochs, S3-Rec protocol,
+#             through MPS), detached on the last GPU. Round 11 left SASRec + MoL (.0763) below SASRec + dot (.0864)
+#             with a higher training loss, and the best model (HSTU-large + dot, timestamps, .0920 / .0508) under
+#             the published best (.1008 / .0611). The trainings: round 11's SASRec + MoL at 101 epochs (the
+#             control of the MoL screens), the MoL head's regularisation and precision one change each (bf16
+#             autocast off, item / softmax dropout 0, encoder dropout 0.3), HSTU-large + MoL (preset), HSTU-large
+#             + dot (fp32, dropout 0.3, full softmax), the BSARec-style encoder (dot with cross-entropy over every
+#             item = the published recipe, dot and MoL with 512 negatives), position embeddings counted from the
+#             newest item (`position_alignment=right`, the left-padded layout of the code behind the published
+#             Beauty numbers) for SASRec + dot, SASRec + MoL and HSTU-large + dot, and SASRec with the
+#             S3-Rec-family recipe (raw dot, full CE).
+#             With two GPUs also: an ML-1M HSTU-large + MoL training (item dropout 0.3) on the second GPU; on the
+#             first the `profile` step, then the full top-k benchmark (1M / 10M / 100M, both shapes, four fused
+#             exact rows per problem, two replayed ClusteredTopK points at 100M), started once the ML-1M and the
+#             Beauty MoL trainings have written their best checkpoints (its trained-model problems).
+#   profile : the two-pass GPU test and scripts/profile_fused_exact.py at 1M and 10M items (B = 32, 8x4x64: the
+#             one-pass kernel's stage ablations beside the two-pass search, thresholds from every 64th item and
+#             candidate emission instead of the on-chip merge; <= 7 min, $OUT/profile_fused_exact_{1M,10M}.*).
+#             One GPU: after the trainings (timings alone on the GPU).
 #   wait  : waits at most ${2:-560} s, brings back bench_topk.{json,md,png} (two GPUs; partial while running) and
 #           the finished runs (runs.tar.gz, partial.tar.gz, sweep_logs.tar.gz). Repeat until both are done.
 #   topk  : one GPU, once the trainings are done: the top-k benchmark with the checkpoints of this round's
 #           MoL trainings (~20 min: a later session if the device time is spent; it retrains them then).
 #
 #   here first: .whl/ (scripts/gpu_wheels.sh), .devdata/ with ml-1m-seq and amazon-beauty (../shared/data)
-#   run(kind="nvidia-h200", carry=[".whl", ".devdata"], command="bash scripts/ablations/round12.sh bench")
-#   run(command="bash scripts/ablations/round12.sh start")        (each call stays under the 10-minute limit)
-#   run(command="bash scripts/ablations/round12.sh wait 560")     (again until "sweeps still running: 0")
+#   two GPUs: run(kind="nvidia-h200-x2", carry=[".whl", ".devdata"], command="bash scripts/ablations/round12.sh bench"),
+#             then `start`, then `wait 560` until bench_topk is done and "sweeps still running: 0"
+#   one GPU:  run(kind="nvidia-h200", carry=[".whl", ".devdata"], command="bash scripts/ablations/round12.sh start"),
+#             `wait 560` until "sweeps still running: 0" (~20 min), then `bench`, then `profile` (the trainings
+#             first: issue #12 matters most; each call stays under the device's 10-minute limit)
 #
 # Here afterwards: bench_mol.* -> docs/ and results/bench_mol/<date>-<kind>-<commit>.* (its headline row in
 # docs/benchmarks.md); profile_fused_exact_* -> results/profiles/<date>-<kind>-fused-exact-{1M,10M}.*; bench_topk.*
@@ -117,16 +120,16 @@ case "${1:-}" in
     ;;
   start)
     echo "$GPUS GPU(s); trainings on GPU $TRAIN_GPU"
-    if [ "$GPUS" -gt 1 ]; then
-      trainings  # on GPU 1 while GPU 0 profiles, then the top-k benchmark once the two MoL checkpoints exist
+    trainings
+    if [ "$GPUS" -gt 1 ]; then  # GPU 0: the profiles, then the top-k benchmark once the two MoL checkpoints exist
       profiles
       start_topk_bench_after r12_ml1m_hstu_large_mol r12_beauty_sasrec_mol
-    else
-      profiles  # nothing else on the GPU while it is timed
-      trainings
     fi
     sleep 20
     nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader
+    ;;
+  profile)  # one GPU, once the trainings are done (nothing else on the GPU while it is timed)
+    profiles
     ;;
   wait)
     if [ -f "$TOPK/pid" ]; then wait_topk_and_sweeps "${2:-560}"; else bash scripts/gpu_sweep.sh wait "${2:-560}"; fi
@@ -141,7 +144,7 @@ case "${1:-}" in
     start_topk_bench_after r12_ml1m_hstu_large_mol r12_beauty_sasrec_mol
     ;;
   *)
-    sed -n 2,40p "$0"
+    sed -n '2,/^set -uo/p' "$0" | sed '$d'
     exit 2
     ;;
 esac
