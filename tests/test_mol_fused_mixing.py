@@ -42,7 +42,11 @@ def _inputs(m: int, x: int, p: int, h: int, seed: int) -> list[torch.Tensor]:
     return [torch.randn(*shape, generator=gen, dtype=torch.float64) for shape in shapes]
 
 
-def check_against_float64(m: int, x: int, p: int, h: int, dropout: float, seed: int = 0) -> None:
+def check_against_float64(
+    m: int, x: int, p: int, h: int, dropout: float, seed: int = 0, strided_gate: bool = False
+) -> None:
+    """``strided_gate``: the item gate is a column slice of a wider (M, X, P + 5) tensor, as the sampled step's
+    one-gather table hands it over (read in place by its row stride)."""
     inputs = _inputs(m, x, p, h, seed)
     keep, scale = None, 1.0
     if dropout > 0:
@@ -59,8 +63,19 @@ def check_against_float64(m: int, x: int, p: int, h: int, dropout: float, seed: 
     torch.autograd.backward([ref_scores, ref_positive], [grad_scores, grad_positive])
 
     fused_in = [t.float().requires_grad_() for t in inputs]
-    scores, positive = FusedSampledMixing.apply(*fused_in, keep, scale, 1e-6, "ieee")
+    args = list(fused_in)
+    if strided_gate:
+        from rails.kernels.mol_mixing_triton import gate_rows
+
+        wide = (
+            torch.cat([inputs[1], torch.randn(m, x, 5, dtype=torch.float64)], dim=-1).float().requires_grad_()
+        )
+        args[1] = wide[..., :p]
+        assert gate_rows(args[1]).data_ptr() == wide.data_ptr()  # no copy
+    scores, positive = FusedSampledMixing.apply(*args, keep, scale, 1e-6, "ieee")
     torch.autograd.backward([scores, positive], [grad_scores.float(), grad_positive.float()])
+    if strided_gate:
+        fused_in[1].grad = wide.grad[..., :p]
 
     torch.testing.assert_close(scores.double(), ref_scores.detach(), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(positive.double(), ref_positive.detach(), rtol=1e-4, atol=1e-4)
@@ -148,6 +163,7 @@ def _interpreter_main() -> None:
     check_backward_variants_agree(m=3, x=40, p=32, h=40, dropout=0.2, seed=5)  # several blocks
     check_against_float64(m=7, x=5, p=6, h=24, dropout=0.0)  # P -> 16, H -> 32, 35 rows: one partial block
     check_against_float64(m=7, x=5, p=6, h=24, dropout=0.3, seed=3)
+    check_against_float64(m=7, x=5, p=6, h=24, dropout=0.3, seed=4, strided_gate=True)
     check_against_float64(
         m=3, x=40, p=32, h=40, dropout=0.2, seed=5
     )  # several blocks, two programs' partials

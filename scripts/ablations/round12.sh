@@ -49,21 +49,34 @@ source scripts/device_site.sh
 device_env
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True OMP_NUM_THREADS=1 MPS=${MPS:-1}
 
-common=(data.root="$PWD/.devdata" ++callbacks.progress_bar=null trainer.enable_progress_bar=false
-  trainer.max_epochs=101 seed=1)
+common=(data.root="$PWD/.devdata" ++callbacks.progress_bar=null trainer.enable_progress_bar=false seed=1)
 GPUS=$(nvidia-smi -L 2>/dev/null | grep -c "^GPU")
 TRAIN_GPU=$((GPUS > 1 ? 1 : 0))  # the trainings' GPU: the second when there are two, else the only one
+# SMOKE=1 bash scripts/ablations/round12.sh start: here, before spending device time, each training of the round
+# runs a few CPU batches in the foreground (debug=limit, one epoch; PYTHON, default .venv/bin/python) and says
+# whether it got through; logs in /tmp/rails-round12-smoke/<name>.log.
 screen() {  # screen NAME OVERRIDES...: one training on $TRAIN_GPU, detached
   local name=$1
   shift
+  if [ "${SMOKE:-0}" = 1 ]; then
+    mkdir -p /tmp/rails-round12-smoke
+    if "${PYTHON:-.venv/bin/python}" -m rails.train "$@" "${common[@]}" trainer=cpu debug=limit trainer.max_epochs=1 \
+      hydra.run.dir="/tmp/rails-round12-smoke/$name" >"/tmp/rails-round12-smoke/$name.log" 2>&1; then
+      echo "smoke ok: $name"
+    else
+      echo "smoke FAILED: $name ($(grep -E "Error|error" "/tmp/rails-round12-smoke/$name.log" | tail -n 1))"
+    fi
+    return
+  fi
   CUDA_VISIBLE_DEVICES=$TRAIN_GPU bash scripts/gpu_sweep.sh start "r12_$name" hydra/launcher=parallel \
-    hydra.launcher.n_jobs=1 "$@" "${common[@]}"
+    hydra.launcher.n_jobs=1 "$@" "${common[@]}" trainer.max_epochs=101
 }
 
 profiles() {  # the two-pass GPU test and the fused-exact stage profiles, on GPU 0
-  # the two-pass search's GPU check (float64 reference, B = 1 / 32 / 256) before its first timing
-  CUDA_VISIBLE_DEVICES=0 timeout 120 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_mol_topk_two_pass.py \
-    2>&1 | tail -n 3
+  # the GPU checks of the kernels changed since round 11: the two-pass search (float64 reference, B = 1 / 32 / 256)
+  # and the fused training mixture (its item gate now read by row stride)
+  CUDA_VISIBLE_DEVICES=0 timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_mol_topk_two_pass.py \
+    tests/test_mol_fused_mixing.py 2>&1 | tail -n 3
   local items name
   for items in 1000000 10000000; do
     CUDA_VISIBLE_DEVICES=0 timeout 150 python3 scripts/profile_fused_exact.py --items "$items" --setting 8x4x64 \
@@ -121,6 +134,7 @@ case "${1:-}" in
   start)
     echo "$GPUS GPU(s); trainings on GPU $TRAIN_GPU"
     trainings
+    [ "${SMOKE:-0}" = 1 ] && exit 0
     if [ "$GPUS" -gt 1 ]; then  # GPU 0: the profiles, then the top-k benchmark once the two MoL checkpoints exist
       profiles
       start_topk_bench_after r12_ml1m_hstu_large_mol r12_beauty_sasrec_mol

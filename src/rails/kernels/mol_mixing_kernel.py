@@ -34,7 +34,7 @@ def _silu_grad(x):
 
 @triton.jit
 def _block_forward(
-    L, IG, QG, W1, B1, W2, B2, KEEP, rows, p, h, N, X, P: tl.constexpr, H: tl.constexpr, scale, eps,
+    L, IG, QG, W1, B1, W2, B2, KEEP, rows, p, h, N, X, P: tl.constexpr, H: tl.constexpr, scale, eps, ig_stride,
     HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
     """Recompute one block: logits, gate pre-activation a, softmax pi, pi', S, score (see the module doc)."""
@@ -43,7 +43,7 @@ def _block_forward(
     valid_h = h < H
     cell = valid_n[:, None] & valid_p[None, :]
     logits = tl.load(L + rows[:, None] * P + p[None, :], mask=cell, other=0.0)
-    item_gate = tl.load(IG + rows[:, None] * P + p[None, :], mask=cell, other=0.0)
+    item_gate = tl.load(IG + rows[:, None] * ig_stride + p[None, :], mask=cell, other=0.0)
     query_gate = tl.load(QG + (rows // X)[:, None] * P + p[None, :], mask=cell, other=0.0)
     w1t = tl.load(W1 + h[None, :] * P + p[:, None], mask=valid_p[:, None] & valid_h[None, :], other=0.0)
     w2t = tl.load(W2 + p[None, :] * H + h[:, None], mask=valid_h[:, None] & valid_p[None, :], other=0.0)
@@ -72,7 +72,7 @@ def _block_forward(
 
 @triton.jit
 def mol_mixing_fwd_kernel(
-    L, IG, QG, W1, B1, W2, B2, KEEP, SCORE, POSW, N, X, scale, eps,
+    L, IG, QG, W1, B1, W2, B2, KEEP, SCORE, POSW, N, X, scale, eps, ig_stride,
     P: tl.constexpr, H: tl.constexpr, PP: tl.constexpr, HP: tl.constexpr, BN: tl.constexpr,
     HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
@@ -81,7 +81,7 @@ def mol_mixing_fwd_kernel(
     p = tl.arange(0, PP)
     h = tl.arange(0, HP)
     _, _, _, _, _, _, _, _, _, dropped, _, norm, score = _block_forward(
-        L, IG, QG, W1, B1, W2, B2, KEEP, rows, p, h, N, X, P, H, scale, eps, HAS_DROPOUT, PRECISION
+        L, IG, QG, W1, B1, W2, B2, KEEP, rows, p, h, N, X, P, H, scale, eps, ig_stride, HAS_DROPOUT, PRECISION
     )
     valid_n = rows < N
     tl.store(SCORE + rows, score, mask=valid_n)
@@ -93,7 +93,7 @@ def mol_mixing_fwd_kernel(
 @triton.jit
 def _block_backward(
     L, IG, QG, W1, B1, W2, B2, KEEP, DSCORE, DPOSW, rows, p, h, N, X, P: tl.constexpr, H: tl.constexpr,
-    scale, eps, HAS_DROPOUT: tl.constexpr, HAS_DPOSW: tl.constexpr, PRECISION: tl.constexpr,
+    scale, eps, ig_stride, HAS_DROPOUT: tl.constexpr, HAS_DPOSW: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
     """One block's backward: (logits, SiLU(z), dA, dz, dL); dz is zero on rows past N."""
     valid_n = rows < N
@@ -101,7 +101,7 @@ def _block_backward(
     cell = valid_n[:, None] & valid_p[None, :]
     logits, item_gate, query_gate, w1t, w2t, z, a, pi, keep, dropped, unclamped, norm, score = (
         _block_forward(
-            L, IG, QG, W1, B1, W2, B2, KEEP, rows, p, h, N, X, P, H, scale, eps, HAS_DROPOUT, PRECISION
+            L, IG, QG, W1, B1, W2, B2, KEEP, rows, p, h, N, X, P, H, scale, eps, ig_stride, HAS_DROPOUT, PRECISION
         )
     )  # fmt: skip
     dscore = tl.load(DSCORE + rows, mask=valid_n, other=0.0)
@@ -133,7 +133,7 @@ def _block_backward(
 
 @triton.jit
 def mol_mixing_bwd_kernel(
-    L, IG, QG, W1, B1, W2, B2, KEEP, DSCORE, DPOSW, DL, DA, DW1, DB1, DW2, DB2, N, X, scale, eps,
+    L, IG, QG, W1, B1, W2, B2, KEEP, DSCORE, DPOSW, DL, DA, DW1, DB1, DW2, DB2, N, X, scale, eps, ig_stride,
     P: tl.constexpr, H: tl.constexpr, PP: tl.constexpr, HP: tl.constexpr, BN: tl.constexpr,
     HAS_DROPOUT: tl.constexpr, HAS_DPOSW: tl.constexpr, PRECISION: tl.constexpr, PER_SM: tl.constexpr,
 ):  # fmt: skip
@@ -155,7 +155,7 @@ def mol_mixing_bwd_kernel(
         rows = (block * BN + tl.arange(0, BN)).to(tl.int64)
         cell = (rows < N)[:, None] & valid_p[None, :]
         logits, hidden, da, dz, dlogits = _block_backward(
-            L, IG, QG, W1, B1, W2, B2, KEEP, DSCORE, DPOSW, rows, p, h, N, X, P, H, scale, eps, HAS_DROPOUT,
+            L, IG, QG, W1, B1, W2, B2, KEEP, DSCORE, DPOSW, rows, p, h, N, X, P, H, scale, eps, ig_stride, HAS_DROPOUT,
             HAS_DPOSW, PRECISION,
         )  # fmt: skip
         dw2 += tl.dot(tl.trans(da), hidden, input_precision=PRECISION)  # (PP, HP)
@@ -173,7 +173,7 @@ def mol_mixing_bwd_kernel(
 
 @triton.jit
 def mol_mixing_bwd_rows_kernel(
-    L, IG, QG, W1, B1, W2, B2, KEEP, DSCORE, DPOSW, DL, DA, HID, DZ, N, X, scale, eps,
+    L, IG, QG, W1, B1, W2, B2, KEEP, DSCORE, DPOSW, DL, DA, HID, DZ, N, X, scale, eps, ig_stride,
     P: tl.constexpr, H: tl.constexpr, PP: tl.constexpr, HP: tl.constexpr, BN: tl.constexpr,
     HAS_DROPOUT: tl.constexpr, HAS_DPOSW: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
@@ -185,7 +185,7 @@ def mol_mixing_bwd_rows_kernel(
     valid_n = rows < N
     cell = valid_n[:, None] & (p < P)[None, :]
     _, hidden, da, dz, dlogits = _block_backward(
-        L, IG, QG, W1, B1, W2, B2, KEEP, DSCORE, DPOSW, rows, p, h, N, X, P, H, scale, eps, HAS_DROPOUT,
+        L, IG, QG, W1, B1, W2, B2, KEEP, DSCORE, DPOSW, rows, p, h, N, X, P, H, scale, eps, ig_stride, HAS_DROPOUT,
         HAS_DPOSW, PRECISION,
     )  # fmt: skip
     tl.store(DL + rows[:, None] * P + p[None, :], dlogits, mask=cell)

@@ -48,6 +48,24 @@ def _keep_arg(keep: Tensor | None, like: Tensor) -> Tensor:
     return keep.contiguous() if keep.dtype == torch.uint8 else keep.to(torch.uint8).contiguous()
 
 
+def gate_rows(item_gate: Tensor) -> Tensor:
+    """(M, X, P) item gate as fp32 rows the kernels address as ``row * stride + p`` over the M * X rows.
+
+    A view whose rows sit at one stride with unit column stride (e.g. a column slice of the one-gather table
+    of the sampled step) is used in place; anything else (a broadcast, a transposed layout) is copied.
+    """
+    gate = item_gate.float()
+    _, x, p = gate.shape
+    if gate.stride(2) == 1 and gate.stride(1) >= p and gate.stride(0) == x * gate.stride(1):
+        return gate
+    return gate.contiguous()
+
+
+def row_stride(gate: Tensor) -> int:
+    """The row stride of :func:`gate_rows`' result."""
+    return gate.stride(1) if gate.shape[1] > 1 else gate.stride(0)
+
+
 class MixingInputs(NamedTuple):
     """What both kernels read: the mixture's inputs and settings.
 
@@ -76,10 +94,12 @@ class MixingInputs(NamedTuple):
     precision: str = "ieee"
 
     def pointers(self) -> tuple[Tensor, ...]:
-        """L, IG, QG, W1, B1, W2, B2, KEEP as the kernels take them (fp32, contiguous; KEEP uint8)."""
+        """L, IG, QG, W1, B1, W2, B2, KEEP as the kernels take them (fp32; KEEP uint8; contiguous, except IG,
+        which may be rows of any stride: :func:`gate_rows`, its stride is :func:`row_stride` of it)."""
         logits = self.logits.float().contiguous()
-        rest = (self.item_gate, self.query_gate, self.w1, self.b1, self.w2, self.b2)
-        return (logits, *(t.float().contiguous() for t in rest), _keep_arg(self.keep, logits))
+        rest = (self.query_gate, self.w1, self.b1, self.w2, self.b2)
+        return (logits, gate_rows(self.item_gate), *(t.float().contiguous() for t in rest),
+                _keep_arg(self.keep, logits))  # fmt: skip
 
     def constants(self) -> dict[str, Any]:
         """The compile-time arguments both kernels share."""
@@ -99,8 +119,9 @@ def fused_mixing_forward(inputs: MixingInputs) -> tuple[Tensor, Tensor]:
     scores = torch.empty(m, x, device=device, dtype=torch.float32)
     positive = torch.zeros(m, p, device=device, dtype=torch.float32)
     grid = (triton_cdiv(m * x, BLOCK_ROWS),)
+    pointers = inputs.pointers()
     mol_mixing_fwd_kernel[grid](
-        *inputs.pointers(), scores, positive, m * x, x, float(inputs.scale), float(inputs.eps),
+        *pointers, scores, positive, m * x, x, float(inputs.scale), float(inputs.eps), row_stride(pointers[1]),
         **inputs.constants(), BN=BLOCK_ROWS, num_warps=4,
     )  # fmt: skip
     return scores, positive
@@ -209,7 +230,7 @@ def _backward_rows(
     dpos = grad_positive.float().contiguous() if grad_positive is not None else pointers[0]  # unread if None
     mol_mixing_bwd_rows_kernel[(triton_cdiv(n, BLOCK_ROWS),)](
         *pointers, grad_scores.float().contiguous(), dpos, dlogits, dgate, hidden, dz, n, x,
-        float(inputs.scale), float(inputs.eps), **inputs.constants(), BN=BLOCK_ROWS,
+        float(inputs.scale), float(inputs.eps), row_stride(pointers[1]), **inputs.constants(), BN=BLOCK_ROWS,
         HAS_DPOSW=grad_positive is not None, num_warps=4,
     )  # fmt: skip
     da, logits = dgate.view(n, p), pointers[0].view(n, p)
@@ -240,7 +261,7 @@ def _backward_persistent(
     pointers = inputs.pointers()
     dpos = grad_positive.float().contiguous() if grad_positive is not None else pointers[0]  # unread if None
     args = (*pointers, grad_scores.float().contiguous(), dpos, dlogits, dgate, dw1, db1, dw2, db2,
-            m * x, x, float(inputs.scale), float(inputs.eps))  # fmt: skip
+            m * x, x, float(inputs.scale), float(inputs.eps), row_stride(pointers[1]))  # fmt: skip
     if tuned:
         kernel = _tuned_backward()
 
