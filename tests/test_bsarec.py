@@ -14,7 +14,7 @@ from rails.batch import collate_sequences
 from rails.datamodules.canonical import read_canonical
 from rails.datamodules.sequences import SequenceExamples
 from rails.models.encoders import BSARec, SequenceHistory
-from rails.models.encoders.bsarec import _FrequencyFilter
+from rails.models.encoders.bsarec import _FrequencyFilter, blocked_keys
 from tests.conftest import TINY_OVERRIDES, build_model_and_loader, compose_config, shrink
 from tests.test_datamodules import _write
 from tests.test_hstu import random_batch
@@ -54,6 +54,17 @@ def test_outputs_do_not_depend_on_padding_columns_but_do_on_later_items():
     later[0, 6] += torch.randn(16)  # the newest item of user 0 moves every one of its outputs (the filter)
     moved = model(later, SequenceHistory.of(batch))
     assert not torch.allclose(moved[0, :6], base[0, :6]) and torch.equal(moved[1:], base[1:])
+
+
+def test_valid_queries_attend_causally_to_valid_keys_padding_queries_to_every_slot():
+    valid = torch.tensor([[False, False, True, True, True], [True, True, True, True, True]])
+    blocked = blocked_keys(valid)
+    causal = torch.ones(5, 5, dtype=torch.bool).triu(1)  # True above the diagonal: future keys
+    assert torch.equal(blocked[1], causal)
+    assert not blocked[0, :2].any()  # padding rows: nothing blocked (the published -10000 mask cancels)
+    expected = causal[2:].clone()
+    expected[:, :2] = True  # valid rows never see a padding key
+    assert torch.equal(blocked[0, 2:], expected)
 
 
 def test_bad_arguments_name_the_key():

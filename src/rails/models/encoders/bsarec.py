@@ -78,6 +78,20 @@ class _Block(nn.Module):
         return self.ffn_norm(h + self.ffn_dropout(self.ffn(h)))
 
 
+def blocked_keys(valid: Tensor) -> Tensor:
+    """(B, N) valid slots (right-aligned) -> (B, N, N) True where query slot i may not attend to key slot j.
+
+    A valid query attends causally to valid keys. A padding query attends to every slot: the published code
+    adds one -10000 mask for "padding or future" keys, which for a padding row covers every key and so
+    cancels in its softmax. Its state feeds the frequency filter of the next block (the low band spans all N
+    slots), so the padding rows are kept as that code computes them.
+    """
+    slots = valid.shape[1]
+    slot = torch.arange(slots, device=valid.device)
+    allowed = (slot[None, :, None] >= slot[None, None, :]) & valid[:, None, :]
+    return ~(allowed | ~valid[:, :, None])
+
+
 class BSARec(SequenceEncoder):
     """Attention with a frequency-domain inductive bias (module docstring). Not causal.
 
@@ -158,13 +172,10 @@ class BSARec(SequenceEncoder):
         source = (slot[None, :] - first).clamp(0, n - 1)
         x = history_embeddings.gather(1, source[..., None].expand(-1, -1, self.dim))
         x = x * valid[..., None].to(x.dtype)  # padding slots: no item, their position embedding only
-        # as in the published code, padding slots keep LN(position) states through the blocks: the filter
-        # sees all N slots (attention never attends to them)
+        # as in the published code, padding slots carry states through the blocks and the filter sees all N
+        # slots (attention never attends to them from a valid slot)
         x = self.input_dropout(self.input_norm(x + self.positions.weight[None]))
-        # causal over valid keys; a padding query attends to itself (its output is discarded)
-        allowed = (slot[None, :, None] >= slot[None, None, :]) & valid[:, None, :]
-        allowed |= torch.eye(slots, dtype=torch.bool, device=x.device)[None]
-        blocked = (~allowed).repeat_interleave(self.num_heads, dim=0)  # (B * heads, N, N)
+        blocked = blocked_keys(valid).repeat_interleave(self.num_heads, dim=0)  # (B * heads, N, N)
         for block in self.blocks:
             x = block(x, blocked)
         back = (torch.arange(n, device=x.device)[None, :] + first).clamp(max=slots - 1)  # (B, n)
