@@ -15,22 +15,23 @@
 #             newest item (`position_alignment=right`, the left-padded layout of the code behind the published
 #             Beauty numbers) for SASRec + dot, SASRec + MoL and HSTU-large + dot, and SASRec with the
 #             S3-Rec-family recipe (raw dot, full CE).
-#             With two GPUs also: an ML-1M HSTU-large + MoL training (item dropout 0.3) on the second GPU; on the
-#             first the `profile` step, then the full top-k benchmark (1M / 10M / 100M, both shapes, four fused
-#             exact rows per problem, two replayed ClusteredTopK points at 100M), started once the ML-1M and the
-#             Beauty MoL trainings have written their best checkpoints (its trained-model problems).
+#             With two GPUs, GPU 0 meanwhile runs the `profile` step.
 #   profile : the two-pass GPU test and scripts/profile_fused_exact.py at 1M and 10M items (B = 32, 8x4x64: the
 #             one-pass kernel's stage ablations beside the two-pass search, thresholds from every 64th item and
 #             candidate emission instead of the on-chip merge; <= 7 min, $OUT/profile_fused_exact_{1M,10M}.*).
 #             One GPU: after the trainings (timings alone on the GPU).
-#   wait  : waits at most ${2:-560} s, brings back bench_topk.{json,md,png} (two GPUs; partial while running) and
-#           the finished runs (runs.tar.gz, partial.tar.gz, sweep_logs.tar.gz). Repeat until both are done.
-#   topk  : one GPU, once the trainings are done: the top-k benchmark with the checkpoints of this round's
-#           MoL trainings (~20 min: a later session if the device time is spent; it retrains them then).
+#   wait    : waits at most ${2:-560} s, brings back the finished runs (runs.tar.gz, partial.tar.gz,
+#             sweep_logs.tar.gz) and, after `topk`, bench_topk.{json,md,png} (partial while running). Repeat until
+#             done.
+#   topk    : a session of its own (~25 min, any kind): the two MoL checkpoints of the top-k benchmark (ML-1M
+#             HSTU-large + MoL, Beauty SASRec + MoL; retrained side by side on GPU 0 unless this machine has them),
+#             then the full bench_topk (1M / 10M / 100M, both shapes, four fused exact rows per problem, two
+#             replayed ClusteredTopK points at 100M) with them, detached: `wait 560` until it is done. Worth
+#             it once the `profile` step shows a faster exact search (two-pass) to put on record.
 #
 #   here first: .whl/ (scripts/gpu_wheels.sh), .devdata/ with ml-1m-seq and amazon-beauty (../shared/data)
 #   two GPUs: run(kind="nvidia-h200-x2", carry=[".whl", ".devdata"], command="bash scripts/ablations/round12.sh bench"),
-#             then `start`, then `wait 560` until bench_topk is done and "sweeps still running: 0"
+#             then `start` (trainings on GPU 1, profile on GPU 0), then `wait 560` until "sweeps still running: 0"
 #   one GPU:  run(kind="nvidia-h200", carry=[".whl", ".devdata"], command="bash scripts/ablations/round12.sh start"),
 #             `wait 560` until "sweeps still running: 0" (~20 min), then `bench`, then `profile` (the trainings
 #             first: issue #12 matters most; each call stays under the device's 10-minute limit)
@@ -94,9 +95,6 @@ trainings() {  # the Beauty screens (and, with two GPUs, the ML-1M MoL checkpoin
   # control of the one-change screens below, and the Beauty checkpoint of the top-k benchmark
   sasrec_mol=(experiment=amazon_beauty_sasrec_mol model.similarity.item_dropout=0.3)
   screen beauty_sasrec_mol "${sasrec_mol[@]}"
-  if [ "$GPUS" -gt 1 ]; then  # the ML-1M checkpoint of the top-k benchmark (round 7's best MoL setting)
-    screen ml1m_hstu_large_mol experiment=ml_1m_seq_hstu_large_mol model.similarity.item_dropout=0.3
-  fi
   screen beauty_sasrec_mol_fp32 "${sasrec_mol[@]}" model.similarity.autocast_bf16=false
   screen beauty_sasrec_mol_no_dropout "${sasrec_mol[@]}" model.similarity.item_dropout=0.0 \
     model.similarity.softmax_dropout=0.0
@@ -135,9 +133,8 @@ case "${1:-}" in
     echo "$GPUS GPU(s); trainings on GPU $TRAIN_GPU"
     trainings
     [ "${SMOKE:-0}" = 1 ] && exit 0
-    if [ "$GPUS" -gt 1 ]; then  # GPU 0: the profiles, then the top-k benchmark once the two MoL checkpoints exist
+    if [ "$GPUS" -gt 1 ]; then  # GPU 0 meanwhile: the kernel tests and profiles
       profiles
-      start_topk_bench_after r12_ml1m_hstu_large_mol r12_beauty_sasrec_mol
     fi
     sleep 20
     nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader
@@ -148,13 +145,17 @@ case "${1:-}" in
   wait)
     if [ -f "$TOPK/pid" ]; then wait_topk_and_sweeps "${2:-560}"; else bash scripts/gpu_sweep.sh wait "${2:-560}"; fi
     ;;
-  topk)  # one GPU, after the trainings: retrains the two MoL checkpoints when this machine has none of them
-    if [ -z "$(best_checkpoint r12_beauty_sasrec_mol)" ]; then
-      screen beauty_sasrec_mol experiment=amazon_beauty_sasrec_mol model.similarity.item_dropout=0.3
-    fi
-    if [ -z "$(best_checkpoint r12_ml1m_hstu_large_mol)" ]; then
-      screen ml1m_hstu_large_mol experiment=ml_1m_seq_hstu_large_mol model.similarity.item_dropout=0.3
-    fi
+  topk)  # a session of its own (~25 min): this round's two MoL checkpoints (retrained on GPU 0 when this machine
+    # has none: the ML-1M HSTU-large + MoL of round 7's best setting and the Beauty SASRec + MoL control, 101 epochs,
+    # side by side), then the full top-k benchmark with them as its trained-model problems (detached; `wait`)
+    for pair in "beauty_sasrec_mol experiment=amazon_beauty_sasrec_mol" \
+      "ml1m_hstu_large_mol experiment=ml_1m_seq_hstu_large_mol"; do
+      name=${pair%% *}
+      if [ -z "$(best_checkpoint "r12_$name")" ]; then
+        CUDA_VISIBLE_DEVICES=0 bash scripts/gpu_sweep.sh start "r12_$name" hydra/launcher=parallel \
+          hydra.launcher.n_jobs=1 "${pair#* }" model.similarity.item_dropout=0.3 "${common[@]}" trainer.max_epochs=101
+      fi
+    done
     start_topk_bench_after r12_ml1m_hstu_large_mol r12_beauty_sasrec_mol
     ;;
   *)
