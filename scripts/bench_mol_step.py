@@ -53,8 +53,9 @@ def main() -> None:
         "--variants",
         nargs="+",
         default=["eager"],
-        help="subset of: eager compiled graphs (compiled = torch.compile'd encoder + fused AdamW; "
-        "graphs = the same in CUDA graphs, compile mode reduce-overhead)",
+        help="subset of: eager compiled graphs captured (compiled = torch.compile'd encoder + fused AdamW; "
+        "graphs = the same in CUDA graphs, compile mode reduce-overhead; captured = the whole eager step "
+        "replayed from one CUDA graph, no launch overhead: CUDA only)",
     )
     parser.add_argument("--full-length", action="store_true", help="every history has N valid positions")
     parser.add_argument(

@@ -227,3 +227,60 @@ def test_compiled_head_probe_is_the_same_model() -> None:
     assert "forward_sampled" in vars(compiled.similarity) and "forward_sampled" not in vars(eager.similarity)
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-3, atol=1e-5)
+
+
+def test_captured_variant_needs_cuda_and_a_capturable_optimizer() -> None:
+    module = head_step_module(TINY, "mol", CPU, "captured")
+    assert module.configure_optimizers().defaults["capturable"] is True
+    assert head_step_module(TINY, "mol", CPU).configure_optimizers().defaults["capturable"] is False
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        bench_head_step(TINY, "dot", "fp32", CPU, 0, 1, variant="captured")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("head", ["dot", "mol"])
+def test_captured_step_trains_like_the_eager_one(head: str) -> None:
+    """Each replay of the captured step is one AdamW step: parameters move, losses stay finite and fall."""
+    from rails.models.benchmark import capture_step
+
+    cuda = torch.device("cuda")
+    torch.manual_seed(0)
+    module = head_step_module(TINY, head, cuda, "captured")
+    optimizer = module.configure_optimizers()
+    batch = random_batch(torch.full((TINY.batch,), TINY.seq_len), TINY.seq_len, TINY.num_items, cuda)
+    losses: list[torch.Tensor] = []
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        total, _ = module.training_loss(batch)
+        total.backward()
+        optimizer.step()
+        losses.append(total)
+
+    replay = capture_step(step, optimizer, cuda)
+    captured_loss = losses[-1]  # the capture's static output, rewritten by every replay
+    before = [p.detach().clone() for p in module.parameters()]
+    seen = []
+    for _ in range(30):
+        replay()
+        seen.append(float(captured_loss))
+    assert all(math.isfinite(v) for v in seen) and min(seen[-5:]) < seen[0]
+    assert any(not torch.equal(a, p) for a, p in zip(before, module.parameters(), strict=True))
+
+
+def test_probe_rows_do_not_decide_the_acceptance() -> None:
+    """The captured step and the compiled head are probes: their own line, against the dot row of their variant."""
+    row = {"precision": "fp32", "M": 10, "std_ms": 0.0, "peak_gib": float("nan")}
+    rows = [
+        {**row, "head": "dot", "mean_ms": 16.0, "variant": "eager"},
+        {**row, "head": "mol", "mean_ms": 32.0, "variant": "eager"},
+        {**row, "head": "mol_compiled_head", "mean_ms": 22.0, "variant": "eager"},
+        {**row, "head": "dot", "mean_ms": 8.0, "variant": "captured"},
+        {**row, "head": "mol", "mean_ms": 11.0, "variant": "captured"},
+    ]
+    meta = {"device_name": "NVIDIA H200", "command": "c", "commit": None}
+    report = head_step_report(rows, TINY, **meta, warmup=0, iters=1, full_length=False, tiny=False)
+    text = head_step_markdown(json.loads(json.dumps(report)))
+    assert "not met (MoL / the fastest dot step, 16.00 ms: mol fp32 eager 2.0)" in text
+    assert "mol_compiled_head fp32 eager 1.38, mol fp32 captured 1.38" in text

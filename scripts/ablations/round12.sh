@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # GPU round 12 (after round 11), on one H200 (kind nvidia-h200) or two (nvidia-h200-x2), calls chained within 30 s:
 #
-#   bench   : alone on the machine: bench_mol_step (dot / MoL / fused MoL / bf16 MoL head / compiled MoL head;
-#             the step no longer synchronises with the host and gathers each pair's item side once;
-#             $OUT/bench_mol.*, <= 7 min).
+#   bench   : alone on the machine: bench_mol_step (dot / MoL / fused MoL / bf16 MoL head / compiled MoL head,
+#             each eager and replayed from one CUDA graph ("captured": the step without launch overhead); the
+#             step no longer synchronises with the host and gathers each pair's item side once;
+#             $OUT/bench_mol.*, <= 9 min).
 #   start   : fifteen Amazon Beauty trainings (issue #12 deliverable 4; seed 1, 101 epochs, S3-Rec protocol,
 #             through MPS), detached on the last GPU. Round 11 left SASRec + MoL (.0763) below SASRec + dot (.0864)
 #             with a higher training loss, and the best model (HSTU-large + dot, timestamps, .0920 / .0508) under
@@ -77,7 +78,7 @@ profiles() {  # the two-pass GPU test and the fused-exact stage profiles, on GPU
   # the GPU checks of the kernels changed since round 11: the two-pass search (float64 reference, B = 1 / 32 / 256)
   # and the fused training mixture (its item gate now read by row stride)
   CUDA_VISIBLE_DEVICES=0 timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_mol_topk_two_pass.py \
-    tests/test_mol_fused_mixing.py 2>&1 | tail -n 3
+    tests/test_mol_fused_mixing.py tests/test_benchmarks.py 2>&1 | tail -n 3
   local items name
   for items in 1000000 10000000; do
     CUDA_VISIBLE_DEVICES=0 timeout 150 python3 scripts/profile_fused_exact.py --items "$items" --setting 8x4x64 \
@@ -125,9 +126,12 @@ case "${1:-}" in
   bench)  # alone on the machine: the training step without its host synchronisation (issue #13 item 4)
     # (+ the MoL head under bf16 autocast, and the whole sampled head call under one torch.compile: the probe of
     # how much of the launch-bound MoL step fusion removes)
-    CUDA_VISIBLE_DEVICES=0 timeout 420 python3 scripts/bench_mol_step.py \
+    # `captured`: each step replayed from one CUDA graph, the step without launch overhead (what graph capture of
+    # the training loop could reach; rows of a head that cannot be captured say why)
+    CUDA_VISIBLE_DEVICES=0 timeout 540 python3 scripts/bench_mol_step.py \
       --heads dot mol mol_fused mol_bf16_head mol_compiled_head --precisions fp32 \
-      --variants eager --profile-kernels --output "$OUT/bench_mol.md" 2>&1 | grep -E "ms \(|Acceptance|backward at" | tail -n 8
+      --variants eager captured --profile-kernels --output "$OUT/bench_mol.md" 2>&1 |
+      grep -E "ms \(|FAILED|Acceptance|backward at" | tail -n 14
     ;;
   start)
     echo "$GPUS GPU(s); trainings on GPU $TRAIN_GPU"

@@ -31,8 +31,11 @@ HEADS = ("dot", "mol", "mol_compiled", "mol_compiled_head", "mol_bf16_head", "mo
 # "eager": the presets' step; "compiled": the encoder under torch.compile (model.compile_encoder=true), the MoL
 # mixing too (model.similarity.compile_mixing=true) and AdamW's fused kernels (model.optimizer.fused=true), the
 # launch-count levers of a launch-bound step;
-# "graphs": the same with the encoder in CUDA graphs (model.compile_mode=reduce-overhead).
-STEP_VARIANTS = ("eager", "compiled", "graphs")
+# "graphs": the same with the encoder in CUDA graphs (model.compile_mode=reduce-overhead);
+# "captured": the eager step (forward, backward, AdamW with capturable=True) recorded whole in one CUDA graph and
+# replayed: the step with no launch overhead at all, what a graph-captured training loop could reach (CUDA only;
+# the benchmark's one fixed batch gives the static shapes a capture needs, a training loop would bucket them).
+STEP_VARIANTS = ("eager", "compiled", "graphs", "captured")
 
 
 def random_batch(
@@ -92,6 +95,32 @@ def time_steps(step: Callable[[], None], device: torch.device, warmup: int, step
         times.append((time.perf_counter() - start) * 1e3)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else math.nan
     return Timing(statistics.fmean(times), statistics.stdev(times) if len(times) > 1 else 0.0, peak)
+
+
+def capture_step(
+    step: Callable[[], None], optimizer: torch.optim.Optimizer, device: torch.device
+) -> Callable[[], None]:
+    """``step`` (zero_grad, forward, backward, optimizer step) recorded in one CUDA graph; returns its replay.
+
+    Three eager runs on a side stream first (autotuning, lazy state, allocator warm-up), then the capture with
+    the gradients set to None, so that the recorded backward writes them (each replay overwrites them). A
+    host synchronisation inside the step makes the capture fail with PyTorch's error.
+    """
+    if device.type != "cuda":
+        raise ValueError(
+            f"the 'captured' step variant records a CUDA graph: it needs a CUDA device, not {device}"
+        )
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream(device).wait_stream(side)
+    optimizer.zero_grad(set_to_none=True)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay
 
 
 def hstu_large(max_seq_len: int, tiny: bool = False, **kwargs: Any) -> HSTU:
@@ -180,7 +209,12 @@ def head_step_module(
         SampledSoftmaxLoss(temperature=1.0 if mol else 0.05),
         UniformNegatives(shapes.negatives),
         optimizer=functools.partial(
-            torch.optim.AdamW, lr=1e-3, betas=(0.9, 0.98), weight_decay=1e-3, fused=True if compiled else None
+            torch.optim.AdamW,
+            lr=1e-3,
+            betas=(0.9, 0.98),
+            weight_decay=1e-3,
+            fused=True if compiled else None,
+            capturable=variant == "captured",
         ),
         num_items=shapes.num_items,
         item_dim=shapes.dim,
@@ -372,6 +406,8 @@ def bench_head_step(
         with torch.profiler.record_function("optimizer"):
             optimizer.step()
 
+    if variant == "captured":
+        step = capture_step(step, optimizer, device)
     timing = time_steps(step, device, warmup, iters)
     row = {
         "head": head,
