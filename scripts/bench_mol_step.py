@@ -27,8 +27,9 @@ from pathlib import Path
 import torch
 
 from rails.io import atomic_write
-from rails.models.benchmark import FULL, TINY, bench_head_step, drop_annotations
+from rails.models.benchmark import FULL, TINY, bench_head_step
 from rails.models.benchmark_report import head_step_markdown, head_step_report
+from rails.models.step_profile import drop_annotations
 from rails.runs.record import git_commit
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@ problem (``--items``, ``--setting``, structured data as in the benchmark), one b
 ``ClusteredTopK`` settings (``key=value`` pairs of its constructor). For each setting it prints and writes
 (``--out``/profile_index.{json,md}``): build seconds, median search ms eager and replayed from a CUDA graph,
 recall@k against the fp32 exact search, where the recall is lost (``recall_losses``) and the ``--top`` GPU
-kernels of one eager search (`rails.models.benchmark.profile_step_kernels`, as bench_mol_step.py).
+kernels of one eager search (`rails.models.step_profile.profile_step_kernels`, as bench_mol_step.py).
 
     python scripts/profile_index.py --items 10000000 --setting 8x4x64 --batch 32 \\
         --configs num_lists=10000,shortlist=256,num_probes=32,num_candidates=8000 \\
@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from rails.io import atomic_write
-from rails.models.benchmark import profile_step_kernels
+from rails.models.step_profile import profile_step_kernels
 from rails.retrieval.benchmark import BenchSettings, check_truth, time_call
 from rails.retrieval.benchmark_data import SyntheticSettings, synthetic_problem
 from rails.retrieval.indexes import ClusteredTopK

@@ -14,10 +14,7 @@ from torch.autograd.profiler_util import FunctionEvent, FunctionEventAvg
 from rails.models.benchmark import (
     TINY,
     bench_head_step,
-    drop_annotations,
     head_step_module,
-    kernel_table,
-    profile_step_kernels,
     random_batch,
     time_steps,
 )
@@ -30,6 +27,7 @@ from rails.models.benchmark_hstu import (
     write_report,
 )
 from rails.models.benchmark_report import head_step_markdown, head_step_report
+from rails.models.step_profile import drop_annotations, kernel_table, profile_step_kernels
 
 CPU = torch.device("cpu")
 
