@@ -5,12 +5,13 @@
 #             each eager and replayed from one CUDA graph ("captured": the step without launch overhead); the
 #             step no longer synchronises with the host and gathers each pair's item side once;
 #             $OUT/bench_mol.*, <= 9 min).
-#   start   : fifteen Amazon Beauty trainings (issue #12 deliverable 4; seed 1, 101 epochs, S3-Rec protocol,
+#   start   : seventeen Amazon Beauty trainings (issue #12 deliverable 4; seed 1, 101 epochs, S3-Rec protocol,
 #             through MPS), detached on the last GPU. Round 11 left SASRec + MoL (.0763) below SASRec + dot (.0864)
 #             with a higher training loss, and the best model (HSTU-large + dot, timestamps, .0920 / .0508) under
 #             the published best (.1008 / .0611). The trainings: round 11's SASRec + MoL at 101 epochs (the
 #             control of the MoL screens), the MoL head's regularisation and precision one change each (bf16
-#             autocast off, item / softmax dropout 0, encoder dropout 0.3), HSTU-large + MoL (preset), HSTU-large
+#             autocast off, item / softmax dropout 0, encoder dropout 0.3, half the learning rate, cosine decay),
+#             HSTU-large + MoL (preset), HSTU-large
 #             + dot (fp32, dropout 0.3, full softmax), the BSARec-style encoder (dot with cross-entropy over every
 #             item = the published recipe, dot and MoL with 512 negatives), position embeddings counted from the
 #             newest item (`position_alignment=right`, the left-padded layout of the code behind the published
@@ -101,6 +102,11 @@ trainings() {  # the Beauty screens (and, with two GPUs, the ML-1M MoL checkpoin
     model.similarity.softmax_dropout=0.0
   screen beauty_sasrec_mol_enc_dropout_0.3 "${sasrec_mol[@]}" model.encoder.dropout=0.3
   screen beauty_sasrec_mol_right "${sasrec_mol[@]}" model.encoder.position_alignment=right
+  # optimisation: round 11's MoL led the dot product for ~10 epochs, then stalled lower with a higher training
+  # loss; half the learning rate, and a cosine decay to 0 over the 101 epochs (175 steps each)
+  screen beauty_sasrec_mol_lr5e-4 "${sasrec_mol[@]}" model.optimizer.lr=5e-4
+  screen beauty_sasrec_mol_cosine "${sasrec_mol[@]}" \
+    'model.scheduler={_target_: torch.optim.lr_scheduler.CosineAnnealingLR, _partial_: true, T_max: 17700}'
   screen beauty_sasrec_dot_right experiment=amazon_beauty_sasrec_dot model.encoder.position_alignment=right
   # the recipe of the S3-Rec-family code behind the published Beauty rows (BSARec's released log: 2 blocks,
   # 1 head, FFN 4 x 64, dropout 0.5, cross-entropy over every item on raw dot products, lr 5e-4, batch 256,
