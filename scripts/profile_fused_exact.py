@@ -4,7 +4,7 @@ A diagnostic beside ``scripts/bench_topk.py``. Without hardware counters, the ke
 timing variants that leave one stage out (``fused_mol_topk(ablate=...)``, wrong results, timing only) and
 taking differences, all with the block sizes the autotuner picked for the full search:
 
-- ``full`` (pruning on, as searched) and ``full, no prune`` (every tile gated: the ablations' baseline);
+- ``full`` (pruning on; the search default since 2026-12-01 is off) and ``full, no prune`` (every tile gated: the ablations' baseline);
 - ``no gating MLP`` (ablate 1), ``no top-k merge`` (ablate 2), ``no pair permute`` (ablate 3), pruning off;
 - ``two-pass`` with and without pruning (``rails.kernels.mol_topk_two_pass``, ``--sample-stride``): a search
   of every S-th item sets per-query thresholds, then the kernel emits only the keys above them (no merge).

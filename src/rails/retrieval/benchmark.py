@@ -292,11 +292,11 @@ def bench_problem(
         from rails.kernels.mol_topk_two_pass import default_sample_stride  # imports triton: CUDA only
 
         stride = default_sample_stride(num_items, settings.k)  # two passes: thresholds from a sample first
-        variants = [(0, True), (0, False)] + ([(stride, True), (stride, False)] if stride else [])
+        variants = [(0, False), (0, True)] + ([(stride, False), (stride, True)] if stride else [])
         for sample_stride, prune in variants:  # the default ("" params) first: the report's headline row
             fused = ExactTopK(fused=True, fused_sample_stride=sample_stride, fused_prune=prune)
             params = ",".join(
-                [f"sample_stride={sample_stride}"] * bool(sample_stride) + ["prune=False"] * (not prune)
+                [f"sample_stride={sample_stride}"] * bool(sample_stride) + ["prune=True"] * prune
             )
             candidates.append(
                 ("fused_triton_exact", params, lambda i=fused: i.build(head, item_state=item_state), False)

@@ -107,7 +107,10 @@ class ExactTopK(RetrievalIndex):
         fused_block_q: queries per program of the fused kernel (None: its default; tuning).
         fused_sample_stride: 0 (default): the fused kernel in one pass; > 1 or None (a default for the
             corpus): two passes, thresholds from a strided sample first (:func:`fused_mol_search`).
-        fused_prune: the fused kernel's exact tile prune (on by default).
+        fused_prune: the fused kernel's exact tile prune (skip the gating MLP of tiles whose best pair logit
+            cannot reach the k-th best). Off by default: the mixture sits far below the best pair logit, so
+            the bound keeps every tile (``scripts/study_tile_bounds.py``) and the check only costs time (12.72
+            vs 10.42 ms at 1M items, B = 32, H200: results/profiles/2026-12-01-h200x2-fused-exact-1M.md).
     """
 
     def __init__(
@@ -119,7 +122,7 @@ class ExactTopK(RetrievalIndex):
         fused_num_splits: int | None = None,
         fused_block_q: int | None = None,
         fused_sample_stride: int | None = 0,
-        fused_prune: bool = True,
+        fused_prune: bool = False,
     ) -> None:
         super().__init__(build_batch_size)
         if chunk_size < 1:
