@@ -41,7 +41,8 @@
 # Here afterwards: bench_mol.* -> docs/ and results/bench_mol/<date>-<kind>-<commit>.* (its headline row in
 # docs/benchmarks.md); profile_fused_exact_* -> results/profiles/<date>-<kind>-fused-exact-{1M,10M}.*; bench_topk.*
 # -> docs/ (the Top-k headline in docs/benchmarks.md; if the two-pass rows win, make fused_sample_stride=None the
-# ExactTopK default); runs.tar.gz -> results/runs/<date>-<kind>-round12/ (strip the r12_ prefix),
+# ExactTopK default); `python scripts/ingest_runs.py <files_at>/runs.tar.gz results/runs/<date>-<kind>-round12
+# --strip-prefix r12_`,
 # scripts/make_results.py, the Beauty screens into docs/mol_investigation.md, and the best settings to 3 seeds.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
