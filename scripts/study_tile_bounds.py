@@ -35,24 +35,12 @@ from torch import Tensor
 
 from rails.io import atomic_write
 from rails.retrieval.benchmark_data import SyntheticSettings, synthetic_problem
+from rails.retrieval.indexes.inverted_lists import kmeans
 
 
 def kth_best(scores: Tensor, k: int) -> Tensor:
     """(B, X) -> (B,) the k-th largest score per row."""
     return scores.topk(k, dim=1).values[:, -1]
-
-
-def kmeans_order(points: Tensor, clusters: int, iters: int, seed: int) -> Tensor:
-    """(X, C) -> (X,) permutation that groups the points by Lloyd k-means cluster (spherical: unit rows)."""
-    gen = torch.Generator().manual_seed(seed)
-    centers = points[torch.randperm(points.shape[0], generator=gen)[:clusters]].clone()
-    for _ in range(iters):
-        assign = (points @ centers.T).argmax(dim=1)
-        sums = torch.zeros_like(centers).index_add_(0, assign, points)
-        counts = torch.bincount(assign, minlength=clusters).clamp_min(1)
-        centers = torch.nn.functional.normalize(sums / counts[:, None], dim=1)
-    assign = (points @ centers.T).argmax(dim=1)
-    return torch.argsort(assign, stable=True)
 
 
 def tile_survival(bounds: Tensor, threshold: Tensor, tile: int, block: int) -> float:
@@ -105,7 +93,8 @@ def study(
         thresholds = {"exact": kth_best(scores, k), "sampled_1_in_64": kth_best(scores[:, ::64], k)}
         print(f"{time.perf_counter() - t0:.0f} s: exact scores and bounds", flush=True)
         flat = state.components.flatten(1)
-        order = kmeans_order(torch.nn.functional.normalize(flat, dim=1), clusters, 8, seed=1)
+        _, labels = kmeans(torch.nn.functional.normalize(flat, dim=1), clusters, iterations=8, seed=1)
+        order = torch.argsort(labels, stable=True)  # the corpus grouped by cluster
         print(f"{time.perf_counter() - t0:.0f} s: cluster order", flush=True)
         rows = []
         for name, thr in thresholds.items():
