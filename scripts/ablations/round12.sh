@@ -44,54 +44,9 @@
 # ExactTopK default); `python scripts/ingest_runs.py <files_at>/runs.tar.gz results/runs/<date>-<kind>-round12
 # --strip-prefix r12_`,
 # scripts/make_results.py, the Beauty screens into docs/mol_investigation.md, and the best settings to 3 seeds.
-set -uo pipefail
-cd "$(dirname "$0")/../.."
-OUT=${OUT:-/tmp/rails-round12}
-mkdir -p "$OUT"
-# shellcheck source=../device_site.sh
-source scripts/device_site.sh
-device_env
-export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True OMP_NUM_THREADS=1 MPS=${MPS:-1}
-
-common=(data.root="$PWD/.devdata" ++callbacks.progress_bar=null trainer.enable_progress_bar=false seed=1)
-GPUS=$(nvidia-smi -L 2>/dev/null | grep -c "^GPU")
-TRAIN_GPU=$((GPUS > 1 ? 1 : 0))  # the trainings' GPU: the second when there are two, else the only one
-# SMOKE=1 bash scripts/ablations/round12.sh start: here, before spending device time, each training of the round
-# runs a few CPU batches in the foreground (debug=limit, one epoch; PYTHON, default .venv/bin/python) and says
-# whether it got through; logs in /tmp/rails-round12-smoke/<name>.log.
-screen() {  # screen NAME OVERRIDES...: one training on $TRAIN_GPU, detached
-  local name=$1
-  shift
-  if [ "${SMOKE:-0}" = 1 ]; then
-    mkdir -p /tmp/rails-round12-smoke
-    if "${PYTHON:-.venv/bin/python}" -m rails.train "$@" "${common[@]}" trainer=cpu debug=limit trainer.max_epochs=1 \
-      hydra.run.dir="/tmp/rails-round12-smoke/$name" >"/tmp/rails-round12-smoke/$name.log" 2>&1; then
-      echo "smoke ok: $name"
-    else
-      echo "smoke FAILED: $name ($(grep -E "Error|error" "/tmp/rails-round12-smoke/$name.log" | tail -n 1))"
-    fi
-    return
-  fi
-  CUDA_VISIBLE_DEVICES=$TRAIN_GPU bash scripts/gpu_sweep.sh start "r12_$name" hydra/launcher=parallel \
-    hydra.launcher.n_jobs=1 "$@" "${common[@]}" trainer.max_epochs=101
-}
-
-profiles() {  # the two-pass GPU test and the fused-exact stage profiles, on GPU 0
-  # the GPU checks of the kernels changed since round 11: the two-pass search (float64 reference, B = 1 / 32 / 256)
-  # and the fused training mixture (its item gate now read by row stride)
-  CUDA_VISIBLE_DEVICES=0 timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_mol_topk_two_pass.py \
-    tests/test_mol_fused_mixing.py tests/test_benchmarks.py 2>&1 | tail -n 3
-  local items name
-  for items in 1000000 10000000; do
-    CUDA_VISIBLE_DEVICES=0 timeout 150 python3 scripts/profile_fused_exact.py --items "$items" --setting 8x4x64 \
-      --batch 32 --out "$OUT/p$items" 2>&1 | grep -v "^USDT" | tail -n 8
-  done
-  for name in profile_fused_exact.json profile_fused_exact.md; do
-    cp "$OUT/p1000000/$name" "$OUT/${name/exact/exact_1M}" 2>/dev/null
-    cp "$OUT/p10000000/$name" "$OUT/${name/exact/exact_10M}" 2>/dev/null
-  done
-  rm -rf "$OUT/p1000000" "$OUT/p10000000"
-}
+ROUND=r12
+# shellcheck source=round_steps.sh
+source "$(dirname "$0")/round_steps.sh"
 
 trainings() {  # the Beauty screens (and, with two GPUs, the ML-1M MoL checkpoint), detached on $TRAIN_GPU
   # round 11's SASRec + MoL (Books head 8x8x32, item dropout 0.3: .0763 / .0420 at 201 epochs), 101 epochs: the
@@ -129,48 +84,19 @@ trainings() {  # the Beauty screens (and, with two GPUs, the ML-1M MoL checkpoin
   screen beauty_hstu_large_dot_right $large_dot model.encoder.position_alignment=right
 }
 
-case "${1:-}" in
-  bench)  # alone on the machine: the training step without its host synchronisation (issue #13 item 4)
-    # (+ the MoL head under bf16 autocast, and the whole sampled head call under one torch.compile: the probe of
-    # how much of the launch-bound MoL step fusion removes)
-    # `captured`: each step replayed from one CUDA graph, the step without launch overhead (what graph capture of
-    # the training loop could reach; rows of a head that cannot be captured say why)
-    CUDA_VISIBLE_DEVICES=0 timeout 540 python3 scripts/bench_mol_step.py \
-      --heads dot mol mol_fused mol_bf16_head mol_compiled_head --precisions fp32 \
-      --variants eager captured --profile-kernels --output "$OUT/bench_mol.md" 2>&1 |
-      grep -E "ms \(|FAILED|Acceptance|backward at" | tail -n 14
-    ;;
-  start)
-    echo "$GPUS GPU(s); trainings on GPU $TRAIN_GPU"
-    trainings
-    [ "${SMOKE:-0}" = 1 ] && exit 0
-    if [ "$GPUS" -gt 1 ]; then  # GPU 0 meanwhile: the kernel tests and profiles
-      profiles
+if [ "${1:-}" = topk ]; then
+  # a session of its own (~25 min): this round's two MoL checkpoints (retrained on GPU 0 when this machine has
+  # none: the ML-1M HSTU-large + MoL of round 7's best setting and the Beauty SASRec + MoL control, 101 epochs,
+  # side by side), then the full top-k benchmark with them as its trained-model problems (detached; `wait`)
+  for pair in "beauty_sasrec_mol experiment=amazon_beauty_sasrec_mol" \
+    "ml1m_hstu_large_mol experiment=ml_1m_seq_hstu_large_mol"; do
+    name=${pair%% *}
+    if [ -z "$(best_checkpoint "r12_$name")" ]; then
+      CUDA_VISIBLE_DEVICES=0 bash scripts/gpu_sweep.sh start "r12_$name" hydra/launcher=parallel \
+        hydra.launcher.n_jobs=1 "${pair#* }" model.similarity.item_dropout=0.3 "${common[@]}" trainer.max_epochs=101
     fi
-    sleep 20
-    nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader
-    ;;
-  profile)  # one GPU, once the trainings are done (nothing else on the GPU while it is timed)
-    profiles
-    ;;
-  wait)
-    if [ -f "$TOPK/pid" ]; then wait_topk_and_sweeps "${2:-560}"; else bash scripts/gpu_sweep.sh wait "${2:-560}"; fi
-    ;;
-  topk)  # a session of its own (~25 min): this round's two MoL checkpoints (retrained on GPU 0 when this machine
-    # has none: the ML-1M HSTU-large + MoL of round 7's best setting and the Beauty SASRec + MoL control, 101 epochs,
-    # side by side), then the full top-k benchmark with them as its trained-model problems (detached; `wait`)
-    for pair in "beauty_sasrec_mol experiment=amazon_beauty_sasrec_mol" \
-      "ml1m_hstu_large_mol experiment=ml_1m_seq_hstu_large_mol"; do
-      name=${pair%% *}
-      if [ -z "$(best_checkpoint "r12_$name")" ]; then
-        CUDA_VISIBLE_DEVICES=0 bash scripts/gpu_sweep.sh start "r12_$name" hydra/launcher=parallel \
-          hydra.launcher.n_jobs=1 "${pair#* }" model.similarity.item_dropout=0.3 "${common[@]}" trainer.max_epochs=101
-      fi
-    done
-    start_topk_bench_after r12_ml1m_hstu_large_mol r12_beauty_sasrec_mol
-    ;;
-  *)
-    sed -n '2,/^set -uo/p' "$0" | sed '$d'
-    exit 2
-    ;;
-esac
+  done
+  start_topk_bench_after r12_ml1m_hstu_large_mol r12_beauty_sasrec_mol
+  exit 0
+fi
+round_main "$@"

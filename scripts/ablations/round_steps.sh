@@ -1,0 +1,98 @@
+# Sourced by the one-GPU round scripts (round12.sh, round14.sh): the steps they share. The sourcing script sets
+# ROUND (the sweep prefix, e.g. r14), optionally EPOCHS (default 101), defines `trainings` (its `screen` calls)
+# and ends with `round_main "$@"`; a step of its own goes before that call.
+#
+#   bench   : alone on the machine: bench_mol_step (dot / MoL / fused MoL / bf16 MoL head / compiled MoL head,
+#             each eager and replayed from one CUDA graph; $OUT/bench_mol.*, <= 9 min).
+#   start   : the round's trainings, detached on the last GPU (with two GPUs, GPU 0 meanwhile runs `profile`).
+#   profile : the two-pass GPU test and scripts/profile_fused_exact.py at 1M and 10M items (B = 32, 8x4x64;
+#             <= 7 min, $OUT/profile_fused_exact_{1M,10M}.*). One GPU: after the trainings.
+#   wait    : waits at most ${2:-560} s and brings back the finished runs (runs.tar.gz, partial.tar.gz,
+#             sweep_logs.tar.gz); with a detached top-k benchmark, that first. Repeat until done.
+#
+# SMOKE=1 bash scripts/ablations/<round>.sh start: here, before spending device time, each training of the round
+# runs a few CPU batches in the foreground (debug=limit, one epoch; PYTHON, default .venv/bin/python) and says
+# whether it got through; logs in /tmp/rails-<round>-smoke/<name>.log.
+set -uo pipefail
+ROUND_SCRIPT=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+OUT=${OUT:-/tmp/rails-$ROUND}
+EPOCHS=${EPOCHS:-101}
+mkdir -p "$OUT"
+# shellcheck source=../device_site.sh
+source scripts/device_site.sh
+device_env
+export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True OMP_NUM_THREADS=1 MPS=${MPS:-1}
+
+common=(data.root="$PWD/.devdata" ++callbacks.progress_bar=null trainer.enable_progress_bar=false seed=1)
+GPUS=$(nvidia-smi -L 2>/dev/null | grep -c "^GPU")
+TRAIN_GPU=$((GPUS > 1 ? 1 : 0))  # the trainings' GPU: the second when there are two, else the only one
+
+screen() {  # screen NAME OVERRIDES...: one training on $TRAIN_GPU, detached ($EPOCHS epochs, seed 1)
+  local name=$1 smoke=/tmp/rails-$ROUND-smoke
+  shift
+  if [ "${SMOKE:-0}" = 1 ]; then
+    mkdir -p "$smoke"
+    if "${PYTHON:-.venv/bin/python}" -m rails.train "$@" "${common[@]}" trainer=cpu debug=limit trainer.max_epochs=1 \
+      hydra.run.dir="$smoke/$name" >"$smoke/$name.log" 2>&1; then
+      echo "smoke ok: $name"
+    else
+      echo "smoke FAILED: $name ($(grep -E "Error|error" "$smoke/$name.log" | tail -n 1))"
+    fi
+    return
+  fi
+  CUDA_VISIBLE_DEVICES=$TRAIN_GPU bash scripts/gpu_sweep.sh start "${ROUND}_$name" hydra/launcher=parallel \
+    hydra.launcher.n_jobs=1 "$@" "${common[@]}" trainer.max_epochs="$EPOCHS"
+}
+
+profiles() {  # the two-pass GPU test and the fused-exact stage profiles, on GPU 0
+  # the GPU checks of the kernels changed since round 11: the two-pass search (float64 reference, B = 1 / 32 / 256)
+  # and the fused training mixture (its item gate read by row stride)
+  CUDA_VISIBLE_DEVICES=0 timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_mol_topk_two_pass.py \
+    tests/test_mol_fused_mixing.py tests/test_benchmarks.py 2>&1 | tail -n 3
+  local items name
+  for items in 1000000 10000000; do
+    CUDA_VISIBLE_DEVICES=0 timeout 150 python3 scripts/profile_fused_exact.py --items "$items" --setting 8x4x64 \
+      --batch 32 --out "$OUT/p$items" 2>&1 | grep -v "^USDT" | tail -n 8
+  done
+  for name in profile_fused_exact.json profile_fused_exact.md; do
+    cp "$OUT/p1000000/$name" "$OUT/${name/exact/exact_1M}" 2>/dev/null
+    cp "$OUT/p10000000/$name" "$OUT/${name/exact/exact_10M}" 2>/dev/null
+  done
+  rm -rf "$OUT/p1000000" "$OUT/p10000000"
+}
+
+round_main() {  # the shared steps; anything else prints the sourcing script's header
+  case "${1:-}" in
+    bench)  # alone on the machine: the training step without its host synchronisation (issue #13 item 4)
+      # (+ the MoL head under bf16 autocast, and the whole sampled head call under one torch.compile: the probe of
+      # how much of the launch-bound MoL step fusion removes)
+      # `captured`: each step replayed from one CUDA graph, the step without launch overhead (what graph capture
+      # of the training loop could reach; rows of a head that cannot be captured say why)
+      CUDA_VISIBLE_DEVICES=0 timeout 540 python3 scripts/bench_mol_step.py \
+        --heads dot mol mol_fused mol_bf16_head mol_compiled_head --precisions fp32 \
+        --variants eager captured --profile-kernels --output "$OUT/bench_mol.md" 2>&1 |
+        grep -E "ms \(|FAILED|Acceptance|backward at" | tail -n 14
+      ;;
+    start)
+      echo "$GPUS GPU(s); trainings on GPU $TRAIN_GPU"
+      trainings
+      [ "${SMOKE:-0}" = 1 ] && exit 0
+      if [ "$GPUS" -gt 1 ]; then  # GPU 0 meanwhile: the kernel tests and profiles
+        profiles
+      fi
+      sleep 20
+      nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader
+      ;;
+    profile)  # one GPU, once the trainings are done (nothing else on the GPU while it is timed)
+      profiles
+      ;;
+    wait)
+      if [ -f "$TOPK/pid" ]; then wait_topk_and_sweeps "${2:-560}"; else bash scripts/gpu_sweep.sh wait "${2:-560}"; fi
+      ;;
+    *)
+      sed -n '2,/^ROUND=/p' "$ROUND_SCRIPT" | sed '$d'
+      exit 2
+      ;;
+  esac
+}
