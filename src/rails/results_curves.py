@@ -77,6 +77,31 @@ def read_epochs_csv(path: str | Path, trained_epochs: int | None = None) -> Curv
     return dict(sorted(curve.items()))
 
 
+def read_train_loss(path: str | Path, column: str = "train/loss") -> dict[int, float]:
+    """The mean training loss of each epoch of one ``epochs.csv`` (every row with a ``column`` value).
+
+    Returns:
+        ``{epoch: mean loss}``, empty when the file has no ``column``.
+
+    Raises:
+        ValueError: naming the file and line of a value that is not a number.
+    """
+    path = Path(path)
+    sums: dict[int, list[float]] = {}
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if column not in (reader.fieldnames or []):
+            return {}
+        for line, row in enumerate(reader, start=2):
+            if not row.get(column):
+                continue
+            try:
+                sums.setdefault(int(float(row["epoch"])), []).append(float(row[column]))
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"{path}:{line}: not a number ({error})") from error
+    return {epoch: statistics.fmean(values) for epoch, values in sorted(sums.items())}
+
+
 def best_epoch_of_curve(curve: Curve, metric: str = MONITOR) -> int | None:
     """The first epoch with the largest finite ``metric`` (ModelCheckpoint keeps a strict improvement)."""
     scored = [(v[metric], -epoch) for epoch, v in curve.items() if math.isfinite(v.get(metric, math.nan))]

@@ -1,0 +1,102 @@
+"""The one-change screens of a GPU round side by side (``scripts/screen_report.py``).
+
+A round folder (``results/runs/<date>-<kind>-<round>/``, the layout of ``scripts/ingest_runs.py``) holds one
+folder per screen, ``<screen>/<job>/`` with a finished run each. A screen's row gives, as the mean over its jobs,
+the test HR@10 / NDCG@10, their ratio to a reference screen of the same round, the validation NDCG@10 at chosen
+epochs (how the curves compare, not just where they end), the best epoch and the mean training loss of the last
+epochs trained (whether a head fits the training sequences better or worse than the reference).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rails.results import Run
+from rails.results_curves import MONITOR, read_train_loss
+
+TEST_METRICS = ("test/hr@10", "test/ndcg@10")
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return statistics.fmean(kept) if kept else None
+
+
+def _last_epochs_loss(run: Run, window: int) -> float | None:
+    path = run.path / "epochs.csv"
+    if not path.is_file():
+        return None
+    losses = read_train_loss(path)
+    trained = run.record.get("epochs")
+    if trained is not None:
+        losses = {epoch: loss for epoch, loss in losses.items() if epoch < int(trained)}
+    tail = sorted(losses)[-window:]
+    return statistics.fmean(losses[e] for e in tail) if tail else None
+
+
+def screen_rows(runs: Iterable[Run], epochs: Sequence[int], loss_window: int = 5) -> list[dict[str, Any]]:
+    """One row per screen folder (the parent of the job folders), sorted by name.
+
+    Each row: ``screen``, ``head``, ``jobs``, ``test`` (``{metric: mean}`` over TEST_METRICS), ``val``
+    (``{epoch: mean val/ndcg@10}``, None where no job reached that epoch), ``best_epoch`` (mean) and ``loss``
+    (the mean training loss of the last ``loss_window`` epochs trained, averaged over the jobs).
+    """
+    groups: dict[str, list[Run]] = defaultdict(list)
+    for run in runs:
+        groups[run.path.parent.name].append(run)
+    rows = []
+    for screen, members in sorted(groups.items()):
+        curves = [run.curve or {} for run in members]
+        rows.append(
+            {
+                "screen": screen,
+                "head": members[0].identity[2],
+                "jobs": len(members),
+                "test": {m: _mean(run.metrics.get(m) for run in members) for m in TEST_METRICS},
+                "val": {e: _mean(c.get(e, {}).get(MONITOR) for c in curves) for e in epochs},
+                "best_epoch": _mean(run.best_epoch for run in members),
+                "loss": _mean(_last_epochs_loss(run, loss_window) for run in members),
+            }
+        )
+    return rows
+
+
+def _number(value: float | None, digits: int = 4) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def screen_markdown(
+    rows: Sequence[dict[str, Any]], reference: str | None, epochs: Sequence[int], loss_window: int = 5
+) -> str:
+    """A Markdown table of ``screen_rows``; with ``reference`` (a screen's name), each test metric's ratio to it.
+
+    Raises:
+        KeyError: naming the reference and the screens when no row has that name.
+    """
+    ref = None
+    if reference is not None:
+        ref = next((row for row in rows if row["screen"] == reference), None)
+        if ref is None:
+            names = ", ".join(row["screen"] for row in rows)
+            raise KeyError(f"reference screen {reference!r} is not in this round (screens: {names})")
+    ratio_cells = [f"{m.split('/')[1]} / ref" for m in TEST_METRICS] if ref else []
+    header = (
+        ["screen", "head", "jobs", *TEST_METRICS, *ratio_cells]
+        + [f"val NDCG@10 ep {e}" for e in epochs]
+        + ["best epoch", f"train loss (last {loss_window} ep)"]
+    )
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [f"`{row['screen']}`", row["head"], str(row["jobs"])]
+        cells += [_number(row["test"][m]) for m in TEST_METRICS]
+        if ref:
+            for m in TEST_METRICS:
+                mine, theirs = row["test"][m], ref["test"][m]
+                cells.append("–" if mine is None or not theirs else f"{mine / theirs:.3f}")
+        cells += [_number(row["val"][e]) for e in epochs]
+        cells += [_number(row["best_epoch"], 0), _number(row["loss"], 3)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
