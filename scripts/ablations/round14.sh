@@ -3,7 +3,7 @@
 # (kind nvidia-h200), calls chained within 30 s:
 #
 #   bench   : alone on the machine, first: bench_mol_step (round_steps.sh; <= 9 min; issue #13 item 4).
-#   start   : fourteen Amazon Beauty trainings (SASRec, seed 1, 61 epochs: round 12's validation curves are flat
+#   start   : seventeen Amazon Beauty trainings (SASRec, seed 1, 61 epochs: round 12's validation curves are flat
 #             from about epoch 40), the diagnosis of issue #12's "MoL < dot on Beauty". Round 12 left every MoL
 #             run 12-17 % under the dot product with the same encoder (SASRec .0761 vs .0868, HSTU-large .0829 vs
 #             .0948, BSARec ~.050 vs .061 validation NDCG@10), and none of its one-change screens (precision,
@@ -14,8 +14,9 @@
 #             dropout 0.3): the component ladder 1x1x64 (the MoL machinery without a mixture: LayerNorm query,
 #             GeGLU query MLP, item projection) / 8x1x64 (mixture over query components only) / 1x8x32 (over item
 #             components only) / 8x2x32 / 8x4x64 (the ML-1M head); the gating (item / query-item dropout); the
-#             query side (MLP input dropout, a single Linear, L2 instead of LayerNorm); the item side (dropout 0.5,
-#             softmax dropout alone off); 2,048 negatives; and SASRec + dot as the reference of the same round.
+#             query side (MLP input dropout, a single Linear, hidden width 128, L2 instead of LayerNorm); the head's
+#             own weight decay (model.head_weight_decay 0.1, 1.0); the item side (dropout 0.5, softmax dropout alone
+#             off); 2,048 negatives; and SASRec + dot as the reference of the same round.
 #   wait    : `wait 560` until "sweeps still running: 0" (~15 min).
 #   profile : if time is left (round_steps.sh).
 #
@@ -48,6 +49,10 @@ trainings() {  # the Beauty MoL diagnosis, detached on $TRAIN_GPU
   screen beauty_sasrec_mol_query_dropout "${mol[@]}" model.similarity.query_dropout=0.3
   screen beauty_sasrec_mol_query_linear "${mol[@]}" model.similarity.query_hidden_dim=0
   screen beauty_sasrec_mol_query_l2 "${mol[@]}" model.similarity.query_norm=l2
+  screen beauty_sasrec_mol_query_hidden_128 "${mol[@]}" model.similarity.query_hidden_dim=128
+  # the head's own AdamW weight decay (the encoder and item table keep the preset's 0)
+  screen beauty_sasrec_mol_head_wd_0.1 "${mol[@]}" model.head_weight_decay=0.1
+  screen beauty_sasrec_mol_head_wd_1 "${mol[@]}" model.head_weight_decay=1.0
   screen beauty_sasrec_mol_item_dropout_0.5 "${mol[@]}" model.similarity.item_dropout=0.5
   screen beauty_sasrec_mol_no_softmax_dropout "${mol[@]}" model.similarity.softmax_dropout=0.0
   screen beauty_sasrec_mol_neg2048 "${mol[@]}" model.negatives.num_negatives=2048

@@ -55,15 +55,35 @@ class LearnedSimilarityModule(L.LightningModule):
     Args:
         optimizer: partial optimizer, called with the parameters.
         scheduler: optional partial LR scheduler, stepped every optimizer step.
+        head_weight_decay: weight decay of the similarity head's parameters in a parameter group of their own
+            (None: one group, the optimizer's own weight decay for every parameter). A regulariser of the head
+            alone, e.g. for a MoL head that over-fits a small dataset while the encoder and item table do not.
     """
 
     similarity: SimilarityHead
     loss: SampledSoftmaxLoss
 
-    def __init__(self, optimizer: OptimizerFactory, scheduler: SchedulerFactory | None = None) -> None:
+    def __init__(
+        self,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        head_weight_decay: float | None = None,
+    ) -> None:
         super().__init__()
+        require(
+            head_weight_decay is None
+            or (
+                isinstance(head_weight_decay, (int, float))
+                and not isinstance(head_weight_decay, bool)
+                and head_weight_decay >= 0
+            ),
+            "head_weight_decay",
+            head_weight_decay,
+            "must be null or a number >= 0",
+        )
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.head_weight_decay = head_weight_decay
         self.aux_loss_weights: dict[str, float] = {}
         self.run_config: dict[str, Any] | None = None
 
@@ -100,8 +120,19 @@ class LearnedSimilarityModule(L.LightningModule):
             if name != "sampled_softmax":
                 self.log(f"train/aux/{name}", value, batch_size=batch_size)
 
+    def optimizer_parameters(self) -> list[nn.Parameter] | list[dict[str, Any]]:
+        """Every parameter, or with ``head_weight_decay`` two groups: the rest, then the head's with that decay."""
+        if self.head_weight_decay is None:
+            return list(self.parameters())
+        head = {id(p) for p in self.similarity.parameters()}
+        rest = [p for p in self.parameters() if id(p) not in head]
+        return [
+            {"params": rest},
+            {"params": list(self.similarity.parameters()), "weight_decay": float(self.head_weight_decay)},
+        ]
+
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
+        optimizer = self.optimizer_factory(self.optimizer_parameters())
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)

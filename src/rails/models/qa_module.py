@@ -61,6 +61,7 @@ class QARetrievalModule(LearnedSimilarityModule):
         in_batch_negatives: use the other passages of the batch as negatives (else only the random ones).
         aux_loss_weights: per-name overrides of the head's ``aux_loss_weights`` (None or {}: the head's).
         scheduler: optional partial LR scheduler.
+        head_weight_decay: weight decay of the similarity head's parameters alone (None: the optimizer's).
 
     The head's ``query_norm`` is not applied: LM encoders pool without an output normalisation.
     """
@@ -75,8 +76,9 @@ class QARetrievalModule(LearnedSimilarityModule):
         in_batch_negatives: bool = True,
         aux_loss_weights: dict[str, float] | None = None,
         scheduler: SchedulerFactory | None = None,
+        head_weight_decay: float | None = None,
     ) -> None:
-        super().__init__(optimizer, scheduler)
+        super().__init__(optimizer, scheduler, head_weight_decay)
         self.check_args(locals())
         self.save_hyperparameters(ignore=["encoder", "similarity", "loss", "optimizer", "scheduler"])
         self.encoder = encoder

@@ -79,6 +79,8 @@ class RetrievalModule(LearnedSimilarityModule):
         compile_mode: ``torch.compile`` mode of the compiled encoder: None (default: fused kernels),
             ``reduce-overhead`` (also CUDA graphs: one launch per graph), ``max-autotune``,
             ``max-autotune-no-cudagraphs``.
+        head_weight_decay: weight decay of the similarity head's parameters alone (None: the optimizer's, for
+            every parameter).
     """
 
     def __init__(
@@ -94,8 +96,9 @@ class RetrievalModule(LearnedSimilarityModule):
         scheduler: SchedulerFactory | None = None,
         compile_encoder: bool = False,
         compile_mode: str | None = None,
+        head_weight_decay: float | None = None,
     ) -> None:
-        super().__init__(optimizer=optimizer, scheduler=scheduler)
+        super().__init__(optimizer=optimizer, scheduler=scheduler, head_weight_decay=head_weight_decay)
         self.check_args(locals())
         self.save_hyperparameters(
             ignore=["encoder", "similarity", "loss", "negatives", "optimizer", "scheduler"]
