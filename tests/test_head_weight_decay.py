@@ -37,7 +37,11 @@ def _step_with_zero_gradients(module: RetrievalModule) -> dict[str, torch.Tensor
     for p in module.parameters():
         p.grad = torch.zeros_like(p)
     optimizer.step()
-    return {name: p.detach() / before[name] for name, p in module.named_parameters() if before[name].abs().min() > 0}
+    return {
+        name: p.detach() / before[name]
+        for name, p in module.named_parameters()
+        if before[name].abs().min() > 0
+    }
 
 
 def test_only_the_head_decays() -> None:
