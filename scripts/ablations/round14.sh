@@ -3,7 +3,7 @@
 # (kind nvidia-h200), calls chained within 30 s:
 #
 #   bench   : alone on the machine, first: bench_mol_step (round_steps.sh; <= 9 min; issue #13 item 4).
-#   start   : seventeen Amazon Beauty trainings (SASRec, seed 1, 61 epochs: round 12's validation curves are flat
+#   start   : eighteen Amazon Beauty trainings (SASRec, seed 1, 61 epochs: round 12's validation curves are flat
 #             from about epoch 40), the diagnosis of issue #12's "MoL < dot on Beauty". Round 12 left every MoL
 #             run 12-17 % under the dot product with the same encoder (SASRec .0761 vs .0868, HSTU-large .0829 vs
 #             .0948, BSARec ~.050 vs .061 validation NDCG@10), and none of its one-change screens (precision,
@@ -12,8 +12,8 @@
 #             the head over-fits Beauty's sparse items (16 interactions each, vs 270 on ML-1M, where MoL wins).
 #             The screens locate that capacity, one change each from round 11's SASRec + MoL (8x8x32, item
 #             dropout 0.3): the component ladder 1x1x64 (the MoL machinery without a mixture: LayerNorm query,
-#             GeGLU query MLP, item projection) / 8x1x64 (mixture over query components only) / 1x8x32 (over item
-#             components only) / 8x2x32 / 8x4x64 (the ML-1M head); the gating (item / query-item dropout); the
+#             GeGLU query MLP, item projection; also with a single Linear as query map) / 8x1x64 (mixture over
+#             query components only) / 1x8x32 (over item components only) / 8x2x32 / 8x4x64 (the ML-1M head); the gating (item / query-item dropout); the
 #             query side (MLP input dropout, a single Linear, hidden width 128, L2 instead of LayerNorm); the head's
 #             own weight decay (model.head_weight_decay 0.1, 1.0); the item side (dropout 0.5, softmax dropout alone
 #             off); 2,048 negatives; and SASRec + dot as the reference of the same round.
@@ -44,6 +44,10 @@ trainings() {  # the Beauty MoL diagnosis, detached on $TRAIN_GPU
     screen "beauty_sasrec_mol_$shape" "${mol[@]}" model.similarity.num_query_components="$pq" \
       model.similarity.num_item_components="$px" model.similarity.component_dim="$dp"
   done
+  # the machinery at its smallest: one component each side, single Linear maps (dot product of LayerNorm-ed,
+  # linearly mapped query and item: where MoL's transforms alone would lose to the plain dot product)
+  screen beauty_sasrec_mol_1x1x64_linear "${mol[@]}" model.similarity.num_query_components=1 \
+    model.similarity.num_item_components=1 model.similarity.component_dim=64 model.similarity.query_hidden_dim=0
   screen beauty_sasrec_mol_gating_dropout "${mol[@]}" model.similarity.gating_item_dropout=0.3 \
     model.similarity.gating_qi_dropout=0.2
   screen beauty_sasrec_mol_query_dropout "${mol[@]}" model.similarity.query_dropout=0.3
