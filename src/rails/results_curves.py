@@ -16,6 +16,7 @@ import logging
 import math
 import re
 import statistics
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 
 MONITOR = "val/ndcg@10"  # what ModelCheckpoint selects on (conf/callbacks/default.yaml)
 PANELS = ("val/ndcg@10", "val/hr@10")
+LINE_STYLES = ("-", "--", ":", "-.")
+LEGEND_WIDTH = 150  # characters per legend line (the figure is 12 inches wide)
+LEGEND_LINE_IN = 0.15  # inches per legend line
 _CHECKPOINT_LINE = re.compile(r"best checkpoint: (\S+)")
 _CHECKPOINT_EPOCH = re.compile(r"epoch[_=]?(\d+)")
 
@@ -161,24 +165,35 @@ def plot_learning_curves(series: Sequence[tuple[str, Sequence[Curve]]], path: Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(6.0 * len(PANELS), 4.2), squeeze=False)
+    # one legend entry per series, wrapped to the figure's width and listed in one column below the panels (the
+    # figure grows with it, the panels keep their size); ten colours x four line styles tell 40 series apart
+    labels = ["\n".join(textwrap.wrap(label, LEGEND_WIDTH, subsequent_indent="    ")) for label, _ in series]
+    legend_lines = sum(label.count("\n") + 1 for label in labels)
+    legend_in = 0.3 + LEGEND_LINE_IN * legend_lines
+    panels_in = 4.2
+    fig, axes = plt.subplots(
+        1, len(PANELS), figsize=(6.0 * len(PANELS), panels_in + legend_in), squeeze=False
+    )
     colors = plt.get_cmap("tab10")
     handles: dict[str, Any] = {}
     for ax, metric in zip(axes.flat, PANELS, strict=True):
-        for index, (label, curves) in enumerate(series):
+        for index, ((_, curves), label) in enumerate(zip(series, labels, strict=True)):
             epochs, mean, low, high = band(curves, metric)
             if not epochs:
                 continue
-            color = colors(index % 10)
-            (handles[label],) = ax.plot(epochs, mean, color=color, linewidth=1.4, label=label)
+            color, style = colors(index % 10), LINE_STYLES[(index // 10) % len(LINE_STYLES)]
+            (handles[label],) = ax.plot(
+                epochs, mean, color=color, linestyle=style, linewidth=1.4, label=label
+            )
             if len(curves) > 1:
                 ax.fill_between(epochs, low, high, color=color, alpha=0.2, linewidth=0)
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.grid(True, alpha=0.3)
-    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=2, frameon=False, fontsize=8)
+    fig.legend(handles.values(), handles.keys(), loc="lower left", ncol=1, frameon=False, fontsize=7.5)
     fig.suptitle(f"{title}: validation per epoch (mean over seeds, min-max band)")
-    fig.tight_layout(rect=(0, 0.05 + 0.045 * math.ceil(len(handles) / 2), 1, 0.95))
+    total_in = panels_in + legend_in
+    fig.tight_layout(rect=(0, legend_in / total_in, 1, 1 - 0.3 / total_in))
     atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
     plt.close(fig)
     return path
