@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from rails.results import collect_runs, markdown, mol_vs_dot, readme_table, summarize, write_learning_curves
-from rails.results_curves import read_epochs_csv
+from rails.results_curves import line_style, read_epochs_csv
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -272,3 +272,7 @@ def test_make_results_script_writes_linked_figures_only_where_curves_exist(tmp_p
         "n": 1,
     }
     assert "| ml_1m_seq | hstu_large | mol |" in readme.read_text()
+
+
+def test_forty_series_get_forty_distinct_line_styles() -> None:
+    assert len({line_style(i) for i in range(40)}) == 40

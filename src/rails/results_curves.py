@@ -149,6 +149,11 @@ def band(curves: Sequence[Curve], metric: str) -> tuple[list[int], list[float], 
     return epochs, [statistics.fmean(v) for v in values], [min(v) for v in values], [max(v) for v in values]
 
 
+def line_style(index: int) -> tuple[int, str]:
+    """The ``index``-th series' (tab10 colour index, matplotlib line style): distinct for the first 40 series."""
+    return index % 10, LINE_STYLES[(index // 10) % len(LINE_STYLES)]
+
+
 def plot_learning_curves(series: Sequence[tuple[str, Sequence[Curve]]], path: Path, title: str) -> Path:
     """One PNG: a panel per metric of :data:`PANELS`, a line per series (mean over its curves, min-max band).
 
@@ -181,7 +186,8 @@ def plot_learning_curves(series: Sequence[tuple[str, Sequence[Curve]]], path: Pa
             epochs, mean, low, high = band(curves, metric)
             if not epochs:
                 continue
-            color, style = colors(index % 10), LINE_STYLES[(index // 10) % len(LINE_STYLES)]
+            color_index, style = line_style(index)
+            color = colors(color_index)
             (handles[label],) = ax.plot(
                 epochs, mean, color=color, linestyle=style, linewidth=1.4, label=label
             )
