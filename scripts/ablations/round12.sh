@@ -93,7 +93,7 @@ if [ "${1:-}" = topk ]; then
     name=${pair%% *}
     if [ -z "$(best_checkpoint "r12_$name")" ]; then
       CUDA_VISIBLE_DEVICES=0 bash scripts/gpu_sweep.sh start "r12_$name" hydra/launcher=parallel \
-        hydra.launcher.n_jobs=1 "${pair#* }" model.similarity.item_dropout=0.3 "${common[@]}" trainer.max_epochs=101
+        hydra.launcher.n_jobs=1 "${pair#* }" model.similarity.item_dropout=0.3 "${common[@]}" seed=1 trainer.max_epochs=101
     fi
   done
   start_topk_bench_after r12_ml1m_hstu_large_mol r12_beauty_sasrec_mol

@@ -24,25 +24,28 @@ source scripts/device_site.sh
 device_env
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True OMP_NUM_THREADS=1 MPS=${MPS:-1}
 
-common=(data.root="$PWD/.devdata" ++callbacks.progress_bar=null trainer.enable_progress_bar=false seed=1)
+common=(data.root="$PWD/.devdata" ++callbacks.progress_bar=null trainer.enable_progress_bar=false)
 GPUS=$(nvidia-smi -L 2>/dev/null | grep -c "^GPU")
 TRAIN_GPU=$((GPUS > 1 ? 1 : 0))  # the trainings' GPU: the second when there are two, else the only one
 
-screen() {  # screen NAME OVERRIDES...: one training on $TRAIN_GPU, detached ($EPOCHS epochs, seed 1)
-  local name=$1 smoke=/tmp/rails-$ROUND-smoke
+screen() {  # screen NAME OVERRIDES...: one training per seed of $SEEDS (default 1; e.g. SEEDS=1,2,3), all at once on
+  # $TRAIN_GPU, detached, $EPOCHS epochs
+  local name=$1 smoke=/tmp/rails-$ROUND-smoke seeds=${SEEDS:-1}
   shift
   if [ "${SMOKE:-0}" = 1 ]; then
     mkdir -p "$smoke"
-    if "${PYTHON:-.venv/bin/python}" -m rails.train "$@" "${common[@]}" trainer=cpu debug=limit trainer.max_epochs=1 \
-      hydra.run.dir="$smoke/$name" >"$smoke/$name.log" 2>&1; then
+    if "${PYTHON:-.venv/bin/python}" -m rails.train "$@" "${common[@]}" seed="${seeds%%,*}" trainer=cpu debug=limit \
+      trainer.max_epochs=1 hydra.run.dir="$smoke/$name" >"$smoke/$name.log" 2>&1; then
       echo "smoke ok: $name"
     else
       echo "smoke FAILED: $name ($(grep -E "Error|error" "$smoke/$name.log" | tail -n 1))"
     fi
     return
   fi
+  local jobs
+  jobs=$(($(tr -cd , <<<"$seeds" | wc -c) + 1))
   CUDA_VISIBLE_DEVICES=$TRAIN_GPU bash scripts/gpu_sweep.sh start "${ROUND}_$name" hydra/launcher=parallel \
-    hydra.launcher.n_jobs=1 "$@" "${common[@]}" trainer.max_epochs="$EPOCHS"
+    hydra.launcher.n_jobs="$jobs" "$@" "${common[@]}" seed="$seeds" trainer.max_epochs="$EPOCHS"
 }
 
 profiles() {  # the two-pass GPU test and the fused-exact stage profiles, on GPU 0
