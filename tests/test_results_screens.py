@@ -53,6 +53,7 @@ def _round(root: Path) -> Path:
 def test_read_train_loss_averages_each_epoch_and_names_a_bad_value(tmp_path: Path) -> None:
     path = _job(tmp_path, "dot", 0, "dot", [0.1, 0.2], [4.0, 3.0], 0.05) / "epochs.csv"
     assert read_train_loss(path) == {0: pytest.approx(4.0), 1: pytest.approx(3.0), 2: pytest.approx(9.0)}
+    assert read_train_loss(path, trained_epochs=2) == {0: pytest.approx(4.0), 1: pytest.approx(3.0)}
     assert read_train_loss(path, column="train/other") == {}
     path.write_text("epoch,step,train/loss\n0,1,x\n")
     with pytest.raises(ValueError, match=r"epochs\.csv:2: not a number"):

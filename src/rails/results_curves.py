@@ -81,8 +81,13 @@ def read_epochs_csv(path: str | Path, trained_epochs: int | None = None) -> Curv
     return dict(sorted(curve.items()))
 
 
-def read_train_loss(path: str | Path, column: str = "train/loss") -> dict[int, float]:
+def read_train_loss(
+    path: str | Path, trained_epochs: int | None = None, column: str = "train/loss"
+) -> dict[int, float]:
     """The mean training loss of each epoch of one ``epochs.csv`` (every row with a ``column`` value).
+
+    ``trained_epochs`` (``run.json``'s ``epochs``) drops the rows logged at or after it, as
+    :func:`read_epochs_csv` does.
 
     Returns:
         ``{epoch: mean loss}``, empty when the file has no ``column``.
@@ -103,7 +108,11 @@ def read_train_loss(path: str | Path, column: str = "train/loss") -> dict[int, f
                 sums.setdefault(int(float(row["epoch"])), []).append(float(row[column]))
             except (TypeError, ValueError) as error:
                 raise ValueError(f"{path}:{line}: not a number ({error})") from error
-    return {epoch: statistics.fmean(values) for epoch, values in sorted(sums.items())}
+    return {
+        epoch: statistics.fmean(values)
+        for epoch, values in sorted(sums.items())
+        if trained_epochs is None or epoch < trained_epochs
+    }
 
 
 def best_epoch_of_curve(curve: Curve, metric: str = MONITOR) -> int | None:

@@ -29,10 +29,8 @@ def _last_epochs_loss(run: Run, window: int) -> float | None:
     path = run.path / "epochs.csv"
     if not path.is_file():
         return None
-    losses = read_train_loss(path)
     trained = run.record.get("epochs")
-    if trained is not None:
-        losses = {epoch: loss for epoch, loss in losses.items() if epoch < int(trained)}
+    losses = read_train_loss(path, int(trained) if trained is not None else None)
     tail = sorted(losses)[-window:]
     return statistics.fmean(losses[e] for e in tail) if tail else None
 

@@ -96,9 +96,8 @@ def _profile_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
             "| kernel | calls | ms |",
             "|---|---|---|",
         ]
-        shown = profile["top"][
-            :KERNELS_SHOWN
-        ]  # the JSON keeps more (the step's device time, kernel by kernel)
+        # the JSON keeps more (the step's device time, kernel by kernel)
+        shown = profile["top"][:KERNELS_SHOWN]
         lines += [f"| `{k['name'][:90]}` | {k['calls']:.0f} | {k['ms']:.3f} |" for k in shown]
     return lines
 
