@@ -26,9 +26,11 @@ from rails.models.encoders.base import OutputNorm
 from rails.models.similarity.base import SimilarityHead, SimilarityOutput, l2_normalize
 from rails.models.similarity.mol_components import (
     GLUActivation,
-    ItemComponentProjection,
     QueryComponentMLP,
     UserIdComponents,
+    check_identity_components,
+    default_item_components,
+    default_query_components,
     mol_effective_init_,
 )
 from rails.models.similarity.mol_fused_mixing import choose_sampled_mixing, mixing_conflict
@@ -60,15 +62,12 @@ class MoLSimilarity(SimilarityHead):
         query_activation: "swiglu" (MovieLens) or "geglu" (Amazon Books).
         query_dropout: input dropout of the query component MLP (0.0).
         item_dropout: input dropout of the item projection (0.1).
-        uid_hash_sizes: one user-id component per hash size H, row ``uid mod H + 1`` (ML-1M [6040],
-            ML-20M [16384], Books []).
-        uid_dropout: element-wise dropout of the user-id components before L2 normalisation (0.5 ML-1M,
-            0.8 ML-20M).
-        gating_query_hidden_dim: hidden width of the query-only gating part (128).
-        gating_item_hidden_dim: hidden width of the item-only gating part (128).
-        gating_qi_hidden_dim: hidden width of the query-item gating part (128).
-        gating_item_dropout: input dropout of the item-only gating part (0.0).
-        gating_qi_dropout: input dropout of the query-item gating part (0.0; ML-20M 0.1).
+        identity_components: component 0 of each side is the embedding itself: pair 0 is the dot head's
+            cosine logit (an extension; see :class:`~rails.models.similarity.mol_components.WithIdentityComponent`).
+        uid_hash_sizes: one user-id component per hash size H, row ``uid mod H + 1`` (ML-1M [6040], Books []).
+        uid_dropout: element-wise dropout of the user-id components before L2 normalisation (0.5 ML-1M).
+        gating_{query,item,qi}_hidden_dim: hidden widths of the query-only / item-only / query-item gating parts (128).
+        gating_item_dropout / gating_qi_dropout: input dropout of the item-only / query-item gating parts (0.0).
         gating_combination: "glu_silu" (paper), "glu_silu_ln" or "none" (see :class:`MoLGating`).
         softmax_dropout: train-time dropout on pi, followed by renormalisation (0.2).
         eps: L2-normalisation and renormalisation epsilon (1e-6).
@@ -84,10 +83,8 @@ class MoLSimilarity(SimilarityHead):
         mi_loss_weight: weight of ``mi_loss`` in the training loss (0.001).
         uid_l2_weight: weight of ``uid_embedding_l2_norm`` (0.1; unused without user-id components).
 
-    Initialisation (a documented choice, spec §1.9): the paper's *effective* initialisation, i.e.
-    xavier_normal on every >= 2-D parameter of the default modules (GLU (1, 2*out) bias and user-id
-    tables included), zero 1-D biases, except the query output Linear's bias which keeps PyTorch's
-    default. Replacement component modules are left as given.
+    Initialisation (spec §1.9): the paper's *effective* one, :func:`mol_effective_init_` on the default modules;
+    replacement component modules are left as given.
 
     Auxiliary losses (training mode only, from :meth:`forward`): ``mi_loss`` (spec §2.1, from the
     post-dropout pi) and, with user-id components, ``uid_embedding_l2_norm`` (spec §2.2); their weights
@@ -106,6 +103,7 @@ class MoLSimilarity(SimilarityHead):
         query_activation: GLUActivation = "swiglu",
         query_dropout: float = 0.0,
         item_dropout: float = 0.1,
+        identity_components: bool = False,
         uid_hash_sizes: Sequence[int] = (),
         uid_dropout: float = 0.5,
         gating_query_hidden_dim: int = 128,
@@ -146,18 +144,19 @@ class MoLSimilarity(SimilarityHead):
 
         defaults = nn.ModuleList()
         if query_components is None:
-            query_components = QueryComponentMLP(
+            query_components = default_query_components(
                 query_dim,
                 self.num_encoder_components,
                 component_dim,
-                query_hidden_dim,
-                query_activation,
-                query_dropout,
+                identity_components,
+                hidden_dim=query_hidden_dim,
+                activation=query_activation,
+                dropout=query_dropout,
             )
             defaults.append(query_components)
         if item_components is None:
-            item_components = ItemComponentProjection(
-                item_dim, num_item_components, component_dim, item_dropout
+            item_components = default_item_components(
+                item_dim, num_item_components, component_dim, item_dropout, identity_components
             )
             defaults.append(item_components)
         self.query_components = query_components
@@ -179,7 +178,7 @@ class MoLSimilarity(SimilarityHead):
         self.mixer = SoftmaxDropoutMixer(softmax_dropout, eps)
         self._qi_hidden_dim = gating_qi_hidden_dim
 
-        keep_bias = [m.output_layer for m in defaults if isinstance(m, QueryComponentMLP)]
+        keep_bias = [m.output_layer for m in defaults.modules() if isinstance(m, QueryComponentMLP)]
         for module in [*defaults, self.gating]:
             mol_effective_init_(module, keep_default_bias=keep_bias)
         if self.uid_components is not None:
@@ -211,6 +210,7 @@ class MoLSimilarity(SimilarityHead):
             f"has {len(uid)} tables but num_query_components={components}: at least one component must "
             "come from the query",
         )
+        check_identity_components(args)
         SimilarityHead.check_recipe(args)
 
     aux_loss_names = ("mi_loss", "uid_embedding_l2_norm")

@@ -7,11 +7,13 @@ that contract can replace the defaults below (e.g. LM token states reshaped to P
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
+
+from rails.checks import require
 
 GLUActivation = Literal["swiglu", "geglu"]
 
@@ -111,6 +113,75 @@ class ItemComponentProjection(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(..., D_x) -> (..., P_X, d_P)."""
         return self.proj(self.dropout(x)).unflatten(-1, (self.num_components, self.component_dim))
+
+
+class WithIdentityComponent(nn.Module):
+    """Component 0 is the input embedding itself, components 1.. come from ``rest`` (spec §1 extension).
+
+    With L2-normalised components the pair (query component 0, item component 0) is the cosine of the
+    query and item embeddings, i.e. the dot-product head's logit, so the mixture can fall back on it (its
+    item side gets no dropout and no projection: the item table receives the dot head's gradient).
+
+    Args:
+        dim: the input width, which must equal d_P.
+        rest: component function for the other components ((..., dim) -> (..., P - 1, dim)); None when P = 1.
+    """
+
+    def __init__(self, dim: int, rest: nn.Module | None) -> None:
+        super().__init__()
+        self.dim = dim
+        self.rest = rest
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(..., d_P) -> (..., P, d_P) with ``[..., 0, :] = x``."""
+        if x.shape[-1] != self.dim:
+            raise ValueError(f"identity component expects inputs of width {self.dim}, got {tuple(x.shape)}")
+        identity = x.unsqueeze(-2)
+        if self.rest is None:
+            return identity
+        others = self.rest(x)
+        return torch.cat([identity.to(others.dtype), others], dim=-2)
+
+
+def check_identity_components(args: Mapping[str, Any]) -> None:
+    """With ``identity_components``: d_P = D_q = D_x and no replacement component function."""
+    if not args["identity_components"]:
+        return
+    widths = {k: args[k] for k in ("component_dim", "query_dim", "item_dim")}
+    require(len(set(widths.values())) == 1, "identity_components", True, f"needs equal widths, got {widths}")
+    replaced = [k for k in ("query_components", "item_components") if args[k] is not None]
+    require(
+        not replaced, "identity_components", True, f"needs the default component functions, got {replaced}"
+    )
+
+
+def default_query_components(
+    query_dim: int, num_components: int, component_dim: int, identity: bool, **mlp_kwargs: object
+) -> nn.Module:
+    """:class:`QueryComponentMLP` for ``num_components``, or for all but component 0 behind
+    :class:`WithIdentityComponent` (``identity``; needs ``query_dim == component_dim``).
+
+    ``mlp_kwargs``: ``hidden_dim``, ``activation``, ``dropout`` of :class:`QueryComponentMLP`.
+    """
+    count = num_components - int(identity)
+    mlp = QueryComponentMLP(query_dim, count, component_dim, **mlp_kwargs) if count else None  # type: ignore[arg-type]
+    if identity:
+        return WithIdentityComponent(query_dim, mlp)
+    assert mlp is not None
+    return mlp
+
+
+def default_item_components(
+    item_dim: int, num_components: int, component_dim: int, dropout: float, identity: bool
+) -> nn.Module:
+    """:class:`ItemComponentProjection` for ``num_components``, or for all but component 0 behind
+    :class:`WithIdentityComponent` (``identity``; needs ``item_dim == component_dim``)."""
+    count = num_components - int(identity)
+    proj = ItemComponentProjection(item_dim, count, component_dim, dropout) if count else None
+    if identity:
+        return WithIdentityComponent(item_dim, proj)
+    assert proj is not None
+    return proj
 
 
 class UserIdComponents(nn.Module):

@@ -1,0 +1,93 @@
+"""MoL with identity components (``model.similarity.identity_components``): pair 0 is the dot head's logit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.core.global_hydra import GlobalHydra
+
+from rails.checks import ArgumentError
+from rails.models.similarity.dot_product import DotProductSimilarity
+from rails.models.similarity.mol import MoLSimilarity
+from rails.models.similarity.mol_components import ItemComponentProjection, QueryComponentMLP
+from tests.conftest import TINY_OVERRIDES, build_model_and_loader, compose_config, shrink
+
+DIM = 8
+
+
+def _head(p_q: int, p_x: int, **kwargs: object) -> MoLSimilarity:
+    torch.manual_seed(0)
+    return MoLSimilarity(
+        query_dim=DIM, item_dim=DIM, num_query_components=p_q, num_item_components=p_x, component_dim=DIM,
+        query_hidden_dim=16, gating_query_hidden_dim=6, gating_item_hidden_dim=6, gating_qi_hidden_dim=6,
+        identity_components=True, **kwargs,
+    ).double()  # fmt: skip
+
+
+def test_one_by_one_identity_head_is_the_dot_head() -> None:
+    """1x1 with identity components: the mixture has one pair, the cosine / tau of the raw embeddings."""
+    head = _head(1, 1, item_dropout=0.5, softmax_dropout=0.0).train()
+    assert not any(isinstance(m, (QueryComponentMLP, ItemComponentProjection)) for m in head.modules())
+    gen = torch.Generator().manual_seed(1)
+    queries = torch.randn(5, DIM, generator=gen, dtype=torch.float64)
+    items = torch.randn(7, DIM, generator=gen, dtype=torch.float64)
+    expected = DotProductSimilarity(normalize=True)(queries, items).scores / head.temperature
+    torch.testing.assert_close(
+        head(queries, items).scores, expected
+    )  # training: the item dropout is not on it
+    head.eval()
+    torch.testing.assert_close(head.score(head.encode_queries(queries), head.encode_items(items)), expected)
+
+
+def test_component_zero_is_the_normalised_embedding_and_the_rest_are_learned() -> None:
+    head = _head(3, 2, uid_hash_sizes=[5], item_dropout=0.3).train()
+    gen = torch.Generator().manual_seed(2)
+    queries = torch.randn(4, DIM, generator=gen, dtype=torch.float64)
+    items = torch.randn(6, DIM, generator=gen, dtype=torch.float64)
+    query_state = head.encode_queries(queries, user_ids=torch.arange(4))
+    item_state = head.encode_items(items)
+    assert query_state.components.shape == (4, 3, DIM) and item_state.components.shape == (6, 2, DIM)
+    torch.testing.assert_close(query_state.components[:, 0], torch.nn.functional.normalize(queries, dim=-1))
+    torch.testing.assert_close(item_state.components[:, 0], torch.nn.functional.normalize(items, dim=-1))
+    # component 1 of the query comes from the MLP (one component), component 2 is the user-id table
+    mlp = head.query_components.rest
+    assert isinstance(mlp, QueryComponentMLP) and mlp.num_components == 1
+    expected = torch.nn.functional.normalize(mlp(queries)[:, 0], dim=-1)
+    torch.testing.assert_close(query_state.components[:, 1], expected)
+    assert head.item_components.rest.num_components == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"component_dim": 4}, "needs equal widths"),
+        ({"item_components": torch.nn.Identity()}, "needs the default component functions"),
+    ],
+)
+def test_identity_components_refuse_what_they_cannot_build(kwargs: dict, needle: str) -> None:
+    args = {"query_dim": DIM, "item_dim": DIM, "component_dim": DIM, "identity_components": True} | kwargs
+    with pytest.raises(ArgumentError, match=needle) as error:
+        MoLSimilarity(**args)  # type: ignore[arg-type]
+    assert "identity_components" in str(error.value)
+
+
+def test_the_config_key_trains_a_step(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    cfg = compose_config(
+        "train", [*TINY_OVERRIDES, "model/similarity=mol", "model.similarity.identity_components=true"]
+    )
+    cfg = shrink(cfg, tmp_path)
+    cfg.model.similarity.component_dim = cfg.model.item_dim
+    try:
+        model, loader = build_model_and_loader(cfg)
+    finally:
+        GlobalHydra.instance().clear()
+    model.train()
+    loss, _ = model.training_loss(next(iter(loader)))
+    loss.backward()
+    assert torch.isfinite(loss)
+    grads = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert any(n.startswith("similarity.query_components.rest.") for n in grads)
+    assert any(n.startswith("items.") for n in grads)
