@@ -65,6 +65,20 @@ profiles() {  # the two-pass GPU test and the fused-exact stage profiles, on GPU
   rm -rf "$OUT/p1000000" "$OUT/p10000000"
 }
 
+alone() {  # before a timed step: no training on this GPU, and no MPS daemon left by finished trainings
+  # (round 14's bench ran through the daemon its trainings had started: the eager steps' launches went through it)
+  if pgrep -f "rails.train" >/dev/null; then
+    if [ "$GPUS" -le 1 ]; then
+      echo "trainings are still running on the only GPU: '$1' would time them too; \`wait\` first" >&2
+      exit 2
+    fi
+    return  # two GPUs: the trainings are on GPU 1, the timing on GPU 0 (they keep their daemon)
+  fi
+  if pgrep -f nvidia-cuda-mps-control >/dev/null; then
+    echo quit | nvidia-cuda-mps-control && echo "stopped the MPS daemon of the finished trainings"
+  fi
+}
+
 round_main() {  # the shared steps; anything else prints the sourcing script's header
   case "${1:-}" in
     bench)  # alone on the machine: the training step without its host synchronisation (issue #13 item 4)
@@ -72,6 +86,7 @@ round_main() {  # the shared steps; anything else prints the sourcing script's h
       # how much of the launch-bound MoL step fusion removes)
       # `captured`: each step replayed from one CUDA graph, the step without launch overhead (what graph capture
       # of the training loop could reach; rows of a head that cannot be captured say why)
+      alone bench
       CUDA_VISIBLE_DEVICES=0 timeout 540 python3 scripts/bench_mol_step.py \
         --heads dot mol mol_fused mol_bf16_head mol_compiled_head --precisions fp32 \
         --variants eager captured --profile-kernels --output "$OUT/bench_mol.md" 2>&1 |
@@ -88,6 +103,7 @@ round_main() {  # the shared steps; anything else prints the sourcing script's h
       nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader
       ;;
     profile)  # one GPU, once the trainings are done (nothing else on the GPU while it is timed)
+      alone profile
       profiles
       ;;
     wait)
