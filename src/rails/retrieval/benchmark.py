@@ -10,7 +10,8 @@ On a :class:`~rails.retrieval.benchmark_data.Problem` (a MoL head, its corpus st
   ``check_queries`` of them; every row's recall@k is measured against it on the first min(B, truth_queries)
   queries of its batch;
 - the rows: the rails exact index (``reference_torch_chunked``), the fused Triton exact search on CUDA (its
-  default, its two-pass search ``sample_stride=S`` and explicit tile settings), PerComponentTopK / AverageTopK / CombinedTopK / ClusteredTopK (IVF)
+  default: two passes on corpora large enough to pay; its one-pass search ``sample_stride=0`` and
+  explicit tile settings), PerComponentTopK / AverageTopK / CombinedTopK / ClusteredTopK (IVF)
   at several budgets, and faiss candidate stages when faiss is importable; each index is built, timed and freed in turn (median over
   up to ``runs`` calls after ``warmup``, within ``time_budget_s`` per row; CUDA events on GPU);
 - ``floor_ms``: the roofline of exact search (FLOPs at a matmul rate vs bytes at a bandwidth, both measured
@@ -291,12 +292,12 @@ def bench_problem(
     if device.type == "cuda":
         from rails.kernels.mol_topk_two_pass import default_sample_stride  # imports triton: CUDA only
 
-        stride = default_sample_stride(num_items, settings.k)  # two passes: thresholds from a sample first
-        variants = [(0, False), (0, True)] + ([(stride, False), (stride, True)] if stride else [])
+        stride = default_sample_stride(num_items, settings.k)  # ExactTopK's default: two passes if > 0
+        variants = [(stride, False), (stride, True)] + ([(0, False), (0, True)] if stride else [])
         for sample_stride, prune in variants:  # the default ("" params) first: the report's headline row
             fused = ExactTopK(fused=True, fused_sample_stride=sample_stride, fused_prune=prune)
             params = ",".join(
-                [f"sample_stride={sample_stride}"] * bool(sample_stride) + ["prune=True"] * prune
+                [f"sample_stride={sample_stride}"] * (sample_stride != stride) + ["prune=True"] * prune
             )
             candidates.append(
                 ("fused_triton_exact", params, lambda i=fused: i.build(head, item_state=item_state), False)

@@ -105,8 +105,11 @@ class ExactTopK(RetrievalIndex):
         fused_block_x: items per tile of the fused kernel (None: its default; tuning).
         fused_num_splits: corpus splits of the fused kernel (None: its default; tuning).
         fused_block_q: queries per program of the fused kernel (None: its default; tuning).
-        fused_sample_stride: 0 (default): the fused kernel in one pass; > 1 or None (a default for the
-            corpus): two passes, thresholds from a strided sample first (:func:`fused_mol_search`).
+        fused_sample_stride: None (default): two passes when the corpus is large enough to pay (thresholds
+            from a strided sample first, :func:`fused_mol_search`; every 64th item at 1M items and k = 100),
+            else one; 0: one pass; > 1: two passes with that stride. Two passes were 9 % faster at 1M and 10M
+            items, B = 32, 8x4x64 (9.72 vs 10.69 ms, 63.0 vs 69.5 ms, H200:
+            results/profiles/2026-12-01-h200-fused-exact-{1M,10M}.md).
         fused_prune: the fused kernel's exact tile prune (skip the gating MLP of tiles whose best pair logit
             cannot reach the k-th best). Off by default: the mixture sits far below the best pair logit, so
             the bound keeps every tile (``scripts/study_tile_bounds.py``) and the check only costs time (12.72
@@ -121,7 +124,7 @@ class ExactTopK(RetrievalIndex):
         fused_block_x: int | None = None,
         fused_num_splits: int | None = None,
         fused_block_q: int | None = None,
-        fused_sample_stride: int | None = 0,
+        fused_sample_stride: int | None = None,
         fused_prune: bool = False,
     ) -> None:
         super().__init__(build_batch_size)
