@@ -2,7 +2,7 @@
 # GPU round 16 (after round 14; round 15 is the 3-seed script that waits for this round's winner), on one H200
 # (kind nvidia-h200), calls chained within 30 s:
 #
-#   start   : fourteen Amazon Beauty trainings (61 epochs, seed 1 unless said), the test of round 14's reading.
+#   start   : fifteen Amazon Beauty trainings (61 epochs, seed 1 unless said), the test of round 14's reading.
 #             Round 14 (docs/screens/2026-12-01-round14.md) left every MoL screen 10-23 % under SASRec + dot in
 #             NDCG@10, and the one-component head 1x1x64 (no mixture: LayerNorm query, GeGLU query MLP, item
 #             projection, cosine / tau) as far under as the full 8x8x32: the loss is in MoL's learned component
@@ -15,7 +15,8 @@
 #             from any one pair), L2 query normalisation (pair 0 then is exactly the dot head's logit); round 14's
 #             1x1x64 without softmax dropout (its only pair was dropped 20 % of the time); SASRec + dot and
 #             round 14's gating-dropout MoL with seeds 1 and 2 (the seed noise of the comparison); HSTU-large +
-#             dot and + identity MoL in fp32 at the same 61 epochs.
+#             dot and + identity MoL in fp32 at the same 61 epochs; BSARec + identity MoL (41 epochs; BSARec +
+#             dot peaked at epochs 21-23 in round 12).
 #   wait    : `wait 560` until "sweeps still running: 0" (~18 min).
 #   bench / profile : round_steps.sh, if time is left (no kernel changed since round 14's measurements).
 #
@@ -55,6 +56,10 @@ trainings() {  # MoL with the dot head's logit as a component, detached on $TRAI
     model.similarity.query_norm=l2
   screen beauty_hstu_large_dot_fp32 experiment=amazon_beauty_hstu_large_dot trainer.precision=32-true
   screen beauty_hstu_large_mol_identity_8x4x64_gd experiment=amazon_beauty_hstu_large_mol trainer.precision=32-true \
+    model.similarity.item_dropout=0.3 "${ident84[@]}" "${gating[@]}"
+  # BSARec + dot (.0932 / .0539 in round 12, best at epoch 21-23) is the best NDCG@10 of rails on Beauty; its MoL
+  # counterpart for 41 epochs (one example per training target: the slowest job of the round)
+  EPOCHS=41 screen beauty_bsarec_mol_identity_8x4x64_gd experiment=amazon_beauty_bsarec_mol \
     model.similarity.item_dropout=0.3 "${ident84[@]}" "${gating[@]}"
 }
 
