@@ -2,7 +2,7 @@
 # GPU round 16 (after round 14; round 15 is the 3-seed script that waits for this round's winner), on one H200
 # (kind nvidia-h200), calls chained within 30 s:
 #
-#   start   : fifteen Amazon Beauty trainings (61 epochs, seed 1 unless said), the test of round 14's reading.
+#   start   : sixteen Amazon Beauty trainings (61 epochs, seed 1 unless said), the test of round 14's reading.
 #             Round 14 (docs/screens/2026-12-01-round14.md) left every MoL screen 10-23 % under SASRec + dot in
 #             NDCG@10, and the one-component head 1x1x64 (no mixture: LayerNorm query, GeGLU query MLP, item
 #             projection, cosine / tau) as far under as the full 8x8x32: the loss is in MoL's learned component
@@ -12,13 +12,15 @@
 #             or smaller). Screens: the identity head at 1x1x64 (the dot head's logit on LayerNorm-ed queries,
 #             softmax dropout off: the control), 8x4x64, 8x4x64 with the gating dropouts (round 14's best
 #             one-change screen), 4x2x64, item dropout 0.1, the MI load-balancing loss off (it pushes weight away
-#             from any one pair), L2 query normalisation (pair 0 then is exactly the dot head's logit); round 14's
-#             1x1x64 without softmax dropout (its only pair was dropped 20 % of the time); SASRec + dot and
+#             from any one pair), softmax dropout off (it drops pair 0 too), L2 query normalisation (pair 0 then
+#             is exactly the dot head's logit); round 14's 1x1x64 without softmax dropout (its only pair was
+#             dropped 20 % of the time); SASRec + dot and
 #             round 14's gating-dropout MoL with seeds 1 and 2 (the seed noise of the comparison); HSTU-large +
 #             dot and + identity MoL in fp32 at the same 61 epochs; BSARec + identity MoL (41 epochs; BSARec +
 #             dot peaked at epochs 21-23 in round 12).
 #   wait    : `wait 560` until "sweeps still running: 0" (~18 min).
-#   bench / profile : round_steps.sh, if time is left (no kernel changed since round 14's measurements).
+#   bench   : then, if 3 min are left (round_steps.sh; it now stops the trainings' MPS daemon first): issue #13
+#             item 4 again, round 14's eager ratio 1.16 was measured through that daemon.
 #
 #   here first: .whl/ (scripts/gpu_wheels.sh), .devdata/ with amazon-beauty (../shared/data)
 #   run(kind="nvidia-h200", carry=[".whl", ".devdata"], command="bash scripts/ablations/round16.sh start"), then
@@ -52,6 +54,9 @@ trainings() {  # MoL with the dot head's logit as a component, detached on $TRAI
     model.similarity.item_dropout=0.1
   screen beauty_sasrec_mol_identity_8x4x64_gd_no_mi "${mol[@]}" "${ident84[@]}" "${gating[@]}" \
     model.similarity.mi_loss_weight=0.0
+  # softmax dropout drops pair 0 too (20 % of the (query, item) scores lose the dot logit in training)
+  screen beauty_sasrec_mol_identity_8x4x64_gd_no_softmax_dropout "${mol[@]}" "${ident84[@]}" "${gating[@]}" \
+    model.similarity.softmax_dropout=0.0
   screen beauty_sasrec_mol_identity_8x4x64_gd_query_l2 "${mol[@]}" "${ident84[@]}" "${gating[@]}" \
     model.similarity.query_norm=l2
   screen beauty_hstu_large_dot_fp32 experiment=amazon_beauty_hstu_large_dot trainer.precision=32-true
