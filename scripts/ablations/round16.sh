@@ -19,6 +19,8 @@
 #             dot and + identity MoL in fp32 at the same 61 epochs; BSARec + identity MoL (41 epochs; BSARec +
 #             dot peaked at epochs 21-23 in round 12).
 #   wait    : `wait 560` until "sweeps still running: 0" (~18 min).
+#   usage   : then (~1 min, the device's CPU): scripts/mol_pair_usage.py over every MoL run's best checkpoint,
+#             $OUT/mol_pair_usage.{json,md}: does the gating lean on pair 0, the dot head's logit?
 #   bench   : then, if 3 min are left (round_steps.sh; it now stops the trainings' MPS daemon first): issue #13
 #             item 4 again, round 14's eager ratio 1.16 was measured through that daemon.
 #
@@ -29,7 +31,7 @@
 # Here afterwards: `python scripts/ingest_runs.py <files_at>/runs.tar.gz results/runs/<date>-<kind>-round16
 # --strip-prefix r16_`, scripts/make_results.py, `python scripts/screen_report.py results/runs/<date>-<kind>-round16
 # --reference beauty_sasrec_dot --epochs 4 9 19 39 59 --out docs/screens/<date>-round16.md`, the reading into
-# docs/mol_investigation.md; the best MoL setting -> `MOL_SETTING='...' bash scripts/ablations/round15.sh start`.
+# docs/mol_investigation.md (mol_pair_usage.* -> results/studies/<date>-<kind>-round16-pair-usage.*); the best MoL setting -> `MOL_SETTING='...' bash scripts/ablations/round15.sh start`.
 ROUND=r16
 EPOCHS=${EPOCHS:-61}
 # shellcheck source=round_steps.sh
@@ -68,4 +70,25 @@ trainings() {  # MoL with the dot head's logit as a component, detached on $TRAI
     model.similarity.item_dropout=0.3 "${ident84[@]}" "${gating[@]}"
 }
 
+pair_usage() {  # which pairs the trained MoL heads' gating uses (scripts/mol_pair_usage.py, the device's CPU)
+  local ckpts=() labels=() run best
+  for run in "${SWEEPS:-/tmp/rails-sweeps}"/"$ROUND"_*mol*/*/; do
+    best=$(grep -ho "best checkpoint: .*\.ckpt" "$run"*.log 2>/dev/null | tail -n 1 | sed 's/^best checkpoint: //')
+    if [ -n "$best" ] && [ -f "$best" ]; then
+      ckpts+=("$best")
+      labels+=("$(basename "$(dirname "$run")")/$(basename "$run")")
+    fi
+  done
+  if [ "${#ckpts[@]}" = 0 ]; then
+    echo "no finished MoL run of $ROUND with a best checkpoint: run \`wait\` until the sweeps are done" >&2
+    exit 2
+  fi
+  CUDA_VISIBLE_DEVICES= timeout 500 python3 scripts/mol_pair_usage.py --checkpoint "${ckpts[@]}" \
+    --label "${labels[@]}" --data-root "$PWD/.devdata" --out "$OUT" 2>&1 | tail -n 40 | cut -c1-200
+}
+
+if [ "${1:-}" = usage ]; then
+  pair_usage
+  exit
+fi
 round_main "$@"

@@ -1,0 +1,66 @@
+"""How a trained MoL head uses its pairs: the gating weights of (query, item) pairs and their summary.
+
+A diagnostic of the mixture (``scripts/mol_pair_usage.py``): whether the gating spreads its weight over the
+P = P_Q * P_X pairs or leans on a few, e.g. on pair 0 of a head with ``identity_components`` (the dot head's
+cosine logit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor
+
+from rails.models.similarity.mol import MoLSimilarity
+from rails.models.similarity.states import MoLItemState, MoLQueryState
+
+
+def pair_weights(
+    head: MoLSimilarity, query_state: MoLQueryState, item_state: MoLItemState
+) -> tuple[Tensor, Tensor]:
+    """Gating weights pi and pair logits, both (B, X, P), of queries (B, ...) with items (X, ...) shared by
+    every query or (B, X, ...) per query; pi without softmax dropout (eval), summing to 1 over P."""
+    pairwise = len(item_state.lead_shape) == 2
+    components = item_state.components.to(query_state.components.dtype)
+    pattern = "bid,bxjd->bxij" if pairwise else "bid,xjd->bxij"
+    logits = torch.einsum(pattern, query_state.components, components).flatten(-2) / head.temperature
+    gate_logits = head.gating(query_state.gate[:, None, :], item_state.gate.to(logits.dtype), logits)
+    dtype = torch.promote_types(gate_logits.dtype, torch.float32)  # bf16 heads: the weights in float32
+    return torch.softmax(gate_logits, dim=-1, dtype=dtype), logits
+
+
+@dataclass(frozen=True)
+class PairUsage:
+    """Summary of (B, X, P) gating weights.
+
+    Attributes:
+        num_pairs: P.
+        mean_weight: (P,) mean of pi_p over the (query, item) pairs.
+        top_pair_rate: (P,) share of (query, item) pairs whose largest weight is pair p.
+        effective_pairs: mean of exp(entropy of pi) (1: one pair carries all weight; P: uniform).
+    """
+
+    num_pairs: int
+    mean_weight: list[float]
+    top_pair_rate: list[float]
+    effective_pairs: float
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def summarise_pair_usage(weights: Tensor, eps: float = 1e-12) -> PairUsage:
+    """(..., P) gating weights (each row sums to 1) -> :class:`PairUsage`."""
+    flat = weights.detach().double().reshape(-1, weights.shape[-1])
+    if flat.shape[0] == 0:
+        raise ValueError("summarise_pair_usage needs at least one (query, item) pair")
+    num_pairs = flat.shape[1]
+    entropy = -(flat * torch.log(flat.clamp_min(eps))).sum(dim=-1)
+    top = torch.bincount(flat.argmax(dim=-1), minlength=num_pairs).double() / flat.shape[0]
+    return PairUsage(
+        num_pairs=num_pairs,
+        mean_weight=flat.mean(dim=0).tolist(),
+        top_pair_rate=top.tolist(),
+        effective_pairs=float(entropy.exp().mean()),
+    )
