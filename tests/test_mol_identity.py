@@ -91,3 +91,30 @@ def test_the_config_key_trains_a_step(tmp_path: Path) -> None:
     grads = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     assert any(n.startswith("similarity.query_components.rest.") for n in grads)
     assert any(n.startswith("items.") for n in grads)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_factorised_training_logits_keep_component_zero_undropped(train: bool) -> None:
+    """The sampled path's rows [x', 1, x] (dropout on) / [x, 1] (off) give the logits of the components."""
+    from rails.models.similarity.mol_sampled import encode_sampled_items, gather_sampled, sampled_logits
+
+    head = _head(3, 3, item_dropout=0.5, softmax_dropout=0.0).train(train)
+    gen = torch.Generator().manual_seed(4)
+    table = torch.randn(9, DIM, generator=gen, dtype=torch.float64)
+    queries = torch.randn(5, DIM, generator=gen, dtype=torch.float64)
+    positions = torch.randint(0, 9, (5, 4), generator=gen)
+    torch.manual_seed(7)
+    items = encode_sampled_items(head, table)
+    assert items.rows.shape == (9, 2 * DIM + 1 if train else DIM + 1) and items.inv_norms.shape == (9, 3)
+    query_components = head.encode_queries(queries).components
+    logits = sampled_logits(head, query_components, gather_sampled(items, positions))
+
+    torch.manual_seed(7)  # the same item dropout draw, through the components
+    projection = head.item_components.rest
+    dropped = projection.dropout(table)
+    components = torch.cat([table[:, None], projection.proj(dropped).unflatten(-1, (2, DIM))], dim=1)
+    components = torch.nn.functional.normalize(components, dim=-1)[positions]  # (5, 4, 3, DIM)
+    expected = torch.einsum("mid,mxjd->mxij", query_components, components).flatten(-2) / head.temperature
+    torch.testing.assert_close(logits, expected, rtol=1e-10, atol=1e-10)
+    if train:  # the dropout did act on the projected components
+        assert not torch.equal(dropped, table)

@@ -18,8 +18,10 @@ normalisation per component) the logits factor as
 (x' the item embedding after the item dropout), so each sampled (query, item) pair needs only the item's
 (D + 1) row ``[x', 1]`` and its P_X inverse norms, not its (P_X, d_P) components: the (M, 1 + R, P_X, d_P)
 gather (8x the logits at 8x4x64) and its scatter-add backward disappear, and the query side carries
-``A = f^T [W | b] / tau`` (M, P, D + 1). Replacement item component functions take the generic path
-(``encode_items``, then a gather of the components).
+``A = f^T [W | b] / tau`` (M, P, D + 1). With identity components (component 0 = the raw embedding x, no
+dropout) the row grows to ``[x', 1, x]`` (2D + 1; ``[x, 1]`` when the item dropout is off) and component 0's
+factor is ``[0 | 0 | I]``. Replacement item component functions take the generic path (``encode_items``,
+then a gather of the components).
 
 Each pair's item-side values (row, inverse norms, item gate part) sit side by side in one (T, C) table and
 are gathered in one indexing op (:func:`gather_sampled`): one gather and one sort-based scatter-add in the
@@ -34,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from rails.models.similarity.base import SimilarityOutput
-from rails.models.similarity.mol_components import ItemComponentProjection
+from rails.models.similarity.mol_components import ItemComponentProjection, WithIdentityComponent
 from rails.models.similarity.mol_gating import mutual_information_loss
 
 if TYPE_CHECKING:
@@ -45,8 +47,10 @@ class SampledItems(NamedTuple):
     """The item table of one training step, encoded once, or its rows gathered per (query, item) pair.
 
     Attributes (leading dims ``(T,)`` for the table, ``(M, X)`` once gathered):
-        rows: (..., D_x + 1) ``[x', 1]`` (factorised path) or (..., P_X, d_P) L2-normalised components.
-        inv_norms: (..., P_X) ``1 / max(||W_j x' + b_j||, eps)`` (factorised path) or None.
+        rows: (..., D_x + 1) ``[x', 1]`` (factorised path; ``[x', 1, x]`` (..., 2 D_x + 1) with identity
+            components and item dropout) or (..., P_X, d_P) L2-normalised components.
+        inv_norms: (..., P_X) ``1 / max(||W_j x' + b_j||, eps)`` (factorised path; ``1 / max(||x||, eps)`` for an
+            identity component 0) or None.
         gate: (..., P) item-only gating part.
     """
 
@@ -74,25 +78,55 @@ def gather_sampled(items: SampledItems, positions: Tensor, dtype: torch.dtype | 
     return SampledItems(rows, inv_norms, gathered[1])
 
 
-def _factorises(head: MoLSimilarity) -> bool:
-    """True for the default item projection (Linear with bias, then L2 normalisation)."""
+def _projection(head: MoLSimilarity) -> tuple[ItemComponentProjection, bool] | None:
+    """The default item projection the logits factor through (Linear with bias, then L2 normalisation) and
+    whether an identity component 0 precedes it; None: the generic path."""
     components = head.item_components
-    return type(components) is ItemComponentProjection and components.proj.bias is not None
+    identity = isinstance(components, WithIdentityComponent)
+    projection = components.rest if identity else components
+    if type(projection) is ItemComponentProjection and projection.proj.bias is not None:
+        return projection, identity
+    return None
 
 
 def encode_sampled_items(head: MoLSimilarity, item_embeddings: Tensor) -> SampledItems:
     """(T, D_x) item table -> :class:`SampledItems` (item dropout drawn once per row)."""
     if item_embeddings.dim() != 2:
         raise ValueError(f"item_embeddings must be (T, D_x), got shape {tuple(item_embeddings.shape)}")
-    if not _factorises(head):
+    found = _projection(head)
+    if found is None:
         state = head.encode_items(item_embeddings)
         return SampledItems(state.components, None, state.gate)
-    projection: ItemComponentProjection = head.item_components  # type: ignore[assignment]
+    projection, identity = found
     dropped = projection.dropout(item_embeddings)
-    raw = projection.proj(dropped).unflatten(-1, (head.num_item_components, head.component_dim))
+    raw = projection.proj(dropped).unflatten(-1, (projection.num_components, head.component_dim))
     inv_norms = torch.linalg.vector_norm(raw, dim=-1).clamp_min(head.eps).reciprocal()
-    rows = torch.cat([dropped, dropped.new_ones(dropped.shape[0], 1)], dim=-1)
-    return SampledItems(rows, inv_norms, head.gating.item_gate(item_embeddings))
+    rows = [dropped, dropped.new_ones(dropped.shape[0], 1)]
+    if identity:
+        own = torch.linalg.vector_norm(item_embeddings, dim=-1, keepdim=True).clamp_min(head.eps).reciprocal()
+        inv_norms = torch.cat([own.to(inv_norms.dtype), inv_norms], dim=-1)
+        if projection.dropout.training and projection.dropout.p > 0:  # else x' = x: rows [x, 1] serve both
+            rows.append(item_embeddings)
+    return SampledItems(torch.cat(rows, dim=-1), inv_norms, head.gating.item_gate(item_embeddings))
+
+
+def _item_factors(head: MoLSimilarity, width: int) -> Tensor:
+    """(P_X, d_P, width) factors F_j with raw component j = F_j . row (rows of ``width`` = D + 1 or 2 D + 1)."""
+    found = _projection(head)
+    assert found is not None
+    projection, identity = found
+    proj = projection.proj
+    p_x, d_p = projection.num_components, head.component_dim
+    factors = torch.cat([proj.weight.view(p_x, d_p, -1), proj.bias.view(p_x, d_p, 1)], dim=-1)
+    if not identity:
+        return factors
+    eye = torch.eye(d_p, dtype=factors.dtype, device=factors.device)
+    if width == factors.shape[-1]:  # rows [x, 1]: component 0 reads x itself
+        own = torch.cat([eye, eye.new_zeros(d_p, 1)], dim=-1)
+    else:  # rows [x', 1, x]
+        factors = torch.cat([factors, factors.new_zeros(p_x, d_p, d_p)], dim=-1)
+        own = torch.cat([eye.new_zeros(d_p, d_p + 1), eye], dim=-1)
+    return torch.cat([own[None], factors], dim=0)
 
 
 def sampled_logits(head: MoLSimilarity, query_components: Tensor, pairs: SampledItems) -> Tensor:
@@ -101,9 +135,8 @@ def sampled_logits(head: MoLSimilarity, query_components: Tensor, pairs: Sampled
         components = pairs.rows.to(query_components.dtype)  # (M, X, P_X, d_P)
         logits = torch.einsum("mid,mxjd->mxij", query_components, components)
         return logits.flatten(-2) / head.temperature
-    proj = head.item_components.proj  # type: ignore[union-attr]
-    p_x, d_p = head.num_item_components, head.component_dim
-    weight = torch.cat([proj.weight.view(p_x, d_p, -1), proj.bias.view(p_x, d_p, 1)], dim=-1)
+    p_x = head.num_item_components
+    weight = _item_factors(head, pairs.rows.shape[-1])
     per_query = torch.einsum("mid,jdk->mijk", query_components, weight / head.temperature)
     per_query = per_query.flatten(1, 2)  # (M, P, D_x + 1)
     dots = torch.bmm(pairs.rows.to(per_query.dtype), per_query.transpose(1, 2))  # (M, X, P)
