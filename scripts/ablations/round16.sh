@@ -31,7 +31,8 @@
 # Here afterwards: `python scripts/ingest_runs.py <files_at>/runs.tar.gz results/runs/<date>-<kind>-round16
 # --strip-prefix r16_`, scripts/make_results.py, `python scripts/screen_report.py results/runs/<date>-<kind>-round16
 # --reference beauty_sasrec_dot --epochs 4 9 19 39 59 --out docs/screens/<date>-round16.md`, the reading into
-# docs/mol_investigation.md (mol_pair_usage.* -> results/studies/<date>-<kind>-round16-pair-usage.*); the best MoL setting -> `MOL_SETTING='...' bash scripts/ablations/round15.sh start`.
+# docs/mol_investigation.md (mol_pair_usage.* -> results/studies/<date>-<kind>-round16-pair-usage.*); the best
+# MoL setting -> `MOL_SETTING='...' bash scripts/ablations/round15.sh start`.
 ROUND=r16
 EPOCHS=${EPOCHS:-61}
 # shellcheck source=round_steps.sh
