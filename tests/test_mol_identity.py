@@ -118,3 +118,29 @@ def test_factorised_training_logits_keep_component_zero_undropped(train: bool) -
     torch.testing.assert_close(logits, expected, rtol=1e-10, atol=1e-10)
     if train:  # the dropout did act on the projected components
         assert not torch.equal(dropped, table)
+
+
+def test_identity_gate_bias_starts_the_mixture_on_pair_zero() -> None:
+    """8x4x64 with the default gating widths on random inputs: pair 0 (1 of 32) gets about its share without
+    the bias and most of the weight with a bias of 5."""
+    from rails.models.similarity.mol_usage import pair_weights
+
+    gen = torch.Generator().manual_seed(5)
+    queries = torch.randn(16, 64, generator=gen, dtype=torch.float64)
+    items = torch.randn(32, 64, generator=gen, dtype=torch.float64)
+    share = []
+    for bias in (0.0, 5.0):
+        torch.manual_seed(0)
+        head = MoLSimilarity(
+            query_dim=64, item_dim=64, num_query_components=8, num_item_components=4, component_dim=64,
+            identity_components=True, identity_gate_bias=bias,
+        ).double().eval()  # fmt: skip
+        with torch.no_grad():
+            weights, _ = pair_weights(head, head.encode_queries(queries), head.encode_items(items))
+        share.append(float(weights[..., 0].mean()))
+    assert share[0] < 0.06 and share[1] > 0.4, share
+
+
+def test_identity_gate_bias_needs_identity_components() -> None:
+    with pytest.raises(ArgumentError, match="identity_gate_bias"):
+        MoLSimilarity(query_dim=DIM, item_dim=DIM, component_dim=DIM, identity_gate_bias=1.0)

@@ -28,7 +28,7 @@ from rails.models.similarity.mol_components import (
     GLUActivation,
     QueryComponentMLP,
     UserIdComponents,
-    check_identity_components,
+    check_component_args,
     default_item_components,
     default_query_components,
     mol_effective_init_,
@@ -64,6 +64,8 @@ class MoLSimilarity(SimilarityHead):
         item_dropout: input dropout of the item projection (0.1).
         identity_components: component 0 of each side is the embedding itself: pair 0 is the dot head's
             cosine logit (an extension; see :class:`~rails.models.similarity.mol_components.WithIdentityComponent`).
+        identity_gate_bias: added to pair 0's gate logit at initialisation (with identity components): > 0
+            starts the mixture leaning on the dot head's logit (its weight then is learned).
         uid_hash_sizes: one user-id component per hash size H, row ``uid mod H + 1`` (ML-1M [6040], Books []).
         uid_dropout: element-wise dropout of the user-id components before L2 normalisation (0.5 ML-1M).
         gating_{query,item,qi}_hidden_dim: hidden widths of the query-only / item-only / query-item gating parts (128).
@@ -104,6 +106,7 @@ class MoLSimilarity(SimilarityHead):
         query_dropout: float = 0.0,
         item_dropout: float = 0.1,
         identity_components: bool = False,
+        identity_gate_bias: float = 0.0,
         uid_hash_sizes: Sequence[int] = (),
         uid_dropout: float = 0.5,
         gating_query_hidden_dim: int = 128,
@@ -183,6 +186,7 @@ class MoLSimilarity(SimilarityHead):
             mol_effective_init_(module, keep_default_bias=keep_bias)
         if self.uid_components is not None:
             mol_effective_init_(self.uid_components)
+        self.gating.bias_pair_(0, identity_gate_bias)  # after the init, which zeroes the gating's 1-D biases
         self._mix_fn: MixFn = torch.compile(self._mix) if compile_mixing else self._mix
         self._sampled_mix_fn = choose_sampled_mixing(compile_mixing, fused_mixing)
 
@@ -202,15 +206,7 @@ class MoLSimilarity(SimilarityHead):
         )
         require_probability(args, *dropouts, "softmax_dropout")
         require(not mixing_conflict(args), "fused_mixing", True, "excludes compile_mixing=true: choose one")
-        uid, components = list(args["uid_hash_sizes"]), args["num_query_components"]
-        require(
-            len(uid) < components,
-            "uid_hash_sizes",
-            uid,
-            f"has {len(uid)} tables but num_query_components={components}: at least one component must "
-            "come from the query",
-        )
-        check_identity_components(args)
+        check_component_args(args)
         SimilarityHead.check_recipe(args)
 
     aux_loss_names = ("mi_loss", "uid_embedding_l2_norm")

@@ -143,8 +143,22 @@ class WithIdentityComponent(nn.Module):
         return torch.cat([identity.to(others.dtype), others], dim=-2)
 
 
-def check_identity_components(args: Mapping[str, Any]) -> None:
-    """With ``identity_components``: d_P = D_q = D_x and no replacement component function."""
+def check_component_args(args: Mapping[str, Any]) -> None:
+    """Rules of MoLSimilarity's component arguments: at least one query component from the encoder; with
+    ``identity_components`` d_P = D_q = D_x and the default component functions; ``identity_gate_bias`` only
+    with identity components."""
+    uid, components = list(args["uid_hash_sizes"]), args["num_query_components"]
+    require(
+        len(uid) < components,
+        "uid_hash_sizes",
+        uid,
+        f"has {len(uid)} tables but num_query_components={components}: at least one component must "
+        "come from the query",
+    )
+    bias = args["identity_gate_bias"]
+    require(
+        bias == 0 or args["identity_components"], "identity_gate_bias", bias, "needs identity_components=true"
+    )
     if not args["identity_components"]:
         return
     widths = {k: args[k] for k in ("component_dim", "query_dim", "item_dim")}

@@ -74,6 +74,11 @@ class MoLGating(nn.Module):
         self.qi_part = _mlp(num_pairs, qi_hidden_dim, num_pairs, qi_dropout, out_bias=True)
         self.norm = nn.LayerNorm(num_pairs) if combination == "glu_silu_ln" else None
 
+    def bias_pair_(self, pair: int, bias: float) -> None:
+        """Add ``bias`` to pair ``pair``'s gate logit (the query-item part's output bias; in place, no grad)."""
+        with torch.no_grad():
+            self.qi_part[3].bias[pair] += bias
+
     def query_gate(self, query_embeddings: Tensor) -> Tensor:
         """(B, D_q) raw queries -> (B, P) query-only part."""
         return self.query_part(query_embeddings)
