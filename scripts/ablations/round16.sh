@@ -2,7 +2,7 @@
 # GPU round 16 (after round 14; round 15 is the 3-seed script that waits for this round's winner), on one H200
 # (kind nvidia-h200), calls chained within 30 s:
 #
-#   start   : seventeen Amazon Beauty trainings (61 epochs, seed 1 unless said), the test of round 14's reading.
+#   start   : eighteen Amazon Beauty trainings (61 epochs, seed 1 unless said), the test of round 14's reading.
 #             Round 14 (docs/screens/2026-12-01-round14.md) left every MoL screen 10-23 % under SASRec + dot in
 #             NDCG@10, and the one-component head 1x1x64 (no mixture: LayerNorm query, GeGLU query MLP, item
 #             projection, cosine / tau) as far under as the full 8x8x32: the loss is in MoL's learned component
@@ -13,12 +13,13 @@
 #             softmax dropout off: the control), 8x4x64, 8x4x64 with the gating dropouts (round 14's best
 #             one-change screen), 4x2x64, item dropout 0.1, the MI load-balancing loss off (it pushes weight away
 #             from any one pair), softmax dropout off (it drops pair 0 too), L2 query normalisation (pair 0 then
-#             is exactly the dot head's logit), tau_MoL 0.1 (0.05 everywhere so far); round 14's 1x1x64 without
+#             is exactly the dot head's logit), tau_MoL 0.1 (0.05 everywhere so far), pair 0's gate biased at
+#             initialisation (model.similarity.identity_gate_bias=5); round 14's 1x1x64 without
 #             softmax dropout (its only pair was dropped 20 % of the time); SASRec + dot and round 14's
 #             gating-dropout MoL with seeds 1 and 2 (the seed noise of the comparison); HSTU-large + dot and +
 #             identity MoL in fp32 at the same 61 epochs; BSARec + identity MoL (41 epochs; BSARec + dot peaked
 #             at epochs 21-23 in round 12).
-#   wait    : `wait 560` until "sweeps still running: 0" (~18 min).
+#   wait    : `wait 560` until "sweeps still running: 0" (~20 min: round 14's eighteen SASRec jobs took 17.5).
 #   usage   : then (~1 min, the device's CPU): scripts/mol_pair_usage.py over every MoL run's best checkpoint,
 #             $OUT/mol_pair_usage.{json,md}: does the gating lean on pair 0, the dot head's logit?
 #   bench   : then, if 3 min are left (round_steps.sh; it now stops the trainings' MPS daemon first): issue #13
@@ -64,6 +65,10 @@ trainings() {  # MoL with the dot head's logit as a component, detached on $TRAI
     model.similarity.query_norm=l2
   screen beauty_sasrec_mol_identity_8x4x64_gd_tau_0.1 "${mol[@]}" "${ident84[@]}" "${gating[@]}" \
     model.similarity.temperature=0.1
+  # pair 0's gate logit +5 at initialisation: the mixture starts on the dot head's logit (about 60 % of the
+  # weight at 8x4x64 on random inputs, tests/test_mol_identity.py), as the dot head would, and learns from there
+  screen beauty_sasrec_mol_identity_8x4x64_gd_gate_bias_5 "${mol[@]}" "${ident84[@]}" "${gating[@]}" \
+    model.similarity.identity_gate_bias=5.0
   screen beauty_hstu_large_dot_fp32 experiment=amazon_beauty_hstu_large_dot trainer.precision=32-true
   screen beauty_hstu_large_mol_identity_8x4x64_gd experiment=amazon_beauty_hstu_large_mol trainer.precision=32-true \
     model.similarity.item_dropout=0.3 "${ident84[@]}" "${gating[@]}"
