@@ -138,7 +138,7 @@ def sampled_logits(head: MoLSimilarity, query_components: Tensor, pairs: Sampled
     p_x = head.num_item_components
     weight = _item_factors(head, pairs.rows.shape[-1])
     per_query = torch.einsum("mid,jdk->mijk", query_components, weight / head.temperature)
-    per_query = per_query.flatten(1, 2)  # (M, P, D_x + 1)
+    per_query = per_query.flatten(1, 2)  # (M, P, row width)
     dots = torch.bmm(pairs.rows.to(per_query.dtype), per_query.transpose(1, 2))  # (M, X, P)
     inv_norms = pairs.inv_norms.to(dots.dtype)  # (M, X, P_X)
     return (dots.unflatten(-1, (head.num_query_components, p_x)) * inv_norms[:, :, None, :]).flatten(-2)
