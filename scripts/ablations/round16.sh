@@ -20,7 +20,7 @@
 #             identity MoL in fp32 at the same 61 epochs; BSARec + identity MoL (41 epochs; BSARec + dot peaked
 #             at epochs 21-23 in round 12).
 #   wait    : `wait 560` until "sweeps still running: 0" (~20 min: round 14's eighteen SASRec jobs took 17.5).
-#   usage   : then (~1 min, the device's CPU): scripts/mol_pair_usage.py over every MoL run's best checkpoint,
+#   usage   : then (~1 min, the device's CPU): scripts/mol_pair_usage.py over each MoL sweep's job-0 checkpoint,
 #             $OUT/mol_pair_usage.{json,md}: does the gating lean on pair 0, the dot head's logit?
 #   bench   : then, if 3 min are left (round_steps.sh; it now stops the trainings' MPS daemon first): issue #13
 #             item 4 again, round 14's eager ratio 1.16 was measured through that daemon.
@@ -78,13 +78,15 @@ trainings() {  # MoL with the dot head's logit as a component, detached on $TRAI
     model.similarity.item_dropout=0.3 "${ident84[@]}" "${gating[@]}"
 }
 
-pair_usage() {  # which pairs the trained MoL heads' gating uses (scripts/mol_pair_usage.py, the device's CPU)
-  local ckpts=() labels=() run best
-  for run in "${SWEEPS:-/tmp/rails-sweeps}"/"$ROUND"_*mol*/*/; do
-    best=$(grep -ho "best checkpoint: .*\.ckpt" "$run"*.log 2>/dev/null | tail -n 1 | sed 's/^best checkpoint: //')
+pair_usage() {  # which pairs the trained MoL heads' gating uses (scripts/mol_pair_usage.py, the device's CPU):
+  # job 0 of every MoL sweep of the round (best_checkpoint of device_site.sh)
+  local ckpts=() labels=() sweep best
+  for sweep in "$SWEEPS"/"$ROUND"_*mol*/; do
+    sweep=$(basename "$sweep")
+    best=$(best_checkpoint "$sweep")
     if [ -n "$best" ] && [ -f "$best" ]; then
       ckpts+=("$best")
-      labels+=("$(basename "$(dirname "$run")")/$(basename "$run")")
+      labels+=("$sweep")
     fi
   done
   if [ "${#ckpts[@]}" = 0 ]; then
