@@ -127,7 +127,7 @@ def test_gating_weights_sum_to_one_eval_and_train(inputs) -> None:
         query_state = head.encode_queries(q, user_ids=user_ids)
         item_state = head.encode_items(per_query)
         _, weights = head._mix(
-            query_state.components, query_state.gate, item_state.components, item_state.gate, True
+            query_state.components, query_state.gate, item_state.components, item_state.gate
         )
         sums = weights.sum(-1)
         torch.testing.assert_close(sums, torch.ones_like(sums))

@@ -160,7 +160,7 @@ def test_aux_losses_come_from_the_positive_call_only() -> None:
     with torch.no_grad():
         qs = head.encode_queries(queries, user_ids=user_ids)
         items = head.encode_items(module.embed_items(next_ids[supervised])[:, None, :])
-        _, weights = head._mix(qs.components, qs.gate, items.components, items.gate, True)
+        _, weights = head._mix(qs.components, qs.gate, items.components, items.gate)
     torch.testing.assert_close(parts["mi_loss"], mutual_information_loss(weights))
 
 

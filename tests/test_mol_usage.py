@@ -31,7 +31,7 @@ def test_pair_weights_are_the_weights_the_head_mixes(pairwise: bool) -> None:
     item_state = head.encode_items(items if pairwise else items[0])
     weights, logits = pair_weights(head, query_state, item_state)
     scores, expected = head._mix(
-        query_state.components, query_state.gate, item_state.components, item_state.gate, pairwise
+        query_state.components, query_state.gate, item_state.components, item_state.gate
     )
     assert weights.shape == logits.shape == (4, 7, 6)
     torch.testing.assert_close(weights.double(), expected)

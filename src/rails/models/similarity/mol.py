@@ -32,6 +32,7 @@ from rails.models.similarity.mol_components import (
     default_item_components,
     default_query_components,
     mol_effective_init_,
+    pair_logits,
 )
 from rails.models.similarity.mol_fused_mixing import choose_sampled_mixing, mixing_conflict
 from rails.models.similarity.mol_gating import (
@@ -43,7 +44,7 @@ from rails.models.similarity.mol_gating import (
 from rails.models.similarity.mol_sampled import forward_sampled
 from rails.models.similarity.states import MoLItemState, MoLMixing, MoLQueryState
 
-MixFn = Callable[[Tensor, Tensor, Tensor, Tensor, bool], tuple[Tensor, Tensor]]
+MixFn = Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
 class MoLSimilarity(SimilarityHead):
@@ -275,17 +276,10 @@ class MoLSimilarity(SimilarityHead):
         return state, squared_norms
 
     def _mix(
-        self,
-        query_components: Tensor,
-        query_gate: Tensor,
-        item_components: Tensor,
-        item_gate: Tensor,
-        pairwise: bool,
+        self, query_components: Tensor, query_gate: Tensor, item_components: Tensor, item_gate: Tensor
     ) -> tuple[Tensor, Tensor]:
         """Scores (B, X) and gating weights (B, X, P) from states (items (X, ...) or (B, X, ...))."""
-        item_components = item_components.to(query_components.dtype)
-        pattern = "bid,bxjd->bxij" if pairwise else "bid,xjd->bxij"
-        logits = torch.einsum(pattern, query_components, item_components).flatten(-2) / self.temperature
+        logits = pair_logits(query_components, item_components, self.temperature)
         return self._mix_logits(query_gate, item_gate, logits)
 
     def _mix_logits(self, query_gate: Tensor, item_gate: Tensor, logits: Tensor) -> tuple[Tensor, Tensor]:
@@ -304,9 +298,7 @@ class MoLSimilarity(SimilarityHead):
         for start in range(0, max(num_items, 1), chunk):
             items = slice(start, min(start + chunk, num_items))
             part = item_state.index((slice(None), items) if pairwise else items)
-            scores, _ = self._mix_fn(
-                query_state.components, query_state.gate, part.components, part.gate, pairwise
-            )
+            scores, _ = self._mix_fn(query_state.components, query_state.gate, part.components, part.gate)
             parts.append(scores)
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
@@ -368,11 +360,10 @@ class MoLSimilarity(SimilarityHead):
         Lets a caller encode each distinct sampled item once (``encode_items`` on unique ids, then
         ``item_state.gather``) instead of once per occurrence; scores and aux losses are as in :meth:`forward`.
         """
-        pairwise = len(item_state.lead_shape) == 2
         with self._precision(query_embeddings):
             query_state, squared_uid_norms = self._encode_queries(query_embeddings, ctx.get("user_ids"))
             scores, weights = self._mix_fn(
-                query_state.components, query_state.gate, item_state.components, item_state.gate, pairwise
+                query_state.components, query_state.gate, item_state.components, item_state.gate
             )
         aux: dict[str, Tensor] = {}
         if self.training:

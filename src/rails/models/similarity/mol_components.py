@@ -247,6 +247,20 @@ class UserIdComponents(nn.Module):
         return f"hash_sizes={self.hash_sizes}"
 
 
+def pair_logits(query_components: Tensor, item_components: Tensor, temperature: float) -> Tensor:
+    """Temperature-scaled pair logits (B, X, P), pair p = i * P_X + j, of L2-normalised components.
+
+    Args:
+        query_components: (B, P_Q, d_P).
+        item_components: (X, P_X, d_P) shared by every query or (B, X, P_X, d_P) per query; cast to the
+            queries' dtype.
+        temperature: tau_MoL.
+    """
+    pattern = "bid,bxjd->bxij" if item_components.dim() == 4 else "bid,xjd->bxij"
+    logits = torch.einsum(pattern, query_components, item_components.to(query_components.dtype))
+    return logits.flatten(-2) / temperature
+
+
 def mol_effective_init_(module: nn.Module, keep_default_bias: Sequence[nn.Linear] = ()) -> None:
     """The paper's *effective* initialisation of the MoL modules (spec §1.9).
 

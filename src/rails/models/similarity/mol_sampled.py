@@ -36,7 +36,11 @@ import torch
 from torch import Tensor, nn
 
 from rails.models.similarity.base import SimilarityOutput
-from rails.models.similarity.mol_components import ItemComponentProjection, WithIdentityComponent
+from rails.models.similarity.mol_components import (
+    ItemComponentProjection,
+    WithIdentityComponent,
+    pair_logits,
+)
 from rails.models.similarity.mol_gating import mutual_information_loss
 
 if TYPE_CHECKING:
@@ -132,9 +136,7 @@ def _item_factors(head: MoLSimilarity, width: int) -> Tensor:
 def sampled_logits(head: MoLSimilarity, query_components: Tensor, pairs: SampledItems) -> Tensor:
     """Temperature-scaled pair logits (M, X, P) of queries (M, P_Q, d_P) with their gathered items ``pairs``."""
     if pairs.inv_norms is None:
-        components = pairs.rows.to(query_components.dtype)  # (M, X, P_X, d_P)
-        logits = torch.einsum("mid,mxjd->mxij", query_components, components)
-        return logits.flatten(-2) / head.temperature
+        return pair_logits(query_components, pairs.rows, head.temperature)  # rows: (M, X, P_X, d_P)
     p_x = head.num_item_components
     weight = _item_factors(head, pairs.rows.shape[-1])
     per_query = torch.einsum("mid,jdk->mijk", query_components, weight / head.temperature)

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from rails.models.similarity.mol import MoLSimilarity
+from rails.models.similarity.mol_components import pair_logits
 from rails.models.similarity.states import MoLItemState, MoLQueryState
 
 
@@ -21,10 +22,7 @@ def pair_weights(
 ) -> tuple[Tensor, Tensor]:
     """Gating weights pi and pair logits, both (B, X, P), of queries (B, ...) with items (X, ...) shared by
     every query or (B, X, ...) per query; pi without softmax dropout (eval), summing to 1 over P."""
-    pairwise = len(item_state.lead_shape) == 2
-    components = item_state.components.to(query_state.components.dtype)
-    pattern = "bid,bxjd->bxij" if pairwise else "bid,xjd->bxij"
-    logits = torch.einsum(pattern, query_state.components, components).flatten(-2) / head.temperature
+    logits = pair_logits(query_state.components, item_state.components, head.temperature)
     gate_logits = head.gating(query_state.gate[:, None, :], item_state.gate.to(logits.dtype), logits)
     dtype = torch.promote_types(gate_logits.dtype, torch.float32)  # bf16 heads: the weights in float32
     return torch.softmax(gate_logits, dim=-1, dtype=dtype), logits
