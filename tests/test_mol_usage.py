@@ -38,6 +38,23 @@ def test_pair_weights_are_the_weights_the_head_mixes(pairwise: bool) -> None:
     torch.testing.assert_close((weights.double() * logits).sum(-1), scores)
 
 
+def test_pair_weights_of_a_float32_head_with_bf16_states() -> None:
+    """States in bf16 (a bf16-mixed training's encoder and item cache) with a float32 head: the head's dtype."""
+    torch.manual_seed(0)
+    head = MoLSimilarity(
+        query_dim=6, item_dim=6, num_query_components=3, num_item_components=2, component_dim=4,
+        query_hidden_dim=8, gating_query_hidden_dim=5, gating_item_hidden_dim=5, gating_qi_hidden_dim=5,
+    ).eval()  # fmt: skip
+    query_state = head.encode_queries(torch.randn(4, 6))
+    item_state = head.encode_items(torch.randn(7, 6))
+    bf16_queries = type(query_state)(query_state.components.bfloat16(), query_state.gate.bfloat16())
+    bf16_items = type(item_state)(item_state.components.bfloat16(), item_state.gate.bfloat16())
+    weights, logits = pair_weights(head, bf16_queries, bf16_items)
+    expected, _ = pair_weights(head, query_state, item_state)
+    assert weights.dtype == logits.dtype == torch.float32
+    torch.testing.assert_close(weights, expected, atol=0.02, rtol=0.05)
+
+
 def test_summary_of_known_weights() -> None:
     weights = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 0.2, 0.8], [1 / 3, 1 / 3, 1 / 3]])
     usage = summarise_pair_usage(weights)

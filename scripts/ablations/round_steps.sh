@@ -10,6 +10,7 @@
 #   wait    : waits at most ${2:-560} s and brings back the finished runs (runs.tar.gz, partial.tar.gz,
 #             sweep_logs.tar.gz); with a detached top-k benchmark, that first. Repeat until done.
 #
+# ONLY='<regex>' bash scripts/ablations/<round>.sh start: only the screens whose name matches (e.g. a re-run).
 # SMOKE=1 bash scripts/ablations/<round>.sh start: here, before spending device time, each training of the round
 # runs a few CPU batches in the foreground (debug=limit, one epoch; PYTHON, default .venv/bin/python) and says
 # whether it got through; logs in /tmp/rails-<round>-smoke/<name>.log.
@@ -32,6 +33,9 @@ screen() {  # screen NAME OVERRIDES...: one training per seed of $SEEDS (default
   # $TRAIN_GPU, detached, $EPOCHS epochs
   local name=$1 smoke=/tmp/rails-$ROUND-smoke seeds=${SEEDS:-1}
   shift
+  if [ -n "${ONLY:-}" ] && ! [[ $name =~ $ONLY ]]; then  # ONLY=<regex>: the round's screens whose name matches
+    return
+  fi
   if [ "${SMOKE:-0}" = 1 ]; then
     mkdir -p "$smoke"
     if "${PYTHON:-.venv/bin/python}" -m rails.train "$@" "${common[@]}" seed="${seeds%%,*}" trainer=cpu debug=limit \

@@ -22,10 +22,11 @@ def pair_weights(
 ) -> tuple[Tensor, Tensor]:
     """Gating weights pi and pair logits, both (B, X, P), of queries (B, ...) with items (X, ...) shared by
     every query or (B, X, ...) per query; pi without softmax dropout (eval), summing to 1 over P."""
-    logits = pair_logits(query_state.components, item_state.components, head.temperature)
-    gate_logits = head.gating(query_state.gate[:, None, :], item_state.gate.to(logits.dtype), logits)
-    dtype = torch.promote_types(gate_logits.dtype, torch.float32)  # bf16 heads: the weights in float32
-    return torch.softmax(gate_logits, dim=-1, dtype=dtype), logits
+    dtype = next(head.gating.parameters()).dtype  # bf16 item caches of a float32 head: the head's dtype
+    logits = pair_logits(query_state.components.to(dtype), item_state.components.to(dtype), head.temperature)
+    gate_logits = head.gating(query_state.gate[:, None, :].to(dtype), item_state.gate.to(dtype), logits)
+    weight_dtype = torch.promote_types(dtype, torch.float32)  # bf16 heads: the weights in float32
+    return torch.softmax(gate_logits, dim=-1, dtype=weight_dtype), logits
 
 
 @dataclass(frozen=True)
