@@ -50,8 +50,9 @@ def _module(dropout: float = 0.0, head: str = "mol", num_negatives: int = R) -> 
     else:
         similarity = MoLSimilarity(
             query_dim=DIM, item_dim=DIM, num_query_components=3, num_item_components=2,
-            component_dim={"mol": 4, "mol_identity": DIM}.get(head, DIM // 2), query_hidden_dim=8, uid_hash_sizes=[5],
-            identity_components=head == "mol_identity",
+            component_dim={"mol": 4, "mol_identity": DIM, "mol_residual": DIM}.get(head, DIM // 2),
+            query_hidden_dim=8, uid_hash_sizes=[5], identity_components=head == "mol_identity",
+            residual_components=head == "mol_residual",
             uid_dropout=dropout, item_dropout=dropout, softmax_dropout=dropout, gating_query_hidden_dim=6,
             gating_item_hidden_dim=6, gating_qi_hidden_dim=6,
             item_components=_TwoComponents() if head == "mol_generic" else None,
@@ -94,7 +95,7 @@ def _loss_and_grads(module: RetrievalModule, negative_ids: Tensor, two_calls: bo
     return total.detach(), {k: v.detach() for k, v in parts.items()}, grads
 
 
-@pytest.mark.parametrize("head", ["mol", "mol_generic", "mol_identity", "dot"])
+@pytest.mark.parametrize("head", ["mol", "mol_generic", "mol_identity", "mol_residual", "dot"])
 @pytest.mark.parametrize("num_negatives", [R, 1])  # 13 x 7 draws >= 12 rows: whole table; 13 x 1: unique ids
 def test_one_call_equals_two_calls_without_dropout(head: str, num_negatives: int) -> None:
     module = _module(dropout=0.0, head=head, num_negatives=num_negatives)

@@ -67,6 +67,8 @@ class MoLSimilarity(SimilarityHead):
             cosine logit (an extension; see :class:`~rails.models.similarity.mol_components.WithIdentityComponent`).
         identity_gate_bias: added to pair 0's gate logit at initialisation (with identity components): > 0
             starts the mixture leaning on the dot head's logit (its weight then is learned).
+        residual_components: each default component is the embedding plus its learned map, which starts at
+            zero: every pair starts as the dot head's logit (an extension; needs component_dim = D_q = D_x).
         uid_hash_sizes: one user-id component per hash size H, row ``uid mod H + 1`` (ML-1M [6040], Books []).
         uid_dropout: element-wise dropout of the user-id components before L2 normalisation (0.5 ML-1M).
         gating_{query,item,qi}_hidden_dim: hidden widths of the query-only / item-only / query-item gating parts (128).
@@ -108,6 +110,7 @@ class MoLSimilarity(SimilarityHead):
         item_dropout: float = 0.1,
         identity_components: bool = False,
         identity_gate_bias: float = 0.0,
+        residual_components: bool = False,
         uid_hash_sizes: Sequence[int] = (),
         uid_dropout: float = 0.5,
         gating_query_hidden_dim: int = 128,
@@ -156,11 +159,17 @@ class MoLSimilarity(SimilarityHead):
                 hidden_dim=query_hidden_dim,
                 activation=query_activation,
                 dropout=query_dropout,
+                residual=residual_components,
             )
             defaults.append(query_components)
         if item_components is None:
             item_components = default_item_components(
-                item_dim, num_item_components, component_dim, item_dropout, identity_components
+                item_dim,
+                num_item_components,
+                component_dim,
+                item_dropout,
+                identity_components,
+                residual_components,
             )
             defaults.append(item_components)
         self.query_components = query_components

@@ -51,7 +51,9 @@ class GLU(nn.Module):
 class QueryComponentMLP(nn.Module):
     """Default query component function: Dropout -> GLU(D -> hidden) -> Linear(hidden -> P*d_P).
 
-    With ``hidden_dim <= 0``: Dropout -> Linear(D -> P*d_P).
+    With ``hidden_dim <= 0``: Dropout -> Linear(D -> P*d_P). With ``residual`` every component is the input
+    plus that map's output, ``f_i(q) = q + MLP(q)_i`` (needs d_P = D); :func:`mol_effective_init_` zeroes the
+    output Linear, so each component starts as the query itself.
 
     Args:
         in_dim: D_q.
@@ -60,6 +62,7 @@ class QueryComponentMLP(nn.Module):
         hidden_dim: GLU width (512 in every paper config).
         activation: "swiglu" (MovieLens) or "geglu" (Amazon Books).
         dropout: input dropout (0.0 in the paper).
+        residual: add the input to every component (an extension: components start at the dot head's).
     """
 
     def __init__(
@@ -70,10 +73,13 @@ class QueryComponentMLP(nn.Module):
         hidden_dim: int = 512,
         activation: GLUActivation = "swiglu",
         dropout: float = 0.0,
+        residual: bool = False,
     ) -> None:
         super().__init__()
+        _check_residual(residual, in_dim, component_dim)
         self.num_components = num_components
         self.component_dim = component_dim
+        self.residual = residual
         layers: list[nn.Module] = [nn.Dropout(dropout)]
         if hidden_dim > 0:
             layers += [
@@ -90,29 +96,56 @@ class QueryComponentMLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(..., D_q) -> (..., P, d_P)."""
-        return self.net(x).unflatten(-1, (self.num_components, self.component_dim))
+        out = self.net(x).unflatten(-1, (self.num_components, self.component_dim))
+        return out + x.unsqueeze(-2).to(out.dtype) if self.residual else out
 
 
 class ItemComponentProjection(nn.Module):
     """Default item component function: Dropout -> Linear(D_x -> P_X*d_P) (spec §1.4, item_hidden_dim = -1).
+
+    With ``residual``: ``g_j(x) = x + W_j x' + b_j`` (x' = dropout(x), the skip without dropout; needs
+    d_P = D_x); :func:`mol_effective_init_` zeroes W and b, so each component starts as the item embedding.
 
     Args:
         in_dim: D_x.
         num_components: P_X.
         component_dim: d_P.
         dropout: input dropout (0.1 in every paper config).
+        residual: add the (undropped) input to every component.
     """
 
-    def __init__(self, in_dim: int, num_components: int, component_dim: int, dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        num_components: int,
+        component_dim: int,
+        dropout: float = 0.1,
+        residual: bool = False,
+    ) -> None:
         super().__init__()
+        _check_residual(residual, in_dim, component_dim)
         self.num_components = num_components
         self.component_dim = component_dim
+        self.residual = residual
         self.dropout = nn.Dropout(dropout)
         self.proj = nn.Linear(in_dim, num_components * component_dim)
 
+    @property
+    def output_layer(self) -> nn.Linear:
+        return self.proj
+
     def forward(self, x: Tensor) -> Tensor:
         """(..., D_x) -> (..., P_X, d_P)."""
-        return self.proj(self.dropout(x)).unflatten(-1, (self.num_components, self.component_dim))
+        out = self.proj(self.dropout(x)).unflatten(-1, (self.num_components, self.component_dim))
+        return out + x.unsqueeze(-2).to(out.dtype) if self.residual else out
+
+
+def _check_residual(residual: bool, in_dim: int, component_dim: int) -> None:
+    if residual and in_dim != component_dim:
+        raise ValueError(
+            f"model.similarity.residual_components needs component_dim = the input width, got component_dim="
+            f"{component_dim} for inputs of width {in_dim}"
+        )
 
 
 class WithIdentityComponent(nn.Module):
@@ -145,8 +178,8 @@ class WithIdentityComponent(nn.Module):
 
 def check_component_args(args: Mapping[str, Any]) -> None:
     """Rules of MoLSimilarity's component arguments: at least one query component from the encoder; with
-    ``identity_components`` d_P = D_q = D_x and the default component functions; ``identity_gate_bias`` only
-    with identity components."""
+    ``identity_components`` or ``residual_components`` d_P = D_q = D_x and the default component functions;
+    ``identity_gate_bias`` only with identity components."""
     uid, components = list(args["uid_hash_sizes"]), args["num_query_components"]
     require(
         len(uid) < components,
@@ -159,14 +192,13 @@ def check_component_args(args: Mapping[str, Any]) -> None:
     require(
         bias == 0 or args["identity_components"], "identity_gate_bias", bias, "needs identity_components=true"
     )
-    if not args["identity_components"]:
-        return
-    widths = {k: args[k] for k in ("component_dim", "query_dim", "item_dim")}
-    require(len(set(widths.values())) == 1, "identity_components", True, f"needs equal widths, got {widths}")
-    replaced = [k for k in ("query_components", "item_components") if args[k] is not None]
-    require(
-        not replaced, "identity_components", True, f"needs the default component functions, got {replaced}"
-    )
+    for key in ("identity_components", "residual_components"):
+        if not args.get(key, False):
+            continue
+        widths = {k: args[k] for k in ("component_dim", "query_dim", "item_dim")}
+        require(len(set(widths.values())) == 1, key, True, f"needs equal widths, got {widths}")
+        replaced = [k for k in ("query_components", "item_components") if args[k] is not None]
+        require(not replaced, key, True, f"needs the default component functions, got {replaced}")
 
 
 def default_query_components(
@@ -175,7 +207,7 @@ def default_query_components(
     """:class:`QueryComponentMLP` for ``num_components``, or for all but component 0 behind
     :class:`WithIdentityComponent` (``identity``; needs ``query_dim == component_dim``).
 
-    ``mlp_kwargs``: ``hidden_dim``, ``activation``, ``dropout`` of :class:`QueryComponentMLP`.
+    ``mlp_kwargs``: ``hidden_dim``, ``activation``, ``dropout``, ``residual`` of :class:`QueryComponentMLP`.
     """
     count = num_components - int(identity)
     mlp = QueryComponentMLP(query_dim, count, component_dim, **mlp_kwargs) if count else None  # type: ignore[arg-type]
@@ -186,12 +218,17 @@ def default_query_components(
 
 
 def default_item_components(
-    item_dim: int, num_components: int, component_dim: int, dropout: float, identity: bool
+    item_dim: int,
+    num_components: int,
+    component_dim: int,
+    dropout: float,
+    identity: bool,
+    residual: bool = False,
 ) -> nn.Module:
     """:class:`ItemComponentProjection` for ``num_components``, or for all but component 0 behind
-    :class:`WithIdentityComponent` (``identity``; needs ``item_dim == component_dim``)."""
+    :class:`WithIdentityComponent` (``identity``; needs ``item_dim == component_dim``); ``residual`` as there."""
     count = num_components - int(identity)
-    proj = ItemComponentProjection(item_dim, count, component_dim, dropout) if count else None
+    proj = ItemComponentProjection(item_dim, count, component_dim, dropout, residual) if count else None
     if identity:
         return WithIdentityComponent(item_dim, proj)
     assert proj is not None
@@ -269,6 +306,7 @@ def mol_effective_init_(module: nn.Module, keep_default_bias: Sequence[nn.Linear
     e.g. LayerNorm scales, are left alone) except those of the
     Linears in ``keep_default_bias`` (the query output Linear keeps PyTorch's U(+-1/sqrt(fan_in))).
     This mirrors the reference builder followed by the encoder's xavier-normal re-initialisation pass.
+    Residual component functions (``residual=True``) then get a zero output Linear: components = the input.
     """
     kept = {id(layer.bias) for layer in keep_default_bias if layer.bias is not None}
     with torch.no_grad():
@@ -277,3 +315,8 @@ def mol_effective_init_(module: nn.Module, keep_default_bias: Sequence[nn.Linear
                 nn.init.xavier_normal_(param)
             elif name.endswith("bias") and id(param) not in kept:
                 param.zero_()
+        for part in module.modules():
+            if isinstance(part, (QueryComponentMLP, ItemComponentProjection)) and part.residual:
+                part.output_layer.weight.zero_()
+                if part.output_layer.bias is not None:
+                    part.output_layer.bias.zero_()

@@ -20,8 +20,9 @@ normalisation per component) the logits factor as
 gather (8x the logits at 8x4x64) and its scatter-add backward disappear, and the query side carries
 ``A = f^T [W | b] / tau`` (M, P, D + 1). With identity components (component 0 = the raw embedding x, no
 dropout) the row grows to ``[x', 1, x]`` (2D + 1; ``[x, 1]`` when the item dropout is off) and component 0's
-factor is ``[0 | 0 | I]``. Replacement item component functions take the generic path (``encode_items``,
-then a gather of the components).
+factor is ``[0 | 0 | I]``. Residual components (``g_j = x + W_j x' + b_j``) use the same rows with factors
+``[W_j | b_j | I]`` (``[W_j + I | b_j]`` on rows ``[x, 1]``). Replacement item component functions take the
+generic path (``encode_items``, then a gather of the components).
 
 Each pair's item-side values (row, inverse norms, item gate part) sit side by side in one (T, C) table and
 are gathered in one indexing op (:func:`gather_sampled`): one gather and one sort-based scatter-add in the
@@ -104,13 +105,15 @@ def encode_sampled_items(head: MoLSimilarity, item_embeddings: Tensor) -> Sample
     projection, identity = found
     dropped = projection.dropout(item_embeddings)
     raw = projection.proj(dropped).unflatten(-1, (projection.num_components, head.component_dim))
+    if projection.residual:
+        raw = raw + item_embeddings.unsqueeze(-2).to(raw.dtype)
     inv_norms = torch.linalg.vector_norm(raw, dim=-1).clamp_min(head.eps).reciprocal()
     rows = [dropped, dropped.new_ones(dropped.shape[0], 1)]
     if identity:
         own = torch.linalg.vector_norm(item_embeddings, dim=-1, keepdim=True).clamp_min(head.eps).reciprocal()
         inv_norms = torch.cat([own.to(inv_norms.dtype), inv_norms], dim=-1)
-        if projection.dropout.training and projection.dropout.p > 0:  # else x' = x: rows [x, 1] serve both
-            rows.append(item_embeddings)
+    if (identity or projection.residual) and projection.dropout.training and projection.dropout.p > 0:
+        rows.append(item_embeddings)  # the undropped x; without dropout x' = x: rows [x, 1] serve both
     return SampledItems(torch.cat(rows, dim=-1), inv_norms, head.gating.item_gate(item_embeddings))
 
 
@@ -122,15 +125,17 @@ def _item_factors(head: MoLSimilarity, width: int) -> Tensor:
     proj = projection.proj
     p_x, d_p = projection.num_components, head.component_dim
     factors = torch.cat([proj.weight.view(p_x, d_p, -1), proj.bias.view(p_x, d_p, 1)], dim=-1)
-    if not identity:
+    if not (identity or projection.residual):
         return factors
     eye = torch.eye(d_p, dtype=factors.dtype, device=factors.device)
-    if width == factors.shape[-1]:  # rows [x, 1]: component 0 reads x itself
+    if width == factors.shape[-1]:  # rows [x, 1]: the identity reads x itself
         own = torch.cat([eye, eye.new_zeros(d_p, 1)], dim=-1)
     else:  # rows [x', 1, x]
         factors = torch.cat([factors, factors.new_zeros(p_x, d_p, d_p)], dim=-1)
         own = torch.cat([eye.new_zeros(d_p, d_p + 1), eye], dim=-1)
-    return torch.cat([own[None], factors], dim=0)
+    if projection.residual:
+        factors = factors + own
+    return torch.cat([own[None], factors], dim=0) if identity else factors
 
 
 def sampled_logits(head: MoLSimilarity, query_components: Tensor, pairs: SampledItems) -> Tensor:

@@ -1,0 +1,129 @@
+"""MoL with residual components (``model.similarity.residual_components``): every component is the embedding
+plus a learned map that starts at zero, so the untrained head is the dot head."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.core.global_hydra import GlobalHydra
+
+from rails.checks import ArgumentError
+from rails.models.similarity.dot_product import DotProductSimilarity
+from rails.models.similarity.mol import MoLSimilarity
+from rails.models.similarity.mol_sampled import encode_sampled_items, gather_sampled, sampled_logits
+from tests.conftest import TINY_OVERRIDES, build_model_and_loader, compose_config, shrink
+
+DIM = 8
+
+
+def _head(p_q: int, p_x: int, **kwargs: object) -> MoLSimilarity:
+    torch.manual_seed(0)
+    return MoLSimilarity(
+        query_dim=DIM, item_dim=DIM, num_query_components=p_q, num_item_components=p_x, component_dim=DIM,
+        query_hidden_dim=16, gating_query_hidden_dim=6, gating_item_hidden_dim=6, gating_qi_hidden_dim=6,
+        residual_components=True, **kwargs,
+    ).double()  # fmt: skip
+
+
+def _inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(5, DIM, generator=gen, dtype=torch.float64), torch.randn(
+        7, DIM, generator=gen, dtype=torch.float64
+    )
+
+
+@pytest.mark.parametrize(("p_q", "p_x", "identity"), [(1, 1, False), (4, 3, False), (4, 3, True)])
+def test_untrained_residual_head_scores_as_the_dot_head(p_q: int, p_x: int, identity: bool) -> None:
+    """At initialisation every pair is cos(q, x) / tau, so any mixture of them is too (train and eval)."""
+    head = _head(p_q, p_x, identity_components=identity, item_dropout=0.0, softmax_dropout=0.0)
+    queries, items = _inputs(1)
+    expected = DotProductSimilarity(normalize=True)(queries, items).scores / head.temperature
+    torch.testing.assert_close(head.train()(queries, items).scores, expected)
+    head.eval()
+    torch.testing.assert_close(head.score(head.encode_queries(queries), head.encode_items(items)), expected)
+
+
+def test_components_are_the_embedding_plus_the_learned_map() -> None:
+    head = _head(3, 2, item_dropout=0.0).eval()
+    with torch.no_grad():
+        for param in head.parameters():
+            param.add_(0.3 * torch.randn_like(param))
+    queries, items = _inputs(2)
+    mlp, proj = head.query_components, head.item_components
+    assert mlp.output_layer.weight.abs().sum() > 0  # the perturbation reached the zero-initialised maps
+    expected_q = torch.nn.functional.normalize(
+        queries[:, None] + mlp.net(queries).unflatten(-1, (3, DIM)), dim=-1
+    )
+    expected_x = torch.nn.functional.normalize(
+        items[:, None] + proj.proj(items).unflatten(-1, (2, DIM)), dim=-1
+    )
+    torch.testing.assert_close(head.encode_queries(queries).components, expected_q)
+    torch.testing.assert_close(head.encode_items(items).components, expected_x)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_factorised_training_logits_of_residual_components(train: bool) -> None:
+    """The sampled path's rows [x', 1, x] (item dropout on) / [x, 1] (off) with factors [W | b | I] /
+    [W + I | b]: the logits of the components x + W x' + b, for the same dropout draw."""
+    head = _head(3, 2, item_dropout=0.5, softmax_dropout=0.0).train(train)
+    with torch.no_grad():
+        head.item_components.proj.weight.normal_()
+        head.item_components.proj.bias.normal_()
+    gen = torch.Generator().manual_seed(4)
+    table = torch.randn(9, DIM, generator=gen, dtype=torch.float64)
+    queries = torch.randn(5, DIM, generator=gen, dtype=torch.float64)
+    positions = torch.randint(0, 9, (5, 4), generator=gen)
+    torch.manual_seed(7)
+    items = encode_sampled_items(head, table)
+    assert items.rows.shape == (9, 2 * DIM + 1 if train else DIM + 1) and items.inv_norms.shape == (9, 2)
+    query_components = head.encode_queries(queries).components
+    logits = sampled_logits(head, query_components, gather_sampled(items, positions))
+
+    torch.manual_seed(7)  # the same item dropout draw, through the components
+    projection = head.item_components
+    dropped = projection.dropout(table)
+    components = table[:, None] + projection.proj(dropped).unflatten(-1, (2, DIM))
+    components = torch.nn.functional.normalize(components, dim=-1)[positions]  # (5, 4, 2, DIM)
+    expected = torch.einsum("mid,mxjd->mxij", query_components, components).flatten(-2) / head.temperature
+    torch.testing.assert_close(logits, expected, rtol=1e-10, atol=1e-10)
+    if train:
+        assert not torch.equal(dropped, table)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"component_dim": 4}, "needs equal widths"),
+        ({"item_components": torch.nn.Identity()}, "needs the default component functions"),
+    ],
+)
+def test_residual_components_refuse_what_they_cannot_build(kwargs: dict, needle: str) -> None:
+    args = {"query_dim": DIM, "item_dim": DIM, "component_dim": DIM, "residual_components": True} | kwargs
+    with pytest.raises(ArgumentError, match=needle) as error:
+        MoLSimilarity(**args)  # type: ignore[arg-type]
+    assert "residual_components" in str(error.value)
+
+
+def test_the_config_key_trains_a_step_and_moves_the_maps_off_zero(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    cfg = compose_config(
+        "train", [*TINY_OVERRIDES, "model/similarity=mol", "model.similarity.residual_components=true"]
+    )
+    cfg = shrink(cfg, tmp_path)
+    cfg.model.similarity.component_dim = cfg.model.item_dim
+    try:
+        model, loader = build_model_and_loader(cfg)
+    finally:
+        GlobalHydra.instance().clear()
+    head = model.similarity
+    assert head.query_components.output_layer.weight.abs().sum() == 0
+    assert head.item_components.proj.weight.abs().sum() == 0
+    model.train()
+    loss, _ = model.training_loss(next(iter(loader)))
+    loss.backward()
+    assert torch.isfinite(loss)
+    # the zero output layers get a gradient (their input is non-zero), so training moves them off zero
+    assert head.query_components.output_layer.weight.grad.abs().sum() > 0
+    assert head.item_components.proj.weight.grad.abs().sum() > 0
