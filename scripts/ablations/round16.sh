@@ -78,27 +78,4 @@ trainings() {  # MoL with the dot head's logit as a component, detached on $TRAI
     model.similarity.item_dropout=0.3 "${ident84[@]}" "${gating[@]}"
 }
 
-pair_usage() {  # which pairs the trained MoL heads' gating uses (scripts/mol_pair_usage.py, the device's CPU):
-  # job 0 of every MoL sweep of the round (best_checkpoint of device_site.sh)
-  local ckpts=() labels=() sweep best
-  for sweep in "$SWEEPS"/"$ROUND"_*mol*/; do
-    sweep=$(basename "$sweep")
-    best=$(best_checkpoint "$sweep")
-    if [ -n "$best" ] && [ -f "$best" ]; then
-      ckpts+=("$best")
-      labels+=("$sweep")
-    fi
-  done
-  if [ "${#ckpts[@]}" = 0 ]; then
-    echo "no finished MoL run of $ROUND with a best checkpoint: run \`wait\` until the sweeps are done" >&2
-    exit 2
-  fi
-  CUDA_VISIBLE_DEVICES= timeout 500 python3 scripts/mol_pair_usage.py --checkpoint "${ckpts[@]}" \
-    --label "${labels[@]}" --data-root "$PWD/.devdata" --out "$OUT" 2>&1 | tail -n 40 | cut -c1-200
-}
-
-if [ "${1:-}" = usage ]; then
-  pair_usage
-  exit
-fi
 round_main "$@"

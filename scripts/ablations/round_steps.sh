@@ -7,6 +7,8 @@
 #   start   : the round's trainings, detached on the last GPU (with two GPUs, GPU 0 meanwhile runs `profile`).
 #   profile : the two-pass GPU test and scripts/profile_fused_exact.py at 1M and 10M items (B = 32, 8x4x64;
 #             <= 7 min, $OUT/profile_fused_exact_{1M,10M}.*). One GPU: after the trainings.
+#   usage   : after `wait` (the checkpoints live on the device only): scripts/mol_pair_usage.py over job 0 of
+#             each MoL sweep, $OUT/mol_pair_usage.{json,md} (~1 min).
 #   wait    : waits at most ${2:-560} s and brings back the finished runs (runs.tar.gz, partial.tar.gz,
 #             sweep_logs.tar.gz); with a detached top-k benchmark, that first. Repeat until done.
 #
@@ -83,6 +85,25 @@ alone() {  # before a timed step: no training on this GPU, and no MPS daemon lef
   fi
 }
 
+pair_usage() {  # which pairs the trained MoL heads' gating uses (scripts/mol_pair_usage.py, the device's CPU):
+  # job 0 of every MoL sweep of the round (best_checkpoint of device_site.sh); $OUT/mol_pair_usage.{json,md}
+  local ckpts=() labels=() sweep best
+  for sweep in "$SWEEPS"/"$ROUND"_*mol*/; do
+    sweep=$(basename "$sweep")
+    best=$(best_checkpoint "$sweep")
+    if [ -n "$best" ] && [ -f "$best" ]; then
+      ckpts+=("$best")
+      labels+=("$sweep")
+    fi
+  done
+  if [ "${#ckpts[@]}" = 0 ]; then
+    echo "no finished MoL run of $ROUND with a best checkpoint: run \`wait\` until the sweeps are done" >&2
+    exit 2
+  fi
+  CUDA_VISIBLE_DEVICES= timeout 500 python3 scripts/mol_pair_usage.py --checkpoint "${ckpts[@]}" \
+    --label "${labels[@]}" --data-root "$PWD/.devdata" --out "$OUT" 2>&1 | tail -n 40 | cut -c1-200
+}
+
 round_main() {  # the shared steps; anything else prints the sourcing script's header
   case "${1:-}" in
     bench)  # alone on the machine: the training step without its host synchronisation (issue #13 item 4)
@@ -95,6 +116,9 @@ round_main() {  # the shared steps; anything else prints the sourcing script's h
         --heads dot mol mol_fused mol_bf16_head mol_compiled_head --precisions fp32 \
         --variants eager captured --profile-kernels --output "$OUT/bench_mol.md" 2>&1 |
         grep -E "ms \(|FAILED|Acceptance|backward at" | tail -n 14
+      ;;
+    usage)  # after `wait`: which pairs each MoL run's gating uses (~1 min on the device's CPU)
+      pair_usage
       ;;
     start)
       echo "$GPUS GPU(s); trainings on GPU $TRAIN_GPU"
