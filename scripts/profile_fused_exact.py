@@ -10,15 +10,20 @@ taking differences, all with the block sizes the autotuner picked for the full s
   of every S-th item sets per-query thresholds, then the kernel emits only the keys above them (no merge).
 
 It also reports the compiled kernel's registers and spills per thread and the roofline floor of the search.
-Writes ``--out``/profile_fused_exact.{json,md}.
+``--blocks`` / ``--splits`` add a grid of untuned launches of the two-pass search without pruning (the search
+default on large corpora): queries per program x items per tile (x warps) x corpus splits, each with its
+agreement with the tuned search's top-k (a wrong launch shows there, not only in its time). Writes
+``--out``/profile_fused_exact.{json,md}.
 
     python scripts/profile_fused_exact.py --items 1000000 --setting 8x4x64 --batch 32
+    python scripts/profile_fused_exact.py --items 10000000 --blocks 4x32 8x16 16x8 32x4 32x8 --splits 132 528
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import os
 import statistics
@@ -30,6 +35,7 @@ import torch
 from rails.io import atomic_write
 from rails.retrieval.benchmark import measure_peaks, roofline, time_call
 from rails.retrieval.benchmark_data import SyntheticSettings, synthetic_problem
+from rails.retrieval.metrics import recall_at_k
 
 VARIANTS = (  # (name, prune, ablate, two passes)
     ("full", True, 0, False),
@@ -56,6 +62,16 @@ def main() -> None:
     )
     parser.add_argument("--train-steps", type=int, default=300, help="synthetic head training steps")
     parser.add_argument("--out", type=Path, default=Path("results/profiles"))
+    parser.add_argument(
+        "--blocks", nargs="*", default=[], type=parse_block, help="BQxBX or BQxBXxWARPS, e.g. 32x4x8"
+    )
+    parser.add_argument(
+        "--splits",
+        nargs="*",
+        type=int,
+        default=[],
+        help="corpus splits of the --blocks grid (default: the kernel's)",
+    )
     args = parser.parse_args()
     interpreted = os.environ.get("TRITON_INTERPRET") == "1"  # CPU smoke run of this script (tests)
     if not torch.cuda.is_available() and not interpreted:
@@ -98,6 +114,16 @@ def main() -> None:
         print(
             f"{name}: {rows[-1]['ms']:.3f} ms, {rows[-1]['n_regs']} registers, {rows[-1]['n_spills']} spills"
         )
+    reference = search()[1]
+    block_rows = []
+    for (bq, bx, warps), splits in itertools.product(args.blocks, args.splits or [None]):
+        launch = {"block_q": bq, "block_x": bx, "num_warps": warps, "num_splits": splits}
+        times, found = time_call(
+            lambda kw=launch: search(True, prune=False, tune=False, **kw), 2, args.runs, device, 5.0
+        )
+        block_rows.append({**launch, "ms": statistics.median(times), "agreement": recall_at_k(found[1], reference),
+                           **{key: kernel.LAST_COMPILED.get(key) for key in ("n_regs", "n_spills", "block")}})  # fmt: skip
+        print(f"blocks {launch}: {block_rows[-1]['ms']:.3f} ms, agreement {block_rows[-1]['agreement']:.4f}")
     peaks = measure_peaks(device)
     floor_ms = roofline(
         head.num_query_components, head.num_item_components, head.component_dim, mixing.qi_hidden_weight.shape[0],
@@ -109,7 +135,7 @@ def main() -> None:
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "items": args.items, "setting": args.setting, "batch": args.batch, "k": args.k,
         "tuned_ms": tuned_ms, "tuned_config": str(best), "floor_ms": floor_ms, "rows": rows,
-        "sample_stride": args.sample_stride,
+        "sample_stride": args.sample_stride, "block_rows": block_rows,
     }  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write(args.out / "profile_fused_exact.json", json.dumps(record, indent=1))
@@ -131,8 +157,32 @@ def main() -> None:
         lines.append(
             f"| {row['variant']} | {row['ms']:.3f} | {cost} | {row['n_regs']} | {row['n_spills']} | {row['block']} |"
         )
+    if block_rows:
+        lines += [
+            "",
+            "Block grid: untuned launches of the two-pass search without pruning (agreement: share of the tuned "
+            "search's top-k positions found).",
+            "",
+            "| BQ | BX | warps | splits | ms | x floor | agreement | registers | spills |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for row in block_rows:
+            lines.append(
+                f"| {row['block_q']} | {row['block_x']} | {row['block'][2] if row['block'] else ''} | "
+                f"{row['num_splits'] or 'default'} | {row['ms']:.3f} | {row['ms'] / floor_ms:.1f} | "
+                f"{row['agreement']:.4f} | {row['n_regs']} | {row['n_spills']} |"
+            )
     atomic_write(args.out / "profile_fused_exact.md", "\n".join(lines) + "\n")
     print(f"wrote {args.out}/profile_fused_exact.{{json,md}}")
+
+
+def parse_block(text: str) -> tuple[int, int, int | None]:
+    """``BQxBX`` or ``BQxBXxWARPS`` -> (BQ, BX, warps or None)."""
+    parts = text.lower().split("x")
+    if len(parts) not in (2, 3) or not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise argparse.ArgumentTypeError(f"--blocks {text!r} is not BQxBX or BQxBXxWARPS (positive integers)")
+    numbers = [int(part) for part in parts]
+    return numbers[0], numbers[1], numbers[2] if len(numbers) == 3 else None
 
 
 if __name__ == "__main__":

@@ -72,6 +72,12 @@ def test_the_fused_kernel_profile_runs_under_the_triton_interpreter(tmp_path: Pa
         "1",
         "--sample-stride",
         "8",
+        "--blocks",
+        "4x8",
+        "4x16x2",
+        "--splits",
+        "1",
+        "2",
     ]
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     done = subprocess.run(
@@ -84,3 +90,22 @@ def test_the_fused_kernel_profile_runs_under_the_triton_interpreter(tmp_path: Pa
     assert [row["two_pass"] for row in record["rows"]] == [False] * 5 + [True] * 2
     assert all(row["ms"] > 0 and row["block"] for row in record["rows"])
     assert "| no top-k merge |" in (tmp_path / "profile_fused_exact.md").read_text()
+    grid = record["block_rows"]  # every (block, splits) launch of the grid, each as exact as the tuned search
+    assert [(r["block_q"], r["block_x"], r["num_warps"], r["num_splits"]) for r in grid] == [
+        (4, 8, None, 1), (4, 8, None, 2), (4, 16, 2, 1), (4, 16, 2, 2)
+    ]  # fmt: skip
+    assert all(
+        r["agreement"] == 1.0 and tuple(r["block"][:3]) == (4, r["block_x"], r["num_warps"] or r["block"][2])
+        for r in grid
+    )
+    assert "| 4 | 16 | 2 | 2 |" in (tmp_path / "profile_fused_exact.md").read_text()
+
+
+def test_the_fused_kernel_profile_refuses_malformed_blocks(tmp_path: Path) -> None:
+    script = SCRIPT.with_name("profile_fused_exact.py")
+    for bad in ("32", "4x-8", "1x2x3x4", "0x8"):
+        done = subprocess.run(
+            [sys.executable, str(script), "--blocks", "4x8", bad, "--out", str(tmp_path)],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 2 and f"--blocks {bad!r} is not BQxBX or BQxBXxWARPS" in done.stderr

@@ -6,7 +6,8 @@
 #             each eager and replayed from one CUDA graph; $OUT/bench_mol.*, <= 9 min).
 #   start   : the round's trainings, detached on the last GPU (with two GPUs, GPU 0 meanwhile runs `profile`).
 #   profile : the two-pass GPU test and scripts/profile_fused_exact.py at 1M and 10M items (B = 32, 8x4x64;
-#             <= 7 min, $OUT/profile_fused_exact_{1M,10M}.*). One GPU: after the trainings.
+#             + a grid of block shapes and splits; <= 9 min, $OUT/profile_fused_exact_{1M,10M}.*). One GPU: after the
+#             trainings.
 #   usage   : after `wait` (the checkpoints live on the device only): scripts/mol_pair_usage.py over job 0 of
 #             each MoL sweep, $OUT/mol_pair_usage.{json,md} (~1 min).
 #   wait    : waits at most ${2:-560} s and brings back the finished runs (runs.tar.gz, partial.tar.gz,
@@ -60,9 +61,12 @@ profiles() {  # the two-pass GPU test and the fused-exact stage profiles, on GPU
   CUDA_VISIBLE_DEVICES=0 timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_mol_topk_two_pass.py \
     tests/test_mol_fused_mixing.py tests/test_benchmarks.py 2>&1 | tail -n 3
   local items name
+  # + the block grid: do more queries per program (each item tile read by fewer programs) and more programs per
+  # SM pay? (the autotuner's candidates stop at 16 queries per program and its splits assume 8)
   for items in 1000000 10000000; do
-    CUDA_VISIBLE_DEVICES=0 timeout 150 python3 scripts/profile_fused_exact.py --items "$items" --setting 8x4x64 \
-      --batch 32 --out "$OUT/p$items" 2>&1 | grep -v "^USDT" | tail -n 8
+    CUDA_VISIBLE_DEVICES=0 timeout 200 python3 scripts/profile_fused_exact.py --items "$items" --setting 8x4x64 \
+      --batch 32 --blocks 4x32 8x16 16x8 16x16 32x4x4 32x4x8 32x8 --splits 132 528 \
+      --out "$OUT/p$items" 2>&1 | grep -v "^USDT" | tail -n 22
   done
   for name in profile_fused_exact.json profile_fused_exact.md; do
     cp "$OUT/p1000000/$name" "$OUT/${name/exact/exact_1M}" 2>/dev/null

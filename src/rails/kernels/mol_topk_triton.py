@@ -166,6 +166,7 @@ def fused_mol_topk(
     block_x: int | None = None,
     num_splits: int | None = None,
     block_q: int | None = None,
+    num_warps: int | None = None,
     tune: bool | None = None,
     prune: bool = True,
     fast_math: bool | None = None,
@@ -191,6 +192,7 @@ def fused_mol_topk(
         block_x: items per tile (BX, a power of two; None: autotuned / per-regime default).
         num_splits: corpus splits (None: about 4 programs per SM on CUDA, 1 on CPU).
         block_q: queries per program (BQ, a power of two; None: autotuned / per-regime default).
+        num_warps: warps per program of an untuned launch (None: the per-regime default).
         tune: autotune (BQ, BX, warps, stages) per (B bucket, shape); default: on CUDA when neither block
             size is given.
         prune: skip the gating of tiles whose pair logits cannot reach the current k-th best (exact).
@@ -233,11 +235,11 @@ def fused_mol_topk(
     hidden = qi_hidden_weight.shape[0]
     pqp, pxp = pair_padding(pq, px)
     d_pad, h_pad, k_pad = next_pow2(dim), next_pow2(hidden), next_pow2(width)
-    for name, value in (("block_x", block_x), ("block_q", block_q)):
+    for name, value in (("block_x", block_x), ("block_q", block_q), ("num_warps", num_warps)):
         if value is not None and (value < 1 or value & (value - 1)):
             raise ValueError(f"fused_mol_topk {name} must be a power of two, got {value}")
     bq, bx, warps, stages = default_blocks(batch, pqp, pxp, block_x)
-    bq = block_q or bq
+    bq, warps = block_q or bq, num_warps or warps
     if not block_valid(bq, bx, pqp, pxp, k_pad):
         raise ValueError(
             f"fused_mol_topk block_q={bq} x block_x={bx} needs block_q * {pqp} >= 16, block_x * {pxp} >= 16, "
@@ -365,7 +367,8 @@ def fused_mol_topk(
             query_components, query_gate, item_components, item_gate,
             qi_hidden_weight=qi_hidden_weight, qi_hidden_bias=qi_hidden_bias, qi_out_weight=qi_out_weight,
             qi_out_bias=qi_out_bias, temperature=temperature, k=k, exclude_positions=exclude_positions,
-            block_x=block_x, num_splits=num_splits, block_q=block_q, tune=tune, prune=prune, fast_math=fast_math,
+            block_x=block_x, num_splits=num_splits, block_q=block_q, num_warps=num_warps, tune=tune, prune=prune,
+            fast_math=fast_math,
         )  # fmt: skip
     # slots past a query's count may hold keys of the autotuner's timing runs of other configs: not results
     found = candidates[:batch]
