@@ -82,6 +82,41 @@ def build_model_and_loader(cfg: DictConfig) -> tuple[torch.nn.Module, torch.util
     return model, datamodule.train_dataloader()
 
 
+def tiny_model(tmp_path: Path, overrides: list[str]) -> tuple[torch.nn.Module, torch.utils.data.DataLoader]:
+    """Model and train loader of the train config with TINY_OVERRIDES + ``overrides`` (Hydra state cleared)."""
+    cfg = shrink(compose_config("train", [*TINY_OVERRIDES, *overrides]), tmp_path)
+    try:
+        return build_model_and_loader(cfg)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def copy_shared_weights(source: torch.nn.Module, target: torch.nn.Module) -> None:
+    """Load ``source``'s encoder and item table into ``target`` (the similarity heads differ)."""
+    shared = {
+        name: value for name, value in source.state_dict().items() if not name.startswith("similarity.")
+    }
+    missing = target.load_state_dict(shared, strict=False)
+    assert not missing.unexpected_keys and all(key.startswith("similarity.") for key in missing.missing_keys)
+
+
+def loss_and_encoder_grads(
+    model: torch.nn.Module, batch: object, seed: int = 1
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Training loss of ``batch`` (RNG seeded: the same negatives and dropout draws for every model) and the
+    gradients of every parameter outside the similarity head."""
+    model.train().zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    loss, _ = model.training_loss(batch)
+    loss.backward()
+    grads = {
+        n: p.grad
+        for n, p in model.named_parameters()
+        if p.grad is not None and not n.startswith("similarity.")
+    }
+    return loss.detach(), grads
+
+
 @pytest.fixture
 def tiny_train_cfg(tmp_path: Path) -> Iterator[DictConfig]:
     """The default train config on a tiny synthetic dataset, CPU, one epoch, no loggers."""

@@ -12,7 +12,15 @@ from rails.checks import ArgumentError
 from rails.models.similarity.dot_product import DotProductSimilarity
 from rails.models.similarity.mol import MoLSimilarity
 from rails.models.similarity.mol_components import ItemComponentProjection, QueryComponentMLP
-from tests.conftest import TINY_OVERRIDES, build_model_and_loader, compose_config, shrink
+from tests.conftest import (
+    TINY_OVERRIDES,
+    build_model_and_loader,
+    compose_config,
+    copy_shared_weights,
+    loss_and_encoder_grads,
+    shrink,
+    tiny_model,
+)
 
 DIM = 8
 
@@ -144,3 +152,26 @@ def test_identity_gate_bias_starts_the_mixture_on_pair_zero() -> None:
 def test_identity_gate_bias_needs_identity_components() -> None:
     with pytest.raises(ArgumentError, match="identity_gate_bias"):
         MoLSimilarity(query_dim=DIM, item_dim=DIM, component_dim=DIM, identity_gate_bias=1.0)
+
+
+def test_one_by_one_identity_head_in_fp32_with_l2_trains_as_the_dot_head(tmp_path: Path) -> None:
+    """The module-level claim behind round 17's control screen: MoL 1x1 with identity components, no softmax
+    dropout, fp32 head and L2 query normalisation gives the dot head's training loss and gradients (its recipe:
+    loss temperature 1 on cosine / tau_MoL = cosine / 0.05; the MI loss of one pair is 0)."""
+    torch.manual_seed(0)
+    dot, loader = tiny_model(tmp_path / "dot", ["model/similarity=dot"])
+    mol, _ = tiny_model(
+        tmp_path / "mol",
+        ["model/similarity=mol", "model.similarity.identity_components=true", "model.similarity.component_dim=16",
+         "model.similarity.num_query_components=1", "model.similarity.num_item_components=1",
+         "model.similarity.uid_hash_sizes=[]", "model.similarity.softmax_dropout=0.0",
+         "model.similarity.autocast_bf16=false", "model.similarity.query_norm=l2"],
+    )  # fmt: skip
+    copy_shared_weights(dot, mol)
+    batch = next(iter(loader))
+    dot_loss, dot_grads = loss_and_encoder_grads(dot, batch)
+    mol_loss, mol_grads = loss_and_encoder_grads(mol, batch)
+    torch.testing.assert_close(mol_loss, dot_loss, rtol=1e-5, atol=1e-6)
+    assert dot_grads.keys() == mol_grads.keys() and any(n.startswith("items.") for n in dot_grads)
+    for name, grad in dot_grads.items():
+        torch.testing.assert_close(mol_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)

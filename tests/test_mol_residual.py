@@ -13,7 +13,15 @@ from rails.checks import ArgumentError
 from rails.models.similarity.dot_product import DotProductSimilarity
 from rails.models.similarity.mol import MoLSimilarity
 from rails.models.similarity.mol_sampled import encode_sampled_items, gather_sampled, sampled_logits
-from tests.conftest import TINY_OVERRIDES, build_model_and_loader, compose_config, shrink
+from tests.conftest import (
+    TINY_OVERRIDES,
+    build_model_and_loader,
+    compose_config,
+    copy_shared_weights,
+    loss_and_encoder_grads,
+    shrink,
+    tiny_model,
+)
 
 DIM = 8
 
@@ -127,3 +135,32 @@ def test_the_config_key_trains_a_step_and_moves_the_maps_off_zero(tmp_path: Path
     # the zero output layers get a gradient (their input is non-zero), so training moves them off zero
     assert head.query_components.output_layer.weight.grad.abs().sum() > 0
     assert head.item_components.proj.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("query_norm", ["l2", "layer_norm"])
+def test_untrained_residual_module_trains_its_first_step_as_the_dot_head(
+    tmp_path: Path, query_norm: str
+) -> None:
+    """4x2 residual MoL, same encoder and items as a dot-head module: at initialisation every pair is the dot
+    logit, so the first step's loss and encoder / item gradients are the dot head's (mixture weights move
+    nothing while the pairs are equal; MI loss and softmax dropout off, fp32 head, no user-id components)."""
+    torch.manual_seed(0)
+    dot, loader = tiny_model(
+        tmp_path / "dot", ["model/similarity=dot", f"model.similarity.query_norm={query_norm}"]
+    )
+    mol, _ = tiny_model(
+        tmp_path / "mol",
+        ["model/similarity=mol", "model.similarity.residual_components=true", "model.similarity.component_dim=16",
+         "model.similarity.num_query_components=4", "model.similarity.num_item_components=2",
+         "model.similarity.uid_hash_sizes=[]", "model.similarity.softmax_dropout=0.0",
+         "model.similarity.mi_loss_weight=0.0", "model.similarity.autocast_bf16=false",
+         f"model.similarity.query_norm={query_norm}"],
+    )  # fmt: skip
+    copy_shared_weights(dot, mol)
+    batch = next(iter(loader))
+    dot_loss, dot_grads = loss_and_encoder_grads(dot, batch)
+    mol_loss, mol_grads = loss_and_encoder_grads(mol, batch)
+    torch.testing.assert_close(mol_loss, dot_loss, rtol=1e-5, atol=1e-6)
+    assert dot_grads.keys() == mol_grads.keys() and any(n.startswith("items.") for n in dot_grads)
+    for name, grad in dot_grads.items():
+        torch.testing.assert_close(mol_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
