@@ -14,13 +14,14 @@
 #             residual 1x1x64 / 8x4x64 / 8x4x64 with the gating dropouts (seeds 1, 2) / + head weight decay 0.1
 #             and 1.0 / + fp32 head / + L2 query norm / 4x2x64 / item dropout 0.1 / with an identity pair 0;
 #             SASRec + dot (the round's reference); HSTU-large + residual MoL in fp32.
-#   wait    : `wait 560` until "sweeps still running: 0" (~18 min).
-#   usage   : then (~1 min, the device's CPU): the gating weights of each MoL run (round_steps.sh).
-#   bench   : if 3 min are left.
+#   wait    : `wait 560` until "sweeps still running: 0" (~18 min); the call that sees the last training end
+#             also runs `usage` (the gating weights of each MoL run, round_steps.sh) when it has 45 s left.
+#   usage   : if that wait had no time left for it (~1 min, the device's CPU).
+#   profile : then, if 9 min are left: the fused exact kernel's block grid (round_steps.sh).
 #
 #   here first: .whl/ (scripts/gpu_wheels.sh), .devdata/ with amazon-beauty (../shared/data)
 #   run(kind="nvidia-h200", carry=[".whl", ".devdata"], command="bash scripts/ablations/round17.sh start"), then
-#   `wait 560` until "sweeps still running: 0", then `usage`
+#   `wait 560` until "sweeps still running: 0" (+ `usage` if its table is missing), then `profile`
 #
 # Here afterwards: `python scripts/ingest_runs.py <files_at>/runs.tar.gz results/runs/<date>-<kind>-round17
 # --strip-prefix r17_`, scripts/make_results.py, `python scripts/screen_report.py results/runs/<date>-<kind>-round17

@@ -9,7 +9,8 @@
 #             + a grid of block shapes and splits; <= 9 min, $OUT/profile_fused_exact_{1M,10M}.*). One GPU: after the
 #             trainings.
 #   usage   : after `wait` (the checkpoints live on the device only): scripts/mol_pair_usage.py over job 0 of
-#             each MoL sweep, $OUT/mol_pair_usage.{json,md} (~1 min).
+#             each MoL sweep, $OUT/mol_pair_usage.{json,md} (~1 min). The `wait` that sees the last training end
+#             runs it itself when the call has >= 45 s left (USAGE=0: not).
 #   wait    : waits at most ${2:-560} s and brings back the finished runs (runs.tar.gz, partial.tar.gz,
 #             sweep_logs.tar.gz); with a detached top-k benchmark, that first. Repeat until done.
 #
@@ -102,9 +103,9 @@ pair_usage() {  # which pairs the trained MoL heads' gating uses (scripts/mol_pa
   done
   if [ "${#ckpts[@]}" = 0 ]; then
     echo "no finished MoL run of $ROUND with a best checkpoint: run \`wait\` until the sweeps are done" >&2
-    exit 2
+    return 2
   fi
-  CUDA_VISIBLE_DEVICES= timeout 500 python3 scripts/mol_pair_usage.py --checkpoint "${ckpts[@]}" \
+  CUDA_VISIBLE_DEVICES= timeout "${1:-500}" python3 scripts/mol_pair_usage.py --checkpoint "${ckpts[@]}" \
     --label "${labels[@]}" --data-root "$PWD/.devdata" --out "$OUT" 2>&1 | tail -n 40 | cut -c1-200
 }
 
@@ -138,8 +139,13 @@ round_main() {  # the shared steps; anything else prints the sourcing script's h
       alone profile
       profiles
       ;;
-    wait)
+    wait)  # + the pair usage once the last training is done, if the call has a minute left (the checkpoints
+      # live on the device only: one call less between them and the machine's release)
       if [ -f "$TOPK/pid" ]; then wait_topk_and_sweeps "${2:-560}"; else bash scripts/gpu_sweep.sh wait "${2:-560}"; fi
+      local left=$((590 - SECONDS))
+      if ! pgrep -f "rails.train" >/dev/null && [ "$left" -ge 45 ] && [ "${USAGE:-1}" = 1 ]; then
+        pair_usage "$left" || echo "pair usage failed: run \`usage\` in the next call"
+      fi
       ;;
     *)
       sed -n '2,/^ROUND=/p' "$ROUND_SCRIPT" | sed '$d'
