@@ -11,8 +11,9 @@ taking differences, all with the block sizes the autotuner picked for the full s
 
 It also reports the compiled kernel's registers and spills per thread and the roofline floor of the search.
 ``--blocks`` / ``--splits`` add a grid of untuned launches of the two-pass search without pruning (the search
-default on large corpora): queries per program x items per tile (x warps) x corpus splits, each with its
-agreement with the tuned search's top-k (a wrong launch shows there, not only in its time). Writes
+default on large corpora): queries per program x items per tile (x warps) x corpus splits (x gating hidden units
+per step, ``--hidden-chunks``; 0 = all at once), each with its agreement with the tuned search's top-k (a wrong
+launch shows there, not only in its time). Writes
 ``--out``/profile_fused_exact.{json,md}.
 
     python scripts/profile_fused_exact.py --items 1000000 --setting 8x4x64 --batch 32
@@ -72,6 +73,13 @@ def main() -> None:
         default=[],
         help="corpus splits of the --blocks grid (default: the kernel's)",
     )
+    parser.add_argument(
+        "--hidden-chunks",
+        nargs="*",
+        type=int,
+        default=[],
+        help="gating hidden units per step in the grid (0: all)",
+    )
     args = parser.parse_args()
     interpreted = os.environ.get("TRITON_INTERPRET") == "1"  # CPU smoke run of this script (tests)
     if not torch.cuda.is_available() and not interpreted:
@@ -116,8 +124,15 @@ def main() -> None:
         )
     reference = search()[1]
     block_rows = []
-    for (bq, bx, warps), splits in itertools.product(args.blocks, args.splits or [None]):
-        launch = {"block_q": bq, "block_x": bx, "num_warps": warps, "num_splits": splits}
+    grid = itertools.product(args.blocks, args.splits or [None], args.hidden_chunks or [0])
+    for (bq, bx, warps), splits, chunk in grid:
+        launch = {
+            "block_q": bq,
+            "block_x": bx,
+            "num_warps": warps,
+            "num_splits": splits,
+            "hidden_chunk": chunk or None,
+        }
         times, found = time_call(
             lambda kw=launch: search(True, prune=False, tune=False, **kw), 2, args.runs, device, 5.0
         )
@@ -163,13 +178,13 @@ def main() -> None:
             "Block grid: untuned launches of the two-pass search without pruning (agreement: share of the tuned "
             "search's top-k positions found).",
             "",
-            "| BQ | BX | warps | splits | ms | x floor | agreement | registers | spills |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| BQ | BX | warps | splits | hidden per step | ms | x floor | agreement | registers | spills |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for row in block_rows:
             lines.append(
                 f"| {row['block_q']} | {row['block_x']} | {row['block'][2] if row['block'] else ''} | "
-                f"{row['num_splits'] or 'default'} | {row['ms']:.3f} | {row['ms'] / floor_ms:.1f} | "
+                f"{row['num_splits'] or 'default'} | {row['hidden_chunk'] or 'all'} | {row['ms']:.3f} | {row['ms'] / floor_ms:.1f} | "
                 f"{row['agreement']:.4f} | {row['n_regs']} | {row['n_spills']} |"
             )
     atomic_write(args.out / "profile_fused_exact.md", "\n".join(lines) + "\n")

@@ -200,6 +200,9 @@ INTERPRETER_CASES = [
     (1, 150, 8, 8, 32, 100, torch.bfloat16, {}),
     (17, 50, 3, 2, 8, 100, torch.bfloat16, {"block_x": 32}),  # k > X minus the excluded: -inf / -1 padding
     (2, 384, 8, 4, 64, 10, torch.float32, {"prunable": True, "block_x": 16, "block_q": 2, "num_splits": 1}),
+    # the gating hidden layer (24 units, padded to 32) in two steps of 16: fp32 and bf16, padded pairs
+    (5, 150, 8, 4, 64, 10, torch.float32, {"hidden_chunk": 16, "num_splits": 2}),
+    (33, 60, 3, 2, 8, 10, torch.bfloat16, {"hidden_chunk": 16}),
 ]
 
 
@@ -285,6 +288,9 @@ def test_block_arguments_are_checked():
         run_kernel(pb, 5, torch.float32, "cpu", None, block_x=128, block_q=4)
     with pytest.raises(ValueError, match="1 <= k <= 256"):
         run_kernel(pb, 300, torch.float32, "cpu", None)
+    for chunk in (8, 24):
+        with pytest.raises(ValueError, match=f"hidden_chunk must be a power of two >= 16, got {chunk}"):
+            run_kernel(pb, 5, torch.float32, "cpu", None, hidden_chunk=chunk)
 
 
 @pytest.mark.gpu
@@ -295,6 +301,21 @@ def test_kernel_cuda_regimes_match_float64(batch, pq, px, dim):
     # autotuning compiles every config (seconds each): one case tunes, the others run the per-batch defaults
     tune = None if (batch, pq, px, dim) == (32, 8, 4, 64) else False
     check_case(batch, 30011, pq, px, dim, 100, torch.bfloat16, device="cuda", tune=tune)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("hidden_chunk", [32, 64])
+def test_kernel_cuda_hidden_chunks_match_float64(hidden_chunk):
+    """The gating MLP in steps of 32 / 64 of its 128 hidden units: bf16 (fast math) at two block shapes, fp32."""
+    kw = {"hidden_chunk": hidden_chunk, "tune": False}
+    pb = make_problem(32, 20011, 8, 4, 64, hidden=128)
+    check_case(32, 20011, 8, 4, 64, 100, torch.bfloat16, device="cuda", problem=pb, **kw)
+    check_case(
+        32, 20011, 8, 4, 64, 100, torch.bfloat16, device="cuda", problem=pb, block_q=32, block_x=4, **kw
+    )
+    pb = make_problem(5, 4099, 8, 4, 64, hidden=128, seed=1)
+    check_case(5, 4099, 8, 4, 64, 10, torch.float32, device="cuda", problem=pb, **kw)
 
 
 @pytest.mark.gpu

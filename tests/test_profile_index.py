@@ -78,6 +78,9 @@ def test_the_fused_kernel_profile_runs_under_the_triton_interpreter(tmp_path: Pa
         "--splits",
         "1",
         "2",
+        "--hidden-chunks",
+        "0",
+        "64",
     ]
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     done = subprocess.run(
@@ -90,15 +93,17 @@ def test_the_fused_kernel_profile_runs_under_the_triton_interpreter(tmp_path: Pa
     assert [row["two_pass"] for row in record["rows"]] == [False] * 5 + [True] * 2
     assert all(row["ms"] > 0 and row["block"] for row in record["rows"])
     assert "| no top-k merge |" in (tmp_path / "profile_fused_exact.md").read_text()
-    grid = record["block_rows"]  # every (block, splits) launch of the grid, each as exact as the tuned search
-    assert [(r["block_q"], r["block_x"], r["num_warps"], r["num_splits"]) for r in grid] == [
-        (4, 8, None, 1), (4, 8, None, 2), (4, 16, 2, 1), (4, 16, 2, 2)
-    ]  # fmt: skip
+    grid = record[
+        "block_rows"
+    ]  # every (block, splits, hidden chunk) launch, each as exact as the tuned search
+    assert [(r["block_q"], r["block_x"], r["num_warps"], r["num_splits"], r["hidden_chunk"]) for r in grid] == [
+        (4, 8, None, s, h) for s in (1, 2) for h in (None, 64)
+    ] + [(4, 16, 2, s, h) for s in (1, 2) for h in (None, 64)]  # fmt: skip
     assert all(
         r["agreement"] == 1.0 and tuple(r["block"][:3]) == (4, r["block_x"], r["num_warps"] or r["block"][2])
         for r in grid
     )
-    assert "| 4 | 16 | 2 | 2 |" in (tmp_path / "profile_fused_exact.md").read_text()
+    assert "| 4 | 16 | 2 | 2 | 64 |" in (tmp_path / "profile_fused_exact.md").read_text()
 
 
 def test_the_fused_kernel_profile_refuses_malformed_blocks(tmp_path: Path) -> None:

@@ -11,6 +11,9 @@ One program owns ``BQ`` queries and one contiguous split of the corpus and walks
    every pair skips steps 3-4;
 3. the gating MLP on tensor cores with the pairs in M: ``SiLU(L W1 + b1) W2 + b2`` ((BQ*BX, P) @ (P, H) and
    (BQ*BX, H) @ (H, P)), ``s = SiLU(q_gate * i_gate + qi)``, ``pi = softmax_P(s)``, ``phi = sum_p pi_p L_p``;
+   with ``H_CHUNK < H_PAD`` the hidden layer is computed ``H_CHUNK`` units at a time and accumulated into the
+   second matmul, so the live (BQ*BX, hidden) tile shrinks (fewer registers per thread, more programs per SM)
+   at the cost of reading W1 / W2 chunks from cache per tile instead of keeping them in registers;
 4. a running top-``K_PAD`` per query (``(BQ, K_PAD)`` packed int64 keys, ascending): a tile is merged only
    when one of its keys beats its query's current k-th best key (one compare per pair); history exclusion
    is applied only to tiles that are merged. With ``EMIT`` the thresholds are fixed per query (``THR``,
@@ -66,6 +69,37 @@ def _dot(a, b, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     else:
         c = tl.dot(a, b, input_precision=PRECISION)
     return c
+
+
+@triton.jit
+def _gating_mlp_chunked(
+    pairs,
+    W1,
+    B1,
+    W2,
+    p,
+    P_PAD: tl.constexpr,
+    H_PAD: tl.constexpr,
+    H_CHUNK: tl.constexpr,
+    M: tl.constexpr,
+    FAST_MATH: tl.constexpr,
+    PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
+    """``SiLU(L W1 + b1) W2`` (no b2) ``H_CHUNK`` hidden units at a time: (M, P_PAD) pair logits -> (M, P_PAD)."""
+    lhs = pairs.to(W1.dtype.element_ty)
+    qi = tl.zeros((M, P_PAD), dtype=tl.float32)
+    for h0 in tl.static_range(0, H_PAD, H_CHUNK):
+        hc = h0 + tl.arange(0, H_CHUNK)
+        w1 = tl.load(W1 + p[:, None] * H_PAD + hc[None, :])  # (P_PAD, H_CHUNK)
+        hidden = _dot(lhs, w1, PRECISION, UPCAST) + tl.load(B1 + hc)[None, :]
+        if FAST_MATH == 2:
+            hidden = _silu_bf16x2(hidden.to(tl.bfloat16))
+        else:
+            hidden = _silu(hidden, FAST_MATH == 1).to(W2.dtype.element_ty)
+        w2 = tl.load(W2 + hc[:, None] * P_PAD + p[None, :])  # (H_CHUNK, P_PAD)
+        qi += _dot(hidden, w2, PRECISION, UPCAST)
+    return qi
 
 
 @triton.jit
@@ -152,6 +186,7 @@ def mol_topk_block_kernel(
     PXP: tl.constexpr,
     D_PAD: tl.constexpr,
     H_PAD: tl.constexpr,
+    H_CHUNK: tl.constexpr,  # hidden units per step of the gating MLP (H_PAD: all at once, weights in registers)
     K_PAD: tl.constexpr,
     E_BLOCK: tl.constexpr,
     HAS_EXCL: tl.constexpr,
@@ -173,10 +208,11 @@ def mol_topk_block_kernel(
     n = tl.arange(0, BQ * PQP)
     ft = tl.load(F + (qb * BQ * PQP + n).to(tl.int64)[None, :] * D_PAD + c[:, None])  # (D_PAD, BQ*PQP)
     p = tl.arange(0, P_PAD)
-    h = tl.arange(0, H_PAD)
-    w1 = tl.load(W1 + p[:, None] * H_PAD + h[None, :])
-    w2 = tl.load(W2 + h[:, None] * P_PAD + p[None, :])
-    b1 = tl.load(B1 + h)
+    if H_CHUNK == H_PAD:
+        h = tl.arange(0, H_PAD)
+        w1 = tl.load(W1 + p[:, None] * H_PAD + h[None, :])
+        w2 = tl.load(W2 + h[:, None] * P_PAD + p[None, :])
+        b1 = tl.load(B1 + h)
     b2 = tl.load(B2 + p)
     qg = tl.load(QG + q.to(tl.int64)[:, None] * P_PAD + p[None, :])  # (BQ, P_PAD)
     pi = p // PXP
@@ -232,13 +268,21 @@ def mol_topk_block_kernel(
                     tl.max(tl.where(pair_ok[None, None, :], pairs3, -float("inf")), 2)
                     + tl.sum(ig, 1)[None, :]
                 )
-            else:
+            elif H_CHUNK == H_PAD:
                 hidden = _dot(pairs.to(w1.dtype), w1, PRECISION, UPCAST) + b1[None, :]
                 if FAST_MATH == 2:
                     hidden = _silu_bf16x2(hidden.to(tl.bfloat16))
                 else:
                     hidden = _silu(hidden, FAST_MATH == 1).to(w2.dtype)
                 qi = _dot(hidden, w2, PRECISION, UPCAST) + b2[None, :]
+            else:
+                qi = (
+                    _gating_mlp_chunked(
+                        pairs, W1, B1, W2, p, P_PAD, H_PAD, H_CHUNK, BQ * BX, FAST_MATH, PRECISION, UPCAST
+                    )
+                    + b2[None, :]
+                )
+            if ABLATE != 1:
                 gate = qg[:, None, :] * ig.to(tl.float32)[None, :, :] + tl.reshape(qi, (BQ, BX, P_PAD))
                 gate = _silu(gate, FAST_MATH >= 1)
                 gate = tl.where(pair_ok[None, None, :], gate, -float("inf"))

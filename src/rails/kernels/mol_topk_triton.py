@@ -122,6 +122,8 @@ def _tuned():
             "PX",
             "D",
             "K_PAD",
+            "H_PAD",
+            "H_CHUNK",
             "HAS_EXCL",
             "PRUNE",
             "FAST_MATH",
@@ -167,6 +169,7 @@ def fused_mol_topk(
     num_splits: int | None = None,
     block_q: int | None = None,
     num_warps: int | None = None,
+    hidden_chunk: int | None = None,
     tune: bool | None = None,
     prune: bool = True,
     fast_math: bool | None = None,
@@ -193,6 +196,8 @@ def fused_mol_topk(
         num_splits: corpus splits (None: about 4 programs per SM on CUDA, 1 on CPU).
         block_q: queries per program (BQ, a power of two; None: autotuned / per-regime default).
         num_warps: warps per program of an untuned launch (None: the per-regime default).
+        hidden_chunk: gating hidden units computed per step (a power of two >= 16; None: all at once, with the
+            gating weights held in registers).
         tune: autotune (BQ, BX, warps, stages) per (B bucket, shape); default: on CUDA when neither block
             size is given.
         prune: skip the gating of tiles whose pair logits cannot reach the current k-th best (exact).
@@ -235,6 +240,9 @@ def fused_mol_topk(
     hidden = qi_hidden_weight.shape[0]
     pqp, pxp = pair_padding(pq, px)
     d_pad, h_pad, k_pad = next_pow2(dim), next_pow2(hidden), next_pow2(width)
+    h_chunk = min(hidden_chunk or h_pad, h_pad)
+    if h_chunk < 16 or h_chunk & (h_chunk - 1):
+        raise ValueError(f"fused_mol_topk hidden_chunk must be a power of two >= 16, got {hidden_chunk}")
     for name, value in (("block_x", block_x), ("block_q", block_q), ("num_warps", num_warps)):
         if value is not None and (value < 1 or value & (value - 1)):
             raise ValueError(f"fused_mol_topk {name} must be a power of two, got {value}")
@@ -301,6 +309,7 @@ def fused_mol_topk(
         "PXP": pxp,
         "D_PAD": d_pad,
         "H_PAD": h_pad,
+        "H_CHUNK": h_chunk,
         "K_PAD": k_pad,
         "E_BLOCK": min(16, next_pow2(num_excl, floor=2)),
         "HAS_EXCL": has_excl,
@@ -367,8 +376,8 @@ def fused_mol_topk(
             query_components, query_gate, item_components, item_gate,
             qi_hidden_weight=qi_hidden_weight, qi_hidden_bias=qi_hidden_bias, qi_out_weight=qi_out_weight,
             qi_out_bias=qi_out_bias, temperature=temperature, k=k, exclude_positions=exclude_positions,
-            block_x=block_x, num_splits=num_splits, block_q=block_q, num_warps=num_warps, tune=tune, prune=prune,
-            fast_math=fast_math,
+            block_x=block_x, num_splits=num_splits, block_q=block_q, num_warps=num_warps, hidden_chunk=hidden_chunk,
+            tune=tune, prune=prune, fast_math=fast_math,
         )  # fmt: skip
     # slots past a query's count may hold keys of the autotuner's timing runs of other configs: not results
     found = candidates[:batch]
