@@ -122,8 +122,61 @@ def main() -> None:
         print(
             f"{name}: {rows[-1]['ms']:.3f} ms, {rows[-1]['n_regs']} registers, {rows[-1]['n_spills']} spills"
         )
+    block_rows: list[dict[str, Any]] = []
+    peaks = measure_peaks(device)
+    floor_ms = roofline(
+        head.num_query_components, head.num_item_components, head.component_dim, mixing.qi_hidden_weight.shape[0],
+        args.items, args.batch, peaks,
+    )[0]  # fmt: skip
+    record = {
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (Triton interpreter)",
+        "torch": torch.__version__,
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "items": args.items, "setting": args.setting, "batch": args.batch, "k": args.k,
+        "tuned_ms": tuned_ms, "tuned_config": str(best), "floor_ms": floor_ms, "rows": rows,
+        "sample_stride": args.sample_stride, "block_rows": block_rows,
+    }  # fmt: skip
+
+    def write() -> None:  # after the variants and after each grid launch: a timeout keeps what was measured
+        args.out.mkdir(parents=True, exist_ok=True)
+        atomic_write(args.out / "profile_fused_exact.json", json.dumps(record, indent=1))
+        base = next(row["ms"] for row in rows if row["variant"] == "full, no prune")
+        lines = [
+            f"# Fused exact MoL top-k, stage ablations: {args.items:,} items, {args.setting}, B = {args.batch}, "
+            f"k = {args.k}",
+            "",
+            f"Written by `scripts/profile_fused_exact.py` ({record['gpu']}, torch {record['torch']}, {record['date']}). "
+            f"Autotuned search {tuned_ms:.3f} ms ({tuned_ms / floor_ms:.1f}x the floor {floor_ms:.3f} ms), "
+            f"config {record['tuned_config']}; the variants below run its block sizes untuned (two-pass rows: "
+            f"thresholds from every {args.sample_stride}th item, the time of both passes).",
+            "",
+            "| variant | ms | stage cost (no-prune baseline - variant) | registers | spills | (BQ, BX, warps, stages) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in rows:
+            cost = f"{base - row['ms']:.3f}" if row["ablate"] else ""
+            lines.append(
+                f"| {row['variant']} | {row['ms']:.3f} | {cost} | {row['n_regs']} | {row['n_spills']} | {row['block']} |"
+            )
+        if block_rows:
+            lines += [
+                "",
+                "Block grid: untuned launches of the two-pass search without pruning (agreement: share of the tuned "
+                "search's top-k positions found).",
+                "",
+                "| BQ | BX | warps | splits | hidden per step | ms | x floor | agreement | registers | spills |",
+                "|---|---|---|---|---|---|---|---|---|---|",
+            ]
+            for row in block_rows:
+                lines.append(
+                    f"| {row['block_q']} | {row['block_x']} | {row['block'][2] if row['block'] else ''} | "
+                    f"{row['num_splits'] or 'default'} | {row['hidden_chunk'] or 'all'} | {row['ms']:.3f} | {row['ms'] / floor_ms:.1f} | "
+                    f"{row['agreement']:.4f} | {row['n_regs']} | {row['n_spills']} |"
+                )
+        atomic_write(args.out / "profile_fused_exact.md", "\n".join(lines) + "\n")
+
+    write()
     reference = search()[1]
-    block_rows = []
     grid = itertools.product(args.blocks, args.splits or [None], args.hidden_chunks or [0])
     for (bq, bx, warps), splits, chunk in grid:
         launch = {
@@ -139,55 +192,8 @@ def main() -> None:
         block_rows.append({**launch, "ms": statistics.median(times), "agreement": recall_at_k(found[1], reference),
                            **{key: kernel.LAST_COMPILED.get(key) for key in ("n_regs", "n_spills", "block")}})  # fmt: skip
         print(f"blocks {launch}: {block_rows[-1]['ms']:.3f} ms, agreement {block_rows[-1]['agreement']:.4f}")
-    peaks = measure_peaks(device)
-    floor_ms = roofline(
-        head.num_query_components, head.num_item_components, head.component_dim, mixing.qi_hidden_weight.shape[0],
-        args.items, args.batch, peaks,
-    )[0]  # fmt: skip
-    record = {
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (Triton interpreter)",
-        "torch": torch.__version__,
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "items": args.items, "setting": args.setting, "batch": args.batch, "k": args.k,
-        "tuned_ms": tuned_ms, "tuned_config": str(best), "floor_ms": floor_ms, "rows": rows,
-        "sample_stride": args.sample_stride, "block_rows": block_rows,
-    }  # fmt: skip
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write(args.out / "profile_fused_exact.json", json.dumps(record, indent=1))
-    base = next(row["ms"] for row in rows if row["variant"] == "full, no prune")
-    lines = [
-        f"# Fused exact MoL top-k, stage ablations: {args.items:,} items, {args.setting}, B = {args.batch}, "
-        f"k = {args.k}",
-        "",
-        f"Written by `scripts/profile_fused_exact.py` ({record['gpu']}, torch {record['torch']}, {record['date']}). "
-        f"Autotuned search {tuned_ms:.3f} ms ({tuned_ms / floor_ms:.1f}x the floor {floor_ms:.3f} ms), "
-        f"config {record['tuned_config']}; the variants below run its block sizes untuned (two-pass rows: "
-        f"thresholds from every {args.sample_stride}th item, the time of both passes).",
-        "",
-        "| variant | ms | stage cost (no-prune baseline - variant) | registers | spills | (BQ, BX, warps, stages) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        cost = f"{base - row['ms']:.3f}" if row["ablate"] else ""
-        lines.append(
-            f"| {row['variant']} | {row['ms']:.3f} | {cost} | {row['n_regs']} | {row['n_spills']} | {row['block']} |"
-        )
-    if block_rows:
-        lines += [
-            "",
-            "Block grid: untuned launches of the two-pass search without pruning (agreement: share of the tuned "
-            "search's top-k positions found).",
-            "",
-            "| BQ | BX | warps | splits | hidden per step | ms | x floor | agreement | registers | spills |",
-            "|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for row in block_rows:
-            lines.append(
-                f"| {row['block_q']} | {row['block_x']} | {row['block'][2] if row['block'] else ''} | "
-                f"{row['num_splits'] or 'default'} | {row['hidden_chunk'] or 'all'} | {row['ms']:.3f} | {row['ms'] / floor_ms:.1f} | "
-                f"{row['agreement']:.4f} | {row['n_regs']} | {row['n_spills']} |"
-            )
-    atomic_write(args.out / "profile_fused_exact.md", "\n".join(lines) + "\n")
+        write()
+    write()
     print(f"wrote {args.out}/profile_fused_exact.{{json,md}}")
 
 

@@ -59,15 +59,18 @@ screen() {  # screen NAME OVERRIDES...: one training per seed of $SEEDS (default
 profiles() {  # the two-pass GPU test and the fused-exact stage profiles, on GPU 0
   # the GPU checks of the kernels changed since round 11: the two-pass search (float64 reference, B = 1 / 32 / 256)
   # the fused training mixture (its item gate read by row stride), the fused top-k with its hidden layer in steps
-  CUDA_VISIBLE_DEVICES=0 timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_mol_topk_two_pass.py \
+  CUDA_VISIBLE_DEVICES=0 timeout 120 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_mol_topk_two_pass.py \
     tests/test_mol_fused_mixing.py tests/test_benchmarks.py "tests/test_mol_topk_kernel.py::test_kernel_cuda_hidden_chunks_match_float64" \
     2>&1 | tail -n 3
   local items name
   # + the block grid: do more queries per program (each item tile read by fewer programs), more programs per SM
   # and the gating's hidden layer in steps of 32 (fewer registers) pay? (the autotuner's candidates stop at 16
   # queries per program, its splits assume 8, and the tuned 4x32 runs at 255 registers: one program per SM)
+  # (each profile rewrites its JSON / markdown after every launch: a timeout keeps what was measured)
+  local limit
   for items in 1000000 10000000; do
-    CUDA_VISIBLE_DEVICES=0 timeout 200 python3 scripts/profile_fused_exact.py --items "$items" --setting 8x4x64 \
+    limit=$((items > 1000000 ? 280 : 150))
+    CUDA_VISIBLE_DEVICES=0 timeout "$limit" python3 scripts/profile_fused_exact.py --items "$items" --setting 8x4x64 \
       --batch 32 --blocks 4x32 16x8 32x4x4 32x4x8 --splits 132 528 --hidden-chunks 0 32 \
       --out "$OUT/p$items" 2>&1 | grep -v "^USDT" | tail -n 26
   done
