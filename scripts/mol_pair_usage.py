@@ -4,7 +4,9 @@ For each rails-train MoL checkpoint: the test users' query embeddings through th
 under ``--data-root``), the item table as the corpus; the gating weights pi (eval mode) of each user with its
 top ``--k`` items by MoL score and with ``--random-items`` random items, summarised per pair
 (:mod:`rails.models.similarity.mol_usage`): mean weight, how often the pair has the largest weight, and the
-effective number of pairs. With ``identity_components`` pair 0 is the dot head's cosine logit.
+effective number of pairs. With ``identity_components`` pair 0 is the dot head's cosine logit; with
+``residual_components`` also how far the learned maps moved each side's components from the embeddings they
+started as (mean ||delta|| / ||e|| and mean cosine to the embedding, over the test users and the item table).
 Writes ``--out``/mol_pair_usage.{json,md}.
 
     python scripts/mol_pair_usage.py --checkpoint runs/x/checkpoints/best.ckpt --data-root .devdata --out results/studies/x
@@ -20,7 +22,7 @@ import torch
 
 from rails.io import atomic_write
 from rails.models.similarity.mol_components import WithIdentityComponent
-from rails.models.similarity.mol_usage import pair_weights, summarise_pair_usage
+from rails.models.similarity.mol_usage import pair_weights, residual_deviation, summarise_pair_usage
 from rails.retrieval.benchmark_checkpoint import checkpoint_problem
 from rails.runs.checkpoints import load_checkpoint_file
 from rails.runs.rebuild import trained_test_queries
@@ -52,6 +54,8 @@ def usage_of(
         for name, state in (("top_k", items.gather(top)), ("random", items.gather(random_items))):
             weights, _ = pair_weights(head, queries, state)
             record[name] = summarise_pair_usage(weights).as_dict()
+    table = checkpoint["state_dict"]["items.table.weight"][1:].float()  # row 0: padding
+    record["residual_deviation"] = residual_deviation(head, problem.queries[:num_queries], table)
     return record
 
 
@@ -76,6 +80,21 @@ def render(records: list[dict], k: int) -> str:
                 f"| {items} | {usage['effective_pairs']:.2f} of {usage['num_pairs']} | {weights[0]:.3f} "
                 f"| {usage['top_pair_rate'][0]:.3f} | {heavy} ({weights[heavy]:.3f}) |"
             )
+    moved = [record for record in records if record.get("residual_deviation")]
+    if moved:
+        lines += [
+            "",
+            "Residual components: how far the learned maps moved the components from the embeddings (1 / 0: still "
+            "the dot head).",
+            "",
+            "| checkpoint | side | mean cos(component, embedding) | mean ‖delta‖ / ‖embedding‖ |",
+            "|---|---|---|---|",
+        ]
+        for record in moved:
+            for side, values in record["residual_deviation"].items():
+                lines.append(
+                    f"| `{record['label']}` | {side} | {values['cosine']:.3f} | {values['relative_norm']:.3f} |"
+                )
     return "\n".join(lines) + "\n"
 
 

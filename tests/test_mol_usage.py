@@ -13,7 +13,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from rails.models.similarity.mol import MoLSimilarity
-from rails.models.similarity.mol_usage import pair_weights, summarise_pair_usage
+from rails.models.similarity.mol_usage import pair_weights, residual_deviation, summarise_pair_usage
 from tests.conftest import TINY_OVERRIDES, build_model_and_loader, compose_config, shrink
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -69,9 +69,34 @@ def test_summary_of_known_weights() -> None:
         summarise_pair_usage(torch.zeros(0, 3))
 
 
-def test_script_reports_an_identity_checkpoint(tmp_path: Path) -> None:
+def test_residual_deviation_is_zero_at_initialisation_and_measures_the_learned_maps() -> None:
     torch.manual_seed(0)
-    overrides = [*TINY_OVERRIDES, "model/similarity=mol", "model.similarity.identity_components=true"]
+    head = MoLSimilarity(
+        query_dim=8, item_dim=8, num_query_components=3, num_item_components=2, component_dim=8,
+        query_hidden_dim=16, residual_components=True,
+    ).double()  # fmt: skip
+    queries, items = torch.randn(5, 8, dtype=torch.float64), torch.randn(7, 8, dtype=torch.float64)
+    start = residual_deviation(head, queries, items)
+    assert start is not None and set(start) == {"query", "item"}
+    for side in start.values():
+        assert side["relative_norm"] == pytest.approx(0.0, abs=1e-12) and side["cosine"] == pytest.approx(1.0)
+    with torch.no_grad():
+        head.item_components.proj.weight.copy_(torch.eye(8).repeat(2, 1))  # delta_j(x) = x: c_j = 2x
+        head.item_components.proj.bias.zero_()
+        head.query_components.output_layer.weight.normal_()
+    moved = residual_deviation(head, queries, items)
+    assert moved["item"]["relative_norm"] == pytest.approx(1.0) and moved["item"]["cosine"] == pytest.approx(
+        1.0
+    )
+    assert moved["query"]["relative_norm"] > 0 and moved["query"]["cosine"] < 1
+    plain = MoLSimilarity(query_dim=8, item_dim=8, component_dim=8, query_hidden_dim=16)
+    assert residual_deviation(plain, queries.float(), items.float()) is None
+
+
+@pytest.mark.parametrize("kind", ["identity", "residual"])
+def test_script_reports_an_identity_or_residual_checkpoint(tmp_path: Path, kind: str) -> None:
+    torch.manual_seed(0)
+    overrides = [*TINY_OVERRIDES, "model/similarity=mol", f"model.similarity.{kind}_components=true"]
     cfg = shrink(compose_config("train", overrides), tmp_path)
     cfg.model.similarity.component_dim = cfg.model.item_dim
     GlobalHydra.instance().clear()
@@ -102,7 +127,13 @@ def test_script_reports_an_identity_checkpoint(tmp_path: Path) -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     (record,) = json.loads((out / "mol_pair_usage.json").read_text())
-    assert record["identity_components"] is True and record["queries"] == 16
+    assert record["identity_components"] is (kind == "identity") and record["queries"] == 16
+    if kind == "residual":  # an untrained head: its components are still the embeddings
+        assert set(record["residual_deviation"]) == {"query", "item"}
+        assert record["residual_deviation"]["item"]["cosine"] == pytest.approx(1.0)
+        assert "Residual components" in (out / "mol_pair_usage.md").read_text()
+    else:
+        assert record["residual_deviation"] is None
     for items in ("top_k", "random"):
         usage = record[items]
         assert (

@@ -2,7 +2,8 @@
 
 A diagnostic of the mixture (``scripts/mol_pair_usage.py``): whether the gating spreads its weight over the
 P = P_Q * P_X pairs or leans on a few, e.g. on pair 0 of a head with ``identity_components`` (the dot head's
-cosine logit).
+cosine logit); and, for ``residual_components``, how far the learned maps moved the components from the
+embeddings they started as (:func:`residual_deviation`).
 """
 
 from __future__ import annotations
@@ -10,10 +11,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from rails.models.similarity.mol import MoLSimilarity
-from rails.models.similarity.mol_components import pair_logits
+from rails.models.similarity.mol_components import (
+    ItemComponentProjection,
+    QueryComponentMLP,
+    WithIdentityComponent,
+    pair_logits,
+)
 from rails.models.similarity.states import MoLItemState, MoLQueryState
 
 
@@ -63,3 +69,44 @@ def summarise_pair_usage(weights: Tensor, eps: float = 1e-12) -> PairUsage:
         top_pair_rate=top.tolist(),
         effective_pairs=float(entropy.exp().mean()),
     )
+
+
+def _residual_map(components: nn.Module) -> QueryComponentMLP | ItemComponentProjection | None:
+    inner = components.rest if isinstance(components, WithIdentityComponent) else components
+    if isinstance(inner, (QueryComponentMLP, ItemComponentProjection)) and inner.residual:
+        return inner
+    return None
+
+
+@torch.no_grad()
+def residual_deviation(
+    head: MoLSimilarity, query_embeddings: Tensor, item_embeddings: Tensor
+) -> dict[str, dict[str, float]] | None:
+    """How far residual components moved from the embeddings they started as (None: no residual components).
+
+    For each side, over its (N, D) embeddings e and learned components c_j = e + delta_j(e) (eval mode):
+    ``relative_norm`` = mean ||delta_j(e)|| / ||e||, ``cosine`` = mean cos(c_j, e) (1: still the dot head).
+    """
+    sides = {
+        "query": (head.query_components, query_embeddings),
+        "item": (head.item_components, item_embeddings),
+    }
+    found = {}
+    for side, (components, embeddings) in sides.items():
+        module = _residual_map(components)
+        if module is None:
+            continue
+        was_training = module.training
+        module.eval()
+        e = embeddings.to(next(module.parameters()).dtype)
+        full = module(e)  # (N, P, D): e + delta
+        module.train(was_training)
+        delta = full - e[:, None, :]
+        norms = torch.linalg.vector_norm(e, dim=-1).clamp_min(head.eps)[:, None]
+        found[side] = {
+            "relative_norm": float((torch.linalg.vector_norm(delta, dim=-1) / norms).mean()),
+            "cosine": float(
+                nn.functional.cosine_similarity(full, e[:, None, :].expand_as(full), dim=-1).mean()
+            ),
+        }
+    return found or None
