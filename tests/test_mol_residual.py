@@ -71,29 +71,34 @@ def test_components_are_the_embedding_plus_the_learned_map() -> None:
     torch.testing.assert_close(head.encode_items(items).components, expected_x)
 
 
+@pytest.mark.parametrize("identity", [False, True])
 @pytest.mark.parametrize("train", [True, False])
-def test_factorised_training_logits_of_residual_components(train: bool) -> None:
+def test_factorised_training_logits_of_residual_components(train: bool, identity: bool) -> None:
     """The sampled path's rows [x', 1, x] (item dropout on) / [x, 1] (off) with factors [W | b | I] /
-    [W + I | b]: the logits of the components x + W x' + b, for the same dropout draw."""
-    head = _head(3, 2, item_dropout=0.5, softmax_dropout=0.0).train(train)
+    [W + I | b]: the logits of the components x + W x' + b (after a fixed x with identity components), for the
+    same dropout draw."""
+    p_x = 3 if identity else 2
+    head = _head(3, p_x, item_dropout=0.5, softmax_dropout=0.0, identity_components=identity).train(train)
+    projection = head.item_components.rest if identity else head.item_components
     with torch.no_grad():
-        head.item_components.proj.weight.normal_()
-        head.item_components.proj.bias.normal_()
+        projection.proj.weight.normal_()
+        projection.proj.bias.normal_()
     gen = torch.Generator().manual_seed(4)
     table = torch.randn(9, DIM, generator=gen, dtype=torch.float64)
     queries = torch.randn(5, DIM, generator=gen, dtype=torch.float64)
     positions = torch.randint(0, 9, (5, 4), generator=gen)
     torch.manual_seed(7)
     items = encode_sampled_items(head, table)
-    assert items.rows.shape == (9, 2 * DIM + 1 if train else DIM + 1) and items.inv_norms.shape == (9, 2)
+    assert items.rows.shape == (9, 2 * DIM + 1 if train else DIM + 1) and items.inv_norms.shape == (9, p_x)
     query_components = head.encode_queries(queries).components
     logits = sampled_logits(head, query_components, gather_sampled(items, positions))
 
     torch.manual_seed(7)  # the same item dropout draw, through the components
-    projection = head.item_components
     dropped = projection.dropout(table)
     components = table[:, None] + projection.proj(dropped).unflatten(-1, (2, DIM))
-    components = torch.nn.functional.normalize(components, dim=-1)[positions]  # (5, 4, 2, DIM)
+    if identity:
+        components = torch.cat([table[:, None], components], dim=1)
+    components = torch.nn.functional.normalize(components, dim=-1)[positions]  # (5, 4, P_X, DIM)
     expected = torch.einsum("mid,mxjd->mxij", query_components, components).flatten(-2) / head.temperature
     torch.testing.assert_close(logits, expected, rtol=1e-10, atol=1e-10)
     if train:
