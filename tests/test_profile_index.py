@@ -114,3 +114,40 @@ def test_the_fused_kernel_profile_refuses_malformed_blocks(tmp_path: Path) -> No
             capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert done.returncode == 2 and f"--blocks {bad!r} is not BQxBX or BQxBXxWARPS" in done.stderr
+
+
+def test_kernel_registers_compiles_the_fused_kernel_ahead_of_time(tmp_path: Path) -> None:
+    """scripts/kernel_registers.py on this CPU machine: Triton's bundled ptxas compiles the kernel for sm_90 and
+    the cubin's resource usage comes back per launch shape, with the register-bound programs per SM."""
+    pytest.importorskip("triton")
+    script = SCRIPT.with_name("kernel_registers.py")
+    args = ["--configs", "4x16x4", "4x16x4:16", "--setting", "3x2x8", "--hidden", "32", "--k", "10"]
+    done = subprocess.run(
+        [sys.executable, str(script), *args, "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((tmp_path / "kernel_registers.json").read_text())
+    assert record["arch"] == 90 and record["setting"] == "3x2x8"
+    assert [(r["block_q"], r["block_x"], r["num_warps"], r["hidden_chunk"]) for r in record["rows"]] == [
+        (4, 16, 4, 32), (4, 16, 4, 16)
+    ]  # fmt: skip
+    for row in record["rows"]:
+        assert 16 <= row["reg"] <= 255 and row["stack"] >= 0
+        per_warp = -(-row["reg"] * 32 // 256) * 256
+        assert row["programs_per_sm"] == min(65536 // (per_warp * 4), 2048 // 128)
+    assert "| 4 | 16 | 4 | 16 |" in (tmp_path / "kernel_registers.md").read_text()
+    bad = subprocess.run(
+        [sys.executable, str(script), "--configs", "4x16", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "is not BQxBXxWARPS[:HIDDEN_CHUNK]" in bad.stderr
+    invalid = subprocess.run(
+        [sys.executable, str(script), "--configs", "1x8x4", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert invalid.returncode != 0 and "not a valid tile for 8x4x64" in invalid.stderr

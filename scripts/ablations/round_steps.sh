@@ -63,15 +63,15 @@ profiles() {  # the two-pass GPU test and the fused-exact stage profiles, on GPU
     tests/test_mol_fused_mixing.py tests/test_benchmarks.py "tests/test_mol_topk_kernel.py::test_kernel_cuda_hidden_chunks_match_float64" \
     2>&1 | tail -n 3
   local items name
-  # + the block grid: do more queries per program (each item tile read by fewer programs), more programs per SM
-  # and the gating's hidden layer in steps of 32 (fewer registers) pay? (the autotuner's candidates stop at 16
-  # queries per program, its splits assume 8, and the tuned 4x32 runs at 255 registers: one program per SM)
+  # + the block grid: do two to four programs per SM pay? The tuned 4x32 runs one (241-255 registers); with the
+  # gating's hidden layer in steps of 16 / 32, 8x16 and 16x8 (8 warps) and 8x8 (4 warps) compile to <= 128
+  # registers (scripts/kernel_registers.py, results/profiles/2026-12-01-cpu-kernel-registers-8x4x64.md)
   # (each profile rewrites its JSON / markdown after every launch: a timeout keeps what was measured)
   local limit
   for items in 1000000 10000000; do
     limit=$((items > 1000000 ? 280 : 150))
     CUDA_VISIBLE_DEVICES=0 timeout "$limit" python3 scripts/profile_fused_exact.py --items "$items" --setting 8x4x64 \
-      --batch 32 --blocks 4x32 16x8 32x4x4 32x4x8 --splits 132 528 --hidden-chunks 0 32 \
+      --batch 32 --blocks 4x32x8 8x16x8 16x8x8 8x8x4 --splits 528 --hidden-chunks 0 16 32 \
       --out "$OUT/p$items" 2>&1 | grep -v "^USDT" | tail -n 26
   done
   for name in profile_fused_exact.json profile_fused_exact.md; do

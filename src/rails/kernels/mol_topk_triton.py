@@ -28,7 +28,10 @@ ops per pair, ~0.6 ms. HBM: 576 B per item once (0.14 ms at 1M), L2: B / BQ read
 pipes partly overlapping across the 2+ programs per SM we expect 2-3.5x the floor at B = 32 and 256
 (FLOP-bound) and <= 3x at B = 1 (bandwidth-bound: 2 queries per program, ~500 splits), against 23-32x for
 the previous one-program-per-query kernel. Risks: register pressure of the (BQ * BX, H) fp32 hidden tile,
-the cost of the on-chip permute, and merge-heavy warm-up when splits are short.
+the cost of the on-chip permute, and merge-heavy warm-up when splits are short. Measured since (H200, 8x4x64,
+B = 32): 7-12x the floor, the tuned 4x32 launch at 241-255 registers, one 8-warp program per SM;
+``hidden_chunk`` trades the hidden tile's registers for cache reads of the gating weights
+(``scripts/kernel_registers.py`` reports a launch shape's registers without a GPU).
 
 Under the Triton CPU interpreter (tests) bf16 dot operands are multiplied as fp32 (``UPCAST``; the
 interpreter's bf16 dot is wrong) with the same bf16 roundings, and SiLU is exact (no inline PTX there).
