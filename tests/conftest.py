@@ -117,6 +117,18 @@ def loss_and_encoder_grads(
     return loss.detach(), grads
 
 
+def assert_same_first_step(reference: torch.nn.Module, model: torch.nn.Module, batch: object) -> None:
+    """Give ``model`` the encoder and item table of ``reference``, then check that one training step on ``batch``
+    has the same loss and the same gradients of every parameter outside the similarity head."""
+    copy_shared_weights(reference, model)
+    ref_loss, ref_grads = loss_and_encoder_grads(reference, batch)
+    loss, grads = loss_and_encoder_grads(model, batch)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+    assert ref_grads.keys() == grads.keys() and any(n.startswith("items.") for n in ref_grads)
+    for name, grad in ref_grads.items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
 @pytest.fixture
 def tiny_train_cfg(tmp_path: Path) -> Iterator[DictConfig]:
     """The default train config on a tiny synthetic dataset, CPU, one epoch, no loggers."""
