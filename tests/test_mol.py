@@ -283,7 +283,7 @@ def test_bf16_autocast_close_to_fp32(inputs) -> None:
     q, items, _, user_ids = inputs
     head = make_head(perturb=False).float().eval()  # a sharp (perturbed) gate can flip pairs on bf16 noise
     fp32 = head(q.float(), items.float(), user_ids=user_ids).scores
-    head.autocast_bf16 = True
+    head.autocast_bf16 = head.eval_autocast_bf16 = True  # an eval-mode head: both flags
     bf16 = head(q.float(), items.float(), user_ids=user_ids).scores
     torch.testing.assert_close(bf16.float(), fp32, rtol=0.02, atol=0.3)  # scores lie in [-20, 20]
     assert (bf16.float() - fp32).abs().mean() < 0.1

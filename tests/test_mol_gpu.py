@@ -132,7 +132,7 @@ def test_cuda_eager_compiled_and_bf16_match_reference(inputs, request: pytest.Fi
             expected_shared, _ = reference_scores(head, q, items, user_ids)
             expected_pairs, _ = reference_scores(head, q, per_query, user_ids)
             cuda_head = copy.deepcopy(head).float().to(device)
-            cuda_head.autocast_bf16 = True
+            cuda_head.autocast_bf16 = cuda_head.eval_autocast_bf16 = True  # eval mode: both
         cuda_head._mix_fn = torch.compile(cuda_head._mix) if variant == "compiled" else cuda_head._mix
         tol = {"rtol": 0.02, "atol": 0.5} if variant == "bf16" else {"rtol": 1e-3, "atol": 1e-2}
         shared = cuda_head(*args, items.float().to(device), **ctx).scores.double().cpu()

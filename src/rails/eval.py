@@ -40,6 +40,31 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
+def override_model(model_cfg: DictConfig, overrides: Any, source: str) -> DictConfig:
+    """The stored model config with ``overrides`` (nested keys) merged in.
+
+    A key may be new (an argument the run's code did not have yet) but its parent must exist in the stored
+    config; the rebuilt module then rejects an unknown argument by name.
+
+    Raises:
+        ConfigError: an override's parent node is not in the stored model config.
+    """
+    if not overrides:
+        return model_cfg
+    flat = OmegaConf.to_container(OmegaConf.create(overrides))
+
+    def keys(tree: Any, prefix: str = "") -> list[str]:
+        if isinstance(tree, dict):
+            return [k for name, sub in tree.items() for k in keys(sub, f"{prefix}{name}.")]
+        return [prefix[:-1]]
+
+    for key in keys(flat):
+        parent = key.rpartition(".")[0]
+        if parent and OmegaConf.select(model_cfg, parent, default=None) is None:
+            raise ConfigError(f"model_overrides.{key}: the model config stored in {source} has no {parent!r}")
+    return OmegaConf.merge(model_cfg, flat)  # type: ignore[return-value]
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Rebuild the run stored in ``cfg.ckpt_path``, load its weights and run validate + test."""
     checkpoint = load_checkpoint(cfg.ckpt_path)
@@ -59,7 +84,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                 "rails?): pass retrieval=default (next-item data) or retrieval=qa (question answering)"
             ) from err
         raise
-    model, datamodule = rebuild_run(checkpoint, data_cfg, stored.model, cfg.ckpt_path)
+    model_cfg = override_model(stored.model, cfg.get("model_overrides"), cfg.ckpt_path)
+    model, datamodule = rebuild_run(checkpoint, data_cfg, model_cfg, cfg.ckpt_path)
     model.run_config = checkpoint["rails_config"]
     callbacks = instantiate_dict(retrieval_cfg, "retrieval")
     loggers = instantiate_dict(cfg.get("logger"), "logger")

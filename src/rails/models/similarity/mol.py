@@ -76,7 +76,9 @@ class MoLSimilarity(SimilarityHead):
         gating_combination: "glu_silu" (paper), "glu_silu_ln" or "none" (see :class:`MoLGating`).
         softmax_dropout: train-time dropout on pi, followed by renormalisation (0.2).
         eps: L2-normalisation and renormalisation epsilon (1e-6).
-        autocast_bf16: run the head under bf16 autocast (the paper does for Amazon Books).
+        autocast_bf16: run the head under bf16 autocast in training mode (the paper does for Amazon Books).
+        eval_autocast_bf16: also in eval mode (evaluation, retrieval). Off by default: bf16 scores tie (a
+            logit near 20 moves in steps of 0.125) and the evaluator ranks ties against the target.
         compile_mixing / fused_mixing: ``torch.compile`` the mixture / fused training kernels (mol_fused_mixing).
         max_score_elements: without autograd, ``score``/``score_pairs`` process items in chunks so that
             B * chunk * max(P, gating_qi_hidden_dim) stays below this many elements.
@@ -122,6 +124,7 @@ class MoLSimilarity(SimilarityHead):
         softmax_dropout: float = 0.2,
         eps: float = 1e-6,
         autocast_bf16: bool = False,
+        eval_autocast_bf16: bool = False,
         compile_mixing: bool = False,
         fused_mixing: bool = False,
         max_score_elements: int = 2**27,
@@ -146,6 +149,7 @@ class MoLSimilarity(SimilarityHead):
         self.temperature = temperature
         self.eps = eps
         self.autocast_bf16 = autocast_bf16
+        self.eval_autocast_bf16 = eval_autocast_bf16
         self.max_score_elements = max_score_elements
         self.num_encoder_components = num_query_components - len(uid_hash_sizes)
 
@@ -232,7 +236,7 @@ class MoLSimilarity(SimilarityHead):
     # ------------------------------------------------------------------------------------------ helpers
     @contextlib.contextmanager
     def _precision(self, x: Tensor) -> Iterator[None]:
-        if self.autocast_bf16:
+        if self.autocast_bf16 and (self.training or self.eval_autocast_bf16):
             with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
                 yield
         else:
