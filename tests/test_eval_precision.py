@@ -124,3 +124,8 @@ def test_eval_model_overrides_change_the_rebuilt_head(tmp_path: Path) -> None:
     GlobalHydra.instance().clear()
     with pytest.raises(ConfigError, match="model_overrides.nope.x"):
         evaluate(shrink(bad, tmp_path / "bad"))
+    typo = ["+model_overrides.similarity.eval_autocst_bf16=true"]
+    bad = compose_config("eval", [f"ckpt_path={ckpt}", "trainer.accelerator=cpu", *typo])
+    GlobalHydra.instance().clear()
+    with pytest.raises(ConfigError, match="model.similarity.eval_autocst_bf16"):
+        evaluate(shrink(bad, tmp_path / "typo"))

@@ -85,6 +85,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             ) from err
         raise
     model_cfg = override_model(stored.model, cfg.get("model_overrides"), cfg.ckpt_path)
+    if cfg.get("model_overrides"):  # an overridden key is checked like any rails-train key
+        check_config(OmegaConf.create({"model": model_cfg}), "")
     model, datamodule = rebuild_run(checkpoint, data_cfg, model_cfg, cfg.ckpt_path)
     model.run_config = checkpoint["rails_config"]
     callbacks = instantiate_dict(retrieval_cfg, "retrieval")
