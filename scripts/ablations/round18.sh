@@ -19,6 +19,10 @@
 #   wait    : `wait 560` until "sweeps still running: 0" (~16 min); the call that sees the last training end also
 #             runs `usage` (gating weights and residual deviation of each MoL run) when it has 45 s left.
 #   usage   : if that wait had no time left for it (~1 min, the device's CPU).
+#   topk    : then, if 14 min are left: `topk r18_beauty_hstu_large_mol_residual_8x4x64_gd` (round_steps.sh): the
+#             docs/bench_topk.md grid with the autotuner's new 8x8 / 4-warp candidate (round 17's block grid) and this
+#             round's HSTU-large residual MoL checkpoint as the trained-model problem, detached (~12 min); `wait 560`
+#             brings back bench_topk.{json,md,png}: copy them to docs/ verbatim, re-read docs/benchmarks.md's prose.
 #
 #   here first: .whl/ (scripts/gpu_wheels.sh), .devdata/ with amazon-beauty (../shared/data)
 #   run(kind="nvidia-h200", carry=[".whl", ".devdata"], command="bash scripts/ablations/round18.sh start"), then

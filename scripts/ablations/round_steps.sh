@@ -8,6 +8,7 @@
 #   profile : the two-pass GPU test and scripts/profile_fused_exact.py at 1M and 10M items (B = 32, 8x4x64;
 #             + a grid of block shapes and splits; <= 9 min, $OUT/profile_fused_exact_{1M,10M}.*). One GPU: after the
 #             trainings.
+#   topk    : after the trainings: scripts/bench_topk.py (the docs/bench_topk.md grid), detached; `wait` collects it.
 #   usage   : after `wait` (the checkpoints live on the device only): scripts/mol_pair_usage.py over job 0 of
 #             each MoL sweep, $OUT/mol_pair_usage.{json,md} (~1 min). The `wait` that sees the last training end
 #             runs it itself when the call has >= 45 s left (USAGE=0: not).
@@ -139,6 +140,13 @@ round_main() {  # the shared steps; anything else prints the sourcing script's h
       fi
       sleep 20
       nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader
+      ;;
+    topk)  # one GPU, once the trainings are done: the full top-k benchmark, detached (~12 min; `wait 560` collects
+      # bench_topk.{json,md,png}); SWEEP names (e.g. r18_beauty_hstu_large_mol_residual_8x4x64_gd) add their best
+      # checkpoints as the trained-model problems
+      alone topk
+      shift
+      if [ $# -gt 0 ]; then start_topk_bench_after "$@"; else start_topk_bench --data structured; fi
       ;;
     profile)  # one GPU, once the trainings are done (nothing else on the GPU while it is timed)
       alone profile
