@@ -132,3 +132,14 @@ def test_one_by_one_identity_head_in_fp32_with_l2_trains_as_the_dot_head(tmp_pat
          "model.similarity.autocast_bf16=false", "model.similarity.query_norm=l2"],
     )  # fmt: skip
     assert_same_first_step(dot, mol, next(iter(loader)))
+
+
+def test_learned_components_unwrap_the_identity_component() -> None:
+    from torch import nn
+
+    from rails.models.similarity.mol_components import WithIdentityComponent, learned_components
+
+    rest = nn.Linear(4, 8)
+    assert learned_components(WithIdentityComponent(4, rest)) == (rest, True)
+    assert learned_components(WithIdentityComponent(4, None)) == (None, True)
+    assert learned_components(rest) == (rest, False)

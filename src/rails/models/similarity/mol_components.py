@@ -176,6 +176,14 @@ class WithIdentityComponent(nn.Module):
         return torch.cat([identity.to(others.dtype), others], dim=-2)
 
 
+def learned_components(components: nn.Module) -> tuple[nn.Module | None, bool]:
+    """The learned part of a component module and whether an identity component 0 precedes it
+    (:class:`WithIdentityComponent`: its ``rest``, None when that is the only component)."""
+    if isinstance(components, WithIdentityComponent):
+        return components.rest, True
+    return components, False
+
+
 def check_component_args(args: Mapping[str, Any]) -> None:
     """Rules of MoLSimilarity's component arguments: at least one query component from the encoder; with
     ``identity_components`` or ``residual_components`` d_P = D_q = D_x and the default component functions;

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from rails.models.similarity.base import SimilarityOutput
 from rails.models.similarity.mol_components import (
     ItemComponentProjection,
-    WithIdentityComponent,
+    learned_components,
     pair_logits,
 )
 from rails.models.similarity.mol_gating import mutual_information_loss
@@ -86,9 +86,7 @@ def gather_sampled(items: SampledItems, positions: Tensor, dtype: torch.dtype | 
 def _projection(head: MoLSimilarity) -> tuple[ItemComponentProjection, bool] | None:
     """The default item projection the logits factor through (Linear with bias, then L2 normalisation) and
     whether an identity component 0 precedes it; None: the generic path."""
-    components = head.item_components
-    identity = isinstance(components, WithIdentityComponent)
-    projection = components.rest if identity else components
+    projection, identity = learned_components(head.item_components)
     if type(projection) is ItemComponentProjection and projection.proj.bias is not None:
         return projection, identity
     return None

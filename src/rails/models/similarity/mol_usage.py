@@ -17,7 +17,7 @@ from rails.models.similarity.mol import MoLSimilarity
 from rails.models.similarity.mol_components import (
     ItemComponentProjection,
     QueryComponentMLP,
-    WithIdentityComponent,
+    learned_components,
     pair_logits,
 )
 from rails.models.similarity.states import MoLItemState, MoLQueryState
@@ -72,7 +72,7 @@ def summarise_pair_usage(weights: Tensor, eps: float = 1e-12) -> PairUsage:
 
 
 def _residual_map(components: nn.Module) -> QueryComponentMLP | ItemComponentProjection | None:
-    inner = components.rest if isinstance(components, WithIdentityComponent) else components
+    inner, _ = learned_components(components)
     if isinstance(inner, (QueryComponentMLP, ItemComponentProjection)) and inner.residual:
         return inner
     return None
