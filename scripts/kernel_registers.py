@@ -23,6 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from rails.kernels.mol_topk_blocks import parse_launch
+
 REGISTERS_PER_SM = 65536  # sm_80 / sm_90
 MAX_THREADS_PER_SM = 2048
 # The kernel's tensor and scalar arguments (bf16 item state, the search's two-pass form); constexprs are set below.
@@ -33,18 +35,15 @@ FLOATS = {"inv_tau"}
 
 def parse_config(text: str) -> tuple[int, int, int, int | None]:
     """``BQxBXxWARPS`` or ``BQxBXxWARPS:HIDDEN_CHUNK`` -> (BQ, BX, warps, chunk or None)."""
-    shape, _, chunk = text.partition(":")
-    parts = shape.lower().split("x")
-    if (
-        len(parts) != 3
-        or not all(p.isdigit() and int(p) > 0 for p in parts)
-        or (chunk and not chunk.isdigit())
-    ):
+    try:
+        bq, bx, warps, chunk = parse_launch(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"--configs {err}") from err
+    if warps is None:
         raise argparse.ArgumentTypeError(
-            f"--configs {text!r} is not BQxBXxWARPS[:HIDDEN_CHUNK] (positive integers)"
+            f"--configs {text!r} names no warp count: BQxBXxWARPS[:HIDDEN_CHUNK]"
         )
-    bq, bx, warps = (int(p) for p in parts)
-    return bq, bx, warps, int(chunk) if chunk else None
+    return bq, bx, warps, chunk
 
 
 def signature(kernel: Any) -> dict[str, str]:

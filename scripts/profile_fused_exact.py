@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from rails.io import atomic_write
+from rails.kernels.mol_topk_blocks import parse_launch
 from rails.retrieval.benchmark import measure_peaks, roofline, time_call
 from rails.retrieval.benchmark_data import SyntheticSettings, synthetic_problem
 from rails.retrieval.metrics import recall_at_k
@@ -198,12 +199,14 @@ def main() -> None:
 
 
 def parse_block(text: str) -> tuple[int, int, int | None]:
-    """``BQxBX`` or ``BQxBXxWARPS`` -> (BQ, BX, warps or None)."""
-    parts = text.lower().split("x")
-    if len(parts) not in (2, 3) or not all(part.isdigit() and int(part) > 0 for part in parts):
-        raise argparse.ArgumentTypeError(f"--blocks {text!r} is not BQxBX or BQxBXxWARPS (positive integers)")
-    numbers = [int(part) for part in parts]
-    return numbers[0], numbers[1], numbers[2] if len(numbers) == 3 else None
+    """``BQxBX`` or ``BQxBXxWARPS`` -> (BQ, BX, warps or None); hidden steps go to ``--hidden-chunks``."""
+    try:
+        bq, bx, warps, chunk = parse_launch(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"--blocks {err}") from err
+    if chunk is not None:
+        raise argparse.ArgumentTypeError(f"--blocks {text!r}: give hidden steps with --hidden-chunks")
+    return bq, bx, warps
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ CUDA (``gpu`` marker) the same checks run at 1M-free sizes for each batch regime
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import pytest
@@ -332,3 +333,26 @@ def test_kernel_cuda_exact_and_fast_math(fast_math):
 
 if __name__ == "__main__":
     _interpreter_main()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("4x32", (4, 32, None, None)),
+        ("8X8x4", (8, 8, 4, None)),
+        ("8x16x8:32", (8, 16, 8, 32)),
+        ("2x64:16", (2, 64, None, 16)),
+    ],
+)
+def test_launch_strings_parse(text, expected):
+    from rails.kernels.mol_topk_blocks import parse_launch
+
+    assert parse_launch(text) == expected
+
+
+@pytest.mark.parametrize("text", ["4", "4x32x8x2", "0x8", "4y32", "8x8x4:", "8x8:x", "-4x8", ""])
+def test_bad_launch_strings_name_themselves(text):
+    from rails.kernels.mol_topk_blocks import parse_launch
+
+    with pytest.raises(ValueError, match=re.escape(repr(text))):
+        parse_launch(text)

@@ -108,12 +108,13 @@ def test_the_fused_kernel_profile_runs_under_the_triton_interpreter(tmp_path: Pa
 
 def test_the_fused_kernel_profile_refuses_malformed_blocks(tmp_path: Path) -> None:
     script = SCRIPT.with_name("profile_fused_exact.py")
-    for bad in ("32", "4x-8", "1x2x3x4", "0x8"):
+    for bad in ("32", "4x-8", "1x2x3x4", "0x8", "4x8x4:16"):
         done = subprocess.run(
             [sys.executable, str(script), "--blocks", "4x8", bad, "--out", str(tmp_path)],
             capture_output=True, text=True, timeout=300,
         )  # fmt: skip
-        assert done.returncode == 2 and f"--blocks {bad!r} is not BQxBX or BQxBXxWARPS" in done.stderr
+        expected = "give hidden steps with --hidden-chunks" if ":" in bad else "is not BQxBX[xWARPS]"
+        assert done.returncode == 2 and f"--blocks {bad!r}" in done.stderr and expected in done.stderr
 
 
 def test_kernel_registers_compiles_the_fused_kernel_ahead_of_time(tmp_path: Path) -> None:
@@ -144,7 +145,7 @@ def test_kernel_registers_compiles_the_fused_kernel_ahead_of_time(tmp_path: Path
         capture_output=True,
         text=True,
     )
-    assert bad.returncode == 2 and "is not BQxBXxWARPS[:HIDDEN_CHUNK]" in bad.stderr
+    assert bad.returncode == 2 and "--configs '4x16' names no warp count: BQxBXxWARPS" in bad.stderr
     invalid = subprocess.run(
         [sys.executable, str(script), "--configs", "1x8x4", "--out", str(tmp_path)],
         capture_output=True,

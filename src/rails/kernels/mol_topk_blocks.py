@@ -35,6 +35,21 @@ def next_pow2(n: int, floor: int = 16) -> int:
     return max(floor, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
 
 
+def parse_launch(text: str) -> tuple[int, int, int | None, int | None]:
+    """``BQxBX[xWARPS][:HIDDEN_CHUNK]`` (positive integers) -> (BQ, BX, warps or None, hidden chunk or None).
+
+    Raises:
+        ValueError: naming ``text`` and the expected form.
+    """
+    shape, colon, chunk = text.partition(":")
+    parts = shape.lower().split("x")
+    numbers = [*parts, chunk] if colon else parts
+    if len(parts) not in (2, 3) or not all(n.isdigit() and int(n) > 0 for n in numbers):
+        raise ValueError(f"{text!r} is not BQxBX[xWARPS][:HIDDEN_CHUNK] (positive integers)")
+    bq, bx, *warps = (int(p) for p in parts)
+    return bq, bx, warps[0] if warps else None, int(chunk) if colon else None
+
+
 def block_valid(bq: int, bx: int, pqp: int, pxp: int, k_pad: int) -> bool:
     """Whether (BQ, BX) gives tensor-core tiles >= 16 in every matmul dimension, at most 256 (query, item)
     pairs per tile (the (pairs, H) fp32 hidden layer lives in registers) and fits the top-k merge."""
