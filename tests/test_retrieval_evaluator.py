@@ -280,3 +280,30 @@ def test_faiss_fallback_is_logged_once_or_refused(monkeypatch: pytest.MonkeyPatc
         FaissMIPS(fallback=False)
     with pytest.raises(ImportError, match="use_gpu=true"):
         FaissMIPS(use_gpu=True)
+
+
+def test_16_bit_scores_are_warned_about_once(caplog) -> None:
+    """A head whose evaluation scores are bf16 (a bf16-true model, an autocast evaluator) ranks with ties."""
+    head = tiny_mol().to(torch.bfloat16)
+    corpus, table, datamodule, outputs = next_item_problem()
+    for o in outputs:
+        o["queries"] = o["queries"].to(torch.bfloat16)
+    evaluator = RetrievalEvaluator(NextItemJudge(ks=[5]))
+    with caplog.at_level(logging.WARNING, logger="rails.retrieval.evaluator"):
+        run_epoch(
+            evaluator, FakeTrainer(datamodule), FakeModule(head, table.to(torch.bfloat16)), outputs, "val"
+        )
+        run_epoch(
+            evaluator, FakeTrainer(datamodule), FakeModule(head, table.to(torch.bfloat16)), outputs, "val"
+        )
+    warned = [r.getMessage() for r in caplog.records if "16-bit scores tie" in r.getMessage()]
+    assert len(warned) == 1 and "MoLSimilarity scores are torch.bfloat16" in warned[0]
+    caplog.clear()
+    fp32 = RetrievalEvaluator(NextItemJudge(ks=[5]))
+    with caplog.at_level(logging.WARNING, logger="rails.retrieval.evaluator"):
+        run_epoch(fp32, FakeTrainer(datamodule), FakeModule(tiny_mol(), table), outputs_fp32(outputs), "val")
+    assert not [r for r in caplog.records if "16-bit" in r.getMessage()]
+
+
+def outputs_fp32(outputs):
+    return [{**o, "queries": o["queries"].float()} for o in outputs]
