@@ -30,8 +30,11 @@ topk_bench() {  # foreground: bench_topk.py with the rounds' arguments and "$@"
     --settings 8x4x64 8x8x32 --batch-sizes 1 32 256 --batch-sizes-at 100000000:32 --slow-max-items 10000000 \
     --truth-queries 64 --runs 10 --warmup 2 --time-budget-s 1.5 --no-faiss "$@" --out "$TOPK"
 }
+logged_checkpoint() {  # LOG...: the last best checkpoint rails-train wrote into these logs; else nothing
+  grep -ho "best checkpoint: .*\.ckpt" "$@" 2>/dev/null | tail -n 1 | sed 's/^best checkpoint: //'
+}
 best_checkpoint() {  # SWEEP: the best checkpoint job 0 of the sweep logged, once it has ended; else nothing
-  grep -ho "best checkpoint: .*\.ckpt" "$SWEEPS/$1"/0/*.log 2>/dev/null | tail -n 1 | sed 's/^best checkpoint: //'
+  logged_checkpoint "$SWEEPS/$1"/0/*.log
 }
 topk_bench_after() {  # foreground: waits for the sweeps' checkpoints, then topk_bench with them
   local name ckpt ckpts=()

@@ -42,7 +42,7 @@ for name in "${!heads[@]}"; do
 done
 wait
 for name in "${!heads[@]}"; do
-  ckpt=$(grep -ho "best checkpoint: .*\.ckpt" "$WORK/$name.log" | tail -n 1 | sed 's/^best checkpoint: //')
+  ckpt=$(logged_checkpoint "$WORK/$name.log")
   if [ -z "$ckpt" ]; then  # cut short by TRAIN_S: the best checkpoint so far
     ckpt=$(find "$WORK/$name/train/checkpoints" -name "epoch_*.ckpt" 2>/dev/null | sort | tail -n 1)
     [ -n "$ckpt" ] && echo "$name: stopped by TRAIN_S=${TRAIN_S:-600} s; best checkpoint so far $ckpt"
