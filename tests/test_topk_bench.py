@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,22 @@ def test_time_call_stops_at_its_budget():
     calls = []
     times, result = bench.time_call(lambda: calls.append(1) or len(calls), 2, 1000, torch.device("cpu"), 0.0)
     assert len(times) == 1 and len(calls) == 2 and result == 2  # one warm-up (budget spent), one timed run
+
+
+def test_time_call_times_after_a_slow_warm_up():
+    """A first call that autotunes (slow) spends the warm-up clock only: the timed runs keep their own budget."""
+    calls = []
+
+    def call() -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(0.3)  # the autotuning first call
+        return len(calls)
+
+    times, result = bench.time_call(call, 3, 4, torch.device("cpu"), 0.2)
+    assert (
+        len(calls) == 5 and len(times) == 4 and result == 5
+    )  # one warm-up (its half-budget spent), four timed
 
 
 def test_mol_scores_match_the_head():
