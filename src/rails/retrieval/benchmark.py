@@ -159,9 +159,8 @@ def time_call(
     """Milliseconds per call (CUDA events on GPU, perf_counter on CPU) and the last call's result.
 
     At least one warm-up call (when ``warmup`` > 0) and one timed call. Further warm-up calls stop once
-    ``budget_s / 2`` seconds have been spent warming up; further timed calls once ``budget_s`` seconds have
-    been spent timing. The two clocks are separate, so a first call that autotunes a kernel (seconds) does
-    not leave the row a single timed run.
+    ``budget_s / 2`` seconds of warm-up, further timed calls after ``budget_s`` seconds of timing (separate
+    clocks: a first call that autotunes a kernel does not leave the row a single timed run).
     """
     start_warmup = time.perf_counter()
     result = None
