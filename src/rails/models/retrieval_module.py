@@ -40,6 +40,7 @@ from rails.models.base_module import (
 )
 from rails.models.encoders.base import SequenceEncoder, SequenceHistory
 from rails.models.item_embeddings import ItemEmbeddings
+from rails.models.losses.dot_auxiliary import DotAuxiliaryLoss
 from rails.models.losses.negatives import NegativeSampler
 from rails.models.losses.sampled_softmax import SampledSoftmaxLoss
 from rails.models.similarity.base import SimilarityHead
@@ -81,6 +82,10 @@ class RetrievalModule(LearnedSimilarityModule):
             ``max-autotune-no-cudagraphs``.
         head_weight_decay: weight decay of the similarity head's parameters alone (None: the optimizer's, for
             every parameter).
+        dot_loss_weight: weight of an auxiliary dot-product loss (:class:`DotAuxiliaryLoss`: the sampled
+            softmax of cos(query, raw item embedding) on the head's positives and negatives), logged as
+            ``train/aux/dot_loss``; 0 (default) computes nothing. The head alone ranks at evaluation.
+        dot_loss_temperature: tau of that loss's cosine logits.
     """
 
     def __init__(
@@ -97,6 +102,8 @@ class RetrievalModule(LearnedSimilarityModule):
         compile_encoder: bool = False,
         compile_mode: str | None = None,
         head_weight_decay: float | None = None,
+        dot_loss_weight: float = 0.0,
+        dot_loss_temperature: float = 0.05,
     ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler, head_weight_decay=head_weight_decay)
         self.check_args(locals())
@@ -112,6 +119,8 @@ class RetrievalModule(LearnedSimilarityModule):
         self.loss = loss
         self.negatives = negatives
         self.adopt_head_recipe(aux_loss_weights)
+        self.dot_loss_weight = float(dot_loss_weight)
+        self.dot_loss = DotAuxiliaryLoss(dot_loss_temperature) if dot_loss_weight > 0 else None
         self.register_buffer("corpus_ids", torch.zeros(0, dtype=torch.int64), persistent=False)
 
     @staticmethod
@@ -125,6 +134,12 @@ class RetrievalModule(LearnedSimilarityModule):
         mode = args.get("compile_mode")
         require(mode in COMPILE_MODES, "compile_mode", mode, f"must be one of {list(COMPILE_MODES)}")
         check_aux_loss_weights(args["aux_loss_weights"])
+        for key, (value, rule) in {
+            "dot_loss_weight": (args.get("dot_loss_weight", 0.0), "must be a number >= 0"),
+            "dot_loss_temperature": (args.get("dot_loss_temperature", 0.05), "must be a number > 0"),
+        }.items():
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            require(number and (value > 0 or (value == 0 and "weight" in key)), key, value, rule)
         encoder_dim = option_of(args["encoder"], "dim")
         require(
             encoder_dim is None or encoder_dim == item_dim,
@@ -205,8 +220,13 @@ class RetrievalModule(LearnedSimilarityModule):
         rows = torch.cat([positive_rows[:, None], negative_rows], dim=1)  # (M, 1 + R)
         item_embeddings = self.items(torch.cat([table_ids, positives]))  # (T + M, D)
         output = self.similarity.forward_sampled(queries, item_embeddings, rows, user_ids=user_ids)
-        main = self.loss.joint(output.scores, collisions=negative_ids == positives[:, None])
-        return self.weighted_total(main, output.aux_losses)
+        collisions = negative_ids == positives[:, None]  # (M, R)
+        main = self.loss.joint(output.scores, collisions=collisions)
+        total, parts = self.weighted_total(main, output.aux_losses)
+        if self.dot_loss is None:
+            return total, parts
+        parts["dot_loss"] = self.dot_loss.sampled(queries, item_embeddings, rows, collisions)
+        return total + self.dot_loss_weight * parts["dot_loss"], parts
 
     def shared_negatives_loss(
         self, queries: Tensor, positives: Tensor, negative_ids: Tensor, user_ids: Tensor
@@ -223,14 +243,21 @@ class RetrievalModule(LearnedSimilarityModule):
             negative_ids: (R,) ids shared by every position.
             user_ids: (M,) user of each position (query context).
         """
-        positive_out = self.similarity(queries, self.items(positives)[:, None, :], user_ids=user_ids)
+        positive_embeddings, negative_embeddings = self.items(positives), self.items(negative_ids)
+        positive_out = self.similarity(queries, positive_embeddings[:, None, :], user_ids=user_ids)
         query_state = self.similarity.encode_queries(queries, user_ids=user_ids)
         negative_scores = self.similarity.score(
-            query_state, self.similarity.encode_items(self.items(negative_ids))
+            query_state, self.similarity.encode_items(negative_embeddings)
         )
         collisions = negative_ids[None, :] == positives[:, None]  # (M, R)
         main = self.loss(positive_out.scores[:, 0], negative_scores, collisions=collisions)
-        return self.weighted_total(main, positive_out.aux_losses)
+        total, parts = self.weighted_total(main, positive_out.aux_losses)
+        if self.dot_loss is None:
+            return total, parts
+        parts["dot_loss"] = self.dot_loss.shared(
+            queries, positive_embeddings, negative_embeddings, collisions
+        )
+        return total + self.dot_loss_weight * parts["dot_loss"], parts
 
     def negative_table(self, negative_ids: Tensor) -> tuple[Tensor, Tensor]:
         """The item ids whose rows the negatives use: ((T,) ids, (M, R) rows into them).
