@@ -235,7 +235,8 @@ def main(argv: list[str] | None = None) -> None:
         settings = dataclasses.replace(bench, batch_sizes=sizes)
         new_rows, record = bench_problem(problem, settings, device, gpu, peaks, with_faiss, fused_configs)
         rows.extend(new_rows)
-        problems.append(record)
+        # when each problem was done (building its corpus included): where a run's time goes, a cut-short one's too
+        problems.append({**record, "finished": datetime.datetime.now(datetime.UTC).strftime("%H:%M:%S UTC")})
         write_results(results_record(rows, problems, {**meta, "complete": False}), args.out, args.plot_batch)
 
     for kind in data:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -307,8 +309,6 @@ def test_tiny_run_rows_json_markdown_and_png(tmp_path: Path):
 
 def test_rows_of_a_changed_kernel_are_removed_with_their_reason(tmp_path: Path):
     """--render --drop-index: the JSON, markdown and figure lose the rows and say why; a wrong name fails."""
-    import subprocess
-    import sys
 
     record = json.loads((Path(__file__).resolve().parents[1] / "docs" / "bench_topk.json").read_text())
     record.pop("removed", None)  # the committed record may already say what was removed from it
@@ -333,3 +333,20 @@ def test_rows_of_a_changed_kernel_are_removed_with_their_reason(tmp_path: Path):
     assert written["rows"] == kept and (tmp_path / "bench_topk.png").stat().st_size > 0
     failed = subprocess.run([*command, "--drop-index", "nope", "x"], capture_output=True, text=True)
     assert failed.returncode != 0 and "no bench_topk row has index 'nope'" in failed.stderr
+
+
+def test_the_script_end_to_end_records_when_each_problem_finished(tmp_path: Path):
+    """scripts/bench_topk.py --tiny (CPU): a complete run, its files, and each problem's finishing time (where a
+    cut-short GPU run's time went)."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_topk.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--tiny", "--no-faiss", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    written = json.loads((tmp_path / "bench_topk.json").read_text())
+    assert written["complete"] is True and written["problems"] and written["rows"]
+    for problem in written["problems"]:
+        assert re.fullmatch(r"\d\d:\d\d:\d\d UTC", problem["finished"]), problem
+    assert (tmp_path / "bench_topk.md").read_text().startswith("# Top-k retrieval benchmark")
