@@ -27,6 +27,7 @@ import datetime
 import json
 import shlex
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -79,6 +80,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         default=[],
         help="rails-train MoL checkpoints (adds --data checkpoint)",
+    )
+    parser.add_argument(
+        "--checkpoint-wait-s",
+        type=float,
+        default=0.0,
+        help="wait up to this long for a --checkpoint file that does not exist yet (one a training of the same "
+        "GPU round is still writing: the checkpoint problems come after the others)",
     )
     parser.add_argument(
         "--checkpoint-data-root",
@@ -157,6 +165,20 @@ def render(args: argparse.Namespace) -> None:
         raise SystemExit(f"--render {args.render}: {err}") from err
     write_results(results, args.out, args.plot_batch)
     print(f"rendered {len(results['rows'])} rows -> {args.out}/bench_topk.{{json,md,png}}")
+
+
+def wait_for_file(path: Path, seconds: float, poll_s: float = 10.0) -> None:
+    """Return once ``path`` exists; exit naming it after ``seconds`` (0: at once) without it."""
+    deadline = time.monotonic() + seconds
+    if not path.exists() and seconds > 0:
+        print(f"waiting up to {seconds:g} s for --checkpoint {path}", flush=True)
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+    if not path.exists():
+        waited = f" after waiting {seconds:g} s (--checkpoint-wait-s)" if seconds > 0 else ""
+        raise SystemExit(
+            f"--checkpoint {path}: no such file{waited}; the rows so far are written, marked partial"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -242,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     for kind in data:
         if kind == "checkpoint":
             for path in args.checkpoint:
+                wait_for_file(path, args.checkpoint_wait_s)
                 try:
                     checkpoint = load_checkpoint_file(path)
                     user_queries = None

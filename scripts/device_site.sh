@@ -22,7 +22,8 @@ device_env() {
 # once job 0 of each named sweep (scripts/gpu_sweep.sh, trained in the same round) has named its best checkpoint,
 # with those checkpoints as the trained-model problems (a sweep that ended without one is left out, said in the
 # log); wait_topk_bench DEADLINE (epoch seconds) waits for it until then and copies bench_topk.{json,md,png}
-# (partial when still running) to $OUT.
+# (partial when still running) to $OUT. With two GPUs, start_topk_bench_beside SWEEP... starts it at once on GPU 0
+# while the sweeps train on GPU 1, their checkpoints benchmarked last.
 TOPK=/tmp/rails-topk
 SWEEPS=${SWEEPS:-/tmp/rails-sweeps}
 topk_bench() {  # foreground: bench_topk.py with the rounds' arguments and "$@"
@@ -36,25 +37,43 @@ logged_checkpoint() {  # LOG...: the last best checkpoint rails-train wrote into
 best_checkpoint() {  # SWEEP: the best checkpoint job 0 of the sweep logged, once it has ended; else nothing
   logged_checkpoint "$SWEEPS/$1"/0/*.log
 }
-topk_bench_after() {  # foreground: waits for the sweeps' checkpoints, then topk_bench with them
-  local name ckpt ckpts=()
-  for name in "$@"; do
-    while [ -z "$(best_checkpoint "$name")" ] && kill -0 "$(cat "$SWEEPS/$name.pid" 2>/dev/null)" 2>/dev/null; do
-      sleep 15
-    done
-    ckpt=$(best_checkpoint "$name")
-    if [ -n "$ckpt" ] && [ -f "$ckpt" ]; then
-      ckpts+=("$ckpt")
-    else
-      echo "sweep $name ended without a best checkpoint: its trained-model problem is left out"
-    fi
+link_best_checkpoint() {  # SWEEP LINK: once job 0 of SWEEP has ended naming its best checkpoint, LINK points at it
+  local ckpt
+  while [ -z "$(best_checkpoint "$1")" ] && kill -0 "$(cat "$SWEEPS/$1.pid" 2>/dev/null)" 2>/dev/null; do
+    sleep 15
   done
-  echo "$(date +%T) starting bench_topk with checkpoints: ${ckpts[*]:-none}"
-  if [ ${#ckpts[@]} -gt 0 ]; then
-    topk_bench --data structured checkpoint --checkpoint "${ckpts[@]}" --checkpoint-data-root "$PWD/.devdata"
+  ckpt=$(best_checkpoint "$1")
+  if [ -n "$ckpt" ] && [ -f "$ckpt" ]; then
+    ln -sfn "$ckpt" "$2" && echo "$(date +%T) sweep $1: $ckpt"
+  else
+    echo "sweep $1 ended without a best checkpoint: its trained-model problem is left out"
+  fi
+}
+topk_bench_after() {  # foreground: waits for the sweeps' checkpoints, then topk_bench with them
+  local name links=()
+  mkdir -p "$TOPK/trained"
+  for name in "$@"; do
+    link_best_checkpoint "$name" "$TOPK/trained/$name.ckpt"
+    [ -e "$TOPK/trained/$name.ckpt" ] && links+=("$TOPK/trained/$name.ckpt")
+  done
+  echo "$(date +%T) starting bench_topk with checkpoints: ${links[*]:-none}"
+  if [ ${#links[@]} -gt 0 ]; then
+    topk_bench --data structured checkpoint --checkpoint "${links[@]}" --checkpoint-data-root "$PWD/.devdata"
   else
     topk_bench --data structured
   fi
+}
+topk_bench_beside() {  # foreground: topk_bench at once (two GPUs: the sweeps train on the other one); each sweep's
+  # best checkpoint becomes a trained-model problem after the structured ones (bench_topk.py --checkpoint-wait-s
+  # waits for its link; a sweep that ends without one ends the run there, its rows kept, marked partial)
+  local name links=()
+  mkdir -p "$TOPK/trained"
+  for name in "$@"; do
+    links+=("$TOPK/trained/$name.ckpt")
+    link_best_checkpoint "$name" "$TOPK/trained/$name.ckpt" &
+  done
+  topk_bench --data structured checkpoint --checkpoint "${links[@]}" --checkpoint-wait-s 3000 \
+    --checkpoint-data-root "$PWD/.devdata"
 }
 _detach_topk() {  # FUNCTION ARGS...: run a function of this file detached on GPU 0, pid in $TOPK/pid
   mkdir -p "$TOPK"
@@ -64,6 +83,7 @@ _detach_topk() {  # FUNCTION ARGS...: run a function of this file detached on GP
 }
 start_topk_bench() { _detach_topk topk_bench "$@"; }
 start_topk_bench_after() { _detach_topk topk_bench_after "$@"; }
+start_topk_bench_beside() { _detach_topk topk_bench_beside "$@"; }
 wait_topk_bench() {
   while kill -0 "$(cat "$TOPK/pid" 2>/dev/null)" 2>/dev/null && [ "$(date +%s)" -lt "$1" ]; do sleep 15; done
   tail -n 8 "$TOPK/log.txt"

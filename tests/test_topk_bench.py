@@ -5,6 +5,7 @@ CPU only, tiny corpora."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -154,17 +155,22 @@ def test_training_the_synthetic_head_lowers_its_loss():
     assert not head.training and after < 0.8 * before
 
 
-def test_checkpoint_problem_rebuilds_head_and_item_table():
+def tiny_mol_checkpoint(rows: int) -> tuple[dict, torch.nn.Module, torch.Tensor]:
+    """(checkpoint, head, item table): a tiny MoL head and a (rows, 12) item table, as checkpoint_problem reads them."""
     from rails.models.similarity.mol import MoLSimilarity
 
     kwargs = {"query_dim": 12, "item_dim": 12, "num_query_components": 2, "num_item_components": 2}
     kwargs |= {"component_dim": 8, "query_hidden_dim": 16, "gating_qi_hidden_dim": 16}
     torch.manual_seed(3)
     head = MoLSimilarity(**kwargs).eval()
-    table = torch.randn(31, 12)
+    table = torch.randn(rows, 12)
     state = {f"similarity.{k}": v for k, v in head.state_dict().items()} | {"items.table.weight": table}
     node = {"_target_": "rails.models.similarity.mol.MoLSimilarity", **kwargs}
-    checkpoint = {"rails_config": {"model": {"similarity": node}}, "state_dict": state}
+    return {"rails_config": {"model": {"similarity": node}}, "state_dict": state}, head, table
+
+
+def test_checkpoint_problem_rebuilds_head_and_item_table():
+    checkpoint, head, table = tiny_mol_checkpoint(31)
     own = checkpoint_problem(checkpoint, None, 0.1, torch.float32, "cpu", num_queries=5)
     assert own.item_state.components.shape == (30, 2, 8) and own.queries.shape == (5, 12)  # row 0 = padding
     problem = checkpoint_problem(checkpoint, 45, 0.1, torch.float32, "cpu", num_queries=5)
@@ -350,3 +356,38 @@ def test_the_script_end_to_end_records_when_each_problem_finished(tmp_path: Path
     for problem in written["problems"]:
         assert re.fullmatch(r"\d\d:\d\d:\d\d UTC", problem["finished"]), problem
     assert (tmp_path / "bench_topk.md").read_text().startswith("# Top-k retrieval benchmark")
+
+
+def test_the_script_waits_for_a_checkpoint_written_while_it_runs(tmp_path: Path):
+    """--checkpoint-wait-s: a checkpoint a training of the same GPU round writes later is benchmarked after the
+    structured problems; one that never comes ends the run naming it, the structured rows kept (partial)."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_topk.py"
+    late = tmp_path / "late.ckpt"
+    command = [sys.executable, str(script), "--tiny", "--no-faiss", "--checkpoint", str(late)]
+    running = subprocess.Popen(
+        [*command, "--checkpoint-wait-s", "120", "--out", str(tmp_path / "waited")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.0)
+    assert running.poll() is None  # still on its structured problem (or already waiting)
+    torch.save(tiny_mol_checkpoint(61)[0], tmp_path / "late.tmp")
+    os.replace(tmp_path / "late.tmp", late)  # appears whole, as a symlink to a finished checkpoint does
+    _, stderr = running.communicate(timeout=300)
+    assert running.returncode == 0, stderr[-2000:]
+    written = json.loads((tmp_path / "waited" / "bench_topk.json").read_text())
+    assert written["complete"] is True
+    assert [p["data"] for p in written["problems"]][-1] == "checkpoint:late"
+
+    missing = tmp_path / "never.ckpt"
+    command[command.index(str(late))] = str(missing)
+    done = subprocess.run(
+        [*command, "--checkpoint-wait-s", "0.5", "--out", str(tmp_path / "gave_up")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0 and f"--checkpoint {missing}: no such file after waiting 0.5 s" in done.stderr
+    partial = json.loads((tmp_path / "gave_up" / "bench_topk.json").read_text())
+    assert partial["complete"] is False and partial["rows"]
+    assert all(p["data"] == "structured" for p in partial["problems"])

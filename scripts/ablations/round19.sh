@@ -19,13 +19,18 @@
 #   wait    : `wait 560` until "sweeps still running: 0" (~16 min); the call that sees the last training end also
 #             runs `usage` when it has 45 s left.
 #   usage   : if that wait had no time left for it (~1 min, the device's CPU).
-#   topk    : if 14 min are left (else first in the session after): `topk r19_beauty_hstu_large_mol_residual_8x4x64_gd_dl_1`
-#             (round_steps.sh, ~13 min, detached), `wait 560` until bench_topk.{json,md,png} come back: copy them to
-#             docs/ verbatim (round 18's run stopped part-way: results/profiles/2026-12-01-h200-round18-bench-topk-partial.*).
+#   topk    : the docs/bench_topk.md grid (round 18's run stopped part-way after 3 of its 7 problems in ~10 min:
+#             results/profiles/2026-12-01-h200-round18-bench-topk-partial.*). On two GPUs (kind nvidia-h200-x2) `start`
+#             runs it on GPU 0 at once, beside the trainings on GPU 1 (TOPK_BESIDE: this round's residual checkpoint is
+#             its last problem, benchmarked once the training names it), and every `wait` brings bench_topk.* back
+#             first. On one GPU: `topk r19_beauty_hstu_large_mol_residual_8x4x64_gd_dl_1` after the trainings, if the
+#             session has >= 20 min left, else first in the session after. Complete -> copy the three files to docs/
+#             verbatim and re-read docs/benchmarks.md's prose.
 #
 #   here first: .whl/ (scripts/gpu_wheels.sh), .devdata/ with amazon-beauty (../shared/data)
-#   run(kind="nvidia-h200", carry=[".whl", ".devdata"], command="bash scripts/ablations/round19.sh start"), then
-#   `wait 560` until "sweeps still running: 0" (+ `usage` if its table is missing)
+#   run(kind="nvidia-h200-x2", carry=[".whl", ".devdata"], command="bash scripts/ablations/round19.sh start")
+#   (refused: kind="nvidia-h200"), then `wait 560` until "sweeps still running: 0" and the top-k benchmark is done
+#   (+ `usage` if its table is missing: on two GPUs the waits are spent on the benchmark)
 #
 # Here afterwards: `python scripts/ingest_runs.py <files_at>/runs.tar.gz results/runs/<date>-<kind>-round19
 # --strip-prefix r19_`, scripts/make_results.py, `python scripts/screen_report.py results/runs/<date>-<kind>-round19
@@ -35,6 +40,7 @@
 # a MoL setting at or above the dot head -> `MOL_SETTING='...' bash scripts/ablations/round15.sh start` (3 seeds).
 ROUND=r19
 EPOCHS=${EPOCHS:-41}
+TOPK_BESIDE=${TOPK_BESIDE-r19_beauty_hstu_large_mol_residual_8x4x64_gd_dl_1}  # two GPUs: the benchmark beside them
 # shellcheck source=round_steps.sh
 source "$(dirname "$0")/round_steps.sh"
 

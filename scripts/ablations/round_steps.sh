@@ -4,7 +4,8 @@
 #
 #   bench   : alone on the machine: bench_mol_step (dot / MoL / fused MoL / bf16 MoL head / compiled MoL head,
 #             each eager and replayed from one CUDA graph; $OUT/bench_mol.*, <= 9 min).
-#   start   : the round's trainings, detached on the last GPU (with two GPUs, GPU 0 meanwhile runs `profile`).
+#   start   : the round's trainings, detached on the last GPU (with two GPUs, GPU 0 meanwhile runs `profile`, or,
+#             when the round sets TOPK_BESIDE='<sweep> ...', the top-k benchmark with those sweeps' checkpoints last).
 #   profile : the two-pass GPU test and scripts/profile_fused_exact.py at 1M and 10M items (B = 32, 8x4x64;
 #             + a grid of block shapes and splits; <= 9 min, $OUT/profile_fused_exact_{1M,10M}.*). One GPU: after the
 #             trainings.
@@ -135,7 +136,12 @@ round_main() {  # the shared steps; anything else prints the sourcing script's h
       echo "$GPUS GPU(s); trainings on GPU $TRAIN_GPU"
       trainings
       [ "${SMOKE:-0}" = 1 ] && exit 0
-      if [ "$GPUS" -gt 1 ]; then  # GPU 0 meanwhile: the kernel tests and profiles
+      if [ "$GPUS" -gt 1 ] && [ -n "${TOPK_BESIDE:-}" ]; then  # GPU 0 meanwhile: the top-k benchmark, the round's
+        # TOPK_BESIDE sweeps' checkpoints as its last problems (`wait` brings bench_topk.* back, then the runs)
+        alone topk
+        # shellcheck disable=SC2086  # TOPK_BESIDE: sweep names separated by spaces
+        start_topk_bench_beside $TOPK_BESIDE
+      elif [ "$GPUS" -gt 1 ]; then  # else the kernel tests and profiles
         profiles
       fi
       sleep 20
