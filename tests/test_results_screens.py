@@ -66,6 +66,8 @@ def test_screen_rows_average_jobs_and_keep_fit_epochs_only(tmp_path: Path) -> No
     assert (dot["screen"], dot["head"], dot["jobs"]) == ("dot", "dot", 1)
     assert (mol["screen"], mol["head"], mol["jobs"]) == ("mol", "mol", 2)
     assert mol["test"]["test/ndcg@10"] == pytest.approx(0.035)
+    assert mol["test_std"]["test/ndcg@10"] == pytest.approx(0.00707107, rel=1e-5)
+    assert dot["test_std"]["test/ndcg@10"] is None
     assert mol["val"][1] == pytest.approx(0.05)  # both jobs reached epoch 1
     assert mol["val"][3] == pytest.approx(0.02)  # only job 0 trained 4 epochs
     assert dot["best_epoch"] == 2 and mol["best_epoch"] == pytest.approx(1.0)
@@ -79,6 +81,9 @@ def test_markdown_ratios_to_the_reference_and_an_unknown_reference_is_named(tmp_
     table = screen_markdown(rows, "dot", epochs=[1])
     mol_line = next(line for line in table.splitlines() if line.startswith("| `mol`"))
     assert "| 0.700 | 0.700 |" in mol_line  # 0.035 / 0.050 on both metrics
+    assert "| 0.0350 ± 0.0071 |" in mol_line  # two jobs (0.040, 0.030): mean ± their sample std
+    dot_line = next(line for line in table.splitlines() if line.startswith("| `dot`"))
+    assert "| 0.0500 |" in dot_line and "±" not in dot_line  # one job: no spread
     assert "ndcg@10 / ref" in table.splitlines()[0]
     assert "/ ref" not in screen_markdown(rows, None, epochs=[1])
     with pytest.raises(KeyError, match="'sasrec' is not in this round .*dot, mol"):

@@ -25,6 +25,12 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return statistics.fmean(kept) if kept else None
 
 
+def _stdev(values: Iterable[float | None]) -> float | None:
+    """Sample standard deviation of the values that are not None; None for fewer than two."""
+    kept = [v for v in values if v is not None]
+    return statistics.stdev(kept) if len(kept) > 1 else None
+
+
 def _last_epochs_loss(run: Run, window: int) -> float | None:
     path = run.path / "epochs.csv"
     if not path.is_file():
@@ -38,7 +44,8 @@ def _last_epochs_loss(run: Run, window: int) -> float | None:
 def screen_rows(runs: Iterable[Run], epochs: Sequence[int], loss_window: int = 5) -> list[dict[str, Any]]:
     """One row per screen folder (the parent of the job folders), sorted by name.
 
-    Each row: ``screen``, ``head``, ``jobs``, ``test`` (``{metric: mean}`` over TEST_METRICS), ``val``
+    Each row: ``screen``, ``head``, ``jobs``, ``test`` (``{metric: mean}`` over TEST_METRICS), ``test_std``
+    (``{metric: sample std}``, None for one job), ``val``
     (``{epoch: mean val/ndcg@10}``, None where no job reached that epoch), ``best_epoch`` (mean) and ``loss``
     (the mean training loss of the last ``loss_window`` epochs trained, averaged over the jobs).
     """
@@ -54,6 +61,7 @@ def screen_rows(runs: Iterable[Run], epochs: Sequence[int], loss_window: int = 5
                 "head": members[0].identity[2],
                 "jobs": len(members),
                 "test": {m: _mean(run.metrics.get(m) for run in members) for m in TEST_METRICS},
+                "test_std": {m: _stdev(run.metrics.get(m) for run in members) for m in TEST_METRICS},
                 "val": {e: _mean(c.get(e, {}).get(MONITOR) for c in curves) for e in epochs},
                 "best_epoch": _mean(run.best_epoch for run in members),
                 "loss": _mean(_last_epochs_loss(run, loss_window) for run in members),
@@ -89,7 +97,9 @@ def screen_markdown(
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [f"`{row['screen']}`", row["head"], str(row["jobs"])]
-        cells += [_number(row["test"][m]) for m in TEST_METRICS]
+        for m in TEST_METRICS:  # mean, ± the jobs' sample std when there are several
+            std = row.get("test_std", {}).get(m)
+            cells.append(_number(row["test"][m]) + ("" if std is None else f" ± {std:.4f}"))
         if ref:
             for m in TEST_METRICS:
                 mine, theirs = row["test"][m], ref["test"][m]
