@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from rails.batch import SequenceBatch
-from rails.checks import option_of, require, require_at_least
+from rails.checks import option_of, require, require_at_least, require_positive
 from rails.models.base_module import (
     LearnedSimilarityModule,
     OptimizerFactory,
@@ -134,12 +134,9 @@ class RetrievalModule(LearnedSimilarityModule):
         mode = args.get("compile_mode")
         require(mode in COMPILE_MODES, "compile_mode", mode, f"must be one of {list(COMPILE_MODES)}")
         check_aux_loss_weights(args["aux_loss_weights"])
-        for key, (value, rule) in {
-            "dot_loss_weight": (args.get("dot_loss_weight", 0.0), "must be a number >= 0"),
-            "dot_loss_temperature": (args.get("dot_loss_temperature", 0.05), "must be a number > 0"),
-        }.items():
-            number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            require(number and (value > 0 or (value == 0 and "weight" in key)), key, value, rule)
+        dot_loss = {"dot_loss_weight": 0.0, "dot_loss_temperature": 0.05, **args}
+        require_at_least(dot_loss, 0, "dot_loss_weight")
+        require_positive(dot_loss, "dot_loss_temperature")
         encoder_dim = option_of(args["encoder"], "dim")
         require(
             encoder_dim is None or encoder_dim == item_dim,
