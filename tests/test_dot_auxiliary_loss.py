@@ -105,3 +105,21 @@ def test_the_config_check_names_a_bad_key(key: str, bad: float) -> None:
     cfg = compose_config("train", ["model/similarity=mol", f"model.{key}={bad}"])
     with pytest.raises(ValueError, match=f"model.{key}={bad}"):
         check_config(cfg)
+
+
+@pytest.mark.parametrize("negatives", ["uniform", "shared"])
+def test_beside_the_dot_head_it_is_the_heads_own_loss(tmp_path: Path, negatives: str) -> None:
+    """With the dot head (cosine / 0.05) the auxiliary loss is the main loss again: same rows, same masks."""
+    model, loader = tiny_model(tmp_path, [f"model/negatives={negatives}", "model.dot_loss_weight=0.5"])
+    torch.manual_seed(0)
+    total, parts = model.train().training_loss(next(iter(loader)))
+    torch.testing.assert_close(parts["dot_loss"], parts["sampled_softmax"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(total, 1.5 * parts["sampled_softmax"], rtol=1e-5, atol=1e-6)
+
+
+def test_queries_and_items_of_two_widths_are_refused() -> None:
+    rows = torch.zeros(2, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="one width: got 8 and 6"):
+        DotAuxiliaryLoss().sampled(
+            torch.randn(2, 8), torch.randn(5, 6), rows, torch.zeros(2, 2, dtype=torch.bool)
+        )

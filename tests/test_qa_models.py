@@ -254,6 +254,26 @@ def test_training_loss_matches_float64_reference(with_negatives: bool) -> None:
     assert set(parts) == {"sampled_softmax"}
 
 
+@pytest.mark.parametrize(("with_negatives", "in_batch"), [(False, True), (True, True), (True, False)])
+def test_dot_loss_beside_the_dot_head_is_its_own_loss(with_negatives: bool, in_batch: bool) -> None:
+    """model.dot_loss_weight on the QA module: the same columns and collisions as the head's loss, so beside the
+    dot head (cosine / 0.05) it is that loss again."""
+    torch.manual_seed(0)
+    module = QARetrievalModule(
+        encoder=BagEncoder(),  # type: ignore[arg-type]
+        similarity=DotProductSimilarity(),
+        loss=SampledSoftmaxLoss(0.05),
+        optimizer=torch.optim.AdamW,
+        num_items=30,
+        in_batch_negatives=in_batch,
+        dot_loss_weight=0.5,
+    )
+    loss, parts = module.training_loss(_train_batch(torch.Generator().manual_seed(1), with_negatives))
+    assert set(parts) == {"sampled_softmax", "dot_loss"}
+    torch.testing.assert_close(parts["dot_loss"], parts["sampled_softmax"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(loss, 1.5 * parts["sampled_softmax"], rtol=1e-5, atol=1e-6)
+
+
 def test_only_random_negatives_needs_negatives() -> None:
     module = QARetrievalModule(
         encoder=BagEncoder(),  # type: ignore[arg-type]

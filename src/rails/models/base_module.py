@@ -9,7 +9,8 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from rails.checks import require
+from rails.checks import require, require_at_least, require_positive
+from rails.models.losses.dot_auxiliary import DotAuxiliaryLoss
 from rails.models.losses.sampled_softmax import SampledSoftmaxLoss
 from rails.models.similarity.base import SimilarityHead
 
@@ -22,6 +23,13 @@ def check_aux_loss_weights(weights: Mapping[str, Any] | None) -> None:
     for name, weight in (weights or {}).items():
         valid = isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight >= 0
         require(valid, f"aux_loss_weights.{name}", weight, "must be a number >= 0")
+
+
+def check_dot_loss(args: Mapping[str, Any]) -> None:
+    """``dot_loss_weight`` >= 0 and ``dot_loss_temperature`` > 0 (defaults for configs that predate them)."""
+    given = {"dot_loss_weight": 0.0, "dot_loss_temperature": 0.05, **args}
+    require_at_least(given, 0, "dot_loss_weight")
+    require_positive(given, "dot_loss_temperature")
 
 
 def resolve_aux_loss_weights(head: SimilarityHead, overrides: Mapping[str, float] | None) -> dict[str, float]:
@@ -58,6 +66,10 @@ class LearnedSimilarityModule(L.LightningModule):
         head_weight_decay: weight decay of the similarity head's parameters in a parameter group of their own
             (None: one group, the optimizer's own weight decay for every parameter). A regulariser of the head
             alone, e.g. for a MoL head that over-fits a small dataset while the encoder and item table do not.
+        dot_loss_weight: weight of an auxiliary dot-product loss (:class:`DotAuxiliaryLoss`: the sampled
+            softmax of cos(query, raw item embedding) on the head's positives, negatives and collisions), logged
+            as ``train/aux/dot_loss``; 0 computes nothing. The head alone ranks at evaluation.
+        dot_loss_temperature: tau of that loss's cosine logits.
     """
 
     similarity: SimilarityHead
@@ -68,8 +80,11 @@ class LearnedSimilarityModule(L.LightningModule):
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
         head_weight_decay: float | None = None,
+        dot_loss_weight: float = 0.0,
+        dot_loss_temperature: float = 0.05,
     ) -> None:
         super().__init__()
+        check_dot_loss({"dot_loss_weight": dot_loss_weight, "dot_loss_temperature": dot_loss_temperature})
         require(
             head_weight_decay is None
             or (
@@ -85,6 +100,8 @@ class LearnedSimilarityModule(L.LightningModule):
         self.scheduler_factory = scheduler
         self.head_weight_decay = head_weight_decay
         self.aux_loss_weights: dict[str, float] = {}
+        self.dot_loss_weight = float(dot_loss_weight)
+        self.dot_loss = DotAuxiliaryLoss(dot_loss_temperature) if dot_loss_weight > 0 else None
         self.run_config: dict[str, Any] | None = None
 
     def adopt_head_recipe(self, aux_loss_weights: Mapping[str, float] | None) -> None:
@@ -113,6 +130,16 @@ class LearnedSimilarityModule(L.LightningModule):
             parts[name] = value
             total = total + self.aux_loss_weights[name] * value
         return total, parts
+
+    def with_dot_loss(
+        self, total: Tensor, parts: dict[str, Tensor], dot_loss: Callable[[DotAuxiliaryLoss], Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """(total, parts) plus ``dot_loss_weight`` x ``dot_loss(self.dot_loss)`` as part ``dot_loss``; unchanged
+        (and ``dot_loss`` not called) when the weight is 0."""
+        if self.dot_loss is None:
+            return total, parts
+        parts["dot_loss"] = dot_loss(self.dot_loss)
+        return total + self.dot_loss_weight * parts["dot_loss"], parts
 
     def log_losses(self, total: Tensor, parts: Mapping[str, Tensor], batch_size: int) -> None:
         self.log("train/loss", total, prog_bar=True, batch_size=batch_size)

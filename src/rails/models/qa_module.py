@@ -29,6 +29,7 @@ from rails.models.base_module import (
     OptimizerFactory,
     SchedulerFactory,
     check_aux_loss_weights,
+    check_dot_loss,
 )
 from rails.models.encoders.lm import LMEncoder
 from rails.models.losses.sampled_softmax import SampledSoftmaxLoss
@@ -62,6 +63,9 @@ class QARetrievalModule(LearnedSimilarityModule):
         aux_loss_weights: per-name overrides of the head's ``aux_loss_weights`` (None or {}: the head's).
         scheduler: optional partial LR scheduler.
         head_weight_decay: weight decay of the similarity head's parameters alone (None: the optimizer's).
+        dot_loss_weight, dot_loss_temperature: an auxiliary dot-product loss beside the head's, on the same
+            columns and collisions (see :class:`~rails.models.base_module.LearnedSimilarityModule`); needs
+            question and passage embeddings of one width.
 
     The head's ``query_norm`` is not applied: LM encoders pool without an output normalisation.
     """
@@ -77,8 +81,10 @@ class QARetrievalModule(LearnedSimilarityModule):
         aux_loss_weights: dict[str, float] | None = None,
         scheduler: SchedulerFactory | None = None,
         head_weight_decay: float | None = None,
+        dot_loss_weight: float = 0.0,
+        dot_loss_temperature: float = 0.05,
     ) -> None:
-        super().__init__(optimizer, scheduler, head_weight_decay)
+        super().__init__(optimizer, scheduler, head_weight_decay, dot_loss_weight, dot_loss_temperature)
         self.check_args(locals())
         self.save_hyperparameters(ignore=["encoder", "similarity", "loss", "optimizer", "scheduler"])
         self.encoder = encoder
@@ -93,6 +99,7 @@ class QARetrievalModule(LearnedSimilarityModule):
         if "num_items" in args:  # given by the datamodule at build time, absent from the config
             require_at_least(args, 1, "num_items")
         check_aux_loss_weights(args["aux_loss_weights"])
+        check_dot_loss(args)
 
     # ----------------------------------------------------------------------------------------- embeddings
     def embed_queries(self, tokens: TokenizedText) -> Tensor:
@@ -133,8 +140,15 @@ class QARetrievalModule(LearnedSimilarityModule):
             keep[:, :size] = False
         width = int(keep[0].sum())
         negatives = out.scores[keep].view(size, width)
-        main = self.loss(positives, negatives, collisions=collisions[keep].view(size, width))
-        return self.weighted_total(main, out.aux_losses)
+        negative_collisions = collisions[keep].view(size, width)
+        main = self.loss(positives, negatives, collisions=negative_collisions)
+        total, parts = self.weighted_total(main, out.aux_losses)
+        columns_of = torch.cat(
+            [rows[:, None], keep.nonzero()[:, 1].view(size, width)], dim=1
+        )  # (B, 1 + width)
+        return self.with_dot_loss(
+            total, parts, lambda dot: dot.sampled(queries, items, columns_of, negative_collisions)
+        )
 
     def training_step(self, batch: QATrainBatch, batch_idx: int) -> Tensor:
         total, parts = self.training_loss(batch)

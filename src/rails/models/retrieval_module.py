@@ -31,16 +31,16 @@ import torch
 from torch import Tensor
 
 from rails.batch import SequenceBatch
-from rails.checks import option_of, require, require_at_least, require_positive
+from rails.checks import option_of, require, require_at_least
 from rails.models.base_module import (
     LearnedSimilarityModule,
     OptimizerFactory,
     SchedulerFactory,
     check_aux_loss_weights,
+    check_dot_loss,
 )
 from rails.models.encoders.base import SequenceEncoder, SequenceHistory
 from rails.models.item_embeddings import ItemEmbeddings
-from rails.models.losses.dot_auxiliary import DotAuxiliaryLoss
 from rails.models.losses.negatives import NegativeSampler
 from rails.models.losses.sampled_softmax import SampledSoftmaxLoss
 from rails.models.similarity.base import SimilarityHead
@@ -82,10 +82,8 @@ class RetrievalModule(LearnedSimilarityModule):
             ``max-autotune-no-cudagraphs``.
         head_weight_decay: weight decay of the similarity head's parameters alone (None: the optimizer's, for
             every parameter).
-        dot_loss_weight: weight of an auxiliary dot-product loss (:class:`DotAuxiliaryLoss`: the sampled
-            softmax of cos(query, raw item embedding) on the head's positives and negatives), logged as
-            ``train/aux/dot_loss``; 0 (default) computes nothing. The head alone ranks at evaluation.
-        dot_loss_temperature: tau of that loss's cosine logits.
+        dot_loss_weight, dot_loss_temperature: an auxiliary dot-product loss beside the head's (see
+            :class:`~rails.models.base_module.LearnedSimilarityModule`).
     """
 
     def __init__(
@@ -105,7 +103,7 @@ class RetrievalModule(LearnedSimilarityModule):
         dot_loss_weight: float = 0.0,
         dot_loss_temperature: float = 0.05,
     ) -> None:
-        super().__init__(optimizer=optimizer, scheduler=scheduler, head_weight_decay=head_weight_decay)
+        super().__init__(optimizer, scheduler, head_weight_decay, dot_loss_weight, dot_loss_temperature)
         self.check_args(locals())
         self.save_hyperparameters(
             ignore=["encoder", "similarity", "loss", "negatives", "optimizer", "scheduler"]
@@ -119,8 +117,6 @@ class RetrievalModule(LearnedSimilarityModule):
         self.loss = loss
         self.negatives = negatives
         self.adopt_head_recipe(aux_loss_weights)
-        self.dot_loss_weight = float(dot_loss_weight)
-        self.dot_loss = DotAuxiliaryLoss(dot_loss_temperature) if dot_loss_weight > 0 else None
         self.register_buffer("corpus_ids", torch.zeros(0, dtype=torch.int64), persistent=False)
 
     @staticmethod
@@ -134,9 +130,7 @@ class RetrievalModule(LearnedSimilarityModule):
         mode = args.get("compile_mode")
         require(mode in COMPILE_MODES, "compile_mode", mode, f"must be one of {list(COMPILE_MODES)}")
         check_aux_loss_weights(args["aux_loss_weights"])
-        dot_loss = {"dot_loss_weight": 0.0, "dot_loss_temperature": 0.05, **args}
-        require_at_least(dot_loss, 0, "dot_loss_weight")
-        require_positive(dot_loss, "dot_loss_temperature")
+        check_dot_loss(args)
         encoder_dim = option_of(args["encoder"], "dim")
         require(
             encoder_dim is None or encoder_dim == item_dim,
@@ -220,10 +214,9 @@ class RetrievalModule(LearnedSimilarityModule):
         collisions = negative_ids == positives[:, None]  # (M, R)
         main = self.loss.joint(output.scores, collisions=collisions)
         total, parts = self.weighted_total(main, output.aux_losses)
-        if self.dot_loss is None:
-            return total, parts
-        parts["dot_loss"] = self.dot_loss.sampled(queries, item_embeddings, rows, collisions)
-        return total + self.dot_loss_weight * parts["dot_loss"], parts
+        return self.with_dot_loss(
+            total, parts, lambda dot: dot.sampled(queries, item_embeddings, rows, collisions)
+        )
 
     def shared_negatives_loss(
         self, queries: Tensor, positives: Tensor, negative_ids: Tensor, user_ids: Tensor
@@ -249,12 +242,11 @@ class RetrievalModule(LearnedSimilarityModule):
         collisions = negative_ids[None, :] == positives[:, None]  # (M, R)
         main = self.loss(positive_out.scores[:, 0], negative_scores, collisions=collisions)
         total, parts = self.weighted_total(main, positive_out.aux_losses)
-        if self.dot_loss is None:
-            return total, parts
-        parts["dot_loss"] = self.dot_loss.shared(
-            queries, positive_embeddings, negative_embeddings, collisions
+        return self.with_dot_loss(
+            total,
+            parts,
+            lambda dot: dot.shared(queries, positive_embeddings, negative_embeddings, collisions),
         )
-        return total + self.dot_loss_weight * parts["dot_loss"], parts
 
     def negative_table(self, negative_ids: Tensor) -> tuple[Tensor, Tensor]:
         """The item ids whose rows the negatives use: ((T,) ids, (M, R) rows into them).

@@ -56,6 +56,7 @@ class DotAuxiliaryLoss(nn.Module):
         Returns:
             Scalar loss.
         """
+        self._check_widths(queries, item_embeddings)
         query = l2_normalize(queries, self.eps)  # (M, D)
         items = l2_normalize(item_embeddings, self.eps)[rows].to(query.dtype)  # (M, 1 + R, D)
         scores = (items @ query[:, :, None]).squeeze(-1)  # (M, 1 + R)
@@ -75,10 +76,19 @@ class DotAuxiliaryLoss(nn.Module):
         Returns:
             Scalar loss.
         """
+        self._check_widths(queries, negative_embeddings)
         query = l2_normalize(queries, self.eps)
         positives = l2_normalize(positive_embeddings, self.eps).to(query.dtype)
         negatives = l2_normalize(negative_embeddings, self.eps).to(query.dtype)
         return self.loss((query * positives).sum(-1), query @ negatives.T, collisions=collisions)
+
+    @staticmethod
+    def _check_widths(queries: Tensor, items: Tensor) -> None:
+        if queries.shape[-1] != items.shape[-1]:
+            raise ValueError(
+                f"dot_loss_weight > 0 needs queries and items of one width: got {queries.shape[-1]} and "
+                f"{items.shape[-1]} (set model.dot_loss_weight=0 for this encoder and head)"
+            )
 
     def extra_repr(self) -> str:
         return f"temperature={self.loss.temperature}"
