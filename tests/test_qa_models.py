@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -237,17 +238,23 @@ def _reference_loss(encoder: nn.Module, batch: QATrainBatch, temperature: float)
     return total / rows
 
 
-@pytest.mark.parametrize("with_negatives", [False, True])
-def test_training_loss_matches_float64_reference(with_negatives: bool) -> None:
-    torch.manual_seed(0)
-    gen = torch.Generator().manual_seed(1)
-    module = QARetrievalModule(
+def _bag_dot_module(**options: Any) -> QARetrievalModule:
+    """The QA module on the bag-of-tokens encoder with the dot head (cosine / 0.05), with ``options``."""
+    return QARetrievalModule(
         encoder=BagEncoder(),  # type: ignore[arg-type]
         similarity=DotProductSimilarity(),
         loss=SampledSoftmaxLoss(0.05),
         optimizer=torch.optim.AdamW,
         num_items=30,
+        **options,
     )
+
+
+@pytest.mark.parametrize("with_negatives", [False, True])
+def test_training_loss_matches_float64_reference(with_negatives: bool) -> None:
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    module = _bag_dot_module()
     batch = _train_batch(gen, with_negatives)
     loss, parts = module.training_loss(batch)
     assert loss.item() == pytest.approx(_reference_loss(module.encoder, batch, 0.05), rel=1e-5)
@@ -259,15 +266,7 @@ def test_dot_loss_beside_the_dot_head_is_its_own_loss(with_negatives: bool, in_b
     """model.dot_loss_weight on the QA module: the same columns and collisions as the head's loss, so beside the
     dot head (cosine / 0.05) it is that loss again."""
     torch.manual_seed(0)
-    module = QARetrievalModule(
-        encoder=BagEncoder(),  # type: ignore[arg-type]
-        similarity=DotProductSimilarity(),
-        loss=SampledSoftmaxLoss(0.05),
-        optimizer=torch.optim.AdamW,
-        num_items=30,
-        in_batch_negatives=in_batch,
-        dot_loss_weight=0.5,
-    )
+    module = _bag_dot_module(in_batch_negatives=in_batch, dot_loss_weight=0.5)
     loss, parts = module.training_loss(_train_batch(torch.Generator().manual_seed(1), with_negatives))
     assert set(parts) == {"sampled_softmax", "dot_loss"}
     torch.testing.assert_close(parts["dot_loss"], parts["sampled_softmax"], rtol=1e-5, atol=1e-6)
@@ -275,14 +274,7 @@ def test_dot_loss_beside_the_dot_head_is_its_own_loss(with_negatives: bool, in_b
 
 
 def test_only_random_negatives_needs_negatives() -> None:
-    module = QARetrievalModule(
-        encoder=BagEncoder(),  # type: ignore[arg-type]
-        similarity=DotProductSimilarity(),
-        loss=SampledSoftmaxLoss(0.05),
-        optimizer=torch.optim.AdamW,
-        num_items=30,
-        in_batch_negatives=False,
-    )
+    module = _bag_dot_module(in_batch_negatives=False)
     gen = torch.Generator().manual_seed(1)
     loss, _ = module.training_loss(_train_batch(gen, with_negatives=True))
     assert torch.isfinite(loss)
@@ -291,13 +283,7 @@ def test_only_random_negatives_needs_negatives() -> None:
 
 
 def test_unweighted_aux_loss_raises() -> None:
-    module = QARetrievalModule(
-        encoder=BagEncoder(),  # type: ignore[arg-type]
-        similarity=DotProductSimilarity(),
-        loss=SampledSoftmaxLoss(0.05),
-        optimizer=torch.optim.AdamW,
-        num_items=30,
-    )
+    module = _bag_dot_module()
     with pytest.raises(KeyError, match="aux_loss_weights"):
         module.weighted_total(torch.tensor(1.0), {"mi_loss": torch.tensor(0.5)})
     module.aux_loss_weights = {"mi_loss": 0.1}
