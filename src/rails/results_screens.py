@@ -98,7 +98,7 @@ def screen_markdown(
     for row in rows:
         cells = [f"`{row['screen']}`", row["head"], str(row["jobs"])]
         for m in TEST_METRICS:  # mean, ± the jobs' sample std when there are several
-            std = row.get("test_std", {}).get(m)
+            std = row["test_std"][m]
             cells.append(_number(row["test"][m]) + ("" if std is None else f" ± {std:.4f}"))
         if ref:
             for m in TEST_METRICS:

@@ -69,7 +69,8 @@ class LearnedSimilarityModule(L.LightningModule):
         dot_loss_weight: weight of an auxiliary dot-product loss (:class:`DotAuxiliaryLoss`: the sampled
             softmax of cos(query, raw item embedding) on the head's positives, negatives and collisions), logged
             as ``train/aux/dot_loss``; 0 computes nothing. The head alone ranks at evaluation.
-        dot_loss_temperature: tau of that loss's cosine logits.
+        dot_loss_temperature: tau of that loss's cosine logits. Subclasses check both in their ``check_args``
+            (:func:`check_dot_loss`, which the config check also runs).
     """
 
     similarity: SimilarityHead
@@ -84,7 +85,6 @@ class LearnedSimilarityModule(L.LightningModule):
         dot_loss_temperature: float = 0.05,
     ) -> None:
         super().__init__()
-        check_dot_loss({"dot_loss_weight": dot_loss_weight, "dot_loss_temperature": dot_loss_temperature})
         require(
             head_weight_decay is None
             or (

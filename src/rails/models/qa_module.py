@@ -84,8 +84,8 @@ class QARetrievalModule(LearnedSimilarityModule):
         dot_loss_weight: float = 0.0,
         dot_loss_temperature: float = 0.05,
     ) -> None:
+        self.check_args(locals())  # before any submodule is built: a bad key is named first
         super().__init__(optimizer, scheduler, head_weight_decay, dot_loss_weight, dot_loss_temperature)
-        self.check_args(locals())
         self.save_hyperparameters(ignore=["encoder", "similarity", "loss", "optimizer", "scheduler"])
         self.encoder = encoder
         self.similarity = similarity
@@ -143,9 +143,8 @@ class QARetrievalModule(LearnedSimilarityModule):
         negative_collisions = collisions[keep].view(size, width)
         main = self.loss(positives, negatives, collisions=negative_collisions)
         total, parts = self.weighted_total(main, out.aux_losses)
-        columns_of = torch.cat(
-            [rows[:, None], keep.nonzero()[:, 1].view(size, width)], dim=1
-        )  # (B, 1 + width)
+        # (B, 1 + width): each row's own column, then its kept negative columns (the dot loss's rows of ``items``)
+        columns_of = torch.cat([rows[:, None], keep.nonzero()[:, 1].view(size, width)], dim=1)
         return self.with_dot_loss(
             total, parts, lambda dot: dot.sampled(queries, items, columns_of, negative_collisions)
         )

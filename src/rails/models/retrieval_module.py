@@ -103,8 +103,8 @@ class RetrievalModule(LearnedSimilarityModule):
         dot_loss_weight: float = 0.0,
         dot_loss_temperature: float = 0.05,
     ) -> None:
+        self.check_args(locals())  # before any submodule is built: a bad key is named first
         super().__init__(optimizer, scheduler, head_weight_decay, dot_loss_weight, dot_loss_temperature)
-        self.check_args(locals())
         self.save_hyperparameters(
             ignore=["encoder", "similarity", "loss", "negatives", "optimizer", "scheduler"]
         )
