@@ -3,7 +3,8 @@
     python scripts/make_results.py results/runs            # the committed run directories (default)
 
 Every row is mean ± std over the seeds of one experiment (see ``rails.results``); the README table between
-the ``<!-- results:start -->`` / ``<!-- results:end -->`` markers shows the preset rows of ``--readme-datasets``.
+the ``<!-- results:start -->`` / ``<!-- results:end -->`` markers shows the preset rows of ``--readme-datasets``
+and the best tuned row with at least three seeds of each dataset / model / head / protocol.
 Datasets whose runs carry ``epochs.csv`` also get ``results_<dataset>.png`` (learning curves) next to
 ``--md``; a run whose ``epochs.csv`` is unusable is left out of its figure with a warning naming the file.
 """
@@ -16,7 +17,8 @@ import logging
 from pathlib import Path
 
 from rails.io import atomic_write, write_marked_section
-from rails.results import collect_runs, markdown, readme_table, summarize, write_learning_curves
+from rails.results import collect_runs, markdown, summarize, write_learning_curves
+from rails.results_compare import readme_table
 
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"

@@ -38,7 +38,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "rails.log",
         "rails.config",
     ),
-    "results": ("rails.results", "rails.results_curves", "rails.results_screens"),
+    "results": ("rails.results", "rails.results_compare", "rails.results_curves", "rails.results_screens"),
     "root": ("rails",),  # rails/__init__.py
 }
 # layer -> the layers it may import (its own layer always included)

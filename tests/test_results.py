@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rails.results import collect_runs, markdown, mol_vs_dot, readme_table, summarize, write_learning_curves
+from rails.results import collect_runs, markdown, summarize, write_learning_curves
+from rails.results_compare import head_free_variant, mol_vs_dot, readme_table
 from rails.results_curves import line_style, read_epochs_csv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,6 +121,46 @@ def test_mol_rows_are_compared_with_the_matching_dot_row(tmp_path: Path) -> None
     text = markdown(rows)
     assert "## MoL vs dot product" in text
     assert "| `model.similarity.item_dropout=0.3` (1) | `preset` (2) | 1.200 | 1.200 |" in text
+
+
+def test_a_tuned_mol_row_is_compared_with_the_dot_row_trained_the_same_way(tmp_path: Path) -> None:
+    dot, mol = ("amazon_beauty", "hstu_large", "dot"), ("amazon_beauty", "hstu_large", "mol")
+    _run_dir(tmp_path, "dot", 1, ["seed=1"], {"test/hr@10": 0.08, "test/ndcg@10": 0.04}, tags=dot)
+    recipe = ["trainer.max_epochs=41", "trainer.precision=32-true"]
+    _run_dir(tmp_path, "dot41", 1, [*recipe, "seed=1"], {"test/hr@10": 0.09, "test/ndcg@10": 0.05}, tags=dot)
+    head = ["model.dot_loss_weight=1.0", "model.head_weight_decay=1.0", "model.similarity.item_dropout=0.3"]
+    _run_dir(tmp_path, "mol41", 1, [*recipe, *head, "seed=1"], {"test/hr@10": 0.099, "test/ndcg@10": 0.055},
+             tags=mol)  # fmt: skip
+    encoder = ["model.encoder.dropout=0.3", "model.similarity.item_dropout=0.3", "seed=1"]
+    _run_dir(tmp_path, "mol_enc", 1, encoder, {"test/hr@10": 0.1, "test/ndcg@10": 0.05}, tags=mol)
+    rows = summarize(collect_runs([tmp_path]))
+    pairs = {p["variant"]: p for p in mol_vs_dot(rows)}
+    tuned = pairs[" ".join(sorted(recipe + head))]
+    assert tuned["dot_variant"] == "trainer.max_epochs=41 trainer.precision=32-true"
+    assert tuned["ratio"]["test/hr@10"] == pytest.approx(1.1) and tuned["ratio"][
+        "test/ndcg@10"
+    ] == pytest.approx(1.1)
+    # an encoder change of the MoL run alone has no dot row trained that way: the preset dot row
+    assert pairs["model.encoder.dropout=0.3 model.similarity.item_dropout=0.3"]["dot_variant"] == "preset"
+    assert head_free_variant("model.similarity.item_dropout=0.3 model/similarity=mol") == "preset"
+
+
+def test_the_readme_table_adds_the_best_tuned_row_confirmed_over_three_seeds(tmp_path: Path) -> None:
+    for seed in (1, 2, 3):
+        ndcg = 0.05 + 0.001 * seed
+        _run_dir(
+            tmp_path, f"a{seed}", seed, ["x=1", f"seed={seed}"], {"test/hr@10": 0.1, "test/ndcg@10": ndcg}
+        )
+        _run_dir(
+            tmp_path, f"b{seed}", seed, ["x=2", f"seed={seed}"], {"test/hr@10": 0.1, "test/ndcg@10": 0.04}
+        )
+    _run_dir(tmp_path, "c", 1, ["x=3", "seed=1"], {"test/hr@10": 0.5, "test/ndcg@10": 0.5})  # one seed only
+    _run_dir(tmp_path, "p", 1, ["seed=1"], {"test/hr@10": 0.2, "test/ndcg@10": 0.01})
+    readme = readme_table(summarize(collect_runs([tmp_path])), ["ml_1m_seq"])
+    body = readme.splitlines()[2:]
+    assert len(body) == 2, readme
+    assert any("`x=1` | 3 | 0.1000 ± 0.0000 | 0.0520 ± 0.0010" in line for line in body)
+    assert any("`preset` | 1 | 0.2000 | 0.0100" in line for line in body)
 
 
 def test_markdown_and_readme_tables_show_every_preset_row(tmp_path: Path) -> None:

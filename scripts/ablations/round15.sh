@@ -11,6 +11,8 @@
 #           SASREC=0, SASRec + MoL with it and SASRec + dot, seeds 1-3 (61 epochs); BSARec + dot, seeds 1-3 at 41
 #           epochs (round 12's 101-epoch run, .0932 / .0539, peaked at epochs 21-23); BSAREC_MOL=1 adds BSARec + MoL
 #           with the setting. Twelve trainings (fifteen with BSAREC_MOL).
+#           MOL_SEEDS (default 1,2,3) gives the seeds of the MoL and SASRec rows when a screen already ran seed 1;
+#           BSAREC=0 skips BSARec + dot.
 #   wait  : `wait 560` until "sweeps still running: 0" (about 12-15 min, as rounds 17-19).
 #
 #   run(kind="nvidia-h200", carry=[".whl", ".devdata"],
@@ -31,14 +33,16 @@ trainings() {  # the 3-seed rows, detached on $TRAIN_GPU
   fi
   local setting=()
   read -r -a setting <<<"${MOL_SETTING:-}"
-  SEEDS=1,2,3 screen beauty_hstu_large_mol_best experiment=amazon_beauty_hstu_large_mol trainer.precision=32-true \
+  SEEDS=${MOL_SEEDS:-1,2,3} screen beauty_hstu_large_mol_best experiment=amazon_beauty_hstu_large_mol trainer.precision=32-true \
     model.similarity.item_dropout=0.3 "${setting[@]}"
   if [ "${SASREC:-1}" = 1 ]; then
-    SEEDS=1,2,3 EPOCHS=61 screen beauty_sasrec_mol_best experiment=amazon_beauty_sasrec_mol \
+    SEEDS=${MOL_SEEDS:-1,2,3} EPOCHS=61 screen beauty_sasrec_mol_best experiment=amazon_beauty_sasrec_mol \
       model.similarity.item_dropout=0.3 "${setting[@]}"
-    SEEDS=1,2,3 EPOCHS=61 screen beauty_sasrec_dot experiment=amazon_beauty_sasrec_dot
+    SEEDS=${MOL_SEEDS:-1,2,3} EPOCHS=61 screen beauty_sasrec_dot experiment=amazon_beauty_sasrec_dot
   fi
-  SEEDS=1,2,3 screen beauty_bsarec_dot experiment=amazon_beauty_bsarec_dot
+  if [ "${BSAREC:-1}" = 1 ]; then
+    SEEDS=1,2,3 screen beauty_bsarec_dot experiment=amazon_beauty_bsarec_dot
+  fi
   if [ "${BSAREC_MOL:-0}" = 1 ]; then
     SEEDS=1,2,3 screen beauty_bsarec_mol_best experiment=amazon_beauty_bsarec_mol \
       model.similarity.item_dropout=0.3 "${setting[@]}"

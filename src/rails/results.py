@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from rails.results_compare import metric_cell, mol_vs_dot_markdown
 from rails.results_curves import Curve, best_epoch, plot_learning_curves, read_epochs_csv
 
 log = logging.getLogger(__name__)
@@ -230,15 +231,6 @@ def summarize(runs: Iterable[Run]) -> list[dict[str, Any]]:
     return rows
 
 
-def _cell(row: Mapping[str, Any], name: str) -> str:
-    value = row["metrics"].get(name)
-    if value is None:
-        return "–"
-    if value["n"] == 1:
-        return f"{value['mean']:.4f}"
-    return f"{value['mean']:.4f} ± {value['std']:.4f}"
-
-
 def _best_epoch_cell(row: Mapping[str, Any]) -> str:
     value = row.get("best_epoch")
     if not value:
@@ -310,7 +302,7 @@ def markdown(
         for row in members:
             published = row.get("published") or {}
             paper = f"{published['test/hr@10']:.4f} / {published['test/ndcg@10']:.4f}" if published else "–"
-            cells = [_cell(row, n) for n in TABLE_METRICS]
+            cells = [metric_cell(row, n) for n in TABLE_METRICS]
             lines.append(
                 f"| {row['model']} | {row['head']} | {row['protocol']} | `{row['variant']}` | "
                 f"{len(row['seeds'])} | {_best_epoch_cell(row)} | "
@@ -334,65 +326,4 @@ def markdown(
     for row in rows:
         lines.append(f"- {row['dataset']} / {row['model']} / {row['head']} / {row['variant']}:")
         lines += [f"  - `{command}`" for command in row["commands"]]
-    return "\n".join(lines) + "\n"
-
-
-def mol_vs_dot(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every MoL row against its dot-product baseline: the dot row of the same dataset, model, protocol and
-    variant, else that dataset / model / protocol's preset dot row. Ratios of the mean test HR@10, NDCG@10."""
-    dots = {(r["dataset"], r["model"], r["protocol"], r["variant"]): r for r in rows if r["head"] == "dot"}
-    pairs = []
-    for row in (r for r in rows if r["head"] == "mol"):
-        where = (row["dataset"], row["model"], row["protocol"])
-        base = dots.get((*where, row["variant"])) or dots.get((*where, "preset"))
-        if base is None:
-            continue
-        ratio = {
-            m: row["metrics"][m]["mean"] / base["metrics"][m]["mean"] for m in ("test/hr@10", "test/ndcg@10")
-        }
-        pairs.append({"dataset": row["dataset"], "model": row["model"], "protocol": row["protocol"],
-                      "variant": row["variant"], "seeds": len(row["seeds"]), "dot_variant": base["variant"],
-                      "dot_seeds": len(base["seeds"]), "ratio": ratio})  # fmt: skip
-    return pairs
-
-
-def mol_vs_dot_markdown(rows: list[dict[str, Any]]) -> list[str]:
-    """The ``MoL vs dot`` section of results.md (empty without a MoL row that has a baseline)."""
-    pairs = mol_vs_dot(rows)
-    if not pairs:
-        return []
-    lines = [
-        "## MoL vs dot product",
-        "",
-        "Mean test metric of each MoL row / its dot-product baseline (same dataset, model, protocol and variant, "
-        "else the preset dot row).",
-        "",
-        "| dataset | model | protocol | MoL variant (seeds) | dot variant (seeds) | HR@10 ratio | NDCG@10 ratio |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for p in pairs:
-        lines.append(
-            f"| {p['dataset']} | {p['model']} | {p['protocol']} | `{p['variant']}` ({p['seeds']}) | "
-            f"`{p['dot_variant']}` ({p['dot_seeds']}) | {p['ratio']['test/hr@10']:.3f} | "
-            f"{p['ratio']['test/ndcg@10']:.3f} |"
-        )
-    return [*lines, ""]
-
-
-def readme_table(rows: list[dict[str, Any]], datasets: Iterable[str]) -> str:
-    """The short README table: HR@10 / NDCG@10 of the preset rows (no ablations) of ``datasets``."""
-    lines = [
-        "| dataset | model | head | protocol | seeds | test HR@10 | test NDCG@10 | paper HR@10 / NDCG@10 |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    wanted = list(datasets)
-    for row in rows:
-        if row["dataset"] not in wanted or row["variant"] != "preset":
-            continue
-        published = row.get("published") or {}
-        paper = f"{published['test/hr@10']:.4f} / {published['test/ndcg@10']:.4f}" if published else "–"
-        lines.append(
-            f"| {row['dataset']} | {row['model']} | {row['head']} | {row['protocol']} | {len(row['seeds'])} | "
-            f"{_cell(row, 'test/hr@10')} | {_cell(row, 'test/ndcg@10')} | {paper} |"
-        )
     return "\n".join(lines) + "\n"
