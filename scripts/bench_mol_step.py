@@ -47,7 +47,10 @@ def main() -> None:
     )
     parser.add_argument("--tiny", action="store_true", help="tiny shapes, CPU-friendly smoke run")
     parser.add_argument(
-        "--heads", nargs="+", default=None, help="subset of: dot mol mol_compiled mol_bf16_head mol_fused"
+        "--heads",
+        nargs="+",
+        default=None,
+        help="subset of: dot mol mol_compiled mol_compiled_head mol_bf16_head mol_fused mol_dot_loss",
     )
     parser.add_argument("--precisions", nargs="+", default=None, help="subset of: fp32 bf16")
     parser.add_argument(

@@ -49,6 +49,14 @@ def test_time_steps_counts_every_timed_step() -> None:
     assert len(calls) == 5 and timing.mean_ms >= 0 and timing.std_ms >= 0 and math.isnan(timing.peak_gib)
 
 
+def test_the_dot_loss_head_trains_the_mol_step_with_the_auxiliary_dot_loss() -> None:
+    module = head_step_module(TINY, "mol_dot_loss", CPU)
+    assert module.dot_loss_weight == 1.0 and head_step_module(TINY, "mol", CPU).dot_loss_weight == 0.0
+    row = bench_head_step(TINY, "mol_dot_loss", "fp32", CPU, warmup=0, iters=1, count_ops=True)
+    plain = bench_head_step(TINY, "mol", "fp32", CPU, warmup=0, iters=1, count_ops=True)
+    assert row["forward_ops"] > plain["forward_ops"]  # the dot loss's cosine logits and softmax run too
+
+
 def test_head_step_rows_and_report() -> None:
     rows = [
         bench_head_step(TINY, head, "fp32", CPU, warmup=0, iters=2, count_ops=True) for head in ("dot", "mol")

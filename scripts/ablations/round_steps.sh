@@ -2,7 +2,8 @@
 # ROUND (the sweep prefix, e.g. r14), optionally EPOCHS (default 101), defines `trainings` (its `screen` calls)
 # and ends with `round_main "$@"`; a step of its own goes before that call.
 #
-#   bench   : alone on the machine: bench_mol_step (dot / MoL / fused MoL / bf16 MoL head / compiled MoL head,
+#   bench   : alone on the machine: bench_mol_step (dot / MoL / fused MoL / bf16 MoL head / compiled MoL head /
+#             MoL + the dot head's loss,
 #             each eager and replayed from one CUDA graph; $OUT/bench_mol.*, <= 9 min).
 #   start   : the round's trainings, detached on the last GPU (with two GPUs, GPU 0 meanwhile runs `profile`, or,
 #             when the round sets TOPK_BESIDE='<sweep> ...', the top-k benchmark with those sweeps' checkpoints last).
@@ -125,7 +126,7 @@ round_main() {  # the shared steps; anything else prints the sourcing script's h
       # of the training loop could reach; rows of a head that cannot be captured say why)
       alone bench
       CUDA_VISIBLE_DEVICES=0 timeout 540 python3 scripts/bench_mol_step.py \
-        --heads dot mol mol_fused mol_bf16_head mol_compiled_head --precisions fp32 \
+        --heads dot mol mol_fused mol_bf16_head mol_compiled_head mol_dot_loss --precisions fp32 \
         --variants eager captured --profile-kernels --output "$OUT/bench_mol.md" 2>&1 |
         grep -E "ms \(|FAILED|Acceptance|backward at" | tail -n 14
       ;;

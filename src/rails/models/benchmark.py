@@ -28,7 +28,7 @@ from rails.models.retrieval_module import RetrievalModule
 from rails.models.similarity import DotProductSimilarity, MoLSimilarity
 from rails.models.step_profile import count_step_ops, profile_step_kernels
 
-HEADS = ("dot", "mol", "mol_compiled", "mol_compiled_head", "mol_bf16_head", "mol_fused")
+HEADS = ("dot", "mol", "mol_compiled", "mol_compiled_head", "mol_bf16_head", "mol_fused", "mol_dot_loss")
 # "eager": the presets' step; "compiled": the encoder under torch.compile (model.compile_encoder=true), the MoL
 # mixing too (model.similarity.compile_mixing=true) and AdamW's fused kernels (model.optimizer.fused=true), the
 # launch-count levers of a launch-bound step;
@@ -162,7 +162,8 @@ def head_step_module(
     with dynamic shapes: a benchmark-only probe of how many of the MoL step's launches fusion removes; no config
     option yet), ``mol_bf16_head`` (the MoL head under
     bf16 autocast in an fp32 step: ``model.similarity.autocast_bf16=true``, the Amazon Books recipe),
-    ``mol_fused`` (the training mixture in fused Triton kernels: ``model.similarity.fused_mixing=true``).
+    ``mol_fused`` (the training mixture in fused Triton kernels: ``model.similarity.fused_mixing=true``),
+    ``mol_dot_loss`` (MoL with the dot head's loss beside it: ``model.dot_loss_weight=1.0``, the Beauty recipe).
 
     ``variant="compiled"`` compiles the encoder and uses fused AdamW, ``"graphs"`` also puts the encoder in
     CUDA graphs (see ``STEP_VARIANTS``).
@@ -222,6 +223,7 @@ def head_step_module(
         aux_loss_weights=weights,
         compile_encoder=compiled,
         compile_mode="reduce-overhead" if variant == "graphs" else None,
+        dot_loss_weight=1.0 if head == "mol_dot_loss" else 0.0,
     ).to(device)
     module.set_corpus(torch.arange(1, shapes.num_items, device=device))
     return module.train()
