@@ -45,6 +45,7 @@ def test_mol_search_space_composes() -> None:
     assert "model.similarity.num_query_components" in cfg.hydra.sweeper.params
     assert "model.similarity.num_item_components" in cfg.hydra.sweeper.params
     assert "model.similarity.mi_loss_weight" in cfg.hydra.sweeper.params
+    assert "model.dot_loss_weight" in cfg.hydra.sweeper.params  # the Beauty lever (mol_investigation §0.12)
     check_config(cfg)
 
 
