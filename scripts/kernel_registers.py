@@ -103,6 +103,11 @@ def main() -> None:
     parser.add_argument(
         "--one-pass", action="store_true", help="the running top-k instead of the two-pass emit"
     )
+    parser.add_argument(
+        "--per-tile-merge",
+        action="store_true",
+        help="with --one-pass: sort every merged tile in at once (BATCH_MERGE off, the kernel before it)",
+    )
     parser.add_argument("--stages", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("results/profiles"))
     args = parser.parse_args()
@@ -131,7 +136,7 @@ def main() -> None:
             "PQ": pq, "PX": px, "D": dim, "PQP": pqp, "PXP": pxp, "D_PAD": next_pow2(dim), "H_PAD": h_pad,
             "H_CHUNK": h_chunk, "K_PAD": k_pad, "E_BLOCK": 2, "HAS_EXCL": False, "PRUNE": False,
             "FAST_MATH": 2 if args.arch >= 90 else 1, "PRECISION": None, "UPCAST": False, "ABLATE": 0,
-            "EMIT": not args.one_pass, "BQ": bq, "BX": bx,
+            "EMIT": not args.one_pass, "BATCH_MERGE": not args.per_tile_merge, "BQ": bq, "BX": bx,
         }  # fmt: skip
         names = [param.name for param in kernel.params]
         source = ASTSource(kernel, types, constexprs={(names.index(n),): v for n, v in constants.items()})

@@ -204,6 +204,11 @@ INTERPRETER_CASES = [
     # the gating hidden layer (24 units, padded to 32) in two steps of 16: fp32 and bf16, padded pairs
     (5, 150, 8, 4, 64, 10, torch.float32, {"hidden_chunk": 16, "num_splits": 2}),
     (33, 60, 3, 2, 8, 10, torch.bfloat16, {"hidden_chunk": 16}),
+    # the batched merge (tiles parked in K_PAD // BX slots, sorted in together): 8, 2 and 16 slots, a flush
+    # at the end of a split with slots still empty, fp32 and bf16, padded pairs, several query blocks
+    (1, 200, 8, 4, 64, 100, torch.float32, {"num_splits": 2, "block_x": 16, "batch_merge": True}),
+    (33, 100, 3, 2, 8, 10, torch.float32, {"block_x": 8, "batch_merge": True}),
+    (5, 120, 8, 4, 64, 100, torch.bfloat16, {"block_x": 8, "block_q": 2, "batch_merge": True}),
 ]
 
 
@@ -219,6 +224,14 @@ def _interpreter_main() -> None:
     kw = {"exclude_history": False, "problem": ranked_problem(), "block_x": 16, "num_splits": 1}
     _, positions = check_case(1, 32, 8, 4, 64, 2, torch.float32, **kw)
     assert positions.tolist() == [[0, 20]]
+    kw = {**kw, "block_x": 8, "batch_merge": True}  # the second-best item parked, then sorted in
+    _, positions = check_case(1, 32, 8, 4, 64, 2, torch.float32, **kw)
+    assert positions.tolist() == [[0, 20]]
+    scores, positions = check_case(2, 64, 3, 2, 8, 64, torch.float32, exclude_history=False, seed=3,
+                                   block_x=8, batch_merge=True)  # fmt: skip
+    for row in range(2):  # the three copies stay together, in position order
+        at = [positions[row].tolist().index(i) for i in range(3)]
+        assert at == sorted(at) and at[2] - at[0] == 2 and len(set(scores[row, at].tolist())) == 1
     check_ablations_run("cpu", torch.float32)
     print("MOL_TOPK_OK")
 
@@ -317,6 +330,25 @@ def test_kernel_cuda_hidden_chunks_match_float64(hidden_chunk):
     )
     pb = make_problem(5, 4099, 8, 4, 64, hidden=128, seed=1)
     check_case(5, 4099, 8, 4, 64, 10, torch.float32, device="cuda", problem=pb, **kw)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("block", [(8, 8, 4), (4, 32, 8), (2, 64, 8)])  # 16, 4 and 2 parked tiles per sort
+def test_kernel_cuda_batched_merge_matches_float64(block):
+    """The running top-k with the batched merge at the tile shapes it serves (bf16 with fast math, fp32)."""
+    bq, bx, warps = block
+    kw = {
+        "block_q": bq,
+        "block_x": bx,
+        "num_warps": warps,
+        "tune": False,
+        "prune": False,
+        "batch_merge": True,
+    }
+    pb = make_problem(32, 30011, 8, 4, 64, hidden=128)
+    check_case(32, 30011, 8, 4, 64, 100, torch.bfloat16, device="cuda", problem=pb, **kw)
+    check_case(5, 4099, 3, 2, 8, 10, torch.float32, device="cuda", **{**kw, "block_q": 8, "block_x": 8})
 
 
 @pytest.mark.gpu

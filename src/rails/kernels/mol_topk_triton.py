@@ -134,6 +134,7 @@ def _tuned():
             "UPCAST",
             "ABLATE",
             "EMIT",
+            "BATCH_MERGE",
         ]
         _tuned_kernel = triton.autotune(  # COUNT is zeroed before each timed run (the atomics add to it)
             configs, key=key, prune_configs_by={"early_config_prune": prune_configs}, reset_to_zero=["COUNT"]
@@ -179,6 +180,7 @@ def fused_mol_topk(
     ablate: int = 0,
     thresholds: Tensor | None = None,
     capacity: int = 0,
+    batch_merge: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Exact MoL top-k with the fused kernel ("glu_silu" gating, no dropout).
 
@@ -214,6 +216,8 @@ def fused_mol_topk(
             is the result. A query with more candidates than slots is searched again without thresholds
             (logged). None (default): the running top-k.
         capacity: candidate slots per query with ``thresholds``.
+        batch_merge: the running top-k parks the tiles it merges and sorts them in ``K_PAD // BX`` at a time
+            (one sort per that many tiles); False sorts every merged tile in at once (the kernel before it).
 
     Returns:
         (B, min(k, X)) float32 scores sorted descending and int64 corpus positions (empty: -inf, -1).
@@ -321,6 +325,7 @@ def fused_mol_topk(
         "UPCAST": bf16 and not cuda,  # the Triton CPU interpreter multiplies bf16 dots wrongly
         "ABLATE": ablate,
         "EMIT": emit,
+        "BATCH_MERGE": batch_merge,
     }
     bucket = min(next_pow2(batch, floor=1), 1024)
 
@@ -380,7 +385,7 @@ def fused_mol_topk(
             qi_hidden_weight=qi_hidden_weight, qi_hidden_bias=qi_hidden_bias, qi_out_weight=qi_out_weight,
             qi_out_bias=qi_out_bias, temperature=temperature, k=k, exclude_positions=exclude_positions,
             block_x=block_x, num_splits=num_splits, block_q=block_q, num_warps=num_warps, hidden_chunk=hidden_chunk,
-            tune=tune, prune=prune, fast_math=fast_math,
+            tune=tune, prune=prune, fast_math=fast_math, batch_merge=batch_merge,
         )  # fmt: skip
     # slots past a query's count may hold keys of the autotuner's timing runs of other configs: not results
     found = candidates[:batch]
