@@ -7,9 +7,9 @@
 #             each eager and replayed from one CUDA graph; $OUT/bench_mol.*, <= 9 min).
 #   start   : the round's trainings, detached on the last GPU (with two GPUs, GPU 0 meanwhile runs `profile`, or,
 #             when the round sets TOPK_BESIDE='<sweep> ...', the top-k benchmark with those sweeps' checkpoints last).
-#   profile : the two-pass GPU test and scripts/profile_fused_exact.py at 1M and 10M items (B = 32, 8x4x64;
-#             + a grid of block shapes and splits; <= 9 min, $OUT/profile_fused_exact_{1M,10M}.*). One GPU: after the
-#             trainings.
+#   profile : the fused top-k's GPU tests and scripts/profile_fused_exact.py at 1M and 10M items (B = 32, 8x4x64;
+#             + the per-tile vs batched merge grid; <= 9 min, $OUT/profile_fused_exact_{1M,10M}.*). One GPU: after
+#             the trainings.
 #   topk    : after the trainings: scripts/bench_topk.py (the docs/bench_topk.md grid), detached; `wait` collects it.
 #   usage   : after `wait` (the checkpoints live on the device only): scripts/mol_pair_usage.py over job 0 of
 #             each MoL sweep, $OUT/mol_pair_usage.{json,md} (~1 min). The `wait` that sees the last training end
@@ -59,22 +59,22 @@ screen() {  # screen NAME OVERRIDES...: one training per seed of $SEEDS (default
     hydra.launcher.n_jobs="$jobs" "$@" "${common[@]}" seed="$seeds" trainer.max_epochs="$EPOCHS"
 }
 
-profiles() {  # the two-pass GPU test and the fused-exact stage profiles, on GPU 0
-  # the GPU checks of the kernels changed since round 11: the two-pass search (float64 reference, B = 1 / 32 / 256)
-  # the fused training mixture (its item gate read by row stride), the fused top-k with its hidden layer in steps
-  CUDA_VISIBLE_DEVICES=0 timeout 120 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_mol_topk_two_pass.py \
-    tests/test_mol_fused_mixing.py tests/test_benchmarks.py "tests/test_mol_topk_kernel.py::test_kernel_cuda_hidden_chunks_match_float64" \
-    2>&1 | tail -n 3
+profiles() {  # the fused top-k's GPU tests and the fused-exact stage profiles, on GPU 0
+  # the GPU checks of the kernels changed since round 18: the fused top-k with the batched merge (float64 reference
+  # at 16, 4 and 2 parked tiles per sort), the training-step benchmark (its MoL + dot-loss head)
+  CUDA_VISIBLE_DEVICES=0 timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_benchmarks.py \
+    "tests/test_mol_topk_kernel.py::test_kernel_cuda_batched_merge_matches_float64" 2>&1 | tail -n 3
   local items name
-  # + the block grid: do two to four programs per SM pay? The tuned 4x32 runs one (241-255 registers); with the
-  # gating's hidden layer in steps of 16 / 32, 8x16 and 16x8 (8 warps) and 8x8 (4 warps) compile to <= 128
-  # registers (scripts/kernel_registers.py, results/profiles/2026-12-01-cpu-kernel-registers-8x4x64.md)
+  # + the merge study: the running top-k (no prune) with a sort per merged tile against the batched merge
+  # (round 17's stage profile: the merge is 3.9 of 10.6 ms at 1M items, 11.4 of 69.5 at 10M; at 1M about half
+  # the tiles of a split merge), at the tile shapes of 16, 4 and 2 parked tiles per sort (8x8 with 4 warps was the
+  # fastest shape of round 17's grid). Faster -> `batch_merge=True` becomes fused_mol_topk's default.
   # (each profile rewrites its JSON / markdown after every launch: a timeout keeps what was measured)
   local limit
   for items in 1000000 10000000; do
     limit=$((items > 1000000 ? 280 : 150))
     CUDA_VISIBLE_DEVICES=0 timeout "$limit" python3 scripts/profile_fused_exact.py --items "$items" --setting 8x4x64 \
-      --batch 32 --blocks 4x32x8 8x16x8 16x8x8 8x8x4 --splits 528 --hidden-chunks 0 16 32 \
+      --batch 32 --blocks 8x8x4 4x32x8 2x64x8 --grid-search one-pass --merges per-tile batched \
       --out "$OUT/p$items" 2>&1 | grep -v "^USDT" | tail -n 26
   done
   for name in profile_fused_exact.json profile_fused_exact.md; do
