@@ -30,6 +30,7 @@ pipes partly overlapping across the 2+ programs per SM we expect 2-3.5x the floo
 the previous one-program-per-query kernel. Risks: register pressure of the (BQ * BX, H) fp32 hidden tile,
 the cost of the on-chip permute, and merge-heavy warm-up when splits are short. Measured since (H200, 8x4x64,
 B = 32): 7-12x the floor, the tuned 4x32 launch at 241-255 registers, one 8-warp program per SM;
+``batch_merge`` sorts merged tiles in several at a time (fewer sorts where most tiles merge: short splits);
 ``hidden_chunk`` trades the hidden tile's registers for cache reads of the gating weights
 (``scripts/kernel_registers.py`` reports a launch shape's registers without a GPU).
 
