@@ -104,9 +104,10 @@ def main() -> None:
         "--one-pass", action="store_true", help="the running top-k instead of the two-pass emit"
     )
     parser.add_argument(
-        "--per-tile-merge",
-        action="store_true",
-        help="with --one-pass: sort every merged tile in at once (BATCH_MERGE off, the kernel before it)",
+        "--merge-tiles",
+        type=int,
+        default=1,
+        help="with --one-pass: merged tiles parked per sort of the running top-k (1: every tile sorted in)",
     )
     parser.add_argument("--stages", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("results/profiles"))
@@ -136,7 +137,7 @@ def main() -> None:
             "PQ": pq, "PX": px, "D": dim, "PQP": pqp, "PXP": pxp, "D_PAD": next_pow2(dim), "H_PAD": h_pad,
             "H_CHUNK": h_chunk, "K_PAD": k_pad, "E_BLOCK": 2, "HAS_EXCL": False, "PRUNE": False,
             "FAST_MATH": 2 if args.arch >= 90 else 1, "PRECISION": None, "UPCAST": False, "ABLATE": 0,
-            "EMIT": not args.one_pass, "BATCH_MERGE": not args.per_tile_merge, "BQ": bq, "BX": bx,
+            "EMIT": not args.one_pass, "MERGE_TILES": args.merge_tiles, "BQ": bq, "BX": bx,
         }  # fmt: skip
         names = [param.name for param in kernel.params]
         source = ASTSource(kernel, types, constexprs={(names.index(n),): v for n, v in constants.items()})

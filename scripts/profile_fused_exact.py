@@ -5,23 +5,23 @@ timing variants that leave one stage out (``fused_mol_topk(ablate=...)``, wrong 
 taking differences, all with the block sizes the autotuner picked for the full search:
 
 - ``full`` (pruning on; the search default since 2026-12-01 is off) and ``full, no prune`` (every tile gated: the ablations' baseline);
-- ``full, no prune, batched merge``: the running top-k sorting merged tiles in ``K_PAD // BX`` at a time
-  (``fused_mol_topk(batch_merge=True)``) instead of one sort per merged tile;
+- ``full, no prune, N tiles per sort``: the running top-k parking merged tiles and sorting them in N (at most
+  ``K_PAD // BX``) at a time (``fused_mol_topk(merge_tiles=N)``) instead of one sort per merged tile;
 - ``no gating MLP`` (ablate 1), ``no top-k merge`` (ablate 2), ``no pair permute`` (ablate 3), pruning off;
 - ``two-pass`` with and without pruning (``rails.kernels.mol_topk_two_pass``, ``--sample-stride``): a search
   of every S-th item sets per-query thresholds, then the kernel emits only the keys above them (no merge).
 
 It also reports the compiled kernel's registers and spills per thread and the roofline floor of the search.
 ``--blocks`` / ``--splits`` add a grid of untuned launches of the two-pass search without pruning (the search
-default on large corpora; ``--grid-search one-pass``: the running top-k without pruning, with each merge of
-``--merges``): queries per program x items per tile (x warps) x corpus splits (x gating hidden units
+default on large corpora; ``--grid-search one-pass``: the running top-k without pruning, with each of
+``--merge-tiles``): queries per program x items per tile (x warps) x corpus splits (x gating hidden units
 per step, ``--hidden-chunks``; 0 = all at once), each with its agreement with the tuned search's top-k (a wrong
 launch shows there, not only in its time). Writes
 ``--out``/profile_fused_exact.{json,md}.
 
     python scripts/profile_fused_exact.py --items 1000000 --setting 8x4x64 --batch 32
     python scripts/profile_fused_exact.py --items 10000000 --blocks 4x32 8x16 16x8 32x4 32x8 --splits 132 528
-    python scripts/profile_fused_exact.py --blocks 8x8x4 4x32x8 --grid-search one-pass --merges per-tile batched
+    python scripts/profile_fused_exact.py --blocks 8x8x4 4x32x8 --grid-search one-pass --merge-tiles 1 4 16
 """
 
 from __future__ import annotations
@@ -43,15 +43,16 @@ from rails.retrieval.benchmark import measure_peaks, roofline, time_call
 from rails.retrieval.benchmark_data import SyntheticSettings, synthetic_problem
 from rails.retrieval.metrics import recall_at_k
 
-VARIANTS = (  # (name, prune, ablate, two passes, batched merge)
-    ("full", True, 0, False, False),
-    ("full, no prune", False, 0, False, False),
-    ("full, no prune, batched merge", False, 0, False, True),
-    ("no gating MLP", False, 1, False, False),
-    ("no top-k merge", False, 2, False, False),
-    ("no pair permute", False, 3, False, False),
-    ("two-pass", True, 0, True, False),
-    ("two-pass, no prune", False, 0, True, False),
+VARIANTS = (  # (name, prune, ablate, two passes, merged tiles per sort)
+    ("full", True, 0, False, 1),
+    ("full, no prune", False, 0, False, 1),
+    ("full, no prune, 4 tiles per sort", False, 0, False, 4),
+    ("full, no prune, 16 tiles per sort", False, 0, False, 16),
+    ("no gating MLP", False, 1, False, 1),
+    ("no top-k merge", False, 2, False, 1),
+    ("no pair permute", False, 3, False, 1),
+    ("two-pass", True, 0, True, 1),
+    ("two-pass, no prune", False, 0, True, 1),
 )
 
 
@@ -93,11 +94,11 @@ def main() -> None:
         help="the search of the --blocks grid (both without pruning)",
     )
     parser.add_argument(
-        "--merges",
+        "--merge-tiles",
         nargs="+",
-        choices=("per-tile", "batched"),
-        default=["per-tile"],
-        help="top-k merges of a one-pass grid (batched: fused_mol_topk(batch_merge=True))",
+        type=int,
+        default=[1],
+        help="merged tiles per sort of a one-pass grid (fused_mol_topk(merge_tiles=...); 1: every tile)",
     )
     args = parser.parse_args()
     interpreted = os.environ.get("TRITON_INTERPRET") == "1"  # CPU smoke run of this script (tests)
@@ -127,17 +128,17 @@ def main() -> None:
     best = kernel.tuned_config()
     blocks = {"block_q": best.kwargs["BQ"], "block_x": best.kwargs["BX"]} if best is not None else {}
     rows = []
-    for name, prune, ablate, two_pass, batched in VARIANTS:
+    for name, prune, ablate, two_pass, merge_tiles in VARIANTS:
         times, _ = time_call(
-            lambda p=prune, a=ablate, t=two_pass, m=batched: search(
-                t, prune=p, ablate=a, tune=False, **blocks, **({} if t else {"batch_merge": m})
+            lambda p=prune, a=ablate, t=two_pass, m=merge_tiles: search(
+                t, prune=p, ablate=a, tune=False, **blocks, **({} if t else {"merge_tiles": m})
             ),
             2,
             args.runs,
             device,
             5.0,
         )  # noqa: E501
-        rows.append({"variant": name, "prune": prune, "ablate": ablate, "two_pass": two_pass, "batch_merge": batched,
+        rows.append({"variant": name, "prune": prune, "ablate": ablate, "two_pass": two_pass, "merge_tiles": merge_tiles,
                      "ms": statistics.median(times),
                      **{key: kernel.LAST_COMPILED.get(key) for key in ("n_regs", "n_spills", "block")}})  # fmt: skip
         print(
@@ -185,13 +186,13 @@ def main() -> None:
                 f"Block grid: untuned launches of the {args.grid_search} search without pruning (agreement: share of "
                 "the tuned search's top-k positions found).",
                 "",
-                "| BQ | BX | warps | splits | hidden per step | merge | ms | x floor | agreement | registers | spills |",
+                "| BQ | BX | warps | splits | hidden per step | tiles per sort | ms | x floor | agreement | registers | spills |",
                 "|---|---|---|---|---|---|---|---|---|---|---|",
             ]
             for row in block_rows:
                 lines.append(
                     f"| {row['block_q']} | {row['block_x']} | {row['block'][2] if row['block'] else ''} | "
-                    f"{row['num_splits'] or 'default'} | {row['hidden_chunk'] or 'all'} | {row.get('merge', '')} | "
+                    f"{row['num_splits'] or 'default'} | {row['hidden_chunk'] or 'all'} | {row.get('merge') or '–'} | "
                     f"{row['ms']:.3f} | {row['ms'] / floor_ms:.1f} | "
                     f"{row['agreement']:.4f} | {row['n_regs']} | {row['n_spills']} |"
                 )
@@ -200,7 +201,7 @@ def main() -> None:
     write()
     reference = search()[1]
     two_pass = args.grid_search == "two-pass"
-    merges = ["emit"] if two_pass else args.merges
+    merges = [None] if two_pass else args.merge_tiles  # the two-pass search emits candidates: no merge
     grid = itertools.product(args.blocks, args.splits or [None], args.hidden_chunks or [0], merges)
     for (bq, bx, warps), splits, chunk, merge in grid:
         launch = {
@@ -210,7 +211,7 @@ def main() -> None:
             "num_splits": splits,
             "hidden_chunk": chunk or None,
         }
-        merge_kw = {} if two_pass else {"batch_merge": merge == "batched"}
+        merge_kw = {} if two_pass else {"merge_tiles": merge}
         times, found = time_call(
             lambda kw={**launch, **merge_kw}: search(two_pass, prune=False, tune=False, **kw),
             2,

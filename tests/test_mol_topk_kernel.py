@@ -204,11 +204,11 @@ INTERPRETER_CASES = [
     # the gating hidden layer (24 units, padded to 32) in two steps of 16: fp32 and bf16, padded pairs
     (5, 150, 8, 4, 64, 10, torch.float32, {"hidden_chunk": 16, "num_splits": 2}),
     (33, 60, 3, 2, 8, 10, torch.bfloat16, {"hidden_chunk": 16}),
-    # the batched merge (tiles parked in K_PAD // BX slots, sorted in together): 8, 2 and 16 slots, a flush
-    # at the end of a split with slots still empty, fp32 and bf16, padded pairs, several query blocks
-    (1, 200, 8, 4, 64, 100, torch.float32, {"num_splits": 2, "block_x": 16, "batch_merge": True}),
-    (33, 100, 3, 2, 8, 10, torch.float32, {"block_x": 8, "batch_merge": True}),
-    (5, 120, 8, 4, 64, 100, torch.bfloat16, {"block_x": 8, "block_q": 2, "batch_merge": True}),
+    # merged tiles parked and sorted in together (min(merge_tiles, K_PAD // BX) per sort): 8 of 8, 2 of 2 (16 asked),
+    # 4 of 16, a merge at the end of a split with slots still empty, fp32 and bf16, padded pairs, several query blocks
+    (1, 200, 8, 4, 64, 100, torch.float32, {"num_splits": 2, "block_x": 16, "merge_tiles": 8}),
+    (33, 100, 3, 2, 8, 10, torch.float32, {"block_x": 8, "merge_tiles": 16}),
+    (5, 120, 8, 4, 64, 100, torch.bfloat16, {"block_x": 8, "block_q": 2, "merge_tiles": 4}),
 ]
 
 
@@ -224,11 +224,11 @@ def _interpreter_main() -> None:
     kw = {"exclude_history": False, "problem": ranked_problem(), "block_x": 16, "num_splits": 1}
     _, positions = check_case(1, 32, 8, 4, 64, 2, torch.float32, **kw)
     assert positions.tolist() == [[0, 20]]
-    kw = {**kw, "block_x": 8, "batch_merge": True}  # the second-best item parked, then sorted in
+    kw = {**kw, "block_x": 8, "merge_tiles": 2}  # the second-best item parked, then sorted in
     _, positions = check_case(1, 32, 8, 4, 64, 2, torch.float32, **kw)
     assert positions.tolist() == [[0, 20]]
     scores, positions = check_case(2, 64, 3, 2, 8, 64, torch.float32, exclude_history=False, seed=3,
-                                   block_x=8, batch_merge=True)  # fmt: skip
+                                   block_x=8, merge_tiles=4)  # fmt: skip
     for row in range(2):  # the three copies stay together, in position order
         at = [positions[row].tolist().index(i) for i in range(3)]
         assert at == sorted(at) and at[2] - at[0] == 2 and len(set(scores[row, at].tolist())) == 1
@@ -302,6 +302,8 @@ def test_block_arguments_are_checked():
         run_kernel(pb, 5, torch.float32, "cpu", None, block_x=128, block_q=4)
     with pytest.raises(ValueError, match="1 <= k <= 256"):
         run_kernel(pb, 300, torch.float32, "cpu", None)
+    with pytest.raises(ValueError, match="merge_tiles must be a power of two >= 1, got 3"):
+        run_kernel(pb, 5, torch.float32, "cpu", None, merge_tiles=3)
     for chunk in (8, 24):
         with pytest.raises(ValueError, match=f"hidden_chunk must be a power of two >= 16, got {chunk}"):
             run_kernel(pb, 5, torch.float32, "cpu", None, hidden_chunk=chunk)
@@ -334,9 +336,11 @@ def test_kernel_cuda_hidden_chunks_match_float64(hidden_chunk):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("block", [(8, 8, 4), (4, 32, 8), (2, 64, 8)])  # 16, 4 and 2 parked tiles per sort
-def test_kernel_cuda_batched_merge_matches_float64(block):
-    """The running top-k with the batched merge at the tile shapes it serves (bf16 with fast math, fp32)."""
+@pytest.mark.parametrize(
+    ("block", "merge_tiles"), [((8, 8, 4), 16), ((8, 8, 4), 4), ((4, 32, 8), 4), ((2, 64, 8), 2)]
+)
+def test_kernel_cuda_merge_tiles_match_float64(block, merge_tiles):
+    """The running top-k with parked tiles at the shapes it serves (bf16 with fast math, fp32)."""
     bq, bx, warps = block
     kw = {
         "block_q": bq,
@@ -344,7 +348,7 @@ def test_kernel_cuda_batched_merge_matches_float64(block):
         "num_warps": warps,
         "tune": False,
         "prune": False,
-        "batch_merge": True,
+        "merge_tiles": merge_tiles,
     }
     pb = make_problem(32, 30011, 8, 4, 64, hidden=128)
     check_case(32, 30011, 8, 4, 64, 100, torch.bfloat16, device="cuda", problem=pb, **kw)

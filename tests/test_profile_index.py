@@ -89,9 +89,9 @@ def test_the_fused_kernel_profile_runs_under_the_triton_interpreter(tmp_path: Pa
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((tmp_path / "profile_fused_exact.json").read_text())
-    assert [row["ablate"] for row in record["rows"]] == [0, 0, 0, 1, 2, 3, 0, 0]
-    assert [row["two_pass"] for row in record["rows"]] == [False] * 6 + [True] * 2
-    assert [row["batch_merge"] for row in record["rows"]] == [False, False, True] + [False] * 5
+    assert [row["ablate"] for row in record["rows"]] == [0, 0, 0, 0, 1, 2, 3, 0, 0]
+    assert [row["two_pass"] for row in record["rows"]] == [False] * 7 + [True] * 2
+    assert [row["merge_tiles"] for row in record["rows"]] == [1, 1, 4, 16, 1, 1, 1, 1, 1]
     assert all(row["ms"] > 0 and row["block"] for row in record["rows"])
     assert "| no top-k merge |" in (tmp_path / "profile_fused_exact.md").read_text()
     grid = record[
@@ -109,11 +109,11 @@ def test_the_fused_kernel_profile_runs_under_the_triton_interpreter(tmp_path: Pa
 
 @pytest.mark.slow
 def test_the_fused_kernel_profile_compares_the_two_merges_of_the_one_pass_search(tmp_path: Path) -> None:
-    """``--grid-search one-pass --merges per-tile batched``: both merges per launch, each exact."""
+    """``--grid-search one-pass --merge-tiles 1 4``: both merges per launch, each exact."""
     pytest.importorskip("triton")
     script = SCRIPT.with_name("profile_fused_exact.py")
     args = ["--items", "1500", "--setting", "3x2x8", "--batch", "4", "--k", "30", "--runs", "1", "--blocks", "4x8",
-            "--splits", "1", "--grid-search", "one-pass", "--merges", "per-tile", "batched", "--train-steps", "2"]  # fmt: skip
+            "--splits", "1", "--grid-search", "one-pass", "--merge-tiles", "1", "4", "--train-steps", "2"]  # fmt: skip
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     done = subprocess.run(
         [sys.executable, str(script), *args, "--out", str(tmp_path)],
@@ -121,10 +121,10 @@ def test_the_fused_kernel_profile_compares_the_two_merges_of_the_one_pass_search
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     grid = json.loads((tmp_path / "profile_fused_exact.json").read_text())["block_rows"]
-    assert [r["merge"] for r in grid] == ["per-tile", "batched"]
+    assert [r["merge"] for r in grid] == [1, 4]
     assert all(r["agreement"] == 1.0 for r in grid)
     text = (tmp_path / "profile_fused_exact.md").read_text()
-    assert "untuned launches of the one-pass search" in text and "| batched |" in text
+    assert "untuned launches of the one-pass search" in text and "| all | 4 |" in text
 
 
 def test_the_fused_kernel_profile_refuses_malformed_blocks(tmp_path: Path) -> None:

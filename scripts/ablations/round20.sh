@@ -12,9 +12,9 @@
 #             published row is BSARec's .1008 / .0611) and BSARec + dot at 41 epochs.
 #   wait    : `wait 560` until "sweeps still running: 0" (~15-20 min: six 101-epoch ML-1M trainings).
 #   usage   : if that wait had no time left for it (~1 min, the device's CPU).
-#   profile : after the trainings (issue #13 item 1): the batched top-k merge's GPU test and the per-tile vs
-#             batched merge grid of scripts/profile_fused_exact.py at 1M and 10M items (<= 9 min; round_steps.sh).
-#             Batched faster at the tuned shapes -> `batch_merge=True` default in fused_mol_topk, then `topk`.
+#   profile : after the trainings (issue #13 item 1): the GPU test of the running top-k with merged tiles sorted in
+#             several at a time, and scripts/profile_fused_exact.py's grid of 1, 4 and 16 tiles per sort at 1M and 10M
+#             items (<= 9 min; round_steps.sh). Faster -> that `merge_tiles` default in fused_mol_topk, then `topk`.
 #   topk    : the docs/bench_topk.md grid (issue #13; round 18's run stopped after 3 of its 7 problems):
 #             `topk r20_beauty_hstu_large_mol_8x8x32_gd_dl_3` after the trainings with >= 20 min left, else first
 #             in the session after.

@@ -8,7 +8,7 @@
 #   start   : the round's trainings, detached on the last GPU (with two GPUs, GPU 0 meanwhile runs `profile`, or,
 #             when the round sets TOPK_BESIDE='<sweep> ...', the top-k benchmark with those sweeps' checkpoints last).
 #   profile : the fused top-k's GPU tests and scripts/profile_fused_exact.py at 1M and 10M items (B = 32, 8x4x64;
-#             + the per-tile vs batched merge grid; <= 9 min, $OUT/profile_fused_exact_{1M,10M}.*). One GPU: after
+#             + the merged-tiles-per-sort grid; <= 9 min, $OUT/profile_fused_exact_{1M,10M}.*). One GPU: after
 #             the trainings.
 #   topk    : after the trainings: scripts/bench_topk.py (the docs/bench_topk.md grid), detached; `wait` collects it.
 #   usage   : after `wait` (the checkpoints live on the device only): scripts/mol_pair_usage.py over job 0 of
@@ -60,21 +60,21 @@ screen() {  # screen NAME OVERRIDES...: one training per seed of $SEEDS (default
 }
 
 profiles() {  # the fused top-k's GPU tests and the fused-exact stage profiles, on GPU 0
-  # the GPU checks of the kernels changed since round 18: the fused top-k with the batched merge (float64 reference
-  # at 16, 4 and 2 parked tiles per sort), the training-step benchmark (its MoL + dot-loss head)
+  # the GPU checks of the kernels changed since round 18: the fused top-k with merged tiles parked and sorted in
+  # together (float64 reference at 16, 4 and 2 tiles per sort), the training-step benchmark (its MoL + dot-loss head)
   CUDA_VISIBLE_DEVICES=0 timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_benchmarks.py \
-    "tests/test_mol_topk_kernel.py::test_kernel_cuda_batched_merge_matches_float64" 2>&1 | tail -n 3
+    "tests/test_mol_topk_kernel.py::test_kernel_cuda_merge_tiles_match_float64" 2>&1 | tail -n 3
   local items name
-  # + the merge study: the running top-k (no prune) with a sort per merged tile against the batched merge
+  # + the merge study: the running top-k (no prune) with a sort per merged tile against 4 and 16 tiles per sort
   # (round 17's stage profile: the merge is 3.9 of 10.6 ms at 1M items, 11.4 of 69.5 at 10M; at 1M about half
-  # the tiles of a split merge), at the tile shapes of 16, 4 and 2 parked tiles per sort (8x8 with 4 warps was the
-  # fastest shape of round 17's grid). Faster -> `batch_merge=True` becomes fused_mol_topk's default.
+  # the tiles of a split merge), at three tile shapes (8x8 with 4 warps was the fastest of round 17's grid; 4x32 and
+  # 2x64 park at most 4 and 2 tiles). Faster -> that `merge_tiles` becomes fused_mol_topk's default.
   # (each profile rewrites its JSON / markdown after every launch: a timeout keeps what was measured)
   local limit
   for items in 1000000 10000000; do
     limit=$((items > 1000000 ? 280 : 150))
     CUDA_VISIBLE_DEVICES=0 timeout "$limit" python3 scripts/profile_fused_exact.py --items "$items" --setting 8x4x64 \
-      --batch 32 --blocks 8x8x4 4x32x8 2x64x8 --grid-search one-pass --merges per-tile batched \
+      --batch 32 --blocks 8x8x4 4x32x8 2x64x8 --grid-search one-pass --merge-tiles 1 4 16 \
       --out "$OUT/p$items" 2>&1 | grep -v "^USDT" | tail -n 26
   done
   for name in profile_fused_exact.json profile_fused_exact.md; do

@@ -16,9 +16,9 @@ One program owns ``BQ`` queries and one contiguous split of the corpus and walks
    at the cost of reading W1 / W2 chunks from cache per tile instead of keeping them in registers;
 4. a running top-``K_PAD`` per query (``(BQ, K_PAD)`` packed int64 keys, ascending): a tile is merged only
    when one of its keys beats its query's current k-th best key (one compare per pair); history exclusion
-   is applied only to tiles that are merged. With ``BATCH_MERGE`` (and ``BX < K_PAD``) a merged tile's keys
-   are only parked in one of ``K_PAD // BX`` pending slots (a select, no sort), and the pending keys are sorted
-   into the top-``K_PAD`` once every slot is full (and at the end): one sort per ``K_PAD // BX`` merged tiles
+   is applied only to tiles that are merged. With ``MERGE_TILES`` > 1 a merged tile's keys are only parked in
+   one of ``SLOTS = min(MERGE_TILES, K_PAD // BX)`` pending slots (a select, no sort), and the pending keys are
+   merged into the top-``K_PAD`` once every slot is full (and at the end): one sort per ``SLOTS`` merged tiles
    instead of one per tile, the threshold then lagging by at most that many tiles (still a lower bound of the
    k-th best, so nothing of the top-k is dropped). With ``EMIT`` the thresholds are fixed per query (``THR``,
    a lower bound of the k-th best key from a sample pass) and the keys above them are appended to the
@@ -133,15 +133,6 @@ def _merge(buf, keys, BQ: tl.constexpr, BX: tl.constexpr, K_PAD: tl.constexpr):
 
 
 @triton.jit
-def _sort_in(buf, pending, BQ: tl.constexpr, K_PAD: tl.constexpr):
-    """Top ``K_PAD`` per row of ``buf`` (BQ, K_PAD) ascending and ``pending`` (BQ, K_PAD // BX, BX) in any
-    order, ascending: the elementwise max of ``buf`` and the pending keys sorted descending (a bitonic
-    half-cleaner), sorted."""
-    best = tl.sort(tl.reshape(pending, (BQ, K_PAD)), dim=1, descending=True)
-    return tl.sort(tl.maximum(buf, best), dim=1)
-
-
-@triton.jit
 def _emit(keys, hit, q, q_ok, COUNT, CAND, capacity):
     """Append the (BQ, BX) ``keys`` where ``hit`` to row q of CAND (capacity slots; COUNT counts, past it too)."""
     hit_i = hit.to(tl.int32)
@@ -209,7 +200,7 @@ def mol_topk_block_kernel(
     UPCAST: tl.constexpr,  # bf16 dot operands multiplied as fp32 (the CPU interpreter has no bf16 dot)
     ABLATE: tl.constexpr,  # timing diagnostics only (wrong results): 1 no gating MLP, 2 no merge, 3 no permute
     EMIT: tl.constexpr,  # fixed thresholds THR and candidate emission instead of the running top-k
-    BATCH_MERGE: tl.constexpr,  # park merged tiles, sort them in K_PAD // BX at a time (running top-k, BX < K_PAD)
+    MERGE_TILES: tl.constexpr,  # merged tiles parked per sort of the running top-k (1: every tile sorted in)
     BQ: tl.constexpr,
     BX: tl.constexpr,
 ):
@@ -246,7 +237,8 @@ def mol_topk_block_kernel(
     else:
         thr = tl.full((BQ,), EMPTY, tl.int64)
     kth = (tl.arange(0, K_PAD) == K_PAD - k)[None, :]  # the k-th largest of an ascending row
-    SLOTS: tl.constexpr = (K_PAD + BX - 1) // BX  # pending tiles held before a sort (BATCH_MERGE)
+    # parked tiles per sort: min(MERGE_TILES, K_PAD // BX), at least 1 (the builtin max / min make tensors)
+    SLOTS: tl.constexpr = MERGE_TILES if MERGE_TILES * BX <= K_PAD else (K_PAD // BX if BX <= K_PAD else 1)
     pending = tl.full((BQ, SLOTS, BX), EMPTY, tl.int64)
     slot = tl.arange(0, SLOTS)[None, :, None]
     parked = qb * 0  # tiles parked since the last sort (int32)
@@ -319,19 +311,19 @@ def mol_topk_block_kernel(
             elif tl.sum((keys > thr[:, None]).to(tl.int32)) > 0:
                 if HAS_EXCL:
                     keys = _exclude(keys, EXCL, q, x, num_excl, BQ, BX, E_BLOCK)
-                if BATCH_MERGE and SLOTS > 1:
+                if SLOTS > 1:
                     pending = tl.where(slot == parked, keys[:, None, :], pending)
                     parked += 1
                     if parked == SLOTS:
-                        buf = _sort_in(buf, pending, BQ, K_PAD)
+                        buf = _merge(buf, tl.reshape(pending, (BQ, SLOTS * BX)), BQ, SLOTS * BX, K_PAD)
                         thr = tl.sum(tl.where(kth, buf, 0), 1)
                         pending = tl.full((BQ, SLOTS, BX), EMPTY, tl.int64)
                         parked = qb * 0
                 else:
                     buf = _merge(buf, keys, BQ, BX, K_PAD)
                     thr = tl.sum(tl.where(kth, buf, 0), 1)
-    if BATCH_MERGE and SLOTS > 1 and not EMIT:
-        buf = _sort_in(buf, pending, BQ, K_PAD)
+    if SLOTS > 1 and not EMIT:
+        buf = _merge(buf, tl.reshape(pending, (BQ, SLOTS * BX)), BQ, SLOTS * BX, K_PAD)
     if not EMIT:
         out = OUT + (q.to(tl.int64)[:, None] * num_splits + split) * K_PAD + tl.arange(0, K_PAD)[None, :]
         tl.store(out, buf, mask=q_ok[:, None])

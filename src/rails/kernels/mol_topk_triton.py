@@ -30,7 +30,7 @@ pipes partly overlapping across the 2+ programs per SM we expect 2-3.5x the floo
 the previous one-program-per-query kernel. Risks: register pressure of the (BQ * BX, H) fp32 hidden tile,
 the cost of the on-chip permute, and merge-heavy warm-up when splits are short. Measured since (H200, 8x4x64,
 B = 32): 7-12x the floor, the tuned 4x32 launch at 241-255 registers, one 8-warp program per SM;
-``batch_merge`` sorts merged tiles in several at a time (fewer sorts where most tiles merge: short splits);
+``merge_tiles`` sorts merged tiles in several at a time (fewer sorts where most tiles merge: short splits);
 ``hidden_chunk`` trades the hidden tile's registers for cache reads of the gating weights
 (``scripts/kernel_registers.py`` reports a launch shape's registers without a GPU).
 
@@ -135,7 +135,7 @@ def _tuned():
             "UPCAST",
             "ABLATE",
             "EMIT",
-            "BATCH_MERGE",
+            "MERGE_TILES",
         ]
         _tuned_kernel = triton.autotune(  # COUNT is zeroed before each timed run (the atomics add to it)
             configs, key=key, prune_configs_by={"early_config_prune": prune_configs}, reset_to_zero=["COUNT"]
@@ -181,7 +181,7 @@ def fused_mol_topk(
     ablate: int = 0,
     thresholds: Tensor | None = None,
     capacity: int = 0,
-    batch_merge: bool = True,
+    merge_tiles: int = 1,
 ) -> tuple[Tensor, Tensor]:
     """Exact MoL top-k with the fused kernel ("glu_silu" gating, no dropout).
 
@@ -217,8 +217,8 @@ def fused_mol_topk(
             is the result. A query with more candidates than slots is searched again without thresholds
             (logged). None (default): the running top-k.
         capacity: candidate slots per query with ``thresholds``.
-        batch_merge: the running top-k parks the tiles it merges and sorts them in ``K_PAD // BX`` at a time
-            (one sort per that many tiles); False sorts every merged tile in at once (the kernel before it).
+        merge_tiles: the running top-k parks the tiles it merges and sorts them in ``min(merge_tiles, K_PAD //
+            BX)`` at a time (one sort per that many tiles); 1 (default) sorts every merged tile in at once.
 
     Returns:
         (B, min(k, X)) float32 scores sorted descending and int64 corpus positions (empty: -inf, -1).
@@ -237,6 +237,8 @@ def fused_mol_topk(
             f"gating weights {tuple(qi_hidden_weight.shape)} / {tuple(qi_out_weight.shape)} do not match "
             f"P = {pq} x {px} pairs"
         )
+    if merge_tiles < 1 or merge_tiles & (merge_tiles - 1):
+        raise ValueError(f"fused_mol_topk merge_tiles must be a power of two >= 1, got {merge_tiles}")
     if num_items >= 2**31:
         raise ValueError(f"fused_mol_topk supports fewer than 2^31 items, got {num_items}")
     width = min(k, num_items)
@@ -326,7 +328,7 @@ def fused_mol_topk(
         "UPCAST": bf16 and not cuda,  # the Triton CPU interpreter multiplies bf16 dots wrongly
         "ABLATE": ablate,
         "EMIT": emit,
-        "BATCH_MERGE": batch_merge,
+        "MERGE_TILES": merge_tiles,
     }
     bucket = min(next_pow2(batch, floor=1), 1024)
 
@@ -386,7 +388,7 @@ def fused_mol_topk(
             qi_hidden_weight=qi_hidden_weight, qi_hidden_bias=qi_hidden_bias, qi_out_weight=qi_out_weight,
             qi_out_bias=qi_out_bias, temperature=temperature, k=k, exclude_positions=exclude_positions,
             block_x=block_x, num_splits=num_splits, block_q=block_q, num_warps=num_warps, hidden_chunk=hidden_chunk,
-            tune=tune, prune=prune, fast_math=fast_math, batch_merge=batch_merge,
+            tune=tune, prune=prune, fast_math=fast_math, merge_tiles=merge_tiles,
         )  # fmt: skip
     # slots past a query's count may hold keys of the autotuner's timing runs of other configs: not results
     found = candidates[:batch]
