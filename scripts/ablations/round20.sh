@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU round 20 (after rounds 19 and 15), on one H200 (kind nvidia-h200), calls chained within 30 s:
 #
-#   start   : ten trainings at once. Round 19 + round 15 (docs/mol_investigation.md §0.12): on Amazon Beauty the
+#   start   : twelve trainings at once. Round 19 + round 15 (docs/mol_investigation.md §0.12): on Amazon Beauty the
 #             dot head's own loss beside the MoL loss (`model.dot_loss_weight=1.0`) puts HSTU-large + MoL 8x8x32
 #             with the gating dropouts at 1.072x / 1.047x of HSTU-large + dot over three seeds (.0998 / .0549 vs
 #             .0931 / .0524). Does it lift the ML-1M row too (issue #12's bar: HSTU-large + MoL >= .3412 / .1979,
@@ -9,7 +9,8 @@
 #             preset with dot-loss weight 1 and the item-dropout-0.3 preset with it, seeds 1-3 each. Beauty
 #             (HSTU-large fp32 and BSARec 41 epochs): the round-19 head with dot-loss weight 3 and with head weight
 #             decay 1, BSARec + that MoL head (round 12's BSARec + dot, 101 epochs: .0932 / .0539, the best
-#             published row is BSARec's .1008 / .0611) and BSARec + dot at 41 epochs.
+#             published row is BSARec's .1008 / .0611) and BSARec + dot at 41 epochs; SASRec + that MoL head and
+#             SASRec + dot at 101 epochs (the MoL head was still improving at epoch 59 of 61).
 #   wait    : `wait 560` until "sweeps still running: 0" (~15-20 min: six 101-epoch ML-1M trainings).
 #   usage   : if that wait had no time left for it (~1 min, the device's CPU).
 #   profile : after the trainings (issue #13 item 1): the GPU test of the running top-k with merged tiles sorted in
@@ -47,6 +48,10 @@ trainings() {  # the dot loss on ML-1M (3 seeds) and the Beauty MoL head of roun
     model.dot_loss_weight=1.0 model.head_weight_decay=1.0
   screen beauty_bsarec_mol_8x8x32_gd_dl_1 experiment=amazon_beauty_bsarec_mol "${head[@]}" model.dot_loss_weight=1.0
   screen beauty_bsarec_dot experiment=amazon_beauty_bsarec_dot
+  # SASRec + that MoL head was still rising at epoch 59 of 61 (round 15: val NDCG@10 .0561 vs the dot head's .0553)
+  EPOCHS=101 screen beauty_sasrec_mol_8x8x32_gd_dl_1 experiment=amazon_beauty_sasrec_mol "${head[@]}" \
+    model.dot_loss_weight=1.0
+  EPOCHS=101 screen beauty_sasrec_dot experiment=amazon_beauty_sasrec_dot
 }
 
 round_main "$@"
