@@ -26,8 +26,9 @@
 #
 # Here afterwards: `python scripts/ingest_runs.py <files_at>/runs.tar.gz results/runs/<date>-<kind>-round20
 # --strip-prefix r20_`, scripts/make_results.py (the ML-1M rows join results.md's MoL-vs-dot table against the
-# preset dot rows), `python scripts/screen_report.py results/runs/<date>-<kind>-round20 --only beauty --epochs 4 9 19
-# 29 39 --out docs/screens/<date>-round20.md`, the reading into docs/mol_investigation.md (mol_pair_usage.* ->
+# preset dot rows), `python scripts/screen_report.py results/runs/<date>-<kind>-round20 --reference beauty_bsarec_dot
+# --only beauty_hstu beauty_bsarec --epochs 4 9 19 29 39 --out docs/screens/<date>-round20.md` (and --reference
+# beauty_sasrec_dot --only beauty_sasrec --epochs 4 9 19 59 99 --out docs/screens/<date>-round20-sasrec.md), the reading into docs/mol_investigation.md (mol_pair_usage.* ->
 # results/studies/<date>-<kind>-round20-pair-usage.*).
 ROUND=r20
 EPOCHS=${EPOCHS:-41}
