@@ -305,5 +305,30 @@ def test_16_bit_scores_are_warned_about_once(caplog) -> None:
     assert not [r for r in caplog.records if "16-bit" in r.getMessage()]
 
 
+def test_an_autocast_evaluator_scores_16_bit_towers_in_float32(caplog) -> None:
+    """``autocast=True`` (the QA preset): bf16 tower outputs under the trainer's bf16 context are scored by a
+    float32 head in float32, exactly as the same (bf16-rounded) embeddings given in float32, and no warning."""
+    corpus, table, datamodule, outputs = next_item_problem(seed=4)
+    half = [{**o, "queries": o["queries"].to(torch.bfloat16)} for o in outputs]
+    trainer = FakeTrainer(datamodule)
+    trainer.precision_plugin = SimpleNamespace(
+        forward_context=lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    )
+    head = tiny_mol().eval()
+    with caplog.at_level(logging.WARNING, logger="rails.retrieval.evaluator"):
+        logged = run_epoch(
+            RetrievalEvaluator(NextItemJudge(ks=[1, 5]), autocast=True),
+            trainer,
+            FakeModule(head, table.to(torch.bfloat16)),
+            half,
+            "val",
+        )
+    assert not [r for r in caplog.records if "16-bit" in r.getMessage()]
+    rounded = FakeModule(head, table.to(torch.bfloat16).float())
+    expected = run_epoch(RetrievalEvaluator(NextItemJudge(ks=[1, 5])), FakeTrainer(datamodule), rounded,
+                         outputs_fp32(half), "val")  # fmt: skip
+    assert logged == expected and logged
+
+
 def outputs_fp32(outputs):
     return [{**o, "queries": o["queries"].float()} for o in outputs]

@@ -97,8 +97,9 @@ class RetrievalEvaluator(Callback):
             ``None`` or empty: exact metrics only.
         index_k: k of the configured indexes' searches, of the exact top-k they are compared with, and the
             largest metric cutoff reported for them (cutoffs above it are skipped).
-        autocast: run corpus embedding, head encoding and scoring inside the trainer's precision context
-            (``precision=bf16-mixed`` runs the towers in bf16; the QA preset sets it).
+        autocast: embed the corpus inside the trainer's precision context (``precision=bf16-mixed`` runs the
+            towers in bf16; the QA preset sets it). The head always encodes and scores in float32 (16-bit
+            embeddings are upcast first): 16-bit scores tie, and ties rank against the target.
     """
 
     def __init__(
@@ -149,6 +150,11 @@ class RetrievalEvaluator(Callback):
     def _context(self, trainer: L.Trainer) -> contextlib.AbstractContextManager:
         return trainer.precision_plugin.forward_context() if self.autocast else contextlib.nullcontext()
 
+    @staticmethod
+    def _float32(device: torch.device) -> contextlib.AbstractContextManager:
+        """The head's context: no autocast (inputs in its weights' dtype, :func:`_upcast`): float32 scores."""
+        return torch.autocast(device_type=device.type, enabled=False)
+
     # ------------------------------------------------------------------------------------------- corpus
     @torch.no_grad()
     def _build_corpus(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -157,7 +163,8 @@ class RetrievalEvaluator(Callback):
         with self._context(trainer):
             for batch_ids, embeddings in pl_module.embed_corpus(trainer.datamodule, self.corpus_batch_size):
                 ids.append(batch_ids.to(pl_module.device))
-                states.append(head.encode_items(embeddings))
+                with self._float32(embeddings.device):
+                    states.append(head.encode_items(_upcast(embeddings, head)))
         if not states:
             raise ValueError("the datamodule's corpus is empty: nothing to rank against")
         corpus_ids = torch.cat(ids)
@@ -215,8 +222,8 @@ class RetrievalEvaluator(Callback):
         log.warning(
             f"{type(head).__name__} scores are {scores.dtype} at evaluation: 16-bit scores tie and ties rank "
             "against the target, which lowers HR / NDCG (by up to 2 % in results/studies/2026-12-01-h200-eval-"
-            "precision.md). Float32 scores: trainer.precision=32-true (model.similarity.autocast_bf16=true keeps "
-            "MoL training in bf16) and retrieval.evaluator.autocast=false"
+            "precision.md). Float32 scores: float32 weights (trainer.precision=32-true or bf16-mixed, not bf16-true) "
+            "and model.similarity.eval_autocast_bf16=false"
         )
 
     @torch.no_grad()
@@ -225,8 +232,8 @@ class RetrievalEvaluator(Callback):
     ) -> None:
         assert self._positions is not None
         head = pl_module.similarity
-        with self._context(trainer):
-            query_state = head.encode_queries(outputs["queries"], **outputs["context"])
+        with self._float32(pl_module.device):
+            query_state = head.encode_queries(_upcast(outputs["queries"], head), **outputs["context"])
             queries = self.judge.judge(outputs, self._positions)
             counter: RankCounter | None = None
             baselines = {
@@ -302,7 +309,7 @@ class RetrievalEvaluator(Callback):
             return
         query_state = type(present[0]["state"]).cat([p["state"] for p in present]).to(device)
         exclude = _cat_padded([p["exclude"] for p in present], device)
-        with self._context(trainer):
+        with self._float32(device):
             for name, index in collective.items():
                 found, fallback = [], []
                 for start in range(0, len(query_state), step):
@@ -377,6 +384,16 @@ def _cat_padded(parts: Sequence[Tensor | None], device: torch.device) -> Tensor 
     width = max(p.shape[1] for p in parts if p is not None)
     padded = [torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts if p is not None]
     return torch.cat(padded).to(device)
+
+
+def _upcast(embeddings: Tensor, head: Any) -> Tensor:
+    """Floating embeddings in the dtype of the head's weights (float32 for a head without any): 16-bit tower
+    outputs of a float32 head are scored in float32; a bf16-true head keeps its bf16."""
+    weights = [p for p in getattr(head, "parameters", list)() if p.is_floating_point()]
+    dtype = weights[0].dtype if weights else torch.float32
+    if embeddings.is_floating_point() and embeddings.dtype != dtype:
+        return embeddings.to(dtype)
+    return embeddings
 
 
 def _synchronized_time(device: torch.device) -> float:

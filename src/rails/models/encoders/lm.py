@@ -32,10 +32,12 @@ MASKED_LOGIT = -1.0e3  # mixing logit of padding positions (spec §8: filter_inv
 
 
 def load_pretrained(name_or_path: str) -> nn.Module:
-    """``AutoModel.from_pretrained`` in train mode, without the unused pooler head (no gradient under DDP)."""
+    """``AutoModel.from_pretrained`` in train mode with float32 parameters (a half-precision checkpoint, e.g. of
+    scripts/half_checkpoint.py, loads as its float32 values: newer transformers keep the stored dtype; the trainer's
+    precision decides the compute dtype), without the unused pooler head (no gradient under DDP)."""
     from transformers import AutoModel
 
-    model = AutoModel.from_pretrained(resolve_pretrained(name_or_path))
+    model = AutoModel.from_pretrained(resolve_pretrained(name_or_path)).float()
     if getattr(model, "pooler", None) is not None:
         model.pooler = None
     return model.train()  # from_pretrained returns eval mode; the owning module's mode must decide (dropout)
