@@ -23,7 +23,7 @@ question-answering presets (``judge: QrelsJudge``, ``retrieval=qa``):
    ``{stage}/{name}/{overlap}@{index_k}`` (overlap with the exact top-k: ``recall@100`` for next-item data,
    ``overlap@100`` for qrels), ``{stage}/{name}/exact_fallback_rate`` (share of queries an approximate
    index answered by exact search, too few candidates) and ``{stage}/{name}/latency_ms`` (mean search time
-   per call, CUDA-synchronised, query encoding excluded).
+   per call, CUDA-synchronised, query encoding excluded). The head encodes and scores in its weights' dtype.
 """
 
 from __future__ import annotations
@@ -151,8 +151,9 @@ class RetrievalEvaluator(Callback):
         return trainer.precision_plugin.forward_context() if self.autocast else contextlib.nullcontext()
 
     @staticmethod
-    def _float32(device: torch.device) -> contextlib.AbstractContextManager:
-        """The head's context: no autocast (inputs in its weights' dtype, :func:`_upcast`): float32 scores."""
+    def _float32(
+        device: torch.device,
+    ) -> contextlib.AbstractContextManager:  # the head's: no autocast (_upcast)
         return torch.autocast(device_type=device.type, enabled=False)
 
     # ------------------------------------------------------------------------------------------- corpus
@@ -222,8 +223,7 @@ class RetrievalEvaluator(Callback):
         log.warning(
             f"{type(head).__name__} scores are {scores.dtype} at evaluation: 16-bit scores tie and ties rank "
             "against the target, which lowers HR / NDCG (by up to 2 % in results/studies/2026-12-01-h200-eval-"
-            "precision.md). Float32 scores: float32 weights (trainer.precision=32-true or bf16-mixed, not bf16-true) "
-            "and model.similarity.eval_autocast_bf16=false"
+            "precision.md). Float32 scores: float32 weights (not bf16-true), model.similarity.eval_autocast_bf16=false"
         )
 
     @torch.no_grad()
@@ -389,11 +389,8 @@ def _cat_padded(parts: Sequence[Tensor | None], device: torch.device) -> Tensor 
 def _upcast(embeddings: Tensor, head: Any) -> Tensor:
     """Floating embeddings in the dtype of the head's weights (float32 for a head without any): 16-bit tower
     outputs of a float32 head are scored in float32; a bf16-true head keeps its bf16."""
-    weights = [p for p in getattr(head, "parameters", list)() if p.is_floating_point()]
-    dtype = weights[0].dtype if weights else torch.float32
-    if embeddings.is_floating_point() and embeddings.dtype != dtype:
-        return embeddings.to(dtype)
-    return embeddings
+    weights = [p.dtype for p in getattr(head, "parameters", list)() if p.is_floating_point()]
+    return embeddings.to((weights or [torch.float32])[0]) if embeddings.is_floating_point() else embeddings
 
 
 def _synchronized_time(device: torch.device) -> float:
