@@ -98,8 +98,8 @@ class RetrievalEvaluator(Callback):
         index_k: k of the configured indexes' searches, of the exact top-k they are compared with, and the
             largest metric cutoff reported for them (cutoffs above it are skipped).
         autocast: embed the corpus inside the trainer's precision context (``precision=bf16-mixed`` runs the
-            towers in bf16; the QA preset sets it). The head always encodes and scores in float32 (16-bit
-            embeddings are upcast first): 16-bit scores tie, and ties rank against the target.
+            towers in bf16; the QA preset sets it). The head encodes and scores without autocast, in its weights'
+            dtype (16-bit embeddings of a float32 head are upcast): 16-bit scores tie, ties rank against the target.
     """
 
     def __init__(
@@ -150,12 +150,6 @@ class RetrievalEvaluator(Callback):
     def _context(self, trainer: L.Trainer) -> contextlib.AbstractContextManager:
         return trainer.precision_plugin.forward_context() if self.autocast else contextlib.nullcontext()
 
-    @staticmethod
-    def _float32(
-        device: torch.device,
-    ) -> contextlib.AbstractContextManager:  # the head's: no autocast (_upcast)
-        return torch.autocast(device_type=device.type, enabled=False)
-
     # ------------------------------------------------------------------------------------------- corpus
     @torch.no_grad()
     def _build_corpus(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -164,7 +158,7 @@ class RetrievalEvaluator(Callback):
         with self._context(trainer):
             for batch_ids, embeddings in pl_module.embed_corpus(trainer.datamodule, self.corpus_batch_size):
                 ids.append(batch_ids.to(pl_module.device))
-                with self._float32(embeddings.device):
+                with _no_autocast(embeddings.device):
                     states.append(head.encode_items(_upcast(embeddings, head)))
         if not states:
             raise ValueError("the datamodule's corpus is empty: nothing to rank against")
@@ -232,7 +226,7 @@ class RetrievalEvaluator(Callback):
     ) -> None:
         assert self._positions is not None
         head = pl_module.similarity
-        with self._float32(pl_module.device):
+        with _no_autocast(pl_module.device):
             query_state = head.encode_queries(_upcast(outputs["queries"], head), **outputs["context"])
             queries = self.judge.judge(outputs, self._positions)
             counter: RankCounter | None = None
@@ -309,7 +303,7 @@ class RetrievalEvaluator(Callback):
             return
         query_state = type(present[0]["state"]).cat([p["state"] for p in present]).to(device)
         exclude = _cat_padded([p["exclude"] for p in present], device)
-        with self._float32(device):
+        with _no_autocast(device):
             for name, index in collective.items():
                 found, fallback = [], []
                 for start in range(0, len(query_state), step):
@@ -384,6 +378,11 @@ def _cat_padded(parts: Sequence[Tensor | None], device: torch.device) -> Tensor 
     width = max(p.shape[1] for p in parts if p is not None)
     padded = [torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts if p is not None]
     return torch.cat(padded).to(device)
+
+
+def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """The head's context: autocast off, its inputs in its weights' dtype (:func:`_upcast`)."""
+    return torch.autocast(device_type=device.type, enabled=False)
 
 
 def _upcast(embeddings: Tensor, head: Any) -> Tensor:
