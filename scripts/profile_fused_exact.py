@@ -114,9 +114,11 @@ def main() -> None:
     head, items, query = problem.head, problem.item_state, problem.encode(args.batch)
     mixing = head.mixing()
 
-    def search(two_pass: bool = False, **kw: Any) -> Any:
-        if two_pass:
+    def search(two_pass: bool = False, merge_tiles: int | None = None, **kw: Any) -> Any:
+        if two_pass:  # candidates emitted above sampled thresholds: no running top-k to merge into
             kw["sample_stride"] = args.sample_stride
+        elif merge_tiles is not None:
+            kw["merge_tiles"] = merge_tiles
         return (two_pass_mol_topk if two_pass else kernel.fused_mol_topk)(
             query.components, query.gate, items.components, items.gate,
             qi_hidden_weight=mixing.qi_hidden_weight, qi_hidden_bias=mixing.qi_hidden_bias,
@@ -131,7 +133,7 @@ def main() -> None:
     for name, prune, ablate, two_pass, merge_tiles in VARIANTS:
         times, _ = time_call(
             lambda p=prune, a=ablate, t=two_pass, m=merge_tiles: search(
-                t, prune=p, ablate=a, tune=False, **blocks, **({} if t else {"merge_tiles": m})
+                t, m, prune=p, ablate=a, tune=False, **blocks
             ),
             2,
             args.runs,
@@ -211,9 +213,8 @@ def main() -> None:
             "num_splits": splits,
             "hidden_chunk": chunk or None,
         }
-        merge_kw = {} if two_pass else {"merge_tiles": merge}
         times, found = time_call(
-            lambda kw={**launch, **merge_kw}: search(two_pass, prune=False, tune=False, **kw),
+            lambda kw=launch, m=merge: search(two_pass, m, prune=False, tune=False, **kw),
             2,
             args.runs,
             device,
