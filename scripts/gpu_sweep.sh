@@ -13,9 +13,10 @@
 # Environment: WHEELS (default .whl: hydra-core, omegaconf, antlr4, hydra-joblib-launcher wheels for a machine
 # without them), RAILS_SRC (default: .snap/src when present, else src), SWEEPS (default /tmp/rails-sweeps),
 # OUT (where collected files go), COLLECT_CKPT (1: also the best checkpoint of each run, into $OUT/ckpts.tar.gz;
-# COLLECT_CKPT_GLOB, e.g. 'r7_mol/0*', only of the runs SWEEP/JOB it matches: ~12 MB each), MPS (1: start
-# NVIDIA's Multi-Process Service first so the jobs' kernels share the GPU concurrently). Each NAME is one `python3 -m rails.train -m ...` with
-# hydra.sweep.dir=$SWEEPS/NAME; use hydra/launcher=parallel hydra.launcher.n_jobs=K to run K jobs at once.
+# COLLECT_CKPT_GLOB, e.g. 'r7_mol/0*', only of the runs SWEEP/JOB it matches: ~4 MB each, without the training
+# state), MPS (1: start NVIDIA's Multi-Process Service first so the jobs' kernels share the GPU concurrently).
+# Each NAME is one `python3 -m rails.train -m ...` with hydra.sweep.dir=$SWEEPS/NAME; use hydra/launcher=parallel
+# hydra.launcher.n_jobs=K to run K jobs at once.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SWEEPS=${SWEEPS:-/tmp/rails-sweeps}
@@ -98,13 +99,15 @@ collect() {
     # The per-epoch trajectory (CSVLogger), to see where a run peaked and whether it was still improving.
     for csv in "$run"/csv/version_*/metrics.csv; do [ -f "$csv" ] && cp "$csv" "$dest/epochs.csv"; done
     # With COLLECT_CKPT=1 the best checkpoint (named in the job log) goes to $OUT/ckpts/<sweep>/<job>.ckpt, outside
-    # runs/ (results/runs/ holds no weights); e.g. for the trained-model rows of scripts/bench_topk.py.
+    # runs/ (results/runs/ holds no weights), without its training state (scripts/strip_checkpoint.py: ~4 MB for
+    # an ML-1M HSTU-large + MoL run instead of ~12); e.g. for the trained-model rows of scripts/bench_topk.py.
     # shellcheck disable=SC2053  # COLLECT_CKPT_GLOB is a pattern on purpose
     if [ "${COLLECT_CKPT:-0}" = 1 ] && [[ ${run#"$SWEEPS"/} == ${COLLECT_CKPT_GLOB:-*} ]]; then
       best=$(grep -ho "best checkpoint: .*\.ckpt" "$run"/*.log 2>/dev/null | tail -1 | sed 's/^best checkpoint: //')
       if [ -n "$best" ] && [ -f "$best" ]; then
         mkdir -p "$OUT/ckpts/$(dirname "${run#"$SWEEPS"/}")"
-        cp "$best" "$OUT/ckpts/${run#"$SWEEPS"/}.ckpt"
+        python3 scripts/strip_checkpoint.py "$best" "$OUT/ckpts/${run#"$SWEEPS"/}.ckpt" >/dev/null ||
+          echo "checkpoint of $run not collected (scripts/strip_checkpoint.py failed)" >&2
       fi
     fi
   done

@@ -150,10 +150,17 @@ round_main() {  # the shared steps; anything else prints the sourcing script's h
       ;;
     topk)  # one GPU, once the trainings are done: the full top-k benchmark, detached (~12 min; `wait 560` collects
       # bench_topk.{json,md,png}); SWEEP names (e.g. r18_beauty_hstu_large_mol_residual_8x4x64_gd) add their best
-      # checkpoints as the trained-model problems
+      # checkpoints as the trained-model problems, and so do checkpoint files (a round's ckpts.tar.gz unpacked
+      # into .devdata here and carried: `topk .devdata/ckpts/r22_*/0.ckpt`)
       alone topk
       shift
-      if [ $# -gt 0 ]; then start_topk_bench_after "$@"; else start_topk_bench --data structured; fi
+      if [ $# -gt 0 ] && [ -f "$1" ]; then
+        start_topk_bench --data structured checkpoint --checkpoint "$@" --checkpoint-data-root "$PWD/.devdata"
+      elif [ $# -gt 0 ]; then
+        start_topk_bench_after "$@"
+      else
+        start_topk_bench --data structured
+      fi
       ;;
     profile)  # one GPU, once the trainings are done (nothing else on the GPU while it is timed)
       alone profile

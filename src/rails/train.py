@@ -22,7 +22,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from rails.config import check_config, config_dir, instantiate_dict
 from rails.log import get_logger, print_metrics_table, write_metrics
-from rails.runs.checkpoints import check_state_dict_matches, load_checkpoint_file
+from rails.runs.checkpoints import (
+    check_state_dict_matches,
+    load_checkpoint_file,
+    require_training_state,
+)
 from rails.runs.ddp import hydra_safe_ddp_launch
 from rails.runs.jobs import run_job
 from rails.runs.record import log_run_config, write_run_record
@@ -82,7 +86,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
     datamodule, model, trainer = build(cfg)
     if ckpt_path is not None and "://" not in ckpt_path:
         # Refuse an unsafe, unreadable or mismatched file before anything trains (Lightning loads it again).
-        check_state_dict_matches(model, load_checkpoint_file(ckpt_path).get("state_dict", {}), ckpt_path)
+        resumed = load_checkpoint_file(ckpt_path)
+        if cfg.get("train", True):
+            require_training_state(resumed, ckpt_path)
+        check_state_dict_matches(model, resumed.get("state_dict", {}), ckpt_path)
     with hydra_safe_ddp_launch():
         return _fit_and_evaluate(cfg, datamodule, model, trainer, ckpt_path)
 

@@ -107,6 +107,50 @@ def load_checkpoint_file(path: str | os.PathLike[str], map_location: Any = "cpu"
     return checkpoint
 
 
+# What only resuming a training needs (Lightning's loop, optimizer, scheduler and callback states, rails' RNG
+# states): an inference checkpoint leaves these out, with Adam most of the file (two moments per weight).
+TRAINING_STATE_KEYS = ("optimizer_states", "lr_schedulers", "loops", "callbacks", "rails_rng_states")
+INFERENCE_ONLY_KEY = "rails_inference_only"
+
+
+def write_inference_checkpoint(
+    source: str | os.PathLike[str], destination: str | os.PathLike[str]
+) -> dict[str, Any]:
+    """Copy a rails-train checkpoint without its training state (:data:`TRAINING_STATE_KEYS`), atomically.
+
+    The copy keeps the weights, the run's config and Lightning's bookkeeping, so ``rails-eval`` and the top-k
+    benchmark read it as they read the original; resuming a training from it is refused
+    (:func:`require_training_state`). It is marked with ``rails_inference_only: True``.
+
+    Returns:
+        The written dictionary.
+
+    Raises:
+        CheckpointError: ``source`` is unreadable or not a rails-train checkpoint (no ``rails_config`` /
+            ``state_dict``); the message names the file.
+    """
+    checkpoint = load_checkpoint_file(source)
+    missing = [key for key in ("rails_config", "state_dict") if key not in checkpoint]
+    if missing:
+        raise CheckpointError(f"checkpoint {source}: not written by rails-train (no {missing} entries)")
+    slim = {key: value for key, value in checkpoint.items() if key not in TRAINING_STATE_KEYS}
+    slim[INFERENCE_ONLY_KEY] = True
+    atomic_write(destination, lambda handle: torch.save(slim, handle))
+    return slim
+
+
+def require_training_state(checkpoint: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """Raise :class:`CheckpointError` naming ``path`` when the checkpoint cannot resume a training.
+
+    An inference checkpoint (:func:`write_inference_checkpoint`) has no optimizer or loop state to resume from.
+    """
+    if checkpoint.get(INFERENCE_ONLY_KEY) or "optimizer_states" not in checkpoint:
+        raise CheckpointError(
+            f"ckpt_path={path}: an inference-only checkpoint (no optimizer or loop state: written by "
+            f"scripts/strip_checkpoint.py) cannot resume a training; evaluate it with `rails-eval ckpt_path={path}`"
+        )
+
+
 def check_state_dict_matches(
     model: nn.Module, state_dict: Mapping[str, Any], path: str | os.PathLike[str]
 ) -> None:
