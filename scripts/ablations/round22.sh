@@ -18,6 +18,7 @@
 #
 #   here first: .whl/ (scripts/gpu_wheels.sh), .devdata/ with ml-1m-seq and amazon-beauty (../shared/data)
 #   run(kind="nvidia-h200", carry=[".whl", ".devdata"], command="bash scripts/ablations/round22.sh start"),
+#   then `gpu-tests` (the whole GPU suite beside the trainings: its last full run was round 8's; results/gpu_tests/),
 #   then `wait 560` until "sweeps still running: 0"
 #
 # Here afterwards: `mkdir -p .devdata && tar -xzf <files_at>/ckpts.tar.gz -C .devdata` (git-ignored; carried by

@@ -11,6 +11,10 @@
 #             + the merged-tiles-per-sort grid; <= 9 min, $OUT/profile_fused_exact_{1M,10M}.*). One GPU: after
 #             the trainings.
 #   topk    : after the trainings: scripts/bench_topk.py (the docs/bench_topk.md grid), detached; `wait` collects it.
+#             Its arguments: sweep names of the round (their best checkpoints) or checkpoint files (a ckpts.tar.gz
+#             of an earlier round unpacked into .devdata), the trained-model problems.
+#   gpu-tests: the GPU test suite (scripts/device_gpu_tests.sh, <= 9 min; $OUT/gpu_tests.log); correctness only,
+#             so also beside the trainings, between `start` and `wait`.
 #   usage   : after `wait` (the checkpoints live on the device only): scripts/mol_pair_usage.py over job 0 of
 #             each MoL sweep, $OUT/mol_pair_usage.{json,md} (~1 min). The `wait` that sees the last training end
 #             runs it itself when the call has >= 45 s left (USAGE=0: not).
@@ -129,6 +133,11 @@ round_main() {  # the shared steps; anything else prints the sourcing script's h
         --heads dot mol mol_fused mol_bf16_head mol_compiled_head mol_dot_loss --precisions fp32 \
         --variants eager captured --profile-kernels --output "$OUT/bench_mol.md" 2>&1 |
         grep -E "ms \(|FAILED|Acceptance|backward at" | tail -n 14
+      ;;
+    gpu-tests)  # the whole GPU suite (pytest -m gpu, scripts/device_gpu_tests.sh; correctness only, so it may run
+      # beside the round's trainings: slower then, hence the longer per-test timeout); log in $OUT/gpu_tests.log
+      OUT=$OUT timeout 560 bash scripts/device_gpu_tests.sh --timeout 400 2>&1 | grep -E "passed|failed|FAILED|Error" |
+        tail -n 12
       ;;
     usage)  # after `wait`: which pairs each MoL run's gating uses (~1 min on the device's CPU)
       pair_usage
