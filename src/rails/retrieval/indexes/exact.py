@@ -23,6 +23,10 @@ def fused_mol_unsupported(
     """None when the fused MoL kernel applies to this head, these states and ``k``, else the reason it does not."""
     if not isinstance(head, MoLSimilarity):
         return f"head is {type(head).__name__}, not MoLSimilarity"
+    if (
+        type(head).score is not MoLSimilarity.score
+    ):  # e.g. mol_cosine.MoLWithCosine: the kernel scores MoL alone
+        return f"{type(head).__name__} scores other than MoLSimilarity"
     mixing = head.mixing()
     if mixing.training:
         return "head is in training mode (softmax dropout)"

@@ -1,0 +1,117 @@
+"""MoLWithCosine: a MoL checkpoint scored as MoL + w * cos / tau (float64 reference), through rails-eval too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import open_dict
+
+from rails.config import ConfigError
+from rails.eval import evaluate
+from rails.models.similarity.mol import MoLSimilarity
+from rails.models.similarity.mol_cosine import MoLWithCosine
+from rails.retrieval.indexes.exact import fused_mol_unsupported
+from rails.train import run
+from tests.conftest import TINY_OVERRIDES, compose_config, shrink
+
+ARGS = {"query_dim": 10, "item_dim": 10, "num_query_components": 3, "num_item_components": 2,
+        "component_dim": 8, "query_hidden_dim": 16, "gating_query_hidden_dim": 8,
+        "gating_item_hidden_dim": 8, "gating_qi_hidden_dim": 8, "uid_hash_sizes": [7]}  # fmt: skip
+
+
+def _pair(**blend: float) -> tuple[MoLSimilarity, MoLWithCosine]:
+    """A random MoL head in float64 and the blend head with its weights (the same keys: a checkpoint loads)."""
+    torch.manual_seed(0)
+    mol = MoLSimilarity(**ARGS).double().eval()
+    blended = MoLWithCosine(**ARGS, **blend).double().eval()
+    blended.load_state_dict(mol.state_dict())
+    return mol, blended
+
+
+def _cosine(queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(queries, dim=-1) @ torch.nn.functional.normalize(items, dim=-1).T
+
+
+@pytest.mark.parametrize(
+    ("mol_weight", "cosine_weight", "tau"), [(1.0, 1.0, 0.05), (0.5, 2.0, 0.1), (0.0, 1.0, 0.05)]
+)
+def test_scores_are_the_weighted_sum_in_float64(mol_weight: float, cosine_weight: float, tau: float) -> None:
+    mol, blended = _pair(mol_weight=mol_weight, cosine_weight=cosine_weight, cosine_temperature=tau)
+    queries, items = torch.randn(5, 10, dtype=torch.float64), torch.randn(9, 10, dtype=torch.float64)
+    users = torch.arange(5)
+    expected = cosine_weight * _cosine(queries, items) / tau
+    if mol_weight:
+        mol_scores = mol.score(mol.encode_queries(queries, user_ids=users), mol.encode_items(items))
+        expected = expected + mol_weight * mol_scores
+    query_state = blended.encode_queries(queries, user_ids=users)
+    got = blended.score(query_state, blended.encode_items(items))
+    torch.testing.assert_close(got.double(), expected, rtol=1e-6, atol=1e-6)
+    per_query = items[None].expand(5, -1, -1)  # each query against its own (here equal) items
+    pairs = blended.score_pairs(query_state, blended.encode_items(per_query))
+    torch.testing.assert_close(pairs.double(), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_bad_blends_are_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="cosine_temperature=0"):
+        MoLWithCosine(**ARGS, cosine_temperature=0)
+    with pytest.raises(ValueError, match="nothing scores"):
+        MoLWithCosine(**ARGS, mol_weight=0.0, cosine_weight=0.0)
+    with pytest.raises(ValueError, match="mol_weight=-1"):
+        MoLWithCosine(**ARGS, mol_weight=-1.0)
+    with pytest.raises(ValueError, match="item_dim=8: must equal query_dim"):
+        MoLWithCosine(**{**ARGS, "item_dim": 8})
+
+
+def test_the_fused_mol_kernel_is_not_used_for_it() -> None:
+    _, blended = _pair()
+    queries, items = torch.randn(2, 10, dtype=torch.float64), torch.randn(5, 10, dtype=torch.float64)
+    state = blended.encode_queries(queries, user_ids=torch.arange(2))
+    assert "scores other than MoLSimilarity" in fused_mol_unsupported(
+        blended, state, blended.encode_items(items), 5
+    )
+
+
+@pytest.fixture(scope="module")
+def mol_dot_loss_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny one-epoch MoL run trained with the dot head's loss."""
+    tmp_path = tmp_path_factory.mktemp("trained")
+    overrides = [*TINY_OVERRIDES, "model/similarity=mol", "model.dot_loss_weight=1.0", "test=false"]
+    run(shrink(compose_config("train", overrides), tmp_path))
+    GlobalHydra.instance().clear()
+    return next((tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt"))
+
+
+def _eval(ckpt: Path, folder: Path, overrides: list[str]) -> dict[str, float]:
+    cfg = shrink(compose_config("eval", [f"ckpt_path={ckpt}", "trainer.accelerator=cpu", *overrides]), folder)
+    with open_dict(cfg):
+        cfg.trainer.enable_progress_bar = False
+    try:
+        return evaluate(cfg)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def test_rails_eval_scores_a_checkpoint_with_the_blend(mol_dot_loss_checkpoint: Path, tmp_path: Path) -> None:
+    target = "+model_overrides.similarity._target_=rails.models.similarity.mol_cosine.MoLWithCosine"
+    plain = _eval(mol_dot_loss_checkpoint, tmp_path / "plain", [])
+    mol_only = _eval(
+        mol_dot_loss_checkpoint, tmp_path / "mol", [target, "+model_overrides.similarity.cosine_weight=0.0"]
+    )
+    for name, value in plain.items():  # cosine weight 0: MoL's own metrics
+        assert mol_only[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+    cosine = _eval(
+        mol_dot_loss_checkpoint, tmp_path / "cos", [target, "+model_overrides.similarity.mol_weight=0.0"]
+    )
+    assert cosine.keys() == plain.keys()
+    assert any(abs(cosine[k] - plain[k]) > 1e-6 for k in plain if k.startswith("test/")), (
+        "cosine == MoL ranking"
+    )
+    with pytest.raises(ConfigError, match="cosine_temperature=-1.0"):
+        _eval(
+            mol_dot_loss_checkpoint,
+            tmp_path / "bad",
+            [target, "+model_overrides.similarity.cosine_temperature=-1.0"],
+        )
