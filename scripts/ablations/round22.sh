@@ -17,6 +17,10 @@
 #             state (~4 MB each): the trained-model problems of the next session's `round20.sh topk` (issue #13
 #             item 3), and trained models to study here on the CPU.
 #
+#   cosine  : after the last `wait` (~2 min): each MoL + dot-loss run's best checkpoint ranked by the cosine its dot
+#             loss trained, alone and added to MoL (rails-eval with rails.models.similarity.mol_cosine.MoLWithCosine):
+#             is the MoL win on Beauty MoL's, or the dot loss's? $OUT/cosine_eval.json.
+#
 #   here first: .whl/ (scripts/gpu_wheels.sh), .devdata/ with ml-1m-seq and amazon-beauty (../shared/data)
 #   run(kind="nvidia-h200", carry=[".whl", ".devdata"], command="bash scripts/ablations/round22.sh start"),
 #   then `gpu-tests` (the whole GPU suite beside the trainings: its last full run was round 8's; results/gpu_tests/),
@@ -37,6 +41,46 @@ export COLLECT_CKPT_GLOB=${COLLECT_CKPT_GLOB:-'r22_@(ml1m_hstu_large_mol_gd_dl_1
 # shellcheck source=round_steps.sh
 source "$(dirname "$0")/round_steps.sh"
 
+cosine_eval() {  # after the trainings: each MoL + dot-loss sweep's job 0 scored by the cosine its dot loss trained,
+  # alone and beside MoL (rails.models.similarity.mol_cosine.MoLWithCosine through rails-eval, val and test); does MoL
+  # rank better than that cosine? $OUT/cosine_eval.json: {sweep: {"training run": its own metrics, "mol": MoL
+  # through rails-eval, "cosine": ..., "mol+cosine": ...}}
+  local sweep best blend name mol_weight cosine_weight dir pids=()
+  for sweep in "$SWEEPS"/"$ROUND"_*mol*dl*/; do
+    sweep=$(basename "$sweep")
+    best=$(best_checkpoint "$sweep")
+    [ -n "$best" ] && [ -f "$best" ] || continue
+    for blend in mol:1.0:0.0 cosine:0.0:1.0 mol+cosine:1.0:1.0; do  # name:mol_weight:cosine_weight
+      IFS=: read -r name mol_weight cosine_weight <<<"$blend"
+      dir=/tmp/rails-cosine/$sweep/$name
+      mkdir -p "$(dirname "$dir")"
+      timeout 300 python3 -m rails.eval ckpt_path="$best" hydra.run.dir="$dir" \
+        +model_overrides.similarity._target_=rails.models.similarity.mol_cosine.MoLWithCosine \
+        +model_overrides.similarity.mol_weight="$mol_weight" \
+        +model_overrides.similarity.cosine_weight="$cosine_weight" >"$dir.log" 2>&1 &
+      pids+=($!)
+    done
+  done
+  [ ${#pids[@]} -gt 0 ] || { echo "no finished MoL + dot-loss run with a best checkpoint" >&2; return 2; }
+  wait "${pids[@]}"
+  python3 - "$SWEEPS" /tmp/rails-cosine "$OUT/cosine_eval.json" <<'PY'
+import json, sys
+from pathlib import Path
+sweeps, evals, out = map(Path, sys.argv[1:])
+table = {}
+for sweep in sorted(p for p in evals.iterdir() if p.is_dir()):
+    read = lambda path: json.loads(path.read_text()) if path.is_file() else None
+    table[sweep.name] = {"training run": read(sweeps / sweep.name / "0" / "metrics.json"),
+                         **{name: read(sweep / name / "metrics.json") for name in ("mol", "cosine", "mol+cosine")}}
+out.write_text(json.dumps(table, indent=1) + "\n")
+for name, rows in table.items():
+    for scorer, m in rows.items():
+        get = lambda key: m.get(key, float("nan"))
+        cell = "failed" if not m else f"{get('test/hr@10'):.4f} / {get('test/ndcg@10'):.4f}"
+        print(f"{name[:48]:48} {scorer:12} test HR@10 / NDCG@10 {cell}")
+PY
+}
+
 trainings() {  # the Beauty head recipe on ML-1M; SASRec + MoL at 101 epochs to three seeds; a 4th best-row seed
   local head=(model.similarity.item_dropout=0.3 model.similarity.gating_item_dropout=0.3
     model.similarity.gating_qi_dropout=0.2)
@@ -50,4 +94,8 @@ trainings() {  # the Beauty head recipe on ML-1M; SASRec + MoL at 101 epochs to 
     trainer.precision=32-true "${head[@]}" model.dot_loss_weight=1.0
 }
 
+if [ "${1:-}" = cosine ]; then
+  cosine_eval
+  exit
+fi
 round_main "$@"
