@@ -19,7 +19,8 @@
 #
 #   cosine  : after the last `wait` (~2 min): each MoL + dot-loss run's best checkpoint ranked by the cosine its dot
 #             loss trained, alone and added to MoL (rails-eval with rails.models.similarity.mol_cosine.MoLWithCosine):
-#             is the MoL win on Beauty MoL's, or the dot loss's? $OUT/cosine_eval.json.
+#             is the MoL win on Beauty MoL's, or the dot loss's? $OUT/cosine_eval.json (here:
+#             scripts/cosine_eval_report.py -> results/studies/<date>-<kind>-round22-cosine.{md,json}).
 #
 #   here first: .whl/ (scripts/gpu_wheels.sh), .devdata/ with ml-1m-seq and amazon-beauty (../shared/data)
 #   run(kind="nvidia-h200", carry=[".whl", ".devdata"], command="bash scripts/ablations/round22.sh start"),

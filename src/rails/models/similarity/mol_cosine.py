@@ -86,8 +86,8 @@ class MoLWithCosine(MoLSimilarity):
         require(
             args["mol_weight"] + args["cosine_weight"] > 0,
             "cosine_weight",
-            0,
-            "and mol_weight 0: nothing scores",
+            args["cosine_weight"],
+            "must be > 0 when mol_weight is 0 (else nothing scores)",
         )
 
     @staticmethod

@@ -1,0 +1,73 @@
+"""Markdown table of a round's ``cosine_eval.json`` (scripts/ablations/round22.sh ``cosine``).
+
+    python scripts/cosine_eval_report.py <files_at>/cosine_eval.json --out results/studies/<date>-<kind>-round22-cosine.md
+
+For each MoL run trained with the dot head's loss: its metrics ranked by MoL, by the cosine that loss trained
+(``rails.models.similarity.mol_cosine.MoLWithCosine``, ``mol_weight=0``) and by their sum, through ``rails-eval``
+on the same checkpoint, with each scorer's ratio to MoL. The JSON is copied beside the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+METRICS = ("val/ndcg@10", "test/hr@10", "test/ndcg@10", "test/hr@200")
+SCORERS = ("mol", "cosine", "mol+cosine")
+
+
+def table(runs: dict[str, dict[str, Any]], source: str) -> str:
+    """The markdown report of ``runs`` ({run: {scorer: metrics or None}})."""
+    header = " | ".join(METRICS)
+    lines = [
+        "# MoL vs the cosine its dot loss trained, on the same checkpoints",
+        "",
+        f"Written by `scripts/cosine_eval_report.py` from `{source}` (rails-eval of each run's best checkpoint; ratios "
+        "to the MoL row: test HR@10 / NDCG@10).",
+        "",
+        f"| run | scorer | {header} | ratio to MoL |",
+        "|---|---|" + "---|" * (len(METRICS) + 1),
+    ]
+    for run, scorers in runs.items():
+        base = scorers.get("mol") or {}
+        for scorer in SCORERS:
+            metrics = scorers.get(scorer)
+            if not metrics:
+                lines.append(f"| `{run}` | {scorer} | " + " | ".join("failed" for _ in METRICS) + " | – |")
+                continue
+            cells = " | ".join(f"{metrics[m]:.4f}" if m in metrics else "–" for m in METRICS)
+            ratios = [
+                f"{metrics[m] / base[m]:.3f}" if base.get(m) and m in metrics else "–"
+                for m in ("test/hr@10", "test/ndcg@10")
+            ]
+            lines.append(f"| `{run}` | {scorer} | {cells} | {' / '.join(ratios)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("json", type=Path, help="cosine_eval.json of a round")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="markdown file to write (the JSON goes beside it)"
+    )
+    args = parser.parse_args()
+    try:
+        runs = json.loads(args.json.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise SystemExit(f"cosine_eval_report: {args.json}: {error}") from None
+    if not isinstance(runs, dict) or not all(isinstance(v, dict) for v in runs.values()):
+        raise SystemExit(f"cosine_eval_report: {args.json}: expected {{run: {{scorer: metrics}}}}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(table(runs, args.json.name))
+    if args.json.resolve() != args.out.with_suffix(".json").resolve():
+        shutil.copyfile(args.json, args.out.with_suffix(".json"))
+    print(f"{len(runs)} runs -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""scripts/cosine_eval_report.py: the round's cosine_eval.json as a table with ratios to MoL; bad input named."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO_ROOT
+
+SCRIPT = REPO_ROOT / "scripts" / "cosine_eval_report.py"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=60)
+
+
+def test_table_rows_and_ratios(tmp_path: Path) -> None:
+    metrics = {"val/ndcg@10": 0.06, "test/hr@10": 0.1, "test/ndcg@10": 0.05, "test/hr@200": 0.3}
+    runs = {"r22_beauty_mol": {"mol": metrics, "cosine": {**metrics, "test/hr@10": 0.08}, "mol+cosine": None}}
+    source = tmp_path / "cosine_eval.json"
+    source.write_text(json.dumps(runs))
+    done = _run(str(source), "--out", str(tmp_path / "study" / "round-cosine.md"))
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "study" / "round-cosine.md").read_text()
+    assert "| `r22_beauty_mol` | mol | 0.0600 | 0.1000 | 0.0500 | 0.3000 | 1.000 / 1.000 |" in text
+    assert "| `r22_beauty_mol` | cosine | 0.0600 | 0.0800 | 0.0500 | 0.3000 | 0.800 / 1.000 |" in text
+    assert "| `r22_beauty_mol` | mol+cosine | failed | failed | failed | failed | – |" in text
+    assert json.loads((tmp_path / "study" / "round-cosine.json").read_text()) == runs
+
+
+def test_bad_input_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.json"
+    bad.write_text("{not json")
+    done = _run(str(bad), "--out", str(tmp_path / "x.md"))
+    assert done.returncode != 0 and "broken.json" in done.stderr
+    bad.write_text("[1, 2]")
+    done = _run(str(bad), "--out", str(tmp_path / "x.md"))
+    assert done.returncode != 0 and "expected {run: {scorer: metrics}}" in done.stderr
