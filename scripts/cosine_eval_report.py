@@ -19,8 +19,33 @@ METRICS = ("val/ndcg@10", "test/hr@10", "test/ndcg@10", "test/hr@200")
 SCORERS = ("mol", "cosine", "mol+cosine")
 
 
+def with_sweep_means(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``runs`` plus, for each sweep (the part of ``<sweep>/<job>`` before the slash) with several jobs, a row
+    ``<sweep> (mean of n)``: each scorer's metrics averaged over the jobs where every one of them succeeded."""
+    sweeps: dict[str, list[str]] = {}
+    for run in runs:
+        sweeps.setdefault(run.split("/")[0], []).append(run)
+    merged = dict(runs)
+    for sweep, jobs in sweeps.items():
+        if len(jobs) < 2:
+            continue
+        done = [job for job in jobs if all(runs[job].get(scorer) for scorer in SCORERS)]
+        if not done:
+            continue
+        merged[f"{sweep} (mean of {len(done)})"] = {
+            scorer: {
+                m: sum(runs[j][scorer][m] for j in done) / len(done)
+                for m in METRICS
+                if all(m in runs[j][scorer] for j in done)
+            }
+            for scorer in SCORERS
+        }
+    return merged
+
+
 def table(runs: dict[str, dict[str, Any]], source: str) -> str:
-    """The markdown report of ``runs`` ({run: {scorer: metrics or None}})."""
+    """The markdown report of ``runs`` ({run: {scorer: metrics or None}}) and their sweeps' means."""
+    runs = with_sweep_means(runs)
     header = " | ".join(METRICS)
     lines = [
         "# MoL vs the cosine its dot loss trained, on the same checkpoints",

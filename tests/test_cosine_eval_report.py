@@ -30,6 +30,27 @@ def test_table_rows_and_ratios(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "study" / "round-cosine.json").read_text()) == runs
 
 
+def test_sweeps_with_several_jobs_get_a_mean_row(tmp_path: Path) -> None:
+    def metrics(hr: float) -> dict[str, float]:
+        return {"val/ndcg@10": 0.1, "test/hr@10": hr, "test/ndcg@10": hr / 2, "test/hr@200": 0.5}
+
+    runs = {
+        f"r22_mol/{job}": {"mol": metrics(hr), "cosine": metrics(hr / 2), "mol+cosine": metrics(hr)}
+        for job, hr in (("0", 0.2), ("1", 0.4))
+    }
+    runs["r22_mol/2"] = {
+        "mol": metrics(0.9),
+        "cosine": None,
+        "mol+cosine": metrics(0.9),
+    }  # left out of the mean
+    source = tmp_path / "cosine_eval.json"
+    source.write_text(json.dumps(runs))
+    assert _run(str(source), "--out", str(tmp_path / "r.md")).returncode == 0
+    text = (tmp_path / "r.md").read_text()
+    assert "| `r22_mol (mean of 2)` | mol | 0.1000 | 0.3000 | 0.1500 | 0.5000 | 1.000 / 1.000 |" in text
+    assert "| `r22_mol (mean of 2)` | cosine | 0.1000 | 0.1500 | 0.0750 | 0.5000 | 0.500 / 0.500 |" in text
+
+
 def test_bad_input_is_named(tmp_path: Path) -> None:
     bad = tmp_path / "broken.json"
     bad.write_text("{not json")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU round 22 (after round 20), on one H200 (kind nvidia-h200), calls chained within 30 s:
 #
-#   start   : eight trainings at once. Round 20 (docs/mol_investigation.md §0.13): on ML-1M the dot head's loss
+#   start   : nine trainings at once. Round 20 (docs/mol_investigation.md §0.13): on ML-1M the dot head's loss
 #             leaves the best HSTU-large + MoL row where it was (.3228 / .1838 with item dropout 0.3, 1.037x /
 #             1.039x the dot head; issue #12's absolute bar is .3412 / .1979), and on Beauty SASRec + MoL with the
 #             gating dropouts and dot-loss weight 1 tested 1.075x / 1.043x SASRec + dot at 101 epochs over one seed.
@@ -9,7 +9,7 @@
 #             dropout 0.3, gating dropouts 0.3 / 0.2, dot loss 1: the gating dropouts are untried on ML-1M).
 #             Beauty: SASRec + that MoL head and SASRec + dot at 101 epochs, seeds 2 and 3 (round 20 ran seed 1:
 #             the three-seed rows of results.md), and the best Beauty row's recipe (HSTU-large + MoL 8x8x32, fp32,
-#             41 epochs) at seed 4, for its checkpoint (below). Not here: BSARec + MoL at 101 epochs (BSARec's
+#             41 epochs) at seeds 4 and 5, for their checkpoints (below). Not here: BSARec + MoL at 101 epochs (BSARec's
 #             one-example-per-target epochs ran at about one a minute beside the others in round 20: an hour).
 #   wait    : `wait 560` until "sweeps still running: 0" (~20 min: HSTU-large at 41 and 101 epochs; the last wait
 #             runs `usage`). It also brings back ckpts.tar.gz: the best checkpoints of job 0 of the ML-1M Beauty-recipe
@@ -42,37 +42,39 @@ export COLLECT_CKPT_GLOB=${COLLECT_CKPT_GLOB:-'r22_@(ml1m_hstu_large_mol_gd_dl_1
 # shellcheck source=round_steps.sh
 source "$(dirname "$0")/round_steps.sh"
 
-cosine_eval() {  # after the trainings: each MoL + dot-loss sweep's job 0 scored by the cosine its dot loss trained,
-  # alone and beside MoL (rails.models.similarity.mol_cosine.MoLWithCosine through rails-eval, val and test); does MoL
-  # rank better than that cosine? $OUT/cosine_eval.json: {sweep: {"training run": its own metrics, "mol": MoL
-  # through rails-eval, "cosine": ..., "mol+cosine": ...}}
-  local sweep best blend name mol_weight cosine_weight dir pids=()
-  for sweep in "$SWEEPS"/"$ROUND"_*mol*dl*/; do
-    sweep=$(basename "$sweep")
-    best=$(best_checkpoint "$sweep")
+cosine_eval() {  # after the trainings: every job of each MoL + dot-loss sweep, its best checkpoint ranked by MoL, by
+  # the cosine its dot loss trained and by both (rails.models.similarity.mol_cosine.MoLWithCosine, rails-eval, val
+  # and test): does MoL rank better than that cosine? $OUT/cosine_eval.json: {"<sweep>/<job>": {"training run": its
+  # own metrics, "mol": MoL through rails-eval, "cosine": ..., "mol+cosine": ...}}
+  local job best blend name mol_weight cosine_weight dir pids=()
+  for job in "$SWEEPS"/"$ROUND"_*mol*dl*/*/; do
+    job=${job%/}
+    best=$(logged_checkpoint "$job"/*.log)
     [ -n "$best" ] && [ -f "$best" ] || continue
     for blend in mol:1.0:0.0 cosine:0.0:1.0 mol+cosine:1.0:1.0; do  # name:mol_weight:cosine_weight
       IFS=: read -r name mol_weight cosine_weight <<<"$blend"
-      dir=/tmp/rails-cosine/$sweep/$name
+      dir=/tmp/rails-cosine/${job#"$SWEEPS"/}/$name
       mkdir -p "$(dirname "$dir")"
       timeout 300 python3 -m rails.eval ckpt_path="$best" hydra.run.dir="$dir" \
         +model_overrides.similarity._target_=rails.models.similarity.mol_cosine.MoLWithCosine \
         +model_overrides.similarity.mol_weight="$mol_weight" \
         +model_overrides.similarity.cosine_weight="$cosine_weight" >"$dir.log" 2>&1 &
       pids+=($!)
+      if [ ${#pids[@]} -ge 12 ]; then wait "${pids[@]}"; pids=(); fi  # at most 12 evaluations at once
     done
   done
-  [ ${#pids[@]} -gt 0 ] || { echo "no finished MoL + dot-loss run with a best checkpoint" >&2; return 2; }
-  wait "${pids[@]}"
+  [ -d /tmp/rails-cosine ] || { echo "no finished MoL + dot-loss run with a best checkpoint" >&2; return 2; }
+  [ ${#pids[@]} -eq 0 ] || wait "${pids[@]}"
   python3 - "$SWEEPS" /tmp/rails-cosine "$OUT/cosine_eval.json" <<'PY'
 import json, sys
 from pathlib import Path
 sweeps, evals, out = map(Path, sys.argv[1:])
+read = lambda path: json.loads(path.read_text()) if path.is_file() else None
 table = {}
-for sweep in sorted(p for p in evals.iterdir() if p.is_dir()):
-    read = lambda path: json.loads(path.read_text()) if path.is_file() else None
-    table[sweep.name] = {"training run": read(sweeps / sweep.name / "0" / "metrics.json"),
-                         **{name: read(sweep / name / "metrics.json") for name in ("mol", "cosine", "mol+cosine")}}
+for job in sorted(p for p in evals.glob("*/*") if p.is_dir()):
+    key = f"{job.parent.name}/{job.name}"
+    table[key] = {"training run": read(sweeps / key / "metrics.json"),
+                  **{name: read(job / name / "metrics.json") for name in ("mol", "cosine", "mol+cosine")}}
 out.write_text(json.dumps(table, indent=1) + "\n")
 for name, rows in table.items():
     for scorer, m in rows.items():
@@ -82,7 +84,7 @@ for name, rows in table.items():
 PY
 }
 
-trainings() {  # the Beauty head recipe on ML-1M; SASRec + MoL at 101 epochs to three seeds; a 4th best-row seed
+trainings() {  # the Beauty head recipe on ML-1M; SASRec + MoL at 101 epochs to three seeds; best-row seeds 4-5
   local head=(model.similarity.item_dropout=0.3 model.similarity.gating_item_dropout=0.3
     model.similarity.gating_qi_dropout=0.2)
   SEEDS=1,2,3 screen ml1m_hstu_large_mol_gd_dl_1 experiment=ml_1m_seq_hstu_large_mol "${head[@]}" \
@@ -90,8 +92,8 @@ trainings() {  # the Beauty head recipe on ML-1M; SASRec + MoL at 101 epochs to 
   SEEDS=2,3 screen beauty_sasrec_mol_8x8x32_gd_dl_1 experiment=amazon_beauty_sasrec_mol "${head[@]}" \
     model.dot_loss_weight=1.0
   SEEDS=2,3 screen beauty_sasrec_dot experiment=amazon_beauty_sasrec_dot
-  # the 3-seed best Beauty row (round 19 / 15: seeds 1-3), its command as README's
-  SEEDS=4 EPOCHS=41 screen beauty_hstu_large_mol_8x8x32_gd_dl_1 experiment=amazon_beauty_hstu_large_mol \
+  # the 3-seed best Beauty row (round 19 / 15: seeds 1-3), its command as README's: two more seeds
+  SEEDS=4,5 EPOCHS=41 screen beauty_hstu_large_mol_8x8x32_gd_dl_1 experiment=amazon_beauty_hstu_large_mol \
     trainer.precision=32-true "${head[@]}" model.dot_loss_weight=1.0
 }
 
