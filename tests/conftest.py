@@ -91,6 +91,30 @@ def tiny_model(tmp_path: Path, overrides: list[str]) -> tuple[torch.nn.Module, t
         GlobalHydra.instance().clear()
 
 
+def train_tiny_checkpoint(tmp_path: Path, overrides: list[str]) -> Path:
+    """The best checkpoint of a one-epoch ``rails-train`` run of TINY_OVERRIDES + ``overrides`` (no test stage)."""
+    from rails.train import run  # the app: imported only by the tests that train
+
+    run(shrink(compose_config("train", [*TINY_OVERRIDES, *overrides, "test=false"]), tmp_path))
+    GlobalHydra.instance().clear()
+    return next((tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt"))
+
+
+def eval_checkpoint(ckpt: Path, folder: Path, overrides: list[str] | None = None) -> dict[str, float]:
+    """``rails-eval ckpt_path=ckpt`` on the CPU with ``overrides`` (outputs under ``folder``; Hydra state cleared)."""
+    from rails.eval import evaluate
+
+    cfg = shrink(
+        compose_config("eval", [f"ckpt_path={ckpt}", "trainer.accelerator=cpu", *(overrides or [])]), folder
+    )
+    with open_dict(cfg):
+        cfg.trainer.enable_progress_bar = False
+    try:
+        return evaluate(cfg)
+    finally:
+        GlobalHydra.instance().clear()
+
+
 def copy_shared_weights(source: torch.nn.Module, target: torch.nn.Module) -> None:
     """Load ``source``'s encoder and item table into ``target`` (the similarity heads differ)."""
     shared = {

@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import open_dict
 
-from rails.eval import evaluate
 from rails.retrieval.benchmark_checkpoint import checkpoint_head
 from rails.runs.checkpoints import (
     INFERENCE_ONLY_KEY,
@@ -21,26 +19,21 @@ from rails.runs.checkpoints import (
     write_inference_checkpoint,
 )
 from rails.train import run
-from tests.conftest import REPO_ROOT, TINY_OVERRIDES, compose_config, shrink
+from tests.conftest import (
+    REPO_ROOT,
+    TINY_OVERRIDES,
+    compose_config,
+    eval_checkpoint,
+    shrink,
+    train_tiny_checkpoint,
+)
 
 
 @pytest.fixture(scope="module")
 def mol_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real ``rails-train`` checkpoint of a tiny one-epoch MoL run."""
-    tmp_path = tmp_path_factory.mktemp("trained")
-    overrides = [*TINY_OVERRIDES, "model/similarity=mol", "model.similarity.uid_hash_sizes=[]", "test=false"]
-    run(shrink(compose_config("train", overrides), tmp_path))
-    GlobalHydra.instance().clear()
-    return next((tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt"))
-
-
-def _eval_metrics(ckpt: Path, folder: Path) -> dict[str, float]:
-    cfg = shrink(compose_config("eval", [f"ckpt_path={ckpt}", "trainer.accelerator=cpu"]), folder)
-    with open_dict(cfg):
-        cfg.trainer.enable_progress_bar = False
-    metrics = evaluate(cfg)
-    GlobalHydra.instance().clear()
-    return metrics
+    overrides = ["model/similarity=mol", "model.similarity.uid_hash_sizes=[]"]
+    return train_tiny_checkpoint(tmp_path_factory.mktemp("trained"), overrides)
 
 
 def test_inference_copy_keeps_weights_and_config_only(mol_checkpoint: Path, tmp_path: Path) -> None:
@@ -65,8 +58,8 @@ def test_inference_copy_evaluates_and_searches_like_the_original(
 ) -> None:
     slim_path = tmp_path / "slim.ckpt"
     write_inference_checkpoint(mol_checkpoint, slim_path)
-    original = _eval_metrics(mol_checkpoint, tmp_path / "eval-original")
-    slim = _eval_metrics(slim_path, tmp_path / "eval-slim")
+    original = eval_checkpoint(mol_checkpoint, tmp_path / "eval-original")
+    slim = eval_checkpoint(slim_path, tmp_path / "eval-slim")
     assert "test/ndcg@10" in original
     assert slim.keys() == original.keys()
     for name, value in original.items():

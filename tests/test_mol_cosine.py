@@ -6,16 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import open_dict
 
 from rails.config import ConfigError
-from rails.eval import evaluate
 from rails.models.similarity.mol import MoLSimilarity
 from rails.models.similarity.mol_cosine import MoLWithCosine
 from rails.retrieval.indexes.exact import fused_mol_unsupported
-from rails.train import run
-from tests.conftest import TINY_OVERRIDES, compose_config, shrink
+from tests.conftest import eval_checkpoint, train_tiny_checkpoint
 
 ARGS = {"query_dim": 10, "item_dim": 10, "num_query_components": 3, "num_item_components": 2,
         "component_dim": 8, "query_hidden_dim": 16, "gating_query_hidden_dim": 8,
@@ -77,32 +73,19 @@ def test_the_fused_mol_kernel_is_not_used_for_it() -> None:
 @pytest.fixture(scope="module")
 def mol_dot_loss_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny one-epoch MoL run trained with the dot head's loss."""
-    tmp_path = tmp_path_factory.mktemp("trained")
-    overrides = [*TINY_OVERRIDES, "model/similarity=mol", "model.dot_loss_weight=1.0", "test=false"]
-    run(shrink(compose_config("train", overrides), tmp_path))
-    GlobalHydra.instance().clear()
-    return next((tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt"))
-
-
-def _eval(ckpt: Path, folder: Path, overrides: list[str]) -> dict[str, float]:
-    cfg = shrink(compose_config("eval", [f"ckpt_path={ckpt}", "trainer.accelerator=cpu", *overrides]), folder)
-    with open_dict(cfg):
-        cfg.trainer.enable_progress_bar = False
-    try:
-        return evaluate(cfg)
-    finally:
-        GlobalHydra.instance().clear()
+    overrides = ["model/similarity=mol", "model.dot_loss_weight=1.0"]
+    return train_tiny_checkpoint(tmp_path_factory.mktemp("trained"), overrides)
 
 
 def test_rails_eval_scores_a_checkpoint_with_the_blend(mol_dot_loss_checkpoint: Path, tmp_path: Path) -> None:
     target = "+model_overrides.similarity._target_=rails.models.similarity.mol_cosine.MoLWithCosine"
-    plain = _eval(mol_dot_loss_checkpoint, tmp_path / "plain", [])
-    mol_only = _eval(
+    plain = eval_checkpoint(mol_dot_loss_checkpoint, tmp_path / "plain", [])
+    mol_only = eval_checkpoint(
         mol_dot_loss_checkpoint, tmp_path / "mol", [target, "+model_overrides.similarity.cosine_weight=0.0"]
     )
     for name, value in plain.items():  # cosine weight 0: MoL's own metrics
         assert mol_only[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
-    cosine = _eval(
+    cosine = eval_checkpoint(
         mol_dot_loss_checkpoint, tmp_path / "cos", [target, "+model_overrides.similarity.mol_weight=0.0"]
     )
     assert cosine.keys() == plain.keys()
@@ -110,7 +93,7 @@ def test_rails_eval_scores_a_checkpoint_with_the_blend(mol_dot_loss_checkpoint: 
         "cosine == MoL ranking"
     )
     with pytest.raises(ConfigError, match="cosine_temperature=-1.0"):
-        _eval(
+        eval_checkpoint(
             mol_dot_loss_checkpoint,
             tmp_path / "bad",
             [target, "+model_overrides.similarity.cosine_temperature=-1.0"],
