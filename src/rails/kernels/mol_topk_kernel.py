@@ -228,6 +228,10 @@ def mol_topk_block_kernel(
     r_item = r // PXP
     r_comp = r % PXP
     xl = tl.arange(0, BX)
+    # the tile's element offsets from its first item, computed once: the loop adds one scalar per tile (int32: the
+    # host passes contiguous rows, so BX x row width stays far below 2^31)
+    g_offsets = (r_item * stride_g + r_comp * D)[:, None] + c[None, :]  # (BX*PXP, D_PAD)
+    ig_offsets = (xl * stride_ig)[:, None] + ig_col[None, :]  # (BX, P_PAD)
 
     start = split * items_per_split
     end = tl.minimum(start + items_per_split, num_items)
@@ -249,14 +253,14 @@ def mol_topk_block_kernel(
             g_mask = g_mask & (r_comp < PX)[:, None]
         if D_PAD != D:
             g_mask = g_mask & (c < D)[None, :]
-        g_ptr = G + rows.to(tl.int64)[:, None] * stride_g + (r_comp * D)[:, None] + c[None, :]
+        g_ptr = (G + tl.cast(tile, tl.int64) * stride_g) + g_offsets
         g = tl.load(g_ptr, mask=g_mask, other=0.0)  # (BX*PXP, D_PAD)
         x = tile + xl
         x_ok = x < end
         ig_mask = x_ok[:, None]
         if P_PAD != PQ * PX:
             ig_mask = ig_mask & pair_ok[None, :]
-        ig = tl.load(IG + x.to(tl.int64)[:, None] * stride_ig + ig_col[None, :], mask=ig_mask, other=0.0)
+        ig = tl.load((IG + tl.cast(tile, tl.int64) * stride_ig) + ig_offsets, mask=ig_mask, other=0.0)
         logits = _dot(g, ft, PRECISION, UPCAST) * inv_tau  # (BX*PXP, BQ*PQP) fp32
         if ABLATE == 3:  # the same values in the wrong pair order: what the permute costs
             pairs = tl.reshape(logits, (BQ * BX, P_PAD))
