@@ -66,6 +66,63 @@ def signature(kernel: Any) -> dict[str, str]:
     return types
 
 
+def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of :func:`compile_kernel` (shared with scripts/kernel_sass.py)."""
+    parser.add_argument(
+        "--configs", nargs="+", type=parse_config, required=True, help="BQxBXxWARPS[:HIDDEN_CHUNK]"
+    )
+    parser.add_argument("--setting", default="8x4x64", help="P_Q x P_X x d_P")
+    parser.add_argument("--hidden", type=int, default=128, help="gating MLP hidden width")
+    parser.add_argument("--k", type=int, default=100)
+    parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability, e.g. 90 (H100 / H200)")
+    parser.add_argument(
+        "--one-pass", action="store_true", help="the running top-k instead of the two-pass emit"
+    )
+    parser.add_argument(
+        "--merge-tiles",
+        type=int,
+        default=1,
+        help="with --one-pass: merged tiles parked per sort of the running top-k (1: every tile sorted in)",
+    )
+    parser.add_argument("--stages", type=int, default=2)
+
+
+def compile_kernel(
+    args: argparse.Namespace, bq: int, bx: int, warps: int, chunk: int | None
+) -> tuple[Any, int]:
+    """The kernel compiled ahead of time for ``args.arch`` at one launch shape: (Triton's compiled kernel, hidden
+    units per step). No GPU is needed (Triton's bundled ptxas)."""
+    os.environ.pop("TRITON_INTERPRET", None)  # a real compile, whatever the caller's environment
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from rails.kernels.mol_topk_blocks import block_valid, next_pow2
+    from rails.kernels.mol_topk_kernel import mol_topk_block_kernel as kernel
+    from rails.kernels.mol_topk_triton import pair_padding
+
+    pq, px, dim = (int(v) for v in args.setting.split("x"))
+    pqp, pxp = pair_padding(pq, px)
+    h_pad, k_pad = next_pow2(args.hidden), next_pow2(args.k)
+    if not block_valid(bq, bx, pqp, pxp, k_pad):
+        raise SystemExit(
+            f"--configs {bq}x{bx}: not a valid tile for {args.setting} (rails.kernels.mol_topk_blocks)"
+        )
+    h_chunk = min(chunk or h_pad, h_pad)
+    constants = {
+        "PQ": pq, "PX": px, "D": dim, "PQP": pqp, "PXP": pxp, "D_PAD": next_pow2(dim), "H_PAD": h_pad,
+        "H_CHUNK": h_chunk, "K_PAD": k_pad, "E_BLOCK": 2, "HAS_EXCL": False, "PRUNE": False,
+        "FAST_MATH": 2 if args.arch >= 90 else 1, "PRECISION": None, "UPCAST": False, "ABLATE": 0,
+        "EMIT": not args.one_pass, "MERGE_TILES": args.merge_tiles, "BQ": bq, "BX": bx,
+    }  # fmt: skip
+    names = [param.name for param in kernel.params]
+    source = ASTSource(
+        kernel, signature(kernel), constexprs={(names.index(n),): v for n, v in constants.items()}
+    )
+    options = {"num_warps": warps, "num_stages": args.stages}
+    return triton.compile(source, target=GPUTarget("cuda", args.arch, 32), options=options), h_chunk
+
+
 def resource_usage(cubin: bytes) -> dict[str, int]:
     """REG / STACK / SHARED / LOCAL of one cubin, from the bundled ``cuobjdump -res-usage``."""
     import triton
@@ -93,56 +150,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--configs", nargs="+", type=parse_config, required=True, help="BQxBXxWARPS[:HIDDEN_CHUNK]"
-    )
-    parser.add_argument("--setting", default="8x4x64", help="P_Q x P_X x d_P")
-    parser.add_argument("--hidden", type=int, default=128, help="gating MLP hidden width")
-    parser.add_argument("--k", type=int, default=100)
-    parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability, e.g. 90 (H100 / H200)")
-    parser.add_argument(
-        "--one-pass", action="store_true", help="the running top-k instead of the two-pass emit"
-    )
-    parser.add_argument(
-        "--merge-tiles",
-        type=int,
-        default=1,
-        help="with --one-pass: merged tiles parked per sort of the running top-k (1: every tile sorted in)",
-    )
-    parser.add_argument("--stages", type=int, default=2)
+    add_compile_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("results/profiles"))
     args = parser.parse_args()
-    os.environ.pop("TRITON_INTERPRET", None)  # a real compile, whatever the caller's environment
     import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
 
     from rails.io import atomic_write
-    from rails.kernels.mol_topk_blocks import block_valid, next_pow2
-    from rails.kernels.mol_topk_kernel import mol_topk_block_kernel as kernel
-    from rails.kernels.mol_topk_triton import pair_padding
 
-    pq, px, dim = (int(v) for v in args.setting.split("x"))
-    pqp, pxp = pair_padding(pq, px)
-    h_pad, k_pad = next_pow2(args.hidden), next_pow2(args.k)
-    types = signature(kernel)
     rows = []
     for bq, bx, warps, chunk in args.configs:
-        if not block_valid(bq, bx, pqp, pxp, k_pad):
-            raise SystemExit(
-                f"--configs {bq}x{bx}: not a valid tile for {args.setting} (rails.kernels.mol_topk_blocks)"
-            )
-        h_chunk = min(chunk or h_pad, h_pad)
-        constants = {
-            "PQ": pq, "PX": px, "D": dim, "PQP": pqp, "PXP": pxp, "D_PAD": next_pow2(dim), "H_PAD": h_pad,
-            "H_CHUNK": h_chunk, "K_PAD": k_pad, "E_BLOCK": 2, "HAS_EXCL": False, "PRUNE": False,
-            "FAST_MATH": 2 if args.arch >= 90 else 1, "PRECISION": None, "UPCAST": False, "ABLATE": 0,
-            "EMIT": not args.one_pass, "MERGE_TILES": args.merge_tiles, "BQ": bq, "BX": bx,
-        }  # fmt: skip
-        names = [param.name for param in kernel.params]
-        source = ASTSource(kernel, types, constexprs={(names.index(n),): v for n, v in constants.items()})
-        options = {"num_warps": warps, "num_stages": args.stages}
-        compiled = triton.compile(source, target=GPUTarget("cuda", args.arch, 32), options=options)
+        compiled, h_chunk = compile_kernel(args, bq, bx, warps, chunk)
         usage = resource_usage(compiled.asm["cubin"])
         rows.append({"block_q": bq, "block_x": bx, "num_warps": warps, "hidden_chunk": h_chunk, **usage,
                      "programs_per_sm": programs_per_sm(usage["reg"], warps)})  # fmt: skip

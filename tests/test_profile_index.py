@@ -173,3 +173,64 @@ def test_kernel_registers_compiles_the_fused_kernel_ahead_of_time(tmp_path: Path
         text=True,
     )
     assert invalid.returncode != 0 and "not a valid tile for 8x4x64" in invalid.stderr
+
+
+SASS_LISTING = """
+\t//## File "/x/mol_topk_kernel.py", line 10
+        /*0000*/                   IMAD.MOV.U32 R1, RZ, RZ, c[0x0][0x28] ;
+.L_x_0:
+\t//## File "/x/mol_topk_kernel.py", line 20
+        /*0010*/                   MUFU.TANH R2, R3 ;
+        /*0020*/                   FFMA R7, R8, R9, R10 ;
+        /*0030*/              @!P0 BRA `(.L_x_1) ;
+\t//## File "/x/standard.py", line 300
+        /*0040*/                   SEL R4, R5, R6, P1 ;
+        /*0050*/                   SHFL.BFLY PT, R4, R5, 0x1, 0x1f ;
+        /*0060*/                   SEL R4, R5, R6, P1 ;
+.L_x_1:
+\t//## File "/x/mol_topk_kernel.py", line 30
+        /*0070*/                   MUFU.EX2 R7, R8 ;
+        /*0080*/               @P0 BRA `(.L_x_0) ;
+        /*0090*/                   EXIT ;
+"""
+
+
+def test_kernel_sass_counts_the_tile_loop_of_a_listing(tmp_path: Path) -> None:
+    """scripts/kernel_sass.py --sass-file: the loop body split at its forward branch (the merge), per-line counts,
+    and the issue / MUFU bounds from them."""
+    script = SCRIPT.with_name("kernel_sass.py")
+    listing = tmp_path / "listing.sass"
+    listing.write_text(SASS_LISTING)
+    args = ["--configs", "8x8x4", "--sass-file", str(listing), "--items", "1000", "--batch", "16", "--sms", "2",
+            "--clock-ghz", "1.0", "--out", str(tmp_path)]  # fmt: skip
+    done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    row = json.loads((tmp_path / "kernel_sass.json").read_text())["rows"][0]
+    # always: MUFU, FFMA, BRA (forward) + MUFU, BRA (back); merge: SEL, SHFL, SEL
+    assert (row["per_tile"], row["merge_branch"], row["mufu_per_tile"]) == (5, 3, 2)
+    tiles = 2 * 125  # ceil(16 / 8) query blocks x ceil(1000 / 8) tiles
+    assert row["issue_bound_ms"]["1000"] == pytest.approx(1e3 * tiles * 4 * 5 / (4 * 2 * 1e9))
+    assert row["mufu_bound_ms"]["1000"] == pytest.approx(1e3 * tiles * 4 * 2 * 32 / (16 * 2 * 1e9))
+    assert row["lines"][0] == {"line": "mol_topk_kernel.py:20", "instructions": 3,
+                               "opcodes": {"MUFU": 1, "FFMA": 1, "BRA": 1}}  # fmt: skip
+    assert "| 8 | 8 | 4 | 5 | 3 | 2 |" in (tmp_path / "kernel_sass.md").read_text()
+    listing.write_text(SASS_LISTING.replace("@P0 BRA `(.L_x_0)", "NOP"))
+    done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "no tile loop found" in done.stderr
+
+
+def test_kernel_sass_reads_the_compiled_kernel(tmp_path: Path) -> None:
+    """scripts/kernel_sass.py on this CPU machine: the sm_90 compile's tile loop has MUFU work in every tile."""
+    pytest.importorskip("triton")
+    script = SCRIPT.with_name("kernel_sass.py")
+    args = ["--configs", "4x16x4", "--setting", "3x2x8", "--hidden", "32", "--k", "10", "--items", "4096"]
+    done = subprocess.run(
+        [sys.executable, str(script), *args, "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    row = json.loads((tmp_path / "kernel_sass.json").read_text())["rows"][0]
+    assert row["per_tile"] > 50 and row["mufu_per_tile"] > 0 and row["merge_branch"] > 0
+    assert any(entry["line"].startswith("mol_topk_kernel.py:") for entry in row["lines"])

@@ -22,8 +22,8 @@ Cost model (8x4x64, H = 128, per (query, item) pair; NOT YET MEASURED ON A GPU).
 (logits) + 4 P H (gating) = 20.5 KFLOP, exactly the FLOPs of the roofline floor, at the FLOP-bound B >= 32
 e.g. 0.87 ms for B = 32 x 1M items at 755 TFLOP/s; small Triton tiles (K = 32 / 64 / 128) typically reach
 50-60 % of peak (~1.6 ms). Special-function unit: SiLU as ``x (0.5 + 0.5 tanh(x / 2))`` with hardware
-tanh, bf16x2 for the hidden layer (``FAST_MATH = 2``): ~64 + 32 + 32 MUFU ops per pair, ~1.0 ms at 16 / clk
-/ SM on 132 SMs (the exact sigmoid costs ~350 ops, 2.7 ms: the reason for the fast path). FP32 ALU: ~600
+tanh, bf16x2 for the hidden layer (``FAST_MATH = 2``): 128 + 32 + 32 MUFU ops per pair (sm_90 SASS splits each
+bf16x2 tanh into two MUFU ops), ~1.5 ms at 16 / clk / SM on 132 SMs (``scripts/kernel_sass.py``). FP32 ALU: ~600
 ops per pair, ~0.6 ms. HBM: 576 B per item once (0.14 ms at 1M), L2: B / BQ reads of each tile. With the
 pipes partly overlapping across the 2+ programs per SM we expect 2-3.5x the floor at B = 32 and 256
 (FLOP-bound) and <= 3x at B = 1 (bandwidth-bound: 2 queries per program, ~500 splits), against 23-32x for
