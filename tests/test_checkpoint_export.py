@@ -18,6 +18,7 @@ from rails.runs.checkpoints import (
     load_checkpoint_file,
     write_inference_checkpoint,
 )
+from rails.runs.rebuild import trained_test_queries
 from rails.train import run
 from tests.conftest import (
     REPO_ROOT,
@@ -108,3 +109,15 @@ def test_strip_checkpoint_script(mol_checkpoint: Path, tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert missing.returncode != 0 and "none.ckpt: no such file" in missing.stderr
+
+
+def test_inference_copy_rebuilds_the_runs_test_queries(mol_checkpoint: Path, tmp_path: Path) -> None:
+    """The top-k benchmark's queries (the encoder over the run's test users) come out the same from the copy."""
+    slim_path = tmp_path / "slim.ckpt"
+    write_inference_checkpoint(mol_checkpoint, slim_path)
+    original = load_checkpoint_file(mol_checkpoint)
+    root = str(original["rails_config"]["data"]["root"])
+    queries, users = trained_test_queries(original, root, 8, "cpu", "original")
+    slim_queries, slim_users = trained_test_queries(load_checkpoint_file(slim_path), root, 8, "cpu", "slim")
+    assert torch.equal(slim_users, users)
+    torch.testing.assert_close(slim_queries, queries)
