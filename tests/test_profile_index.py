@@ -138,18 +138,19 @@ def test_the_fused_kernel_profile_refuses_malformed_blocks(tmp_path: Path) -> No
         assert done.returncode == 2 and f"--blocks {bad!r}" in done.stderr and expected in done.stderr
 
 
+def _compile_ahead_of_time(name: str, args: list[str], out: Path) -> subprocess.CompletedProcess[str]:
+    """scripts/<name> ``args`` --out ``out``: a compile for sm_90 without a GPU (skips where Triton is missing)."""
+    pytest.importorskip("triton")
+    command = [sys.executable, str(SCRIPT.with_name(name)), *args, "--out", str(out)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+
 def test_kernel_registers_compiles_the_fused_kernel_ahead_of_time(tmp_path: Path) -> None:
     """scripts/kernel_registers.py on this CPU machine: Triton's bundled ptxas compiles the kernel for sm_90 and
     the cubin's resource usage comes back per launch shape, with the register-bound programs per SM."""
-    pytest.importorskip("triton")
     script = SCRIPT.with_name("kernel_registers.py")
     args = ["--configs", "4x16x4", "4x16x4:16", "--setting", "3x2x8", "--hidden", "32", "--k", "10"]
-    done = subprocess.run(
-        [sys.executable, str(script), *args, "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = _compile_ahead_of_time("kernel_registers.py", args, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((tmp_path / "kernel_registers.json").read_text())
     assert record["arch"] == 90 and record["setting"] == "3x2x8"
@@ -221,15 +222,8 @@ def test_kernel_sass_counts_the_tile_loop_of_a_listing(tmp_path: Path) -> None:
 
 def test_kernel_sass_reads_the_compiled_kernel(tmp_path: Path) -> None:
     """scripts/kernel_sass.py on this CPU machine: the sm_90 compile's tile loop has MUFU work in every tile."""
-    pytest.importorskip("triton")
-    script = SCRIPT.with_name("kernel_sass.py")
     args = ["--configs", "4x16x4", "--setting", "3x2x8", "--hidden", "32", "--k", "10", "--items", "4096"]
-    done = subprocess.run(
-        [sys.executable, str(script), *args, "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = _compile_ahead_of_time("kernel_sass.py", args, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     row = json.loads((tmp_path / "kernel_sass.json").read_text())["rows"][0]
     assert row["per_tile"] > 50 and row["mufu_per_tile"] > 0 and row["merge_branch"] > 0
