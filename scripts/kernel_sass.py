@@ -67,11 +67,22 @@ def parse_sass(text: str) -> tuple[list[Instruction], dict[str, int]]:
     return instructions, labels
 
 
-def tile_loop(
-    instructions: list[Instruction], labels: dict[str, int]
-) -> tuple[list[Instruction], list[Instruction]]:
-    """(what every tile runs, the merge branch) of the outermost loop: the longest backward branch's body split
-    at the longest forward branch inside it.
+def _longest_forward_branch(
+    instructions: list[Instruction], labels: dict[str, int], low: int, high: int
+) -> tuple[int, int] | None:
+    """(branch index, target index) of the longest forward branch with both ends in [low, high]; None if none."""
+    skips = [
+        (at, labels[ins.target])
+        for at in range(low, high)
+        if (ins := instructions[at]).target in labels and at < labels[ins.target] <= high
+    ]
+    return max(skips, key=lambda skip: skip[1] - skip[0]) if skips else None
+
+
+def tile_loop(instructions: list[Instruction], labels: dict[str, int]) -> dict[str, list[Instruction]]:
+    """The outermost loop (the longest backward branch) in three parts: ``always`` (every tile), ``merge`` (the
+    longest forward branch inside it: tiles with a key above the k-th best) without ``merge_inner`` (the longest
+    forward branch inside that one: with ``merge_tiles`` > 1, the sort that runs once per parked group).
 
     Raises:
         ValueError: no backward branch (no loop).
@@ -84,38 +95,67 @@ def tile_loop(
     if not loops:
         raise ValueError("no backward branch in the listing: no tile loop found")
     head, end = max(loops, key=lambda loop: loop[1] - loop[0])
-    skips = [
-        (at, labels[ins.target])
-        for at in range(head, end)
-        if (ins := instructions[at]).target in labels and at < labels[ins.target] <= end
-    ]
-    if not skips:
-        return instructions[head : end + 1], []
-    branch, target = max(skips, key=lambda skip: skip[1] - skip[0])
-    return instructions[head : branch + 1] + instructions[target : end + 1], instructions[branch + 1 : target]
+    outer = _longest_forward_branch(instructions, labels, head, end)
+    if outer is None:
+        return {"always": instructions[head : end + 1], "merge": [], "merge_inner": []}
+    branch, target = outer
+    inner = _longest_forward_branch(instructions, labels, branch + 1, target)
+    inner_range = range(inner[0] + 1, inner[1]) if inner else range(0)
+    return {
+        "always": instructions[head : branch + 1] + instructions[target : end + 1],
+        "merge": [instructions[i] for i in range(branch + 1, target) if i not in inner_range],
+        "merge_inner": [instructions[i] for i in inner_range],
+    }
 
 
-def analyse(text: str, bq: int, bx: int, warps: int, items: list[int], batch: int, sms: int, clock_ghz: float
-            ) -> dict[str, Any]:  # fmt: skip
-    """Counts of one listing and the issue / MUFU bounds (ms) at each item count."""
-    always, merge = tile_loop(*parse_sass(text))
+def merge_fraction(items_per_split: int, bq: int, bx: int, k: int) -> float:
+    """Expected share of a split's tiles that merge, with scores in random order: item i of a split enters a
+    query's running top-k with probability min(1, k / i), independently of the others (the top-k records of a
+    random permutation), and a tile merges when one of its ``bq`` queries takes one of its ``bx`` items."""
+    log_miss = [math.log1p(-min(1.0, k / i)) if i > k else -math.inf for i in range(1, items_per_split + 1)]
+    tiles = [log_miss[t : t + bx] for t in range(0, items_per_split - bx + 1, bx)]
+    return sum(1.0 - math.exp(bq * sum(tile)) for tile in tiles) / len(tiles)
+
+
+def analyse(text: str, bq: int, bx: int, warps: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Counts of one listing, and the issue / MUFU bounds (ms) at each of ``args.items``: of the always part, and
+    with the expected merges (:func:`merge_fraction` at the kernel's default splits, or ``args.splits``)."""
+    parts = tile_loop(*parse_sass(text))
+    always, merge, inner = parts["always"], parts["merge"], parts["merge_inner"]
+    slots = min(args.merge_tiles, max(1, padded_k(args.k) // bx)) if args.one_pass else 1
+    per_merge = len(merge) + len(inner) / slots
     mufu = sum(ins.opcode == "MUFU" for ins in always)
+    clock = args.clock_ghz * 1e9
+    issue, issue_merged, mufu_ms, fractions = {}, {}, {}, {}
+    for n in args.items:
+        splits = args.splits or max(
+            1, min(math.ceil(n / 1024), math.ceil(4 * args.sms / math.ceil(args.batch / 8)))
+        )
+        per_split = math.ceil(math.ceil(n / splits) / 128) * 128
+        tiles = math.ceil(args.batch / bq) * math.ceil(n / bx)
+        fraction = merge_fraction(min(per_split, n), bq, bx, args.k)
+        per_warp = 1e3 * tiles * warps / (SCHEDULERS_PER_SM * args.sms * clock)
+        issue[str(n)] = per_warp * len(always)
+        issue_merged[str(n)] = per_warp * (len(always) + fraction * per_merge)
+        mufu_ms[str(n)] = 1e3 * tiles * warps * mufu * 32 / (MUFU_LANES_PER_SM * args.sms * clock)
+        fractions[str(n)] = {"splits": splits, "merge_fraction": fraction}
     by_line = Counter(ins.source for ins in always)
-    tiles = {n: math.ceil(batch / bq) * math.ceil(n / bx) for n in items}
-    clock = clock_ghz * 1e9
     return {
         "block_q": bq, "block_x": bx, "num_warps": warps, "per_tile": len(always), "merge_branch": len(merge),
-        "mufu_per_tile": mufu, "pairs_per_tile": bq * bx,
-        "warp_instructions_per_pair": len(always) * warps / (bq * bx),
-        "issue_bound_ms": {str(n): 1e3 * t * warps * len(always) / (SCHEDULERS_PER_SM * sms * clock)
-                           for n, t in tiles.items()},
-        "mufu_bound_ms": {str(n): 1e3 * t * warps * mufu * 32 / (MUFU_LANES_PER_SM * sms * clock)
-                          for n, t in tiles.items()},
+        "merge_inner": len(inner), "slots": slots, "per_merge": per_merge, "mufu_per_tile": mufu,
+        "pairs_per_tile": bq * bx, "warp_instructions_per_pair": len(always) * warps / (bq * bx),
+        "issue_bound_ms": issue, "issue_bound_with_merges_ms": issue_merged, "mufu_bound_ms": mufu_ms,
+        "merges": fractions,
         "lines": [{"line": line, "instructions": count,
                    "opcodes": dict(Counter(i.opcode for i in always if i.source == line).most_common(5))}
                   for line, count in by_line.most_common(12)],
         "opcodes": dict(Counter(ins.opcode for ins in always).most_common(12)),
     }  # fmt: skip
+
+
+def padded_k(k: int) -> int:
+    """The running top-k's width for ``k`` (the kernel's K_PAD: the next power of two)."""
+    return 1 << max(0, (k - 1).bit_length())
 
 
 def disassemble(cubin: bytes) -> str:
@@ -141,28 +181,34 @@ def triton_version() -> str:
 def markdown(record: dict[str, Any]) -> str:
     """The report of :func:`main`'s record."""
     items = record["items"]
-    bounds = " | ".join(f"issue / MUFU bound at {int(n):,} (ms)" for n in items)
+    bounds = " | ".join(
+        f"{int(n):,} items: merge share (splits) | issue / + merges / MUFU (ms)" for n in items
+    )
     lines = [
         f"# Fused exact MoL top-k: SASS instructions per tile ({record['source']}, {record['setting']}, "
-        f"H = {record['hidden']}, B = {record['batch']})",
+        f"H = {record['hidden']}, B = {record['batch']}, merge_tiles {record['merge_tiles']})",
         "",
         f"Written by `scripts/kernel_sass.py` ({record['date']}; command `python scripts/kernel_sass.py "
         f"{record['command']}`). Per warp and tile: instructions of the tile loop outside the running top-k merge "
-        "(every tile) and inside it (tiles with a key above a query's k-th best). Bounds: every tile's always part "
-        f"issued at one instruction per scheduler and clock, and its MUFU instructions at {MUFU_LANES_PER_SM} "
-        f"lanes per SM and clock, on {record['sms']} SMs at {record['clock_ghz']} GHz; merges not counted. Static "
-        "counts, not a profile.",
+        "(every tile) and per merged tile (the merge branch, its inner sort counted once per parked group). Merge "
+        "share: the expected share of tiles that merge with scores in random order (item i of a split enters a "
+        "query's top-k with probability min(1, k / i)). Bounds: instructions issued at one per scheduler and clock "
+        f"(the always part, then with the expected merges), MUFU instructions at {MUFU_LANES_PER_SM} lanes per SM "
+        f"and clock, on {record['sms']} SMs at {record['clock_ghz']} GHz. Static counts, not a profile.",
         "",
-        f"| BQ | BX | warps | per tile | merge branch | MUFU per tile | warp instructions per pair | {bounds} |",
-        "|---|---|---|---|---|---|---|" + "---|" * len(items),
+        f"| BQ | BX | warps | per tile | per merged tile | MUFU per tile | warp instructions per pair | {bounds} |",
+        "|---|---|---|---|---|---|---|" + "---|---|" * len(items),
     ]
     for row in record["rows"]:
         cells = " | ".join(
-            f"{row['issue_bound_ms'][str(n)]:.2f} / {row['mufu_bound_ms'][str(n)]:.2f}" for n in items
+            f"{row['merges'][str(n)]['merge_fraction']:.2f} ({row['merges'][str(n)]['splits']}) | "
+            f"{row['issue_bound_ms'][str(n)]:.2f} / {row['issue_bound_with_merges_ms'][str(n)]:.2f} / "
+            f"{row['mufu_bound_ms'][str(n)]:.2f}"
+            for n in items
         )
         lines.append(
             f"| {row['block_q']} | {row['block_x']} | {row['num_warps']} | {row['per_tile']} | "
-            f"{row['merge_branch']} | {row['mufu_per_tile']} | {row['warp_instructions_per_pair']:.1f} | {cells} |"
+            f"{row['per_merge']:.0f} | {row['mufu_per_tile']} | {row['warp_instructions_per_pair']:.1f} | {cells} |"
         )
     for row in record["rows"]:
         lines += ["", f"Source lines of the always part, {row['block_q']}x{row['block_x']}x{row['num_warps']}:", "",
@@ -183,6 +229,9 @@ def main() -> None:
     parser.add_argument("--sms", type=int, default=132, help="SMs of the GPU (H100 SXM / H200: 132)")
     parser.add_argument("--clock-ghz", type=float, default=1.98, help="SM clock (H200 boost: 1.98)")
     parser.add_argument(
+        "--splits", type=int, help="corpus splits of the merge estimate (default: the kernel's own choice)"
+    )
+    parser.add_argument(
         "--sass-file", type=Path, help="analyse this nvdisasm -g -c listing (one --configs entry)"
     )
     parser.add_argument("--out", type=Path, default=Path("results/profiles"))
@@ -201,12 +250,12 @@ def main() -> None:
         else:
             text = disassemble(compile_kernel(args, bq, bx, warps, chunk)[0].asm["cubin"])
         try:
-            row = analyse(text, bq, bx, warps, args.items, args.batch, args.sms, args.clock_ghz)
+            row = analyse(text, bq, bx, warps, args)
         except ValueError as error:
             raise SystemExit(f"{args.sass_file or f'{bq}x{bx}x{warps}'}: {error}") from None
         rows.append(row)
         print(f"{bq}x{bx}x{warps}: {row['per_tile']} instructions per tile and warp ({row['mufu_per_tile']} MUFU), "
-              f"merge branch {row['merge_branch']}")  # fmt: skip
+              f"{row['per_merge']:.0f} per merged tile")  # fmt: skip
     record = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "source": str(args.sass_file) if args.sass_file else f"sm_{args.arch} compile, Triton {triton_version()}",

@@ -203,7 +203,7 @@ def test_kernel_sass_counts_the_tile_loop_of_a_listing(tmp_path: Path) -> None:
     listing = tmp_path / "listing.sass"
     listing.write_text(SASS_LISTING)
     args = ["--configs", "8x8x4", "--sass-file", str(listing), "--items", "1000", "--batch", "16", "--sms", "2",
-            "--clock-ghz", "1.0", "--out", str(tmp_path)]  # fmt: skip
+            "--clock-ghz", "1.0", "--k", "4096", "--out", str(tmp_path)]  # fmt: skip
     done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     row = json.loads((tmp_path / "kernel_sass.json").read_text())["rows"][0]
@@ -212,6 +212,11 @@ def test_kernel_sass_counts_the_tile_loop_of_a_listing(tmp_path: Path) -> None:
     tiles = 2 * 125  # ceil(16 / 8) query blocks x ceil(1000 / 8) tiles
     assert row["issue_bound_ms"]["1000"] == pytest.approx(1e3 * tiles * 4 * 5 / (4 * 2 * 1e9))
     assert row["mufu_bound_ms"]["1000"] == pytest.approx(1e3 * tiles * 4 * 2 * 32 / (16 * 2 * 1e9))
+    # k above the split's length: every tile merges, so the bound adds the whole merge branch per tile
+    assert row["merges"]["1000"]["merge_fraction"] == pytest.approx(1.0)
+    assert row["issue_bound_with_merges_ms"]["1000"] == pytest.approx(
+        row["issue_bound_ms"]["1000"] * (5 + 3) / 5
+    )
     assert row["lines"][0] == {"line": "mol_topk_kernel.py:20", "instructions": 3,
                                "opcodes": {"MUFU": 1, "FFMA": 1, "BRA": 1}}  # fmt: skip
     assert "| 8 | 8 | 4 | 5 | 3 | 2 |" in (tmp_path / "kernel_sass.md").read_text()
@@ -228,3 +233,24 @@ def test_kernel_sass_reads_the_compiled_kernel(tmp_path: Path) -> None:
     row = json.loads((tmp_path / "kernel_sass.json").read_text())["rows"][0]
     assert row["per_tile"] > 50 and row["mufu_per_tile"] > 0 and row["merge_branch"] > 0
     assert any(entry["line"].startswith("mol_topk_kernel.py:") for entry in row["lines"])
+
+
+def test_kernel_sass_counts_a_parked_groups_sort_once_per_group(tmp_path: Path) -> None:
+    """With merge_tiles > 1 the merge branch holds an inner branch (the sort of the parked tiles): counted once per
+    min(merge_tiles, K_PAD // BX) merged tiles."""
+    listing = tmp_path / "listing.sass"
+    inner = "        /*0045*/              @!P1 BRA `(.L_x_1) ;\n"
+    listing.write_text(SASS_LISTING.replace("SEL R4, R5, R6, P1 ;\n", "SEL R4, R5, R6, P1 ;\n" + inner, 1))
+    args = ["--configs", "8x8x4", "--sass-file", str(listing), "--one-pass", "--merge-tiles", "4", "--k", "100",
+            "--items", "1000", "--out", str(tmp_path)]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT.with_name("kernel_sass.py")), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    row = json.loads((tmp_path / "kernel_sass.json").read_text())["rows"][0]
+    # merge branch: SEL + the inner BRA; inner: SHFL + SEL, once per 4 merged tiles (K_PAD 128 // BX 8 = 16 >= 4)
+    assert (row["merge_branch"], row["merge_inner"], row["slots"]) == (2, 2, 4)
+    assert row["per_merge"] == pytest.approx(2 + 2 / 4)
