@@ -103,7 +103,7 @@ collect() {
     # an ML-1M HSTU-large + MoL run instead of ~12); e.g. for the trained-model rows of scripts/bench_topk.py.
     # shellcheck disable=SC2053  # COLLECT_CKPT_GLOB is a pattern on purpose
     if [ "${COLLECT_CKPT:-0}" = 1 ] && [[ ${run#"$SWEEPS"/} == ${COLLECT_CKPT_GLOB:-*} ]]; then
-      best=$(grep -ho "best checkpoint: .*\.ckpt" "$run"/*.log 2>/dev/null | tail -1 | sed 's/^best checkpoint: //')
+      best=$(logged_checkpoint "$run"/*.log)
       if [ -n "$best" ] && [ -f "$best" ]; then
         mkdir -p "$OUT/ckpts/$(dirname "${run#"$SWEEPS"/}")"
         python3 scripts/strip_checkpoint.py "$best" "$OUT/ckpts/${run#"$SWEEPS"/}.ckpt" >/dev/null ||

@@ -33,6 +33,8 @@ from typing import Any
 
 from kernel_registers import add_compile_arguments, compile_kernel
 
+from rails.kernels.mol_topk_blocks import items_per_split, next_pow2, splits_for
+
 SCHEDULERS_PER_SM = 4
 MUFU_LANES_PER_SM = 16
 _LINE = re.compile(r'//## File "([^"]+)", line (\d+)')
@@ -108,12 +110,12 @@ def tile_loop(instructions: list[Instruction], labels: dict[str, int]) -> dict[s
     }
 
 
-def merge_fraction(items_per_split: int, bq: int, bx: int, k: int) -> float:
+def merge_fraction(split_items: int, bq: int, bx: int, k: int) -> float:
     """Expected share of a split's tiles that merge, with scores in random order: item i of a split enters a
     query's running top-k with probability min(1, k / i), independently of the others (the top-k records of a
     random permutation), and a tile merges when one of its ``bq`` queries takes one of its ``bx`` items."""
-    log_miss = [math.log1p(-min(1.0, k / i)) if i > k else -math.inf for i in range(1, items_per_split + 1)]
-    tiles = [log_miss[t : t + bx] for t in range(0, items_per_split - bx + 1, bx)]
+    log_miss = [math.log1p(-min(1.0, k / i)) if i > k else -math.inf for i in range(1, split_items + 1)]
+    tiles = [log_miss[t : t + bx] for t in range(0, split_items - bx + 1, bx)]
     return sum(1.0 - math.exp(bq * sum(tile)) for tile in tiles) / len(tiles)
 
 
@@ -122,16 +124,14 @@ def analyse(text: str, bq: int, bx: int, warps: int, args: argparse.Namespace) -
     with the expected merges (:func:`merge_fraction` at the kernel's default splits, or ``args.splits``)."""
     parts = tile_loop(*parse_sass(text))
     always, merge, inner = parts["always"], parts["merge"], parts["merge_inner"]
-    slots = min(args.merge_tiles, max(1, padded_k(args.k) // bx)) if args.one_pass else 1
+    slots = min(args.merge_tiles, max(1, next_pow2(args.k) // bx)) if args.one_pass else 1
     per_merge = len(merge) + len(inner) / slots
     mufu = sum(ins.opcode == "MUFU" for ins in always)
     clock = args.clock_ghz * 1e9
     issue, issue_merged, mufu_ms, fractions = {}, {}, {}, {}
     for n in args.items:
-        splits = args.splits or max(
-            1, min(math.ceil(n / 1024), math.ceil(4 * args.sms / math.ceil(args.batch / 8)))
-        )
-        per_split = math.ceil(math.ceil(n / splits) / 128) * 128
+        splits = args.splits or splits_for(args.batch, n, args.sms)
+        per_split = items_per_split(n, splits)
         tiles = math.ceil(args.batch / bq) * math.ceil(n / bx)
         fraction = merge_fraction(min(per_split, n), bq, bx, args.k)
         per_warp = 1e3 * tiles * warps / (SCHEDULERS_PER_SM * args.sms * clock)
@@ -151,11 +151,6 @@ def analyse(text: str, bq: int, bx: int, warps: int, args: argparse.Namespace) -
                   for line, count in by_line.most_common(12)],
         "opcodes": dict(Counter(ins.opcode for ins in always).most_common(12)),
     }  # fmt: skip
-
-
-def padded_k(k: int) -> int:
-    """The running top-k's width for ``k`` (the kernel's K_PAD: the next power of two)."""
-    return 1 << max(0, (k - 1).bit_length())
 
 
 def disassemble(cubin: bytes) -> str:

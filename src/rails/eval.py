@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rails.config import ConfigError, check_config, config_dir, instantiate_dict
 from rails.log import get_logger, print_metrics_table, write_metrics
-from rails.runs.checkpoints import CheckpointError, load_checkpoint_file
+from rails.runs.checkpoints import load_checkpoint_file, require_rails_entries
 from rails.runs.rebuild import rebuild_run
 
 log = get_logger(__name__)
@@ -34,9 +34,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path={path}: no such checkpoint file")
     checkpoint = load_checkpoint_file(path)
-    missing = [key for key in ("rails_config", "state_dict", "hyper_parameters") if key not in checkpoint]
-    if missing:
-        raise CheckpointError(f"ckpt_path={path}: not written by rails-train (no {missing} entries)")
+    require_rails_entries(checkpoint, f"ckpt_path={path}", ("rails_config", "state_dict", "hyper_parameters"))
     return checkpoint
 
 

@@ -67,12 +67,22 @@ def default_blocks(batch: int, pqp: int, pxp: int, block_x: int | None = None) -
     return bq, bx, 8 if bq * bx >= 128 else 4, 2
 
 
+def splits_for(batch: int, num_items: int, sms: int) -> int:
+    """Corpus splits on a GPU of ``sms`` SMs: ~4 programs per SM at a nominal 8 queries per block, >= 1024 items
+    per split."""
+    return max(1, min(cdiv(num_items, 1024), cdiv(4 * sms, cdiv(batch, 8))))
+
+
 def default_splits(batch: int, num_items: int, device: torch.device) -> int:
-    """Corpus splits: ~4 programs per SM at a nominal 8 queries per block, >= 1024 items per split."""
+    """:func:`splits_for` this CUDA device's SMs; 1 off CUDA."""
     if device.type != "cuda":
         return 1
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return max(1, min(cdiv(num_items, 1024), cdiv(4 * sms, cdiv(batch, 8))))
+    return splits_for(batch, num_items, torch.cuda.get_device_properties(device).multi_processor_count)
+
+
+def items_per_split(num_items: int, splits: int) -> int:
+    """Items of each of ``splits`` corpus splits, a multiple of :data:`SPLIT_ALIGN` (the last one may be shorter)."""
+    return cdiv(cdiv(num_items, splits), SPLIT_ALIGN) * SPLIT_ALIGN
 
 
 def prune_configs(configs: list, named_args: dict, **kwargs: object) -> list:

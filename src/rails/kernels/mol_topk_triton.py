@@ -62,6 +62,7 @@ from rails.kernels.mol_topk_blocks import (  # noqa: F401 - re-exported: the blo
     cdiv,
     default_blocks,
     default_splits,
+    items_per_split,
     next_pow2,
     prune_configs,
 )
@@ -295,8 +296,8 @@ def fused_mol_topk(
         excl[:batch] = exclude_positions.to(torch.int32)
 
     splits = num_splits or default_splits(batch, num_items, device)
-    items_per_split = cdiv(cdiv(num_items, splits), SPLIT_ALIGN) * SPLIT_ALIGN
-    splits = cdiv(num_items, items_per_split)
+    split_items = items_per_split(num_items, splits)
+    splits = cdiv(num_items, split_items)
     emit = thresholds is not None
     if emit and capacity < width:
         raise ValueError(
@@ -309,7 +310,7 @@ def fused_mol_topk(
     if emit:
         thr[:batch] = thresholds.to(device=device, dtype=torch.int64)
     args = (items, item_gate, queries, query_gate, w1, b1, w2, b2, excl, out, thr, counts, candidates)
-    scalars = (num_items, batch, items_per_split, splits, num_excl, width, candidates.shape[1])
+    scalars = (num_items, batch, split_items, splits, num_excl, width, candidates.shape[1])
     scalars = (*scalars, 1.0 / temperature, items.stride(0))
     meta = {
         "PQ": pq,

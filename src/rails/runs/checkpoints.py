@@ -113,6 +113,14 @@ TRAINING_STATE_KEYS = ("optimizer_states", "lr_schedulers", "loops", "callbacks"
 INFERENCE_ONLY_KEY = "rails_inference_only"
 
 
+def require_rails_entries(checkpoint: Mapping[str, Any], source: str, keys: tuple[str, ...]) -> None:
+    """Raise :class:`CheckpointError` (``<source>: not written by rails-train (no [...] entries)``) unless the
+    checkpoint holds every one of ``keys`` (entries rails-train writes: ``rails_config``, ``state_dict``, ...)."""
+    missing = [key for key in keys if key not in checkpoint]
+    if missing:
+        raise CheckpointError(f"{source}: not written by rails-train (no {missing} entries)")
+
+
 def write_inference_checkpoint(
     source: str | os.PathLike[str], destination: str | os.PathLike[str]
 ) -> dict[str, Any]:
@@ -130,9 +138,7 @@ def write_inference_checkpoint(
             ``state_dict``); the message names the file.
     """
     checkpoint = load_checkpoint_file(source)
-    missing = [key for key in ("rails_config", "state_dict") if key not in checkpoint]
-    if missing:
-        raise CheckpointError(f"checkpoint {source}: not written by rails-train (no {missing} entries)")
+    require_rails_entries(checkpoint, f"checkpoint {source}", ("rails_config", "state_dict"))
     slim = {key: value for key, value in checkpoint.items() if key not in TRAINING_STATE_KEYS}
     slim[INFERENCE_ONLY_KEY] = True
     atomic_write(destination, lambda handle: torch.save(slim, handle))

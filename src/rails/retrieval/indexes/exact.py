@@ -23,9 +23,8 @@ def fused_mol_unsupported(
     """None when the fused MoL kernel applies to this head, these states and ``k``, else the reason it does not."""
     if not isinstance(head, MoLSimilarity):
         return f"head is {type(head).__name__}, not MoLSimilarity"
-    if (
-        type(head).score is not MoLSimilarity.score
-    ):  # e.g. mol_cosine.MoLWithCosine: the kernel scores MoL alone
+    # a subclass that scores otherwise (mol_cosine.MoLWithCosine): the kernel computes MoL's scores alone
+    if type(head).score is not MoLSimilarity.score:
         return f"{type(head).__name__} scores other than MoLSimilarity"
     mixing = head.mixing()
     if mixing.training:
