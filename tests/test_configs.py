@@ -14,8 +14,11 @@ from rails.config import ConfigError, check_config, config_dir
 from tests.conftest import TINY_OVERRIDES, compose_config
 
 CONF = Path(config_dir())
-# Options that are templates with mandatory (`???`) keys: the values a user must give.
-MANDATORY = {("data", "qa_beir"): ["data.source.name=scifact"]}
+# Options that are templates with mandatory (`???`) keys, or need a companion choice: the values a user must give.
+MANDATORY = {
+    ("data", "qa_beir"): ["data.source.name=scifact"],
+    ("model/similarity_blend", "cosine"): ["model/similarity=mol", "model.dot_loss_weight=1.0"],  # blends MoL
+}
 SKIP_GROUPS = {"hydra", "local", "hparams_search"}  # hydra internals, per-machine files, sweeper-only configs
 
 

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.core.global_hydra import GlobalHydra
 
-from rails.config import ConfigError
+from rails.config import ConfigError, check_config
 from rails.models.similarity.mol import MoLSimilarity
-from rails.models.similarity.mol_cosine import MoLWithCosine
+from rails.models.similarity.mol_cosine import MoLWithCosine, cosine_weight_of
 from rails.retrieval.indexes.exact import fused_mol_unsupported
-from tests.conftest import eval_checkpoint, train_tiny_checkpoint
+from tests.conftest import TINY_OVERRIDES, compose_config, eval_checkpoint, train_tiny_checkpoint
 
 ARGS = {"query_dim": 10, "item_dim": 10, "num_query_components": 3, "num_item_components": 2,
         "component_dim": 8, "query_hidden_dim": 16, "gating_query_hidden_dim": 8,
@@ -98,3 +99,56 @@ def test_rails_eval_scores_a_checkpoint_with_the_blend(mol_dot_loss_checkpoint: 
             tmp_path / "bad",
             [target, "+model_overrides.similarity.cosine_temperature=-1.0"],
         )
+
+
+def test_cosine_weight_of_configs_and_heads() -> None:
+    target = "rails.models.similarity.mol_cosine.MoLWithCosine"
+    assert cosine_weight_of({"_target_": target}) == 1.0  # the class default
+    assert cosine_weight_of({"_target_": target, "cosine_weight": 0.5}) == 0.5
+    assert (
+        cosine_weight_of({"_target_": "rails.models.similarity.mol.MoLSimilarity", "cosine_weight": 2.0})
+        == 0.0
+    )
+    mol, blended = _pair(cosine_weight=0.25)
+    assert (cosine_weight_of(mol), cosine_weight_of(blended), cosine_weight_of(None)) == (0.0, 0.25, 0.0)
+
+
+def _check(overrides: list[str]) -> None:
+    cfg = compose_config("train", [*TINY_OVERRIDES, *overrides])
+    GlobalHydra.instance().clear()
+    check_config(cfg)
+
+
+def test_the_blend_group_needs_the_dot_loss_and_a_mol_head() -> None:
+    _check(["model/similarity=mol", "model/similarity_blend=cosine", "model.dot_loss_weight=1.0"])
+    with pytest.raises(
+        ConfigError, match=r"^model\.dot_loss_weight=0\.0: must be > 0 when the head ranks with"
+    ):
+        _check(["model/similarity=mol", "model/similarity_blend=cosine"])
+    with pytest.raises(ConfigError, match="model/similarity_blend=cosine needs model/similarity=mol"):
+        _check(["model/similarity_blend=cosine", "model.dot_loss_weight=1.0"])  # the dot head
+
+
+@pytest.fixture(scope="module")
+def blend_trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny one-epoch run of a MoL head trained with the dot loss and ranking by the blend throughout."""
+    overrides = ["model/similarity=mol", "model/similarity_blend=cosine", "model.dot_loss_weight=1.0",
+                 "model.dot_loss_temperature=0.1"]  # fmt: skip
+    return train_tiny_checkpoint(tmp_path_factory.mktemp("blend"), overrides)
+
+
+def test_a_run_trained_with_the_blend_group_ranks_by_the_blend(
+    blend_trained_checkpoint: Path, tmp_path: Path
+) -> None:
+    checkpoint = torch.load(blend_trained_checkpoint, map_location="cpu", weights_only=False)
+    similarity = checkpoint["rails_config"]["model"]["similarity"]
+    assert similarity["_target_"].endswith(".MoLWithCosine")
+    assert similarity["cosine_temperature"] == pytest.approx(
+        0.1
+    )  # interpolated from model.dot_loss_temperature
+    blend = eval_checkpoint(blend_trained_checkpoint, tmp_path / "blend", [])
+    mol_only = eval_checkpoint(
+        blend_trained_checkpoint, tmp_path / "mol", ["+model_overrides.similarity.cosine_weight=0.0"]
+    )
+    assert blend.keys() == mol_only.keys()
+    assert any(abs(blend[k] - mol_only[k]) > 1e-6 for k in blend if k.startswith("test/")), "blend == MoL"

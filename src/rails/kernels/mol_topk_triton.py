@@ -182,7 +182,7 @@ def fused_mol_topk(
     ablate: int = 0,
     thresholds: Tensor | None = None,
     capacity: int = 0,
-    merge_tiles: int = 1,
+    merge_tiles: int = 16,
 ) -> tuple[Tensor, Tensor]:
     """Exact MoL top-k with the fused kernel ("glu_silu" gating, no dropout).
 
@@ -219,7 +219,7 @@ def fused_mol_topk(
             (logged). None (default): the running top-k.
         capacity: candidate slots per query with ``thresholds``.
         merge_tiles: the running top-k parks the tiles it merges and sorts them in ``min(merge_tiles, K_PAD //
-            BX)`` at a time (one sort per that many tiles); 1 (default) sorts every merged tile in at once.
+            BX)`` at a time (one sort per that many tiles; 16, the default: 1.38x at 1M items, H200, round 22).
 
     Returns:
         (B, min(k, X)) float32 scores sorted descending and int64 corpus positions (empty: -inf, -1).

@@ -13,6 +13,7 @@ from rails.checks import require, require_at_least, require_positive
 from rails.models.losses.dot_auxiliary import DotAuxiliaryLoss
 from rails.models.losses.sampled_softmax import SampledSoftmaxLoss
 from rails.models.similarity.base import SimilarityHead
+from rails.models.similarity.mol_cosine import cosine_weight_of
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -26,10 +27,19 @@ def check_aux_loss_weights(weights: Mapping[str, Any] | None) -> None:
 
 
 def check_dot_loss(args: Mapping[str, Any]) -> None:
-    """``dot_loss_weight`` >= 0 and ``dot_loss_temperature`` > 0 (defaults for configs that predate them)."""
+    """``dot_loss_weight`` >= 0 and ``dot_loss_temperature`` > 0 (defaults for configs that predate them); a head
+    that ranks with the cosine (:class:`~rails.models.similarity.mol_cosine.MoLWithCosine`) needs that loss."""
     given = {"dot_loss_weight": 0.0, "dot_loss_temperature": 0.05, **args}
     require_at_least(given, 0, "dot_loss_weight")
     require_positive(given, "dot_loss_temperature")
+    cosine_weight = cosine_weight_of(given.get("similarity"))
+    require(
+        cosine_weight == 0 or given["dot_loss_weight"] > 0,
+        "dot_loss_weight",
+        given["dot_loss_weight"],
+        f"must be > 0 when the head ranks with the cosine (similarity.cosine_weight={cosine_weight}): "
+        "the dot loss is what trains that cosine",
+    )
 
 
 def resolve_aux_loss_weights(head: SimilarityHead, overrides: Mapping[str, float] | None) -> dict[str, float]:

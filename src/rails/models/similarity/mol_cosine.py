@@ -1,20 +1,28 @@
-"""A trained MoL head's scores blended with the cosine of the embeddings it reads, for evaluation.
+"""A MoL head that ranks by its scores blended with the cosine of the embeddings it reads.
 
 A MoL model trained with the dot head's loss beside its own (``model.dot_loss_weight`` > 0,
 :class:`rails.models.losses.dot_auxiliary.DotAuxiliaryLoss`) holds two scorers over the same encoder outputs
-and item table: MoL, which ranks at evaluation, and ``cos(query, item) / tau``, which that loss trains. Whether
-MoL ranks better than the cosine it was trained beside, and whether a blend of both ranks better than either,
-is a question about the checkpoint that ``rails-eval`` answers with this head in MoL's place (same weights,
-same ``similarity.*`` keys, so the state dict loads unchanged)::
+and item table: MoL, and ``cos(query, item) / tau``, which that loss trains. This head trains exactly as MoL
+(its training path is MoL's, the dot loss trains the cosine) and ranks, at validation, test and retrieval, by
+
+``score = mol_weight * MoL(q, x) + cosine_weight * cos(q, x) / cosine_temperature``
+
+(the cosine of the raw embeddings, L2-normalised as the loss normalises them). On Beauty and ML-1M checkpoints
+this blend ranked better than either scorer alone (round 22, results/studies/2026-12-02-h200-round22-cosine.md).
+Two ways in, both with the same weights and ``similarity.*`` keys (the state dict loads unchanged):
+
+- training: ``model/similarity_blend=cosine model.dot_loss_weight=1.0`` (conf/model/similarity_blend/cosine.yaml
+  on top of any MoL head; checkpoints are then selected by the blend's validation metric);
+- a trained MoL checkpoint, as a probe::
 
     rails-eval ckpt_path=<run>/checkpoints/epoch_029.ckpt \\
       +model_overrides.similarity._target_=rails.models.similarity.mol_cosine.MoLWithCosine \\
       +model_overrides.similarity.mol_weight=0.0    # the cosine alone (cosine_weight 1.0: MoL + cosine)
 
-``score = mol_weight * MoL(q, x) + cosine_weight * cos(q, x) / cosine_temperature`` (the cosine of the raw
-embeddings, L2-normalised as the loss normalises them; set ``cosine_temperature`` to the run's
-``model.dot_loss_temperature``). The fused exact MoL kernel does not apply to it (it scores MoL alone), and
-approximate indexes pick their candidates from the MoL states; exact evaluation scores every item with this head.
+A blend needs the dot loss (``model.dot_loss_weight`` > 0, :func:`cosine_weight_of` lets the model check it),
+and ``cosine_temperature`` should be the run's ``model.dot_loss_temperature`` (the config interpolates it). The
+fused exact MoL kernel does not apply to it (it scores MoL alone; exact search falls back to chunked scoring),
+and approximate indexes pick their candidates from the MoL states.
 """
 
 from __future__ import annotations
@@ -34,6 +42,15 @@ from rails.models.similarity.states import MoLItemState, MoLQueryState
 BLEND_DEFAULTS: dict[str, float] = {"mol_weight": 1.0, "cosine_weight": 1.0, "cosine_temperature": 0.05}
 
 
+def cosine_weight_of(similarity: Any) -> float:
+    """The cosine weight a head (config mapping or built object) ranks with: 0.0 unless it is a MoLWithCosine."""
+    if isinstance(similarity, Mapping):
+        if not str(similarity.get("_target_", "")).endswith(f".{MoLWithCosine.__name__}"):
+            return 0.0
+        return float(similarity.get("cosine_weight", BLEND_DEFAULTS["cosine_weight"]))
+    return float(similarity.cosine_weight) if isinstance(similarity, MoLWithCosine) else 0.0
+
+
 @dataclass(frozen=True, eq=False)
 class CosineMoLQueryState(MoLQueryState):
     """MoL query state plus ``unit`` (B, D_q): the L2-normalised query embeddings."""
@@ -51,7 +68,7 @@ class CosineMoLItemState(MoLItemState):
 
 
 class MoLWithCosine(MoLSimilarity):
-    """MoL head whose scores add ``cosine_weight * cos(q, x) / cosine_temperature`` (evaluation probe).
+    """MoL head whose ranking scores add ``cosine_weight * cos(q, x) / cosine_temperature`` (training as MoL).
 
     Args:
         mol_weight: weight of the MoL score (>= 0; 0: the cosine alone ranks).
@@ -93,6 +110,13 @@ class MoLWithCosine(MoLSimilarity):
     @staticmethod
     def check_args(args: Mapping[str, Any]) -> None:
         """The blend's rules, then :meth:`MoLSimilarity.check_args` over MoL's defaults and the other keys."""
+        require(
+            "num_query_components" in args,
+            "_target_",
+            args.get("_target_", MoLWithCosine.__name__),
+            f"blends a MoL head's scores, but the head has no MoL keys ({sorted(args)}): "
+            "model/similarity_blend=cosine needs model/similarity=mol*",
+        )
         MoLWithCosine._check_blend(
             {**BLEND_DEFAULTS, **{k: v for k, v in args.items() if k in BLEND_DEFAULTS}}
         )
