@@ -42,48 +42,6 @@ export COLLECT_CKPT_GLOB=${COLLECT_CKPT_GLOB:-'r22_@(ml1m_hstu_large_mol_gd_dl_1
 # shellcheck source=round_steps.sh
 source "$(dirname "$0")/round_steps.sh"
 
-cosine_eval() {  # after the trainings: every job of each MoL + dot-loss sweep, its best checkpoint ranked by MoL, by
-  # the cosine its dot loss trained and by both (rails.models.similarity.mol_cosine.MoLWithCosine, rails-eval, val
-  # and test): does MoL rank better than that cosine? $OUT/cosine_eval.json: {"<sweep>/<job>": {"training run": its
-  # own metrics, "mol": MoL through rails-eval, "cosine": ..., "mol+cosine": ...}}
-  local job best blend name mol_weight cosine_weight dir pids=()
-  for job in "$SWEEPS"/"$ROUND"_*mol*dl*/*/; do
-    job=${job%/}
-    best=$(logged_checkpoint "$job"/*.log)
-    [ -n "$best" ] && [ -f "$best" ] || continue
-    for blend in mol:1.0:0.0 cosine:0.0:1.0 mol+cosine:1.0:1.0; do  # name:mol_weight:cosine_weight
-      IFS=: read -r name mol_weight cosine_weight <<<"$blend"
-      dir=/tmp/rails-cosine/${job#"$SWEEPS"/}/$name
-      mkdir -p "$(dirname "$dir")"
-      timeout 300 python3 -m rails.eval ckpt_path="$best" hydra.run.dir="$dir" \
-        +model_overrides.similarity._target_=rails.models.similarity.mol_cosine.MoLWithCosine \
-        +model_overrides.similarity.mol_weight="$mol_weight" \
-        +model_overrides.similarity.cosine_weight="$cosine_weight" >"$dir.log" 2>&1 &
-      pids+=($!)
-      if [ ${#pids[@]} -ge 12 ]; then wait "${pids[@]}"; pids=(); fi  # at most 12 evaluations at once
-    done
-  done
-  [ -d /tmp/rails-cosine ] || { echo "no finished MoL + dot-loss run with a best checkpoint" >&2; return 2; }
-  [ ${#pids[@]} -eq 0 ] || wait "${pids[@]}"
-  python3 - "$SWEEPS" /tmp/rails-cosine "$OUT/cosine_eval.json" <<'PY'
-import json, sys
-from pathlib import Path
-sweeps, evals, out = map(Path, sys.argv[1:])
-read = lambda path: json.loads(path.read_text()) if path.is_file() else None
-table = {}
-for job in sorted(p for p in evals.glob("*/*") if p.is_dir()):
-    key = f"{job.parent.name}/{job.name}"
-    table[key] = {"training run": read(sweeps / key / "metrics.json"),
-                  **{name: read(job / name / "metrics.json") for name in ("mol", "cosine", "mol+cosine")}}
-out.write_text(json.dumps(table, indent=1) + "\n")
-for name, rows in table.items():
-    for scorer, m in rows.items():
-        get = lambda key: m.get(key, float("nan"))
-        cell = "failed" if not m else f"{get('test/hr@10'):.4f} / {get('test/ndcg@10'):.4f}"
-        print(f"{name[:48]:48} {scorer:12} test HR@10 / NDCG@10 {cell}")
-PY
-}
-
 trainings() {  # the Beauty head recipe on ML-1M; SASRec + MoL at 101 epochs to three seeds; best-row seeds 4-5
   local head=(model.similarity.item_dropout=0.3 model.similarity.gating_item_dropout=0.3
     model.similarity.gating_qi_dropout=0.2)
@@ -97,8 +55,4 @@ trainings() {  # the Beauty head recipe on ML-1M; SASRec + MoL at 101 epochs to 
     trainer.precision=32-true "${head[@]}" model.dot_loss_weight=1.0
 }
 
-if [ "${1:-}" = cosine ]; then
-  cosine_eval
-  exit
-fi
 round_main "$@"

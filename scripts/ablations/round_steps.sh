@@ -15,6 +15,10 @@
 #             of an earlier round unpacked into .devdata), the trained-model problems.
 #   gpu-tests: the GPU test suite (scripts/device_gpu_tests.sh, <= 9 min; $OUT/gpu_tests.log); correctness only,
 #             so also beside the trainings, between `start` and `wait`.
+#   cosine  : after the last `wait` (~2 min): every job of the round's MoL + dot-loss sweeps (names with "mol" and
+#             "dl"), its best checkpoint ranked by MoL, by the cosine its dot loss trained and by both
+#             (rails.models.similarity.mol_cosine.MoLWithCosine via rails-eval); $OUT/cosine_eval.json (here:
+#             scripts/cosine_eval_report.py).
 #   usage   : after `wait` (the checkpoints live on the device only): scripts/mol_pair_usage.py over job 0 of
 #             each MoL sweep, $OUT/mol_pair_usage.{json,md} (~1 min). The `wait` that sees the last training end
 #             runs it itself when the call has >= 45 s left (USAGE=0: not).
@@ -75,7 +79,7 @@ profiles() {  # the fused top-k's GPU tests and the fused-exact stage profiles, 
   # 2x64 park at most 4 and 2 tiles). Faster -> that `merge_tiles` becomes fused_mol_topk's default.
   # (each profile rewrites its JSON / markdown after every launch: a timeout keeps what was measured)
   local limit
-  for items in 1000000 10000000; do
+  for items in ${PROFILE_ITEMS:-1000000 10000000}; do  # PROFILE_ITEMS='10000000': one corpus size
     limit=$((items > 1000000 ? 280 : 150))
     CUDA_VISIBLE_DEVICES=0 timeout "$limit" python3 scripts/profile_fused_exact.py --items "$items" --setting 8x4x64 \
       --batch 32 --blocks 8x8x4 4x32x8 2x64x8 --grid-search one-pass --merge-tiles 1 4 16 \
@@ -121,6 +125,48 @@ pair_usage() {  # which pairs the trained MoL heads' gating uses (scripts/mol_pa
     --label "${labels[@]}" --data-root "$PWD/.devdata" --out "$OUT" 2>&1 | tail -n 40 | cut -c1-200
 }
 
+cosine_eval() {  # after the trainings: every job of each MoL + dot-loss sweep, its best checkpoint ranked by MoL, by
+  # the cosine its dot loss trained and by both (rails.models.similarity.mol_cosine.MoLWithCosine, rails-eval, val
+  # and test): does MoL rank better than that cosine? $OUT/cosine_eval.json: {"<sweep>/<job>": {"training run": its
+  # own metrics, "mol": MoL through rails-eval, "cosine": ..., "mol+cosine": ...}}
+  local job best blend name mol_weight cosine_weight dir pids=()
+  for job in "$SWEEPS"/"$ROUND"_*mol*dl*/*/; do
+    job=${job%/}
+    best=$(logged_checkpoint "$job"/*.log)
+    [ -n "$best" ] && [ -f "$best" ] || continue
+    for blend in mol:1.0:0.0 cosine:0.0:1.0 mol+cosine:1.0:1.0; do  # name:mol_weight:cosine_weight
+      IFS=: read -r name mol_weight cosine_weight <<<"$blend"
+      dir=/tmp/rails-cosine/${job#"$SWEEPS"/}/$name
+      mkdir -p "$(dirname "$dir")"
+      timeout 300 python3 -m rails.eval ckpt_path="$best" hydra.run.dir="$dir" \
+        +model_overrides.similarity._target_=rails.models.similarity.mol_cosine.MoLWithCosine \
+        +model_overrides.similarity.mol_weight="$mol_weight" \
+        +model_overrides.similarity.cosine_weight="$cosine_weight" >"$dir.log" 2>&1 &
+      pids+=($!)
+      if [ ${#pids[@]} -ge 12 ]; then wait "${pids[@]}"; pids=(); fi  # at most 12 evaluations at once
+    done
+  done
+  [ -d /tmp/rails-cosine ] || { echo "no finished MoL + dot-loss run with a best checkpoint" >&2; return 2; }
+  [ ${#pids[@]} -eq 0 ] || wait "${pids[@]}"
+  python3 - "$SWEEPS" /tmp/rails-cosine "$OUT/cosine_eval.json" <<'PY'
+import json, sys
+from pathlib import Path
+sweeps, evals, out = map(Path, sys.argv[1:])
+read = lambda path: json.loads(path.read_text()) if path.is_file() else None
+table = {}
+for job in sorted(p for p in evals.glob("*/*") if p.is_dir()):
+    key = f"{job.parent.name}/{job.name}"
+    table[key] = {"training run": read(sweeps / key / "metrics.json"),
+                  **{name: read(job / name / "metrics.json") for name in ("mol", "cosine", "mol+cosine")}}
+out.write_text(json.dumps(table, indent=1) + "\n")
+for name, rows in table.items():
+    for scorer, m in rows.items():
+        get = lambda key: m.get(key, float("nan"))
+        cell = "failed" if not m else f"{get('test/hr@10'):.4f} / {get('test/ndcg@10'):.4f}"
+        print(f"{name[:48]:48} {scorer:12} test HR@10 / NDCG@10 {cell}")
+PY
+}
+
 round_main() {  # the shared steps; anything else prints the sourcing script's header
   case "${1:-}" in
     bench)  # alone on the machine: the training step without its host synchronisation (issue #13 item 4)
@@ -141,6 +187,9 @@ round_main() {  # the shared steps; anything else prints the sourcing script's h
       ;;
     usage)  # after `wait`: which pairs each MoL run's gating uses (~1 min on the device's CPU)
       pair_usage
+      ;;
+    cosine)  # after the last `wait` (~2 min): each MoL + dot-loss run ranked by MoL, its cosine and both
+      cosine_eval
       ;;
     start)
       echo "$GPUS GPU(s); trainings on GPU $TRAIN_GPU"
