@@ -11,7 +11,8 @@ from hydra.core.global_hydra import GlobalHydra
 from rails.config import ConfigError, check_config
 from rails.models.similarity.mol import MoLSimilarity
 from rails.models.similarity.mol_cosine import MoLWithCosine, cosine_weight_of
-from rails.retrieval.indexes.exact import fused_mol_unsupported
+from rails.retrieval.indexes.approximate import CombinedTopK
+from rails.retrieval.indexes.exact import ExactTopK, fused_mol_unsupported
 from tests.conftest import TINY_OVERRIDES, compose_config, eval_checkpoint, train_tiny_checkpoint
 
 ARGS = {"query_dim": 10, "item_dim": 10, "num_query_components": 3, "num_item_components": 2,
@@ -69,6 +70,26 @@ def test_the_fused_mol_kernel_is_not_used_for_it() -> None:
     assert "scores other than MoLSimilarity" in fused_mol_unsupported(
         blended, state, blended.encode_items(items), 5
     )
+
+
+def test_indexes_rank_by_the_blend() -> None:
+    """Exact search scores every item with the blend; an approximate index takes candidates from the MoL states
+    and re-scores them with the blend, so a budget covering the corpus returns the exact blend's top k."""
+    mol, blended = _pair(cosine_weight=2.0)
+    queries, items = torch.randn(4, 10, dtype=torch.float64), torch.randn(30, 10, dtype=torch.float64)
+    users, ids = torch.arange(4), torch.arange(100, 130)
+    expected = blended.score(blended.encode_queries(queries, user_ids=users), blended.encode_items(items))
+    top_scores, top_rows = expected.topk(5, dim=1)
+    exact = ExactTopK(chunk_size=7).build(blended, items, ids)
+    approximate = CombinedTopK(k_per_pair=30, num_candidates=30, fallback_chunk_size=7).build(
+        blended, items, ids
+    )
+    for index in (exact, approximate):
+        scores, found = index.search(queries, 5, user_ids=users)
+        torch.testing.assert_close(scores.double(), top_scores, rtol=1e-6, atol=1e-6)
+        assert torch.equal(found, ids[top_rows])
+    mol_scores, _ = ExactTopK(chunk_size=7).build(mol, items, ids).search(queries, 5, user_ids=users)
+    assert not torch.allclose(mol_scores.double(), top_scores)  # the blend is not MoL's ranking
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ Two ways in, both with the same weights and ``similarity.*`` keys (the state dic
 A blend needs the dot loss (``model.dot_loss_weight`` > 0, :func:`cosine_weight_of` lets the model check it),
 and ``cosine_temperature`` should be the run's ``model.dot_loss_temperature`` (the config interpolates it). The
 fused exact MoL kernel does not apply to it (it scores MoL alone; exact search falls back to chunked scoring),
-and approximate indexes pick their candidates from the MoL states.
+and approximate indexes pick their candidates from the MoL states and re-score them with the blend.
 """
 
 from __future__ import annotations
