@@ -110,11 +110,17 @@ class MoLWithCosine(MoLSimilarity):
     @staticmethod
     def check_args(args: Mapping[str, Any]) -> None:
         """The blend's rules, then :meth:`MoLSimilarity.check_args` over MoL's defaults and the other keys."""
+        mol_keys = {
+            *inspect.signature(MoLSimilarity).parameters,
+            *BLEND_DEFAULTS,
+            "self",
+        }  # "self": constructor
+        foreign = sorted(key for key in args if key not in mol_keys and not key.startswith("_"))
         require(
-            "num_query_components" in args,
+            not foreign,
             "_target_",
             args.get("_target_", MoLWithCosine.__name__),
-            f"blends a MoL head's scores, but the head has no MoL keys ({sorted(args)}): "
+            f"blends a MoL head's scores, but keys {foreign} are not MoL's: "
             "model/similarity_blend=cosine needs model/similarity=mol*",
         )
         MoLWithCosine._check_blend(
