@@ -66,6 +66,16 @@ def signature(kernel: Any) -> dict[str, str]:
     return types
 
 
+def launch_divisible(pq: int, px: int, dim: int) -> list[str]:
+    """The arguments a launch passes as multiples of 16, which Triton's JIT specialises on (``tt.divisibility``):
+    every pointer (fresh torch allocations are 16-byte aligned) and the row strides of the item components
+    (P_X * d) and of the item gate (P_Q * P_X) when they are. Without them the compile would assume unaligned
+    rows and load the item tile element by element, which no launch does. Counts (items, queries, split length)
+    are left unspecialised, as are the arguments a launch passes as 1 (which Triton turns into constants)."""
+    strides = {"stride_g": px * dim, "stride_ig": pq * px}
+    return [*POINTERS, *(name for name, value in strides.items() if value % 16 == 0)]
+
+
 def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of :func:`compile_kernel` (shared with scripts/kernel_sass.py)."""
     parser.add_argument(
@@ -117,7 +127,10 @@ def compile_kernel(
     }  # fmt: skip
     names = [param.name for param in kernel.params]
     source = ASTSource(
-        kernel, signature(kernel), constexprs={(names.index(n),): v for n, v in constants.items()}
+        kernel,
+        signature(kernel),
+        constexprs={(names.index(n),): v for n, v in constants.items()},
+        attrs={(names.index(n),): [["tt.divisibility", 16]] for n in launch_divisible(pq, px, dim)},
     )
     options = {"num_warps": warps, "num_stages": args.stages}
     return triton.compile(source, target=GPUTarget("cuda", args.arch, 32), options=options), h_chunk
