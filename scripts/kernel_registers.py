@@ -95,6 +95,12 @@ def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --one-pass: merged tiles parked per sort of the running top-k (1: every tile sorted in)",
     )
     parser.add_argument("--stages", type=int, default=2)
+    parser.add_argument(
+        "--maxnreg",
+        type=int,
+        default=None,
+        help="registers per thread the compile may use (triton.Config(maxnreg=...); default: ptxas' choice, <= 255)",
+    )
 
 
 def compile_kernel(
@@ -133,6 +139,8 @@ def compile_kernel(
         attrs={(names.index(n),): [["tt.divisibility", 16]] for n in launch_divisible(pq, px, dim)},
     )
     options = {"num_warps": warps, "num_stages": args.stages}
+    if getattr(args, "maxnreg", None):
+        options["maxnreg"] = args.maxnreg
     return triton.compile(source, target=GPUTarget("cuda", args.arch, 32), options=options), h_chunk
 
 
@@ -181,7 +189,8 @@ def main() -> None:
     record = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), "triton": triton.__version__,
         "arch": args.arch, "setting": args.setting, "hidden": args.hidden, "k": args.k,
-        "search": "one pass" if args.one_pass else "two-pass (emit)", "stages": args.stages, "rows": rows,
+        "search": "one pass" if args.one_pass else "two-pass (emit)", "stages": args.stages,
+        "maxnreg": args.maxnreg, "rows": rows,
     }  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write(args.out / "kernel_registers.json", json.dumps(record, indent=1))

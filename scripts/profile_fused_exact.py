@@ -15,13 +15,14 @@ It also reports the compiled kernel's registers and spills per thread and the ro
 ``--blocks`` / ``--splits`` add a grid of untuned launches of the two-pass search without pruning (the search
 default on large corpora; ``--grid-search one-pass``: the running top-k without pruning, with each of
 ``--merge-tiles``): queries per program x items per tile (x warps) x corpus splits (x gating hidden units
-per step, ``--hidden-chunks``; 0 = all at once), each with its agreement with the tuned search's top-k (a wrong
-launch shows there, not only in its time). Writes
+per step, ``--hidden-chunks``; 0 = all at once; x registers per thread, ``--maxnreg``; 0 = ptxas' choice), each
+with its agreement with the tuned search's top-k (a wrong launch shows there, not only in its time). Writes
 ``--out``/profile_fused_exact.{json,md}.
 
     python scripts/profile_fused_exact.py --items 1000000 --setting 8x4x64 --batch 32
     python scripts/profile_fused_exact.py --items 10000000 --blocks 4x32 8x16 16x8 32x4 32x8 --splits 132 528
     python scripts/profile_fused_exact.py --blocks 8x8x4 4x32x8 --grid-search one-pass --merge-tiles 1 4 16
+    python scripts/profile_fused_exact.py --blocks 4x32x8 --grid-search one-pass --merge-tiles 16 --maxnreg 0 128 168
 """
 
 from __future__ import annotations
@@ -94,6 +95,13 @@ def main() -> None:
         help="the search of the --blocks grid (both without pruning)",
     )
     parser.add_argument(
+        "--maxnreg",
+        nargs="+",
+        type=int,
+        default=[0],
+        help="registers per thread of the grid's launches (fused_mol_topk(maxnreg=...); 0: ptxas' choice)",
+    )
+    parser.add_argument(
         "--merge-tiles",
         nargs="+",
         type=int,
@@ -128,7 +136,10 @@ def main() -> None:
 
     tuned_ms = statistics.median(time_call(lambda: search(), 2, args.runs, device, 5.0)[0])
     best = kernel.tuned_config()
-    blocks = {"block_q": best.kwargs["BQ"], "block_x": best.kwargs["BX"]} if best is not None else {}
+    blocks = {}  # the tuned launch, untuned: its block sizes, warps and register cap
+    if best is not None:
+        blocks = {"block_q": best.kwargs["BQ"], "block_x": best.kwargs["BX"], "num_warps": best.num_warps,
+                  "maxnreg": getattr(best, "maxnreg", None)}  # fmt: skip
     rows = []
     for name, prune, ablate, two_pass, merge_tiles in VARIANTS:
         times, _ = time_call(
@@ -188,13 +199,15 @@ def main() -> None:
                 f"Block grid: untuned launches of the {args.grid_search} search without pruning (agreement: share of "
                 "the tuned search's top-k positions found).",
                 "",
-                "| BQ | BX | warps | splits | hidden per step | tiles per sort | ms | x floor | agreement | registers | spills |",
-                "|---|---|---|---|---|---|---|---|---|---|---|",
+                "| BQ | BX | warps | splits | hidden per step | tiles per sort | max registers | ms | x floor | agreement "
+                "| registers | spills |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|",
             ]
             for row in block_rows:
                 lines.append(
                     f"| {row['block_q']} | {row['block_x']} | {row['block'][2] if row['block'] else ''} | "
                     f"{row['num_splits'] or 'default'} | {row['hidden_chunk'] or 'all'} | {row.get('merge') or '–'} | "
+                    f"{row.get('maxnreg') or 'ptxas'} | "
                     f"{row['ms']:.3f} | {row['ms'] / floor_ms:.1f} | "
                     f"{row['agreement']:.4f} | {row['n_regs']} | {row['n_spills']} |"
                 )
@@ -204,14 +217,17 @@ def main() -> None:
     reference = search()[1]
     two_pass = args.grid_search == "two-pass"
     merges = [None] if two_pass else args.merge_tiles  # the two-pass search emits candidates: no merge
-    grid = itertools.product(args.blocks, args.splits or [None], args.hidden_chunks or [0], merges)
-    for (bq, bx, warps), splits, chunk, merge in grid:
+    grid = itertools.product(
+        args.blocks, args.splits or [None], args.hidden_chunks or [0], merges, args.maxnreg
+    )
+    for (bq, bx, warps), splits, chunk, merge, registers in grid:
         launch = {
             "block_q": bq,
             "block_x": bx,
             "num_warps": warps,
             "num_splits": splits,
             "hidden_chunk": chunk or None,
+            "maxnreg": registers or None,
         }
         times, found = time_call(
             lambda kw=launch, m=merge: search(two_pass, m, prune=False, tune=False, **kw),

@@ -274,7 +274,8 @@ def test_default_and_tuned_blocks_are_valid(pq, px, batch):
             )
         assert bq <= max(16 // pqp, 16)  # B = 1 must not pay for a large query block
         configs = [
-            triton.Config({"BQ": q, "BX": x}, num_warps=w, num_stages=st) for q, x, w, st in TUNE_CONFIGS
+            triton.Config({"BQ": q, "BX": x}, num_warps=w, num_stages=st, maxnreg=r)
+            for q, x, w, st, r in TUNE_CONFIGS
         ]
         # Triton passes positional arguments as named_args and constexpr keywords separately
         kept = prune_configs(configs, {"batch_bucket": batch}, PQP=pqp, PXP=pxp, K_PAD=k_pad)

@@ -12,9 +12,13 @@
 #             round 22's and round 19's rows (results.md).
 #   wait    : `wait 560` until "sweeps still running: 0" (~22 min; the last wait runs `usage`).
 #   cosine  : (~2 min) each run's best checkpoint ranked by MoL alone, the cosine alone and the blend.
-#   profile : if >= 6 min are left: PROFILE_ITEMS=10000000 bash scripts/ablations/round23.sh profile (issue #13:
-#             merged tiles per sort 1 / 4 / 16 at 10M items, the one-pass search against the two-pass one; round
-#             22 timed 1M only). Faster one-pass at 10M too -> the exact index's one-pass / two-pass rule changes.
+#   profile : if >= 9 min are left, else first in the session after (issue #13):
+#             PROFILE_TESTS=0 PROFILE_ITEMS=10000000 PROFILE_LIMIT=540 PROFILE_MERGES="1 16" PROFILE_MAXNREG="0 128"
+#             bash scripts/ablations/round23.sh profile
+#             (round 22 timed 1M only: one sort per merged tile against up to 16 per sort at 10M items, the one-pass
+#             search against the two-pass one, and 128 registers per thread, two programs per SM, against ptxas'
+#             255; the autotuner now tries 128 too). Faster one-pass at 10M -> the exact index's one-pass / two-pass
+#             rule changes; faster at 128 registers -> those launches lead TUNE_CONFIGS.
 #
 #   here first: .whl/ (scripts/gpu_wheels.sh), .devdata/ with ml-1m-seq and amazon-beauty (../shared/data)
 #   run(kind="nvidia-h200", carry=[".whl", ".devdata"], command="bash scripts/ablations/round23.sh start"),

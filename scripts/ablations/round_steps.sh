@@ -70,8 +70,10 @@ screen() {  # screen NAME OVERRIDES...: one training per seed of $SEEDS (default
 profiles() {  # the fused top-k's GPU tests and the fused-exact stage profiles, on GPU 0
   # the GPU checks of the kernels changed since round 18: the fused top-k with merged tiles parked and sorted in
   # together (float64 reference at 16, 4 and 2 tiles per sort), the training-step benchmark (its MoL + dot-loss head)
-  CUDA_VISIBLE_DEVICES=0 timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_benchmarks.py \
-    "tests/test_mol_topk_kernel.py::test_kernel_cuda_merge_tiles_match_float64" 2>&1 | tail -n 3
+  if [ "${PROFILE_TESTS:-1}" = 1 ]; then  # PROFILE_TESTS=0: the profiles only (their launches check agreement)
+    CUDA_VISIBLE_DEVICES=0 timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_benchmarks.py \
+      "tests/test_mol_topk_kernel.py::test_kernel_cuda_merge_tiles_match_float64" 2>&1 | tail -n 3
+  fi
   local items name
   # + the merge study: the running top-k (no prune) with a sort per merged tile against 4 and 16 tiles per sort
   # (round 17's stage profile: the merge is 3.9 of 10.6 ms at 1M items, 11.4 of 69.5 at 10M; at 1M about half
@@ -79,11 +81,14 @@ profiles() {  # the fused top-k's GPU tests and the fused-exact stage profiles, 
   # 2x64 park at most 4 and 2 tiles). Faster -> that `merge_tiles` becomes fused_mol_topk's default.
   # (each profile rewrites its JSON / markdown after every launch: a timeout keeps what was measured)
   local limit
-  for items in ${PROFILE_ITEMS:-1000000 10000000}; do  # PROFILE_ITEMS='10000000': one corpus size
-    limit=$((items > 1000000 ? 280 : 150))
+  # PROFILE_ITEMS='10000000': one corpus size; PROFILE_LIMIT: seconds per size; PROFILE_MERGES / PROFILE_MAXNREG: the
+  # grid's tiles per sort and registers per thread (0: ptxas' choice)
+  for items in ${PROFILE_ITEMS:-1000000 10000000}; do
+    limit=${PROFILE_LIMIT:-$((items > 1000000 ? 280 : 150))}
+    # shellcheck disable=SC2086  # the grid lists are words
     CUDA_VISIBLE_DEVICES=0 timeout "$limit" python3 scripts/profile_fused_exact.py --items "$items" --setting 8x4x64 \
-      --batch 32 --blocks 8x8x4 4x32x8 2x64x8 --grid-search one-pass --merge-tiles 1 4 16 \
-      --out "$OUT/p$items" 2>&1 | grep -v "^USDT" | tail -n 26
+      --batch 32 --blocks 8x8x4 4x32x8 2x64x8 --grid-search one-pass --merge-tiles ${PROFILE_MERGES:-1 4 16} \
+      --maxnreg ${PROFILE_MAXNREG:-0} --out "$OUT/p$items" 2>&1 | grep -v "^USDT" | tail -n 32
   done
   for name in profile_fused_exact.json profile_fused_exact.md; do
     cp "$OUT/p1000000/$name" "$OUT/${name/exact/exact_1M}" 2>/dev/null

@@ -18,21 +18,15 @@ launch fills the GPU and streams the corpus at HBM speed; larger B uses BQ = 8-1
 each item tile is reused by 8-16 queries. Splits: about 4 programs per SM at a nominal 8 queries per
 block, >= 1024 items each (``num_splits`` overrides; fewer, longer splits mean fewer top-k merges).
 
-Cost model (8x4x64, H = 128, per (query, item) pair; NOT YET MEASURED ON A GPU). Tensor cores: 2 P d
-(logits) + 4 P H (gating) = 20.5 KFLOP, exactly the FLOPs of the roofline floor, at the FLOP-bound B >= 32
-e.g. 0.87 ms for B = 32 x 1M items at 755 TFLOP/s; small Triton tiles (K = 32 / 64 / 128) typically reach
-50-60 % of peak (~1.6 ms). Special-function unit: SiLU as ``x (0.5 + 0.5 tanh(x / 2))`` with hardware
-tanh, bf16x2 for the hidden layer (``FAST_MATH = 2``): 128 + 32 + 32 MUFU ops per pair (sm_90 SASS splits each
-bf16x2 tanh into two MUFU ops), ~1.5 ms at 16 / clk / SM on 132 SMs (``scripts/kernel_sass.py``). FP32 ALU: ~600
-ops per pair, ~0.6 ms. HBM: 576 B per item once (0.14 ms at 1M), L2: B / BQ reads of each tile. With the
-pipes partly overlapping across the 2+ programs per SM we expect 2-3.5x the floor at B = 32 and 256
-(FLOP-bound) and <= 3x at B = 1 (bandwidth-bound: 2 queries per program, ~500 splits), against 23-32x for
-the previous one-program-per-query kernel. Risks: register pressure of the (BQ * BX, H) fp32 hidden tile,
-the cost of the on-chip permute, and merge-heavy warm-up when splits are short. Measured since (H200, 8x4x64,
-B = 32): 7-12x the floor, the tuned 4x32 launch at 241-255 registers, one 8-warp program per SM;
-``merge_tiles`` sorts merged tiles in several at a time (fewer sorts where most tiles merge: short splits);
-``hidden_chunk`` trades the hidden tile's registers for cache reads of the gating weights
-(``scripts/kernel_registers.py`` reports a launch shape's registers without a GPU).
+Cost (8x4x64, H = 128, per (query, item) pair). Tensor cores: 2 P d (logits) + 4 P H (gating) = 20.5 KFLOP,
+the roofline floor's FLOPs (0.87 ms for B = 32 x 1M items at 755 TFLOP/s). Special-function unit: SiLU as
+``x (0.5 + 0.5 tanh(x / 2))`` with hardware tanh, bf16x2 for the hidden layer (``FAST_MATH = 2``): 128 + 32 + 32
+MUFU ops per pair (~1.5 ms at 1M). Issue: 50-58 warp instructions per pair outside merges (``scripts/kernel_sass.py``,
+~1.7 ms at 1M). Measured (H200, B = 32): 7-12x the floor, the issue rate at 22-31 %: at 241-255 registers one 8-warp
+program runs per SM and the tile's matmul -> SiLU -> matmul -> softmax chain stalls it (docs/benchmarks.md).
+``merge_tiles`` parks merged tiles and sorts several in at once; ``hidden_chunk`` and ``maxnreg`` (also among the
+autotuner's configs) trade registers for more programs per SM (``scripts/kernel_registers.py``: registers without
+a GPU).
 
 Under the Triton CPU interpreter (tests) bf16 dot operands are multiplied as fp32 (``UPCAST``; the
 interpreter's bf16 dot is wrong) with the same bf16 roundings, and SiLU is exact (no inline PTX there).
@@ -119,7 +113,8 @@ def _tuned():
     global _tuned_kernel
     if _tuned_kernel is None:
         configs = [
-            triton.Config({"BQ": bq, "BX": bx}, num_warps=w, num_stages=s) for bq, bx, w, s in TUNE_CONFIGS
+            triton.Config({"BQ": bq, "BX": bx}, num_warps=w, num_stages=s, maxnreg=r)
+            for bq, bx, w, s, r in TUNE_CONFIGS
         ]
         key = [
             "batch_bucket",
@@ -183,6 +178,7 @@ def fused_mol_topk(
     thresholds: Tensor | None = None,
     capacity: int = 0,
     merge_tiles: int = 16,
+    maxnreg: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Exact MoL top-k with the fused kernel ("glu_silu" gating, no dropout).
 
@@ -220,6 +216,7 @@ def fused_mol_topk(
         capacity: candidate slots per query with ``thresholds``.
         merge_tiles: the running top-k parks the tiles it merges and sorts them in ``min(merge_tiles, K_PAD //
             BX)`` at a time (one sort per that many tiles; 16, the default: 1.38x at 1M items, H200, round 22).
+        maxnreg: registers per thread of an untuned launch (None: ptxas' choice; fewer: more programs per SM, spills).
 
     Returns:
         (B, min(k, X)) float32 scores sorted descending and int64 corpus positions (empty: -inf, -1).
@@ -351,6 +348,7 @@ def fused_mol_topk(
                     BX=bx,
                     num_warps=warps,
                     num_stages=stage_count,
+                    **({"maxnreg": maxnreg} if maxnreg else {}),  # a launch option: only when given
                 )
                 LAST_COMPILED.update(
                     {name: getattr(compiled, name, None) for name in ("n_regs", "n_spills")},
@@ -389,7 +387,7 @@ def fused_mol_topk(
             qi_hidden_weight=qi_hidden_weight, qi_hidden_bias=qi_hidden_bias, qi_out_weight=qi_out_weight,
             qi_out_bias=qi_out_bias, temperature=temperature, k=k, exclude_positions=exclude_positions,
             block_x=block_x, num_splits=num_splits, block_q=block_q, num_warps=num_warps, hidden_chunk=hidden_chunk,
-            tune=tune, prune=prune, fast_math=fast_math, merge_tiles=merge_tiles,
+            tune=tune, prune=prune, fast_math=fast_math, merge_tiles=merge_tiles, maxnreg=maxnreg,
         )  # fmt: skip
     # slots past a query's count may hold keys of the autotuner's timing runs of other configs: not results
     found = candidates[:batch]
