@@ -338,10 +338,19 @@ def test_kernel_cuda_hidden_chunks_match_float64(hidden_chunk):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize(
-    ("block", "merge_tiles"), [((8, 8, 4), 16), ((8, 8, 4), 4), ((4, 32, 8), 4), ((2, 64, 8), 2)]
+    ("block", "merge_tiles", "maxnreg"),
+    [
+        ((8, 8, 4), 16, None),
+        ((8, 8, 4), 4, None),
+        ((4, 32, 8), 4, None),
+        ((2, 64, 8), 2, None),
+        ((4, 32, 8), 16, 128),
+        ((8, 8, 4), 16, 128),
+    ],  # fmt: skip
 )
-def test_kernel_cuda_merge_tiles_match_float64(block, merge_tiles):
-    """The running top-k with parked tiles at the shapes it serves (bf16 with fast math, fp32)."""
+def test_kernel_cuda_merge_tiles_match_float64(block, merge_tiles, maxnreg):
+    """The running top-k with parked tiles at the shapes it serves (bf16 with fast math, fp32), also with the
+    register cap of the autotuner's 128-register configs (spilling)."""
     bq, bx, warps = block
     kw = {
         "block_q": bq,
@@ -350,6 +359,7 @@ def test_kernel_cuda_merge_tiles_match_float64(block, merge_tiles):
         "tune": False,
         "prune": False,
         "merge_tiles": merge_tiles,
+        "maxnreg": maxnreg,
     }
     pb = make_problem(32, 30011, 8, 4, 64, hidden=128)
     check_case(32, 30011, 8, 4, 64, 100, torch.bfloat16, device="cuda", problem=pb, **kw)
