@@ -10,6 +10,8 @@
 #             0.3, gating dropouts 0.3 / 0.2, dot loss 1; 101 epochs), Beauty HSTU-large + MoL 8x8x32 (the same
 #             head, fp32, 41 epochs) and Beauty SASRec + MoL 8x8x32 (101 epochs). Their MoL-ranked twins are
 #             round 22's and round 19's rows (results.md).
+#   kernel-tests: beside the trainings (correctness only): the fused top-k kernels' GPU tests, first run of the
+#             128-register launches the autotuner now tries (a failure is a bug to fix before any timing).
 #   wait    : `wait 560` until "sweeps still running: 0" (~22 min; the last wait runs `usage`).
 #   cosine  : (~2 min) each run's best checkpoint ranked by MoL alone, the cosine alone and the blend.
 #   profile : if >= 9 min are left, else first in the session after (issue #13):
@@ -22,7 +24,7 @@
 #
 #   here first: .whl/ (scripts/gpu_wheels.sh), .devdata/ with ml-1m-seq and amazon-beauty (../shared/data)
 #   run(kind="nvidia-h200", carry=[".whl", ".devdata"], command="bash scripts/ablations/round23.sh start"),
-#   then `wait 560` until "sweeps still running: 0", then `cosine`, then `profile` as above
+#   then `kernel-tests`, then `wait 560` until "sweeps still running: 0", then `cosine`, then `profile` as above
 #
 # Here afterwards: `python scripts/ingest_runs.py <files_at>/runs.tar.gz results/runs/<date>-<kind>-round23
 # --strip-prefix r23_`, scripts/make_results.py (the blend rows beside round 22's MoL rows in results.md), `python

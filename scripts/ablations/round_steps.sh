@@ -13,6 +13,7 @@
 #   topk    : after the trainings: scripts/bench_topk.py (the docs/bench_topk.md grid), detached; `wait` collects it.
 #             Its arguments: sweep names of the round (their best checkpoints) or checkpoint files (a ckpts.tar.gz
 #             of an earlier round unpacked into .devdata), the trained-model problems.
+#   kernel-tests: the fused top-k kernels' GPU tests only (as gpu-tests, fewer; $OUT/gpu_tests.log).
 #   gpu-tests: the GPU test suite (scripts/device_gpu_tests.sh, <= 9 min; $OUT/gpu_tests.log); correctness only,
 #             so also beside the trainings, between `start` and `wait`.
 #   cosine  : after the last `wait` (~2 min): every job of the round's MoL + dot-loss sweeps (names with "mol" and
@@ -189,6 +190,11 @@ round_main() {  # the shared steps; anything else prints the sourcing script's h
       # beside the round's trainings: slower then, hence the longer per-test timeout); log in $OUT/gpu_tests.log
       OUT=$OUT timeout 560 bash scripts/device_gpu_tests.sh --timeout 400 2>&1 | grep -E "passed|failed|FAILED|Error" |
         tail -n 12
+      ;;
+    kernel-tests)  # the fused top-k kernels' GPU tests only (float64 references; correctness, so also beside the
+      # trainings): pytest -m gpu over tests/test_mol_topk_kernel.py and tests/test_mol_topk_two_pass.py, <= 9 min
+      OUT=$OUT timeout 560 bash scripts/device_gpu_tests.sh --timeout 400 tests/test_mol_topk_kernel.py \
+        tests/test_mol_topk_two_pass.py 2>&1 | grep -E "passed|failed|FAILED|Error" | tail -n 12
       ;;
     usage)  # after `wait`: which pairs each MoL run's gating uses (~1 min on the device's CPU)
       pair_usage
