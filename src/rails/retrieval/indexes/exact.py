@@ -112,7 +112,10 @@ class ExactTopK(RetrievalIndex):
             from a strided sample first, :func:`fused_mol_search`; every 64th item at 1M items and k = 100),
             else one; 0: one pass; > 1: two passes with that stride. Two passes were 9 % faster at 1M and 10M
             items, B = 32, 8x4x64 (9.72 vs 10.69 ms, 63.0 vs 69.5 ms, H200:
-            results/profiles/2026-12-01-h200-fused-exact-{1M,10M}.md).
+            results/profiles/2026-12-01-h200-fused-exact-{1M,10M}.md) with one sort per merged tile; with
+            the running top-k's merges parked (``merge_tiles``, now the default) one pass was faster at 1M
+            (7.38 vs 9.05 ms, results/profiles/2026-12-02-h200-round22-fused-exact-merge-1M.md): the rule stays
+            until 10M items are timed too.
         fused_prune: the fused kernel's exact tile prune (skip the gating MLP of tiles whose best pair logit
             cannot reach the k-th best). Off by default: the mixture sits far below the best pair logit, so
             the bound keeps every tile (``scripts/study_tile_bounds.py``) and the check only costs time (12.72
