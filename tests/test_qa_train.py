@@ -76,9 +76,19 @@ def test_model_and_data_configs_compose_on_their_own(tmp_path: Path) -> None:
     assert nq.data.source.name == "nq" and nq.data.val_queries_from_train == 2000
 
 
-@pytest.mark.parametrize("experiment", ["qa_scifact_minilm_dot", "qa_scifact_minilm_mol"])
-def test_train_test_and_rails_eval(experiment: str, tiny_dir: Path, tmp_path: Path) -> None:
-    cfg = shrink(compose_config("train", [f"experiment={experiment}", *tiny_overrides(tiny_dir)]), tmp_path)
+BLEND = [
+    "model/similarity_blend=cosine",
+    "model.dot_loss_weight=1.0",
+]  # MoL ranking with the dot loss's cosine
+
+
+@pytest.mark.parametrize(
+    ("experiment", "extra"),
+    [("qa_scifact_minilm_dot", []), ("qa_scifact_minilm_mol", []), ("qa_scifact_minilm_mol", BLEND)],
+)
+def test_train_test_and_rails_eval(experiment: str, extra: list[str], tiny_dir: Path, tmp_path: Path) -> None:
+    overrides = [f"experiment={experiment}", *tiny_overrides(tiny_dir), *extra]
+    cfg = shrink(compose_config("train", overrides), tmp_path)
     metrics = run(cfg)
     GlobalHydra.instance().clear()
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
