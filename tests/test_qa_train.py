@@ -76,10 +76,8 @@ def test_model_and_data_configs_compose_on_their_own(tmp_path: Path) -> None:
     assert nq.data.source.name == "nq" and nq.data.val_queries_from_train == 2000
 
 
-BLEND = [
-    "model/similarity_blend=cosine",
-    "model.dot_loss_weight=1.0",
-]  # MoL ranking with the dot loss's cosine
+# MoL ranking with the cosine the dot loss trains
+BLEND = ["model/similarity_blend=cosine", "model.dot_loss_weight=1.0"]
 
 
 @pytest.mark.parametrize(
@@ -89,6 +87,7 @@ BLEND = [
 def test_train_test_and_rails_eval(experiment: str, extra: list[str], tiny_dir: Path, tmp_path: Path) -> None:
     overrides = [f"experiment={experiment}", *tiny_overrides(tiny_dir), *extra]
     cfg = shrink(compose_config("train", overrides), tmp_path)
+    assert cfg.model.similarity._target_.endswith("MoLWithCosine" if extra else "Similarity")
     metrics = run(cfg)
     GlobalHydra.instance().clear()
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
