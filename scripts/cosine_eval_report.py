@@ -3,8 +3,11 @@
     python scripts/cosine_eval_report.py <files_at>/cosine_eval.json --out results/studies/<date>-<kind>-round22-cosine.md
 
 For each MoL run trained with the dot head's loss: its metrics ranked by MoL, by the cosine that loss trained
-(``rails.models.similarity.mol_cosine.MoLWithCosine``, ``mol_weight=0``) and by their sum, through ``rails-eval``
-on the same checkpoint, with each scorer's ratio to MoL. The JSON is copied beside the table.
+(``rails.models.similarity.mol_cosine.MoLWithCosine``, ``mol_weight=0``), by their sum and by any other blend the
+round scored (e.g. ``mol+0.5cosine``; round_steps.sh ``BLENDS``), through ``rails-eval`` on the same checkpoint, with
+each scorer's ratio to MoL; then, per sweep, the scorer with the best mean validation NDCG@10 (a choice made on
+validation; with the paper protocol's validation = test item it is a choice made on test). The JSON is copied beside
+the table.
 """
 
 from __future__ import annotations
@@ -16,10 +19,21 @@ from pathlib import Path
 from typing import Any
 
 METRICS = ("val/ndcg@10", "test/hr@10", "test/ndcg@10", "test/hr@200")
-SCORERS = ("mol", "cosine", "mol+cosine")
+SCORERS = (
+    "mol",
+    "cosine",
+    "mol+cosine",
+)  # always reported (failed when missing); other blends follow, sorted
+NOT_SCORERS = {"training run"}  # the run's own metrics from training, kept in the JSON
 
 
-def with_sweep_means(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def scorers_of(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """SCORERS, then every other scorer name of ``runs`` in sorted order."""
+    names = {name for scorers in runs.values() for name in scorers} - NOT_SCORERS - set(SCORERS)
+    return [*SCORERS, *sorted(names)]
+
+
+def with_sweep_means(runs: dict[str, dict[str, Any]], scorers: list[str]) -> dict[str, dict[str, Any]]:
     """``runs`` plus, for each sweep (the part of ``<sweep>/<job>`` before the slash) with several jobs, a row
     ``<sweep> (mean of n)``: each scorer's metrics averaged over the jobs where every one of them succeeded."""
     sweeps: dict[str, list[str]] = {}
@@ -29,7 +43,7 @@ def with_sweep_means(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
     for sweep, jobs in sweeps.items():
         if len(jobs) < 2:
             continue
-        done = [job for job in jobs if all(runs[job].get(scorer) for scorer in SCORERS)]
+        done = [job for job in jobs if all(runs[job].get(scorer) for scorer in scorers)]
         if not done:
             continue
         merged[f"{sweep} (mean of {len(done)})"] = {
@@ -38,14 +52,33 @@ def with_sweep_means(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
                 for m in METRICS
                 if all(m in runs[j][scorer] for j in done)
             }
-            for scorer in SCORERS
+            for scorer in scorers
         }
     return merged
 
 
+def chosen_on_validation(runs: dict[str, dict[str, Any]], scorers: list[str]) -> list[str]:
+    """One line per run or sweep mean: the scorer with the best validation NDCG@10 and its test HR@10 / NDCG@10."""
+    lines = []
+    for run, results in runs.items():
+        scored = [
+            (results[s]["val/ndcg@10"], s) for s in scorers if (results.get(s) or {}).get("val/ndcg@10")
+        ]
+        if not scored:
+            continue
+        _, best = max(scored)
+        metrics = results[best]
+        test = " / ".join(
+            f"{metrics[m]:.4f}" if m in metrics else "–" for m in ("test/hr@10", "test/ndcg@10")
+        )
+        lines.append(f"- `{run}`: {best} (validation NDCG@10 {metrics['val/ndcg@10']:.4f}; test {test})")
+    return lines
+
+
 def table(runs: dict[str, dict[str, Any]], source: str) -> str:
     """The markdown report of ``runs`` ({run: {scorer: metrics or None}}) and their sweeps' means."""
-    runs = with_sweep_means(runs)
+    scorers = scorers_of(runs)
+    runs = with_sweep_means(runs, scorers)
     header = " | ".join(METRICS)
     lines = [
         "# MoL vs the cosine its dot loss trained, on the same checkpoints",
@@ -56,10 +89,11 @@ def table(runs: dict[str, dict[str, Any]], source: str) -> str:
         f"| run | scorer | {header} | ratio to MoL |",
         "|---|---|" + "---|" * (len(METRICS) + 1),
     ]
-    for run, scorers in runs.items():
-        base = scorers.get("mol") or {}
-        for scorer in SCORERS:
-            metrics = scorers.get(scorer)
+    names = scorers
+    for run, results in runs.items():
+        base = results.get("mol") or {}
+        for scorer in names:
+            metrics = results.get(scorer)
             if not metrics:
                 lines.append(f"| `{run}` | {scorer} | " + " | ".join("failed" for _ in METRICS) + " | – |")
                 continue
@@ -69,7 +103,8 @@ def table(runs: dict[str, dict[str, Any]], source: str) -> str:
                 for m in ("test/hr@10", "test/ndcg@10")
             ]
             lines.append(f"| `{run}` | {scorer} | {cells} | {' / '.join(ratios)} |")
-    return "\n".join(lines) + "\n"
+    lines += ["", "Scorer with the best validation NDCG@10 (per run and per sweep mean):", ""]
+    return "\n".join(lines + chosen_on_validation(runs, scorers)) + "\n"
 
 
 def main() -> None:

@@ -59,3 +59,28 @@ def test_bad_input_is_named(tmp_path: Path) -> None:
     bad.write_text("[1, 2]")
     done = _run(str(bad), "--out", str(tmp_path / "x.md"))
     assert done.returncode != 0 and "expected {run: {scorer: metrics}}" in done.stderr
+
+
+def test_other_blends_follow_and_validation_picks_a_scorer(tmp_path: Path) -> None:
+    def metrics(val: float, hr: float) -> dict[str, float]:
+        return {"val/ndcg@10": val, "test/hr@10": hr, "test/ndcg@10": hr / 2, "test/hr@200": 0.5}
+
+    runs = {
+        "r23_mol/0": {
+            "training run": metrics(0.9, 0.9),  # the run's own metrics: not a scorer
+            "mol": metrics(0.10, 0.20),
+            "cosine": metrics(0.08, 0.16),
+            "mol+cosine": metrics(0.11, 0.21),
+            "mol+2cosine": metrics(0.12, 0.19),
+            "mol+0.5cosine": metrics(0.105, 0.22),
+        }
+    }
+    source = tmp_path / "cosine_eval.json"
+    source.write_text(json.dumps(runs))
+    assert _run(str(source), "--out", str(tmp_path / "r.md")).returncode == 0
+    text = (tmp_path / "r.md").read_text()
+    order = [line.split(" | ")[1] for line in text.splitlines() if line.startswith("| `r23_mol/0`")]
+    assert order == ["mol", "cosine", "mol+cosine", "mol+0.5cosine", "mol+2cosine"]
+    assert "| `r23_mol/0` | mol+2cosine | 0.1200 | 0.1900 | 0.0950 | 0.5000 | 0.950 / 0.950 |" in text
+    assert "- `r23_mol/0`: mol+2cosine (validation NDCG@10 0.1200; test 0.1900 / 0.0950)" in text
+    assert "training run" not in text

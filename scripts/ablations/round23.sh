@@ -13,7 +13,8 @@
 #   kernel-tests: beside the trainings (correctness only): the fused top-k kernels' GPU tests, first run of the
 #             128-register launches the autotuner now tries (a failure is a bug to fix before any timing).
 #   wait    : `wait 560` until "sweeps still running: 0" (~22 min; the last wait runs `usage`).
-#   cosine  : (~2 min) each run's best checkpoint ranked by MoL alone, the cosine alone and the blend.
+#   cosine  : (~3 min) each run's best checkpoint ranked by MoL alone, the cosine alone and blends with cosine
+#             weights 0.5, 1 and 2 (BLENDS below; the report names the one validation prefers per sweep).
 #   profile : if >= 9 min are left, else first in the session after (issue #13):
 #             PROFILE_TESTS=0 PROFILE_ITEMS=10000000 PROFILE_LIMIT=540 PROFILE_MERGES="1 16" PROFILE_MAXNREG="0 128"
 #             bash scripts/ablations/round23.sh profile
@@ -33,6 +34,7 @@
 # the profile -> results/profiles/<date>-<kind>-round23-fused-exact-merge-10M.{json,md} and docs/benchmarks.md.
 ROUND=r23
 EPOCHS=${EPOCHS:-101}
+export BLENDS=${BLENDS:-"mol:1.0:0.0 cosine:0.0:1.0 mol+cosine:1.0:1.0 mol+0.5cosine:1.0:0.5 mol+2cosine:1.0:2.0"}
 # shellcheck source=round_steps.sh
 source "$(dirname "$0")/round_steps.sh"
 

@@ -140,7 +140,8 @@ cosine_eval() {  # after the trainings: every job of each MoL + dot-loss sweep, 
     job=${job%/}
     best=$(logged_checkpoint "$job"/*.log)
     [ -n "$best" ] && [ -f "$best" ] || continue
-    for blend in mol:1.0:0.0 cosine:0.0:1.0 mol+cosine:1.0:1.0; do  # name:mol_weight:cosine_weight
+    # BLENDS: name:mol_weight:cosine_weight words (default: MoL, the cosine, their sum; a round may add weights)
+    for blend in ${BLENDS:-mol:1.0:0.0 cosine:0.0:1.0 mol+cosine:1.0:1.0}; do
       IFS=: read -r name mol_weight cosine_weight <<<"$blend"
       dir=/tmp/rails-cosine/${job#"$SWEEPS"/}/$name
       mkdir -p "$(dirname "$dir")"
@@ -163,7 +164,7 @@ table = {}
 for job in sorted(p for p in evals.glob("*/*") if p.is_dir()):
     key = f"{job.parent.name}/{job.name}"
     table[key] = {"training run": read(sweeps / key / "metrics.json"),
-                  **{name: read(job / name / "metrics.json") for name in ("mol", "cosine", "mol+cosine")}}
+                  **{blend.name: read(blend / "metrics.json") for blend in sorted(job.iterdir()) if blend.is_dir()}}
 out.write_text(json.dumps(table, indent=1) + "\n")
 for name, rows in table.items():
     for scorer, m in rows.items():
