@@ -57,6 +57,11 @@ def with_sweep_means(runs: dict[str, dict[str, Any]], scorers: list[str]) -> dic
     return merged
 
 
+def formatted(metrics: dict[str, float], keys: tuple[str, ...], separator: str) -> str:
+    """``metrics[key]`` to 4 decimals for each key (– when absent), joined by ``separator``."""
+    return separator.join(f"{metrics[key]:.4f}" if key in metrics else "–" for key in keys)
+
+
 def chosen_on_validation(runs: dict[str, dict[str, Any]], scorers: list[str]) -> list[str]:
     """One line per run or sweep mean: the scorer with the best validation NDCG@10 and its test HR@10 / NDCG@10."""
     lines = []
@@ -68,9 +73,7 @@ def chosen_on_validation(runs: dict[str, dict[str, Any]], scorers: list[str]) ->
             continue
         _, best = max(scored)
         metrics = results[best]
-        test = " / ".join(
-            f"{metrics[m]:.4f}" if m in metrics else "–" for m in ("test/hr@10", "test/ndcg@10")
-        )
+        test = formatted(metrics, ("test/hr@10", "test/ndcg@10"), " / ")
         lines.append(f"- `{run}`: {best} (validation NDCG@10 {metrics['val/ndcg@10']:.4f}; test {test})")
     return lines
 
@@ -89,15 +92,14 @@ def table(runs: dict[str, dict[str, Any]], source: str) -> str:
         f"| run | scorer | {header} | ratio to MoL |",
         "|---|---|" + "---|" * (len(METRICS) + 1),
     ]
-    names = scorers
     for run, results in runs.items():
         base = results.get("mol") or {}
-        for scorer in names:
+        for scorer in scorers:
             metrics = results.get(scorer)
             if not metrics:
                 lines.append(f"| `{run}` | {scorer} | " + " | ".join("failed" for _ in METRICS) + " | – |")
                 continue
-            cells = " | ".join(f"{metrics[m]:.4f}" if m in metrics else "–" for m in METRICS)
+            cells = formatted(metrics, METRICS, " | ")
             ratios = [
                 f"{metrics[m] / base[m]:.3f}" if base.get(m) and m in metrics else "–"
                 for m in ("test/hr@10", "test/ndcg@10")

@@ -70,6 +70,14 @@ def _check(overrides: list[str]) -> None:
             ["+model.aux_loss_weights.mi_loss=-0.1"],
             r"^model\.aux_loss_weights\.mi_loss=-0\.1: must be a number",
         ),
+        (  # the blend ranks with the cosine only the dot loss trains
+            ["model/similarity=mol", "model/similarity_blend=cosine"],
+            r"^model\.dot_loss_weight=0\.0: must be > 0 when the head ranks with",
+        ),
+        (  # the blend on the dot head
+            ["model/similarity_blend=cosine", "model.dot_loss_weight=1.0"],
+            "model/similarity_blend=cosine needs model/similarity=mol",
+        ),
     ],
 )
 def test_bad_value_fails_the_config_check_naming_key_and_value(overrides: list[str], message: str) -> None:
@@ -85,6 +93,7 @@ def test_interpolated_value_is_type_checked_after_resolution() -> None:
 def test_default_configs_and_mol_pass() -> None:
     _check([])
     _check(["model/similarity=mol", "model/encoder=hstu_large"])
+    _check(["model/similarity=mol", "model/similarity_blend=cosine", "model.dot_loss_weight=1.0"])
 
 
 def test_constructors_apply_the_same_rules() -> None:

@@ -6,14 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.core.global_hydra import GlobalHydra
 
-from rails.config import ConfigError, check_config
+from rails.config import ConfigError
 from rails.models.similarity.mol import MoLSimilarity
 from rails.models.similarity.mol_cosine import MoLWithCosine, cosine_weight_of
 from rails.retrieval.indexes.approximate import CombinedTopK
 from rails.retrieval.indexes.exact import ExactTopK, fused_mol_unsupported
-from tests.conftest import TINY_OVERRIDES, compose_config, eval_checkpoint, train_tiny_checkpoint
+from tests.conftest import eval_checkpoint, train_tiny_checkpoint
 
 ARGS = {"query_dim": 10, "item_dim": 10, "num_query_components": 3, "num_item_components": 2,
         "component_dim": 8, "query_hidden_dim": 16, "gating_query_hidden_dim": 8,
@@ -132,22 +131,6 @@ def test_cosine_weight_of_configs_and_heads() -> None:
     )
     mol, blended = _pair(cosine_weight=0.25)
     assert (cosine_weight_of(mol), cosine_weight_of(blended), cosine_weight_of(None)) == (0.0, 0.25, 0.0)
-
-
-def _check(overrides: list[str]) -> None:
-    cfg = compose_config("train", [*TINY_OVERRIDES, *overrides])
-    GlobalHydra.instance().clear()
-    check_config(cfg)
-
-
-def test_the_blend_group_needs_the_dot_loss_and_a_mol_head() -> None:
-    _check(["model/similarity=mol", "model/similarity_blend=cosine", "model.dot_loss_weight=1.0"])
-    with pytest.raises(
-        ConfigError, match=r"^model\.dot_loss_weight=0\.0: must be > 0 when the head ranks with"
-    ):
-        _check(["model/similarity=mol", "model/similarity_blend=cosine"])
-    with pytest.raises(ConfigError, match="model/similarity_blend=cosine needs model/similarity=mol"):
-        _check(["model/similarity_blend=cosine", "model.dot_loss_weight=1.0"])  # the dot head
 
 
 @pytest.fixture(scope="module")

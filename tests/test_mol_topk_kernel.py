@@ -255,11 +255,11 @@ def test_kernel_matches_float64_under_triton_interpreter():
 def test_default_and_tuned_blocks_are_valid(pq, px, batch):
     triton = pytest.importorskip("triton")
     from rails.kernels.mol_topk_triton import (
-        TUNE_CONFIGS,
         block_valid,
         default_blocks,
         pair_padding,
         prune_configs,
+        tune_configs,
     )
 
     pqp, pxp = pair_padding(pq, px)
@@ -273,10 +273,7 @@ def test_default_and_tuned_blocks_are_valid(pq, px, batch):
                 or max(1, 16 // pqp) * block_x > 256  # P_Q = 1 needs 16 queries per tile
             )
         assert bq <= max(16 // pqp, 16)  # B = 1 must not pay for a large query block
-        configs = [
-            triton.Config({"BQ": q, "BX": x}, num_warps=w, num_stages=st, maxnreg=r)
-            for q, x, w, st, r in TUNE_CONFIGS
-        ]
+        configs = tune_configs(triton.Config)
         # Triton passes positional arguments as named_args and constexpr keywords separately
         kept = prune_configs(configs, {"batch_bucket": batch}, PQP=pqp, PXP=pxp, K_PAD=k_pad)
         assert kept and all(block_valid(c.kwargs["BQ"], c.kwargs["BX"], pqp, pxp, k_pad) for c in kept)

@@ -7,6 +7,8 @@ corpus splits with these, and the autotuner prunes its candidates with :func:`pr
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -31,6 +33,13 @@ TUNE_CONFIGS: tuple[tuple[int, int, int, int, int | None], ...] = (
     (8, 8, 4, 2, 128),
     (2, 64, 8, 2, 128),
 )
+
+
+def tune_configs(config: Callable[..., Any]) -> list[Any]:
+    """:data:`TUNE_CONFIGS` as ``config`` objects (``triton.Config``; this module does not import Triton)."""
+    return [
+        config({"BQ": bq, "BX": bx}, num_warps=w, num_stages=s, maxnreg=r) for bq, bx, w, s, r in TUNE_CONFIGS
+    ]
 
 
 def cdiv(a: int, b: int) -> int:

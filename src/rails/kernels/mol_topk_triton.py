@@ -59,6 +59,7 @@ from rails.kernels.mol_topk_blocks import (  # noqa: F401 - re-exported: the blo
     items_per_split,
     next_pow2,
     prune_configs,
+    tune_configs,
 )
 
 log = logging.getLogger(__name__)
@@ -112,10 +113,7 @@ def pair_padding(num_query: int, num_item: int) -> tuple[int, int]:
 def _tuned():
     global _tuned_kernel
     if _tuned_kernel is None:
-        configs = [
-            triton.Config({"BQ": bq, "BX": bx}, num_warps=w, num_stages=s, maxnreg=r)
-            for bq, bx, w, s, r in TUNE_CONFIGS
-        ]
+        configs = tune_configs(triton.Config)
         key = [
             "batch_bucket",
             "PQ",

@@ -110,11 +110,8 @@ class MoLWithCosine(MoLSimilarity):
     @staticmethod
     def check_args(args: Mapping[str, Any]) -> None:
         """The blend's rules, then :meth:`MoLSimilarity.check_args` over MoL's defaults and the other keys."""
-        mol_keys = {
-            *inspect.signature(MoLSimilarity).parameters,
-            *BLEND_DEFAULTS,
-            "self",
-        }  # "self": constructor
+        mol_parameters = inspect.signature(MoLSimilarity).parameters
+        mol_keys = {*mol_parameters, *BLEND_DEFAULTS, "self"}  # "self": the constructor's own arguments
         foreign = sorted(key for key in args if key not in mol_keys and not key.startswith("_"))
         require(
             not foreign,
@@ -134,9 +131,7 @@ class MoLWithCosine(MoLSimilarity):
             f"must equal query_dim ({query_dim}): the cosine compares the embeddings",
         )
         mol_defaults = {
-            name: p.default
-            for name, p in inspect.signature(MoLSimilarity).parameters.items()
-            if p.default is not inspect.Parameter.empty
+            name: p.default for name, p in mol_parameters.items() if p.default is not inspect.Parameter.empty
         }
         MoLSimilarity.check_args(
             {**mol_defaults, **{k: v for k, v in args.items() if k not in BLEND_DEFAULTS}}
