@@ -346,8 +346,8 @@ def test_kernel_cuda_hidden_chunks_match_float64(hidden_chunk):
     ],  # fmt: skip
 )
 def test_kernel_cuda_merge_tiles_match_float64(block, merge_tiles, maxnreg):
-    """The running top-k with parked tiles at the shapes it serves (bf16 with fast math, fp32), also with the
-    register cap of the autotuner's 128-register configs (spilling)."""
+    """The running top-k with parked tiles at the shapes it serves (bf16 with fast math, fp32), also under a
+    128-register cap (``maxnreg``, spilling)."""
     bq, bx, warps = block
     kw = {
         "block_q": bq,

@@ -182,6 +182,17 @@ def test_checkpoint_problem_rebuilds_head_and_item_table():
         checkpoint_problem(foreign, 4, 0.1, torch.float32, "cpu")
 
 
+def test_checkpoint_of_a_blend_run_gives_its_mol_head():
+    """A run ranked by MoL + cosine (model/similarity_blend=cosine) is searched and gated by its MoL part."""
+    checkpoint, head, table = tiny_mol_checkpoint(21)
+    node = checkpoint["rails_config"]["model"]["similarity"]
+    node |= {"_target_": "rails.models.similarity.mol_cosine.MoLWithCosine", "cosine_weight": 0.5}
+    node |= {"mol_weight": 1.0, "cosine_temperature": 0.05}
+    problem = checkpoint_problem(checkpoint, None, 0.1, torch.float32, "cpu", num_queries=4)
+    assert type(problem.head).__name__ == "MoLSimilarity"
+    torch.testing.assert_close(problem.item_state.components, head.encode_items(table[1:]).components)
+
+
 def test_checkpoint_problem_queries_come_from_the_runs_test_users(tmp_path: Path):
     """With the run's data, queries are the trained encoder's test-user embeddings (and their user ids)."""
     import hydra

@@ -16,9 +16,10 @@ MAX_PAIRS = 256  # (query, item) pairs per tile
 QUERY_ALIGN = 64  # query rows are padded to a multiple of the largest BQ
 SPLIT_ALIGN = 128  # items per split are a multiple of the largest BX
 # (BQ, BX, num_warps, num_stages, maxnreg) tried by the autotuner; invalid or wasteful ones are pruned per call.
-# maxnreg 128 (None: ptxas' choice, 241-255 at 8x4x64): two 8-warp programs per SM instead of one, for a search that
-# issues at 22-31 % of its instruction rate at one (docs/benchmarks.md), at the price of spills (kernel_registers.py,
-# sm_90: 520 / 976 / 496 B of stack at 4x32x8 / 8x8x4 / 2x64x8).
+# maxnreg None: ptxas' choice (241-255 registers at 8x4x64). A cap of 128 (two 8-warp programs per SM instead of one,
+# with spills) was tried and lost at every shape: H200, 1M items, B = 32, 8x4x64, untuned, 8.13 / 22.23 / 10.15 ms
+# against 7.18 / 9.85 / 8.74 at 4x32x8 / 8x8x4 / 2x64x8 (results/profiles/2026-12-02-h200-round23-maxnreg-1M.md), so
+# the autotuner no longer tries it; fused_mol_topk(maxnreg=) still launches a capped shape.
 TUNE_CONFIGS: tuple[tuple[int, int, int, int, int | None], ...] = (
     (1, 128, 8, 2, None),
     (2, 64, 8, 2, None),
@@ -29,9 +30,6 @@ TUNE_CONFIGS: tuple[tuple[int, int, int, int, int | None], ...] = (
     (8, 8, 4, 2, None),  # round 17's block grid: the fastest shape at 1M and 10M items, B = 32, 8x4x64
     (16, 8, 8, 2, None),
     (16, 16, 8, 2, None),
-    (4, 32, 8, 2, 128),  # the tuned shape at 1M items (round 22)
-    (8, 8, 4, 2, 128),
-    (2, 64, 8, 2, 128),
 )
 
 

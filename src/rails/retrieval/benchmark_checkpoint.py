@@ -19,11 +19,15 @@ import torch
 from torch import Tensor
 
 from rails.models.similarity.mol import MoLSimilarity
+from rails.models.similarity.mol_cosine import BLEND_DEFAULTS, MoLWithCosine
 from rails.retrieval.benchmark_data import CHUNK, Problem, corpus_state
 
 
 def checkpoint_head(checkpoint: Mapping[str, Any], source: str) -> MoLSimilarity:
     """The checkpoint's MoL head with its trained weights (CPU, train mode as built).
+
+    A head that ranks by MoL + cosine (``model/similarity_blend=cosine``) gives its MoL part, with the same
+    weights: the exact and approximate MoL searches are what the benchmark times, and the gating is MoL's.
 
     Raises:
         ValueError: naming ``source`` when the checkpoint is not a rails-train one or its head is not MoL.
@@ -31,7 +35,11 @@ def checkpoint_head(checkpoint: Mapping[str, Any], source: str) -> MoLSimilarity
     if "rails_config" not in checkpoint or "state_dict" not in checkpoint:
         raise ValueError(f"{source}: not a rails-train checkpoint (needs rails_config and state_dict)")
     node = checkpoint["rails_config"].get("model", {}).get("similarity")
-    if not isinstance(node, Mapping) or not str(node.get("_target_", "")).endswith("MoLSimilarity"):
+    target = str(node.get("_target_", "")) if isinstance(node, Mapping) else ""
+    if target.endswith(f".{MoLWithCosine.__name__}"):  # its MoL part: what the kernels search and the gating uses
+        node = {k: v for k, v in node.items() if k not in BLEND_DEFAULTS}
+        target = node["_target_"] = f"{MoLSimilarity.__module__}.{MoLSimilarity.__name__}"
+    if not target.endswith(f".{MoLSimilarity.__name__}"):
         raise ValueError(f"{source}: model.similarity is not a MoLSimilarity node: {node!r}")
     # the benchmark's own rows decide what is compiled (as for the synthetic heads): the stored flag is dropped
     head = hydra.utils.instantiate({**dict(node), "compile_mixing": False})
