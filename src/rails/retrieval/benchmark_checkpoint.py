@@ -36,7 +36,8 @@ def checkpoint_head(checkpoint: Mapping[str, Any], source: str) -> MoLSimilarity
         raise ValueError(f"{source}: not a rails-train checkpoint (needs rails_config and state_dict)")
     node = checkpoint["rails_config"].get("model", {}).get("similarity")
     target = str(node.get("_target_", "")) if isinstance(node, Mapping) else ""
-    if target.endswith(f".{MoLWithCosine.__name__}"):  # its MoL part: what the kernels search and the gating uses
+    # a blend's MoL part: what the kernels search and what the gating uses
+    if target.endswith(f".{MoLWithCosine.__name__}"):
         node = {k: v for k, v in node.items() if k not in BLEND_DEFAULTS}
         target = node["_target_"] = f"{MoLSimilarity.__module__}.{MoLSimilarity.__name__}"
     if not target.endswith(f".{MoLSimilarity.__name__}"):
