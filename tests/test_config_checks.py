@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
 from rails.checks import ArgumentError
 from rails.config import ConfigError, check_config
@@ -78,6 +79,10 @@ def _check(overrides: list[str]) -> None:
             ["model/similarity_blend=cosine", "model.dot_loss_weight=1.0"],
             "model/similarity_blend=cosine needs model/similarity=mol",
         ),
+        (  # the MoL head recipe on the dot head
+            ["model/mol_recipe=joint"],
+            r"^model\.similarity\.item_dropout: unknown key for .*DotProductSimilarity",
+        ),
     ],
 )
 def test_bad_value_fails_the_config_check_naming_key_and_value(overrides: list[str], message: str) -> None:
@@ -94,6 +99,25 @@ def test_default_configs_and_mol_pass() -> None:
     _check([])
     _check(["model/similarity=mol", "model/encoder=hstu_large"])
     _check(["model/similarity=mol", "model/similarity_blend=cosine", "model.dot_loss_weight=1.0"])
+
+
+def test_mol_recipe_sets_the_heads_dropouts_and_the_dot_loss() -> None:
+    """model/mol_recipe=joint composes as its explicit overrides would, on an experiment's MoL head too."""
+    explicit = ["model.similarity.item_dropout=0.3", "model.similarity.gating_item_dropout=0.3"]
+    explicit += ["model.similarity.gating_qi_dropout=0.2", "model.dot_loss_weight=1.0"]
+    for base in (["model/similarity=mol"], ["experiment=amazon_beauty_hstu_large_mol"]):
+        recipe = compose_config("train", [*base, "model/mol_recipe=joint", "model/similarity_blend=cosine"])
+        spelled = compose_config("train", [*base, *explicit, "model/similarity_blend=cosine"])
+        assert OmegaConf.to_container(recipe.model) == OmegaConf.to_container(spelled.model)
+        assert recipe.model.dot_loss_weight == 1.0 and recipe.model.similarity.item_dropout == 0.3
+        check_config(recipe)
+    # a command-line value still wins over the recipe's
+    assert (
+        compose_config(
+            "train", ["model/similarity=mol", "model/mol_recipe=joint", "model.dot_loss_weight=3.0"]
+        ).model.dot_loss_weight
+        == 3.0
+    )
 
 
 def test_constructors_apply_the_same_rules() -> None:

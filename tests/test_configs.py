@@ -18,6 +18,7 @@ CONF = Path(config_dir())
 MANDATORY = {
     ("data", "qa_beir"): ["data.source.name=scifact"],
     ("model/similarity_blend", "cosine"): ["model/similarity=mol", "model.dot_loss_weight=1.0"],  # blends MoL
+    ("model/mol_recipe", "joint"): ["model/similarity=mol"],  # sets MoL keys
 }
 SKIP_GROUPS = {"hydra", "local", "hparams_search"}  # hydra internals, per-machine files, sweeper-only configs
 
