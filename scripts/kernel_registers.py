@@ -96,6 +96,9 @@ def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--stages", type=int, default=2)
     parser.add_argument(
+        "--step-tiles", type=int, default=1, help="tiles scored per loop step as independent chains (1 or 2)"
+    )
+    parser.add_argument(
         "--maxnreg",
         type=int,
         default=None,
@@ -129,7 +132,8 @@ def compile_kernel(
         "PQ": pq, "PX": px, "D": dim, "PQP": pqp, "PXP": pxp, "D_PAD": next_pow2(dim), "H_PAD": h_pad,
         "H_CHUNK": h_chunk, "K_PAD": k_pad, "E_BLOCK": 2, "HAS_EXCL": False, "PRUNE": False,
         "FAST_MATH": 2 if args.arch >= 90 else 1, "PRECISION": None, "UPCAST": False, "ABLATE": 0,
-        "EMIT": not args.one_pass, "MERGE_TILES": args.merge_tiles, "BQ": bq, "BX": bx,
+        "EMIT": not args.one_pass, "MERGE_TILES": args.merge_tiles, "STEP_TILES": getattr(args, "step_tiles", 1),
+        "BQ": bq, "BX": bx,
     }  # fmt: skip
     names = [param.name for param in kernel.params]
     source = ASTSource(
@@ -190,7 +194,7 @@ def main() -> None:
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), "triton": triton.__version__,
         "arch": args.arch, "setting": args.setting, "hidden": args.hidden, "k": args.k,
         "search": "one pass" if args.one_pass else "two-pass (emit)", "stages": args.stages,
-        "maxnreg": args.maxnreg, "rows": rows,
+        "maxnreg": args.maxnreg, "step_tiles": args.step_tiles, "rows": rows,
     }  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write(args.out / "kernel_registers.json", json.dumps(record, indent=1))

@@ -15,7 +15,8 @@ It also reports the compiled kernel's registers and spills per thread and the ro
 ``--blocks`` / ``--splits`` add a grid of untuned launches of the two-pass search without pruning (the search
 default on large corpora; ``--grid-search one-pass``: the running top-k without pruning, with each of
 ``--merge-tiles``): queries per program x items per tile (x warps) x corpus splits (x gating hidden units
-per step, ``--hidden-chunks``; 0 = all at once; x registers per thread, ``--maxnreg``; 0 = ptxas' choice), each
+per step, ``--hidden-chunks``; 0 = all at once; x registers per thread, ``--maxnreg``; 0 = ptxas' choice; x tiles
+scored per loop step as independent chains, ``--step-tiles``), each
 with its agreement with the tuned search's top-k (a wrong launch shows there, not only in its time). Writes
 ``--out``/profile_fused_exact.{json,md}.
 
@@ -23,6 +24,7 @@ with its agreement with the tuned search's top-k (a wrong launch shows there, no
     python scripts/profile_fused_exact.py --items 10000000 --blocks 4x32 8x16 16x8 32x4 32x8 --splits 132 528
     python scripts/profile_fused_exact.py --blocks 8x8x4 4x32x8 --grid-search one-pass --merge-tiles 1 4 16
     python scripts/profile_fused_exact.py --blocks 4x32x8 --grid-search one-pass --merge-tiles 16 --maxnreg 0 128 168
+    python scripts/profile_fused_exact.py --blocks 4x16x8 4x32x8 --grid-search one-pass --merge-tiles 16 --step-tiles 1 2
 """
 
 from __future__ import annotations
@@ -100,6 +102,13 @@ def main() -> None:
         type=int,
         default=[0],
         help="registers per thread of the grid's launches (fused_mol_topk(maxnreg=...); 0: ptxas' choice)",
+    )
+    parser.add_argument(
+        "--step-tiles",
+        nargs="+",
+        type=int,
+        default=[1],
+        help="tiles scored per loop step in the grid (fused_mol_topk(step_tiles=...); 2: two independent chains)",
     )
     parser.add_argument(
         "--merge-tiles",
@@ -199,15 +208,15 @@ def main() -> None:
                 f"Block grid: untuned launches of the {args.grid_search} search without pruning (agreement: share of "
                 "the tuned search's top-k positions found).",
                 "",
-                "| BQ | BX | warps | splits | hidden per step | tiles per sort | max registers | ms | x floor | agreement "
-                "| registers | spills |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|",
+                "| BQ | BX | warps | splits | hidden per step | tiles per sort | max registers | tiles per step | ms "
+                "| x floor | agreement | registers | spills |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
             ]
             for row in block_rows:
                 lines.append(
                     f"| {row['block_q']} | {row['block_x']} | {row['block'][2] if row['block'] else ''} | "
                     f"{row['num_splits'] or 'default'} | {row['hidden_chunk'] or 'all'} | {row.get('merge') or '–'} | "
-                    f"{row.get('maxnreg') or 'ptxas'} | "
+                    f"{row.get('maxnreg') or 'ptxas'} | {row.get('step_tiles') or 1} | "
                     f"{row['ms']:.3f} | {row['ms'] / floor_ms:.1f} | "
                     f"{row['agreement']:.4f} | {row['n_regs']} | {row['n_spills']} |"
                 )
@@ -218,9 +227,9 @@ def main() -> None:
     two_pass = args.grid_search == "two-pass"
     merges = [None] if two_pass else args.merge_tiles  # the two-pass search emits candidates: no merge
     grid = itertools.product(
-        args.blocks, args.splits or [None], args.hidden_chunks or [0], merges, args.maxnreg
+        args.blocks, args.splits or [None], args.hidden_chunks or [0], merges, args.maxnreg, args.step_tiles
     )
-    for (bq, bx, warps), splits, chunk, merge, registers in grid:
+    for (bq, bx, warps), splits, chunk, merge, registers, step_tiles in grid:
         launch = {
             "block_q": bq,
             "block_x": bx,
@@ -228,6 +237,7 @@ def main() -> None:
             "num_splits": splits,
             "hidden_chunk": chunk or None,
             "maxnreg": registers or None,
+            "step_tiles": step_tiles,
         }
         times, found = time_call(
             lambda kw=launch, m=merge: search(two_pass, m, prune=False, tune=False, **kw),

@@ -209,6 +209,14 @@ INTERPRETER_CASES = [
     (1, 200, 8, 4, 64, 100, torch.float32, {"num_splits": 2, "block_x": 16, "merge_tiles": 8}),
     (33, 100, 3, 2, 8, 10, torch.float32, {"block_x": 8, "merge_tiles": 16}),
     (5, 120, 8, 4, 64, 100, torch.bfloat16, {"block_x": 8, "block_q": 2, "merge_tiles": 4}),
+    # two tiles per loop step (their 2 * BX keys one step's tile): parked steps, one sort per step (2 * BX >= K_PAD:
+    # the top-k path), a split ending inside a step's second tile, the prune over both tiles, the hidden layer in
+    # steps, bf16
+    (1, 200, 8, 4, 64, 100, torch.float32, {"num_splits": 2, "block_x": 16, "step_tiles": 2}),
+    (33, 100, 3, 2, 8, 10, torch.float32, {"block_x": 8, "step_tiles": 2, "merge_tiles": 1}),
+    (5, 120, 8, 4, 64, 100, torch.bfloat16, {"block_x": 8, "block_q": 2, "step_tiles": 2, "num_splits": 3}),
+    (2, 384, 8, 4, 64, 10, torch.float32, {"prunable": True, "block_x": 16, "block_q": 2, "step_tiles": 2}),
+    (5, 150, 8, 4, 64, 10, torch.float32, {"hidden_chunk": 16, "num_splits": 2, "step_tiles": 2}),
 ]
 
 
@@ -233,16 +241,25 @@ def _interpreter_main() -> None:
         at = [positions[row].tolist().index(i) for i in range(3)]
         assert at == sorted(at) and at[2] - at[0] == 2 and len(set(scores[row, at].tolist())) == 1
     check_ablations_run("cpu", torch.float32)
+    with pytest.raises(ValueError, match="step_tiles must be 1 or 2"):
+        run_kernel(make_problem(2, 40, 3, 2, 8), 5, torch.float32, "cpu", None, step_tiles=3)
     print("MOL_TOPK_OK")
 
 
 def check_ablations_run(device: str, dtype: torch.dtype) -> None:
     """The timing ablations (scripts/profile_fused_exact.py) compile and return (B, k) results."""
     pb = make_problem(4, 600, 8, 4, 64)
-    for ablate in (1, 2, 3):
-        kw = {"block_x": 16, "block_q": 8, "num_splits": 1, "tune": False, "ablate": ablate}
+    for ablate, step_tiles in ((1, 1), (2, 1), (3, 1), (1, 2), (2, 2), (3, 2)):
+        kw = {
+            "block_x": 16,
+            "block_q": 8,
+            "num_splits": 1,
+            "tune": False,
+            "ablate": ablate,
+            "step_tiles": step_tiles,
+        }
         scores, positions = run_kernel(pb, 10, dtype, device, None, **kw)
-        assert scores.shape == positions.shape == (4, 10), ablate
+        assert scores.shape == positions.shape == (4, 10), (ablate, step_tiles)
 
 
 @pytest.mark.slow
@@ -335,19 +352,22 @@ def test_kernel_cuda_hidden_chunks_match_float64(hidden_chunk):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize(
-    ("block", "merge_tiles", "maxnreg"),
+    ("block", "merge_tiles", "maxnreg", "step_tiles"),
     [
-        ((8, 8, 4), 16, None),
-        ((8, 8, 4), 4, None),
-        ((4, 32, 8), 4, None),
-        ((2, 64, 8), 2, None),
-        ((4, 32, 8), 16, 128),
-        ((8, 8, 4), 16, 128),
+        ((8, 8, 4), 16, None, 1),
+        ((8, 8, 4), 4, None, 1),
+        ((4, 32, 8), 4, None, 1),
+        ((2, 64, 8), 2, None, 1),
+        ((4, 32, 8), 16, 128, 1),
+        ((8, 8, 4), 16, 128, 1),
+        ((4, 16, 8), 16, None, 2),
+        ((8, 8, 4), 16, None, 2),
+        ((4, 32, 8), 16, None, 2),
     ],  # fmt: skip
 )
-def test_kernel_cuda_merge_tiles_match_float64(block, merge_tiles, maxnreg):
+def test_kernel_cuda_merge_tiles_match_float64(block, merge_tiles, maxnreg, step_tiles):
     """The running top-k with parked tiles at the shapes it serves (bf16 with fast math, fp32), also under a
-    128-register cap (``maxnreg``, spilling)."""
+    128-register cap (``maxnreg``, spilling) and with two tiles per loop step."""
     bq, bx, warps = block
     kw = {
         "block_q": bq,
@@ -357,6 +377,7 @@ def test_kernel_cuda_merge_tiles_match_float64(block, merge_tiles, maxnreg):
         "prune": False,
         "merge_tiles": merge_tiles,
         "maxnreg": maxnreg,
+        "step_tiles": step_tiles,
     }
     pb = make_problem(32, 30011, 8, 4, 64, hidden=128)
     check_case(32, 30011, 8, 4, 64, 100, torch.bfloat16, device="cuda", problem=pb, **kw)

@@ -167,6 +167,9 @@ def _interpreter_main() -> None:
     _two_pass_case(4, 700, 8, 4, 64, 20, torch.bfloat16, sample_stride=4, num_splits=2)
     _two_pass_case(2, 600, 3, 2, 8, 100, torch.float32, sample_stride=8)  # k > the 75-item sample: one pass
     _two_pass_case(2, 384, 8, 4, 64, 10, torch.float32, prunable=True, sample_stride=4, block_x=16, block_q=2)
+    _two_pass_case(
+        5, 1200, 8, 4, 64, 10, torch.float32, sample_stride=8, block_x=16, step_tiles=2
+    )  # emitted in steps
     check_excluded_sample_best()
     check_overflow_falls_back(_Captured())
     # through the retrieval layer (ExactTopK's fused_mol_search) with a head's own states, prune off

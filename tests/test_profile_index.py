@@ -81,6 +81,9 @@ def test_the_fused_kernel_profile_runs_under_the_triton_interpreter(tmp_path: Pa
         "--hidden-chunks",
         "0",
         "64",
+        "--step-tiles",
+        "1",
+        "2",
     ]
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     done = subprocess.run(
@@ -94,12 +97,12 @@ def test_the_fused_kernel_profile_runs_under_the_triton_interpreter(tmp_path: Pa
     assert [row["merge_tiles"] for row in record["rows"]] == [1, 1, 4, 16, 1, 1, 1, 1, 1]
     assert all(row["ms"] > 0 and row["block"] for row in record["rows"])
     assert "| no top-k merge |" in (tmp_path / "profile_fused_exact.md").read_text()
-    grid = record[
-        "block_rows"
-    ]  # every (block, splits, hidden chunk) launch, each as exact as the tuned search
-    assert [(r["block_q"], r["block_x"], r["num_warps"], r["num_splits"], r["hidden_chunk"]) for r in grid] == [
-        (4, 8, None, s, h) for s in (1, 2) for h in (None, 64)
-    ] + [(4, 16, 2, s, h) for s in (1, 2) for h in (None, 64)]  # fmt: skip
+    grid = record["block_rows"]  # every (block, splits, hidden chunk, tiles per step) launch, each exact
+    launches = [(r["block_q"], r["block_x"], r["num_warps"], r["num_splits"], r["hidden_chunk"], r["step_tiles"])
+                for r in grid]  # fmt: skip
+    assert launches == [(4, 8, None, s, h, t) for s in (1, 2) for h in (None, 64) for t in (1, 2)] + [
+        (4, 16, 2, s, h, t) for s in (1, 2) for h in (None, 64) for t in (1, 2)
+    ]  # fmt: skip
     assert all(
         r["agreement"] == 1.0 and tuple(r["block"][:3]) == (4, r["block_x"], r["num_warps"] or r["block"][2])
         for r in grid

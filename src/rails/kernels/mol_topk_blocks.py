@@ -33,6 +33,11 @@ TUNE_CONFIGS: tuple[tuple[int, int, int, int, int | None], ...] = (
 )
 
 
+# the kernel's arguments the autotuner keys its choice on (one tuned config per distinct tuple)
+TUNE_KEY = ("batch_bucket", "PQ", "PX", "D", "K_PAD", "H_PAD", "H_CHUNK", "HAS_EXCL", "PRUNE", "FAST_MATH")
+TUNE_KEY += ("PRECISION", "UPCAST", "ABLATE", "EMIT", "MERGE_TILES", "STEP_TILES")
+
+
 def tune_configs(config: Callable[..., Any]) -> list[Any]:
     """:data:`TUNE_CONFIGS` as ``config`` objects (``triton.Config``; this module does not import Triton)."""
     return [

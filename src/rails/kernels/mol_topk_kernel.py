@@ -25,6 +25,10 @@ One program owns ``BQ`` queries and one contiguous split of the corpus and walks
    query's row of ``CAND`` (slots from an atomic counter per query, order within a tile by a prefix sum):
    no sort on chip; the host takes the top k of the few candidates.
 
+With ``STEP_TILES = 2`` a loop step scores two tiles as independent chains (both tiles' logits, then both
+gatings) and treats their ``2 * BX`` keys as one tile of the steps above: the search is latency-bound (one
+8-warp program per SM at 255 registers), and a second chain gives the scheduler work while the first waits.
+
 Keys pack the score's order-preserving int32 bits high and ``2^32 - 1 - position`` low, so key order is
 the package's order (score descending, position ascending on ties). Padded pairs (``i >= P_Q`` or
 ``j >= P_X``), hidden units, components and queries carry zero weights / -inf gates / empty keys.
@@ -158,6 +162,81 @@ def _exclude(keys, EXCL, q, x, num_excl, BQ: tl.constexpr, BX: tl.constexpr, E_B
 
 
 @triton.jit
+def _tile_pairs(
+    G, IG, ft, tile, end, g_offsets, ig_offsets, r_item, r_comp, c, xl, pair_ok, inv_tau, stride_g, stride_ig,
+    PQ: tl.constexpr, PX: tl.constexpr, D: tl.constexpr, PQP: tl.constexpr, PXP: tl.constexpr,
+    D_PAD: tl.constexpr, BQ: tl.constexpr, BX: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    ABLATE: tl.constexpr,
+):  # fmt: skip
+    """Items ``tile .. tile + BX - 1`` (those < ``end``): (BQ*BX, P_PAD) pair logits in the padded pair layout,
+    (BX, P_PAD) item gate parts, (BX,) positions and (BX,) validity."""
+    P_PAD: tl.constexpr = PQP * PXP
+    g_mask = (tile + r_item < end)[:, None]
+    if PXP != PX:
+        g_mask = g_mask & (r_comp < PX)[:, None]
+    if D_PAD != D:
+        g_mask = g_mask & (c < D)[None, :]
+    g = tl.load(
+        (G + tl.cast(tile, tl.int64) * stride_g) + g_offsets, mask=g_mask, other=0.0
+    )  # (BX*PXP, D_PAD)
+    x = tile + xl
+    x_ok = x < end
+    ig_mask = x_ok[:, None]
+    if P_PAD != PQ * PX:
+        ig_mask = ig_mask & pair_ok[None, :]
+    ig = tl.load((IG + tl.cast(tile, tl.int64) * stride_ig) + ig_offsets, mask=ig_mask, other=0.0)
+    logits = _dot(g, ft, PRECISION, UPCAST) * inv_tau  # (BX*PXP, BQ*PQP) fp32
+    if ABLATE == 3:  # the same values in the wrong pair order: what the permute costs
+        pairs = tl.reshape(logits, (BQ * BX, P_PAD))
+    else:
+        pairs = tl.reshape(tl.permute(tl.reshape(logits, (BX, PXP, BQ, PQP)), (2, 0, 3, 1)), (BQ * BX, P_PAD))
+    return pairs, ig, x, x_ok
+
+
+@triton.jit
+def _tile_bound_hit(pairs, keep, thr, pair_ok, BQ: tl.constexpr, BX: tl.constexpr, P_PAD: tl.constexpr):
+    """Whether a pair of the tile may reach its query's threshold: phi <= max_p L_p (+ float32 rounding)."""
+    pairs3 = tl.reshape(pairs, (BQ, BX, P_PAD))
+    best = tl.max(tl.where(pair_ok[None, None, :], pairs3, -float("inf")), 2)
+    bound = best + 1e-4 * tl.max(tl.abs(pairs3), 2) + 1e-30
+    bound_keys = _pack_keys(bound, tl.zeros((BQ, BX), dtype=tl.int32), keep)
+    return tl.sum((bound_keys > thr[:, None]).to(tl.int32)) > 0
+
+
+@triton.jit
+def _tile_scores(
+    pairs, ig, qg, w1, b1, w2, b2, W1, B1, W2, p, pair_ok,
+    P_PAD: tl.constexpr, H_PAD: tl.constexpr, H_CHUNK: tl.constexpr, BQ: tl.constexpr, BX: tl.constexpr,
+    FAST_MATH: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr, ABLATE: tl.constexpr,
+):  # fmt: skip
+    """The (BQ, BX) MoL scores of a tile's pairs: gating MLP, gate, softmax over pairs, mixture of logits."""
+    pairs3 = tl.reshape(pairs, (BQ, BX, P_PAD))
+    if ABLATE == 1:  # the best logit instead of the gated mixture: what the gating MLP costs
+        phi = tl.max(tl.where(pair_ok[None, None, :], pairs3, -float("inf")), 2) + tl.sum(ig, 1)[None, :]
+    else:
+        if H_CHUNK == H_PAD:
+            hidden = _dot(pairs.to(w1.dtype), w1, PRECISION, UPCAST) + b1[None, :]
+            if FAST_MATH == 2:
+                hidden = _silu_bf16x2(hidden.to(tl.bfloat16))
+            else:
+                hidden = _silu(hidden, FAST_MATH == 1).to(w2.dtype)
+            qi = _dot(hidden, w2, PRECISION, UPCAST) + b2[None, :]
+        else:
+            qi = (
+                _gating_mlp_chunked(
+                    pairs, W1, B1, W2, p, P_PAD, H_PAD, H_CHUNK, BQ * BX, FAST_MATH, PRECISION, UPCAST
+                )
+                + b2[None, :]
+            )
+        gate = qg[:, None, :] * ig.to(tl.float32)[None, :, :] + tl.reshape(qi, (BQ, BX, P_PAD))
+        gate = _silu(gate, FAST_MATH >= 1)
+        gate = tl.where(pair_ok[None, None, :], gate, -float("inf"))
+        weights = tl.exp(gate - tl.max(gate, 2)[:, :, None])
+        phi = tl.sum(weights * pairs3, 2) / tl.sum(weights, 2)
+    return phi
+
+
+@triton.jit
 def mol_topk_block_kernel(
     G,  # (X, P_X * d) item components, row stride stride_g
     IG,  # (X, P_X * P_Q) item gate part, row stride stride_ig
@@ -201,6 +280,7 @@ def mol_topk_block_kernel(
     ABLATE: tl.constexpr,  # timing diagnostics only (wrong results): 1 no gating MLP, 2 no merge, 3 no permute
     EMIT: tl.constexpr,  # fixed thresholds THR and candidate emission instead of the running top-k
     MERGE_TILES: tl.constexpr,  # merged tiles parked per sort of the running top-k (1: every tile sorted in)
+    STEP_TILES: tl.constexpr,  # tiles scored per loop step (2: two independent chains for the scheduler)
     BQ: tl.constexpr,
     BX: tl.constexpr,
 ):
@@ -218,6 +298,8 @@ def mol_topk_block_kernel(
         w1 = tl.load(W1 + p[:, None] * H_PAD + h[None, :])
         w2 = tl.load(W2 + h[:, None] * P_PAD + p[None, :])
         b1 = tl.load(B1 + h)
+    else:  # read in steps from W1 / B1 / W2 by _gating_mlp_chunked
+        w1, b1, w2 = 0, 0, 0
     b2 = tl.load(B2 + p)
     qg = tl.load(QG + q.to(tl.int64)[:, None] * P_PAD + p[None, :])  # (BQ, P_PAD)
     pi = p // PXP
@@ -241,93 +323,73 @@ def mol_topk_block_kernel(
     else:
         thr = tl.full((BQ,), EMPTY, tl.int64)
     kth = (tl.arange(0, K_PAD) == K_PAD - k)[None, :]  # the k-th largest of an ascending row
-    # parked tiles per sort: min(MERGE_TILES, K_PAD // BX), at least 1 (the builtin max / min make tensors)
-    SLOTS: tl.constexpr = MERGE_TILES if MERGE_TILES * BX <= K_PAD else (K_PAD // BX if BX <= K_PAD else 1)
-    pending = tl.full((BQ, SLOTS, BX), EMPTY, tl.int64)
+    BXS: tl.constexpr = BX * STEP_TILES  # keys per loop step
+    # parked steps per sort: min(MERGE_TILES, K_PAD // BXS), at least 1 (the builtin max / min make tensors)
+    SLOTS: tl.constexpr = MERGE_TILES if MERGE_TILES * BXS <= K_PAD else (K_PAD // BXS if BXS <= K_PAD else 1)
+    pending = tl.full((BQ, SLOTS, BXS), EMPTY, tl.int64)
     slot = tl.arange(0, SLOTS)[None, :, None]
-    parked = qb * 0  # tiles parked since the last sort (int32)
-    for tile in range(start, end, BX):
-        rows = tile + r_item
-        g_mask = (rows < end)[:, None]
-        if PXP != PX:
-            g_mask = g_mask & (r_comp < PX)[:, None]
-        if D_PAD != D:
-            g_mask = g_mask & (c < D)[None, :]
-        g_ptr = (G + tl.cast(tile, tl.int64) * stride_g) + g_offsets
-        g = tl.load(g_ptr, mask=g_mask, other=0.0)  # (BX*PXP, D_PAD)
-        x = tile + xl
-        x_ok = x < end
-        ig_mask = x_ok[:, None]
-        if P_PAD != PQ * PX:
-            ig_mask = ig_mask & pair_ok[None, :]
-        ig = tl.load((IG + tl.cast(tile, tl.int64) * stride_ig) + ig_offsets, mask=ig_mask, other=0.0)
-        logits = _dot(g, ft, PRECISION, UPCAST) * inv_tau  # (BX*PXP, BQ*PQP) fp32
-        if ABLATE == 3:  # the same values in the wrong pair order: what the permute costs
-            pairs = tl.reshape(logits, (BQ * BX, P_PAD))
-        else:
-            pairs = tl.reshape(
-                tl.permute(tl.reshape(logits, (BX, PXP, BQ, PQP)), (2, 0, 3, 1)), (BQ * BX, P_PAD)
-            )
-        pairs3 = tl.reshape(pairs, (BQ, BX, P_PAD))
-        keep = q_ok[:, None] & x_ok[None, :]
+    parked = qb * 0  # steps parked since the last sort (int32)
+    for tile in range(start, end, BXS):
+        # the step's tiles scored as independent chains (logits of both, then the gating of both): with
+        # STEP_TILES = 2 one tile's matmuls can issue while the other's gating waits
+        pairs, ig, x, x_ok = _tile_pairs(
+            G, IG, ft, tile, end, g_offsets, ig_offsets, r_item, r_comp, c, xl, pair_ok, inv_tau, stride_g,
+            stride_ig, PQ, PX, D, PQP, PXP, D_PAD, BQ, BX, PRECISION, UPCAST, ABLATE,
+        )  # fmt: skip
+        if STEP_TILES == 2:
+            pairs_b, ig_b, x_b, x_ok_b = _tile_pairs(
+                G, IG, ft, tile + BX, end, g_offsets, ig_offsets, r_item, r_comp, c, xl, pair_ok, inv_tau,
+                stride_g, stride_ig, PQ, PX, D, PQP, PXP, D_PAD, BQ, BX, PRECISION, UPCAST, ABLATE,
+            )  # fmt: skip
+        step_x, step_x_ok = x, x_ok  # (BXS,) the step's positions and their validity
+        if STEP_TILES == 2:
+            step_x = tl.reshape(tl.join(x, x_b), (BXS,))
+            step_x_ok = tl.reshape(tl.join(x_ok, x_ok_b), (BXS,))
         run = True
-        if PRUNE:  # phi <= max_p L_p (+ float32 rounding of the weighted mean)
-            best = tl.max(tl.where(pair_ok[None, None, :], pairs3, -float("inf")), 2)
-            bound = best + 1e-4 * tl.max(tl.abs(pairs3), 2) + 1e-30
-            bound_keys = _pack_keys(bound, tl.zeros((BQ, BX), dtype=tl.int32), keep)
-            run = tl.sum((bound_keys > thr[:, None]).to(tl.int32)) > 0
+        if PRUNE:
+            run = _tile_bound_hit(pairs, q_ok[:, None] & x_ok[None, :], thr, pair_ok, BQ, BX, P_PAD)
+            if STEP_TILES == 2:
+                run_b = _tile_bound_hit(pairs_b, q_ok[:, None] & x_ok_b[None, :], thr, pair_ok, BQ, BX, P_PAD)
+                run = run | run_b
         if run:
-            if ABLATE == 1:  # the best logit instead of the gated mixture: what the gating MLP costs
-                phi = (
-                    tl.max(tl.where(pair_ok[None, None, :], pairs3, -float("inf")), 2)
-                    + tl.sum(ig, 1)[None, :]
-                )
-            elif H_CHUNK == H_PAD:
-                hidden = _dot(pairs.to(w1.dtype), w1, PRECISION, UPCAST) + b1[None, :]
-                if FAST_MATH == 2:
-                    hidden = _silu_bf16x2(hidden.to(tl.bfloat16))
-                else:
-                    hidden = _silu(hidden, FAST_MATH == 1).to(w2.dtype)
-                qi = _dot(hidden, w2, PRECISION, UPCAST) + b2[None, :]
-            else:
-                qi = (
-                    _gating_mlp_chunked(
-                        pairs, W1, B1, W2, p, P_PAD, H_PAD, H_CHUNK, BQ * BX, FAST_MATH, PRECISION, UPCAST
-                    )
-                    + b2[None, :]
-                )
-            if ABLATE != 1:
-                gate = qg[:, None, :] * ig.to(tl.float32)[None, :, :] + tl.reshape(qi, (BQ, BX, P_PAD))
-                gate = _silu(gate, FAST_MATH >= 1)
-                gate = tl.where(pair_ok[None, None, :], gate, -float("inf"))
-                weights = tl.exp(gate - tl.max(gate, 2)[:, :, None])
-                phi = tl.sum(weights * pairs3, 2) / tl.sum(weights, 2)  # (BQ, BX)
-            keys = _pack_keys(phi, x[None, :], keep)
+            phi = _tile_scores(
+                pairs, ig, qg, w1, b1, w2, b2, W1, B1, W2, p, pair_ok, P_PAD, H_PAD, H_CHUNK, BQ, BX, FAST_MATH,
+                PRECISION, UPCAST, ABLATE,
+            )  # fmt: skip
+            if STEP_TILES == 2:
+                phi_b = _tile_scores(
+                    pairs_b, ig_b, qg, w1, b1, w2, b2, W1, B1, W2, p, pair_ok, P_PAD, H_PAD, H_CHUNK, BQ, BX,
+                    FAST_MATH, PRECISION, UPCAST, ABLATE,
+                )  # fmt: skip
+                phi = tl.reshape(
+                    tl.join(phi, phi_b), (BQ, BXS)
+                )  # interleaved as step_x: key order does not matter
+            keys = _pack_keys(phi, step_x[None, :], q_ok[:, None] & step_x_ok[None, :])
             if ABLATE == 2:  # keys kept live without the merge: what the top-k merge costs
                 buf = tl.maximum(buf, tl.max(keys, 1)[:, None])
             elif EMIT:
                 hit = keys > thr[:, None]
                 if tl.sum(hit.to(tl.int32)) > 0:
                     if HAS_EXCL:
-                        keys = _exclude(keys, EXCL, q, x, num_excl, BQ, BX, E_BLOCK)
+                        keys = _exclude(keys, EXCL, q, step_x, num_excl, BQ, BXS, E_BLOCK)
                         hit = keys > thr[:, None]
                     _emit(keys, hit, q, q_ok, COUNT, CAND, capacity)
             elif tl.sum((keys > thr[:, None]).to(tl.int32)) > 0:
                 if HAS_EXCL:
-                    keys = _exclude(keys, EXCL, q, x, num_excl, BQ, BX, E_BLOCK)
+                    keys = _exclude(keys, EXCL, q, step_x, num_excl, BQ, BXS, E_BLOCK)
                 if SLOTS > 1:
                     pending = tl.where(slot == parked, keys[:, None, :], pending)
                     parked += 1
                     if parked == SLOTS:
-                        buf = _merge(buf, tl.reshape(pending, (BQ, SLOTS * BX)), BQ, SLOTS * BX, K_PAD)
+                        buf = _merge(buf, tl.reshape(pending, (BQ, SLOTS * BXS)), BQ, SLOTS * BXS, K_PAD)
                         thr = tl.sum(tl.where(kth, buf, 0), 1)
-                        pending = tl.full((BQ, SLOTS, BX), EMPTY, tl.int64)
+                        pending = tl.full((BQ, SLOTS, BXS), EMPTY, tl.int64)
                         parked = qb * 0
                 else:
-                    buf = _merge(buf, keys, BQ, BX, K_PAD)
+                    buf = _merge(buf, keys, BQ, BXS, K_PAD)
                     thr = tl.sum(tl.where(kth, buf, 0), 1)
     if SLOTS > 1 and not EMIT:
-        buf = _merge(buf, tl.reshape(pending, (BQ, SLOTS * BX)), BQ, SLOTS * BX, K_PAD)
+        buf = _merge(buf, tl.reshape(pending, (BQ, SLOTS * BXS)), BQ, SLOTS * BXS, K_PAD)
     if not EMIT:
         out = OUT + (q.to(tl.int64)[:, None] * num_splits + split) * K_PAD + tl.arange(0, K_PAD)[None, :]
         tl.store(out, buf, mask=q_ok[:, None])

@@ -51,7 +51,7 @@ from rails.kernels.mol_topk_blocks import (  # noqa: F401 - re-exported: the blo
     MAX_PAIRS,
     QUERY_ALIGN,
     SPLIT_ALIGN,
-    TUNE_CONFIGS,
+    TUNE_KEY,
     block_valid,
     cdiv,
     default_blocks,
@@ -114,25 +114,11 @@ def _tuned():
     global _tuned_kernel
     if _tuned_kernel is None:
         configs = tune_configs(triton.Config)
-        key = [
-            "batch_bucket",
-            "PQ",
-            "PX",
-            "D",
-            "K_PAD",
-            "H_PAD",
-            "H_CHUNK",
-            "HAS_EXCL",
-            "PRUNE",
-            "FAST_MATH",
-            "PRECISION",
-            "UPCAST",
-            "ABLATE",
-            "EMIT",
-            "MERGE_TILES",
-        ]
         _tuned_kernel = triton.autotune(  # COUNT is zeroed before each timed run (the atomics add to it)
-            configs, key=key, prune_configs_by={"early_config_prune": prune_configs}, reset_to_zero=["COUNT"]
+            configs,
+            key=list(TUNE_KEY),
+            prune_configs_by={"early_config_prune": prune_configs},
+            reset_to_zero=["COUNT"],
         )(mol_topk_block_kernel)
     return _tuned_kernel
 
@@ -177,6 +163,7 @@ def fused_mol_topk(
     capacity: int = 0,
     merge_tiles: int = 16,
     maxnreg: int | None = None,
+    step_tiles: int = 1,
 ) -> tuple[Tensor, Tensor]:
     """Exact MoL top-k with the fused kernel ("glu_silu" gating, no dropout).
 
@@ -215,6 +202,7 @@ def fused_mol_topk(
         merge_tiles: the running top-k parks the tiles it merges and sorts them in ``min(merge_tiles, K_PAD //
             BX)`` at a time (one sort per that many tiles; 16, the default: 1.38x at 1M items, H200, round 22).
         maxnreg: registers per thread of an untuned launch (None: ptxas' choice; fewer: more programs per SM, spills).
+        step_tiles: tiles scored per loop step as independent chains (1 or 2; 2: a second chain to hide latency).
 
     Returns:
         (B, min(k, X)) float32 scores sorted descending and int64 corpus positions (empty: -inf, -1).
@@ -235,6 +223,8 @@ def fused_mol_topk(
         )
     if merge_tiles < 1 or merge_tiles & (merge_tiles - 1):
         raise ValueError(f"fused_mol_topk merge_tiles must be a power of two >= 1, got {merge_tiles}")
+    if step_tiles not in (1, 2):
+        raise ValueError(f"fused_mol_topk step_tiles must be 1 or 2, got {step_tiles}")
     if num_items >= 2**31:
         raise ValueError(f"fused_mol_topk supports fewer than 2^31 items, got {num_items}")
     width = min(k, num_items)
@@ -325,6 +315,7 @@ def fused_mol_topk(
         "ABLATE": ablate,
         "EMIT": emit,
         "MERGE_TILES": merge_tiles,
+        "STEP_TILES": step_tiles,
     }
     bucket = min(next_pow2(batch, floor=1), 1024)
 
