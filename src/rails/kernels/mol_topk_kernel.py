@@ -176,9 +176,8 @@ def _tile_pairs(
         g_mask = g_mask & (r_comp < PX)[:, None]
     if D_PAD != D:
         g_mask = g_mask & (c < D)[None, :]
-    g = tl.load(
-        (G + tl.cast(tile, tl.int64) * stride_g) + g_offsets, mask=g_mask, other=0.0
-    )  # (BX*PXP, D_PAD)
+    g_ptr = (G + tl.cast(tile, tl.int64) * stride_g) + g_offsets
+    g = tl.load(g_ptr, mask=g_mask, other=0.0)  # (BX*PXP, D_PAD)
     x = tile + xl
     x_ok = x < end
     ig_mask = x_ok[:, None]
@@ -361,9 +360,8 @@ def mol_topk_block_kernel(
                     pairs_b, ig_b, qg, w1, b1, w2, b2, W1, B1, W2, p, pair_ok, P_PAD, H_PAD, H_CHUNK, BQ, BX,
                     FAST_MATH, PRECISION, UPCAST, ABLATE,
                 )  # fmt: skip
-                phi = tl.reshape(
-                    tl.join(phi, phi_b), (BQ, BXS)
-                )  # interleaved as step_x: key order does not matter
+                # interleaved as step_x (key order does not matter to the merge)
+                phi = tl.reshape(tl.join(phi, phi_b), (BQ, BXS))
             keys = _pack_keys(phi, step_x[None, :], q_ok[:, None] & step_x_ok[None, :])
             if ABLATE == 2:  # keys kept live without the merge: what the top-k merge costs
                 buf = tl.maximum(buf, tl.max(keys, 1)[:, None])
