@@ -25,12 +25,22 @@ from rails.kernels.mol_topk_triton import EMPTY_KEY, fused_mol_topk
 MIN_SAMPLE_PER_K = 16  # the sample holds at least this many items per result wanted
 DEFAULT_STRIDE = 64  # 1.6 % of the corpus in the first pass, ~64 k candidates per query in the second
 THRESHOLD_MARGIN = 1e-4  # relative (plus absolute) lowering of the sample's k-th best score
+# Up to this corpus size one pass (the running top-k with parked merges) is the default: at 1M items, B = 32, 8x4x64
+# it took 7.38 / 7.62 ms against 9.05 / 9.50 ms for two passes (H200, two profiles, results/profiles/2026-12-02-h200-
+# round22-fused-exact-merge-1M.md and -round23-maxnreg-1M.md); larger corpora keep two passes until timed.
+ONE_PASS_MAX_ITEMS = 1_000_000
+
+
+def two_pass_stride(num_items: int, k: int) -> int:
+    """The sample stride two passes would use on ``num_items`` items for top-``k`` (0: the sample too small)."""
+    stride = min(DEFAULT_STRIDE, num_items // (MIN_SAMPLE_PER_K * max(k, 1)))
+    return stride if stride >= 4 else 0
 
 
 def default_sample_stride(num_items: int, k: int) -> int:
-    """The sample stride for a corpus of ``num_items`` and top-``k``: 0 (one pass) when too small to pay."""
-    stride = min(DEFAULT_STRIDE, num_items // (MIN_SAMPLE_PER_K * max(k, 1)))
-    return stride if stride >= 4 else 0
+    """The default search's sample stride: 0 (one pass) up to ``ONE_PASS_MAX_ITEMS`` items, else
+    :func:`two_pass_stride`."""
+    return 0 if num_items <= ONE_PASS_MAX_ITEMS else two_pass_stride(num_items, k)
 
 
 def candidate_capacity(k: int, stride: int, num_items: int) -> int:

@@ -292,11 +292,11 @@ def bench_problem(
         )
         candidates.append(("reference_torch_chunked", "", reference, True))
     if device.type == "cuda":
-        from rails.kernels.mol_topk_two_pass import default_sample_stride  # imports triton: CUDA only
+        from rails.kernels.mol_topk_two_pass import default_sample_stride, two_pass_stride  # CUDA only
 
-        stride = default_sample_stride(num_items, settings.k)  # ExactTopK's default: two passes if > 0
-        variants = [(stride, False), (stride, True)] + ([(0, False), (0, True)] if stride else [])
-        for sample_stride, prune in variants:  # the default ("" params) first: the report's headline row
+        stride = default_sample_stride(num_items, settings.k)  # ExactTopK's default first: the headline row
+        other = 0 if stride else two_pass_stride(num_items, settings.k)  # then the other one, if it applies
+        for sample_stride, prune in [(s, p) for s in dict.fromkeys([stride, other]) for p in (False, True)]:
             fused = ExactTopK(fused=True, fused_sample_stride=sample_stride, fused_prune=prune)
             params = ",".join(
                 [f"sample_stride={sample_stride}"] * (sample_stride != stride) + ["prune=True"] * prune
