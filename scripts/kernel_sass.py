@@ -181,7 +181,12 @@ def markdown(record: dict[str, Any]) -> str:
     )
     lines = [
         f"# Fused exact MoL top-k: SASS instructions per tile ({record['source']}, {record['setting']}, "
-        f"H = {record['hidden']}, B = {record['batch']}, merge_tiles {record['merge_tiles']})",
+        f"H = {record['hidden']}, B = {record['batch']}, merge_tiles {record['merge_tiles']}"
+        + (
+            f", a tile = a loop step of {record['step_tiles']} tiles: BX is their items)"
+            if record.get("step_tiles", 1) > 1
+            else ")"
+        ),
         "",
         f"Written by `scripts/kernel_sass.py` ({record['date']}; command `python scripts/kernel_sass.py "
         f"{record['command']}`). Per warp and tile: instructions of the tile loop outside the running top-k merge "
@@ -245,7 +250,8 @@ def main() -> None:
         else:
             text = disassemble(compile_kernel(args, bq, bx, warps, chunk)[0].asm["cubin"])
         try:
-            row = analyse(text, bq, bx, warps, args)
+            # a loop step of STEP_TILES tiles counts as one tile of their items (its pairs, merges and slots)
+            row = analyse(text, bq, bx * args.step_tiles, warps, args)
         except ValueError as error:
             raise SystemExit(f"{args.sass_file or f'{bq}x{bx}x{warps}'}: {error}") from None
         rows.append(row)
@@ -256,7 +262,7 @@ def main() -> None:
         "source": str(args.sass_file) if args.sass_file else f"sm_{args.arch} compile, Triton {triton_version()}",
         "command": " ".join(sys.argv[1:]), "setting": args.setting, "hidden": args.hidden, "batch": args.batch,
         "items": args.items, "sms": args.sms, "clock_ghz": args.clock_ghz, "one_pass": args.one_pass,
-        "merge_tiles": args.merge_tiles, "rows": rows,
+        "merge_tiles": args.merge_tiles, "step_tiles": args.step_tiles, "rows": rows,
     }  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write(args.out / "kernel_sass.json", json.dumps(record, indent=1) + "\n")
