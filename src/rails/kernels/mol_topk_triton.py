@@ -24,9 +24,9 @@ the roofline floor's FLOPs (0.87 ms for B = 32 x 1M items at 755 TFLOP/s). Speci
 MUFU ops per pair (~1.5 ms at 1M). Issue: 50-58 warp instructions per pair outside merges (``scripts/kernel_sass.py``,
 ~1.7 ms at 1M). Measured (H200, B = 32): 7-12x the floor, the issue rate at 22-31 %: at 241-255 registers one 8-warp
 program runs per SM and the tile's matmul -> SiLU -> matmul -> softmax chain stalls it (docs/benchmarks.md).
-``merge_tiles`` parks merged tiles and sorts several in at once; ``hidden_chunk`` and ``maxnreg`` (also among the
-autotuner's configs) trade registers for more programs per SM (``scripts/kernel_registers.py``: registers without
-a GPU).
+``merge_tiles`` parks merged tiles and sorts several in at once; ``hidden_chunk`` and ``maxnreg`` (explicit
+launches only: a 128-register cap lost at every shape, round 23) trade registers for more programs per SM
+(``scripts/kernel_registers.py``: registers without a GPU); ``step_tiles`` scores two tiles per loop step.
 
 Under the Triton CPU interpreter (tests) bf16 dot operands are multiplied as fp32 (``UPCAST``; the
 interpreter's bf16 dot is wrong) with the same bf16 roundings, and SiLU is exact (no inline PTX there).
@@ -377,6 +377,7 @@ def fused_mol_topk(
             qi_out_bias=qi_out_bias, temperature=temperature, k=k, exclude_positions=exclude_positions,
             block_x=block_x, num_splits=num_splits, block_q=block_q, num_warps=num_warps, hidden_chunk=hidden_chunk,
             tune=tune, prune=prune, fast_math=fast_math, merge_tiles=merge_tiles, maxnreg=maxnreg,
+            step_tiles=step_tiles,
         )  # fmt: skip
     # slots past a query's count may hold keys of the autotuner's timing runs of other configs: not results
     found = candidates[:batch]
