@@ -132,7 +132,7 @@ def compile_kernel(
         "PQ": pq, "PX": px, "D": dim, "PQP": pqp, "PXP": pxp, "D_PAD": next_pow2(dim), "H_PAD": h_pad,
         "H_CHUNK": h_chunk, "K_PAD": k_pad, "E_BLOCK": 2, "HAS_EXCL": False, "PRUNE": False,
         "FAST_MATH": 2 if args.arch >= 90 else 1, "PRECISION": None, "UPCAST": False, "ABLATE": 0,
-        "EMIT": not args.one_pass, "MERGE_TILES": args.merge_tiles, "STEP_TILES": getattr(args, "step_tiles", 1),
+        "EMIT": not args.one_pass, "MERGE_TILES": args.merge_tiles, "STEP_TILES": args.step_tiles,
         "BQ": bq, "BX": bx,
     }  # fmt: skip
     names = [param.name for param in kernel.params]
@@ -143,7 +143,7 @@ def compile_kernel(
         attrs={(names.index(n),): [["tt.divisibility", 16]] for n in launch_divisible(pq, px, dim)},
     )
     options = {"num_warps": warps, "num_stages": args.stages}
-    if getattr(args, "maxnreg", None):
+    if args.maxnreg:
         options["maxnreg"] = args.maxnreg
     return triton.compile(source, target=GPUTarget("cuda", args.arch, 32), options=options), h_chunk
 

@@ -184,7 +184,7 @@ def markdown(record: dict[str, Any]) -> str:
         f"H = {record['hidden']}, B = {record['batch']}, merge_tiles {record['merge_tiles']}"
         + (
             f", a tile = a loop step of {record['step_tiles']} tiles: BX is their items)"
-            if record.get("step_tiles", 1) > 1
+            if record["step_tiles"] > 1
             else ")"
         ),
         "",
