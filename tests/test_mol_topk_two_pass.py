@@ -52,9 +52,10 @@ def test_sample_exclusions_and_stride_rules():
     excl = torch.tensor([[0, 3, 8, -1], [16, 17, 4, 12]])
     assert sample_exclusions(excl, 4).tolist() == [[0, -1, 2, -1], [4, -1, 1, 3]]
     assert sample_exclusions(None, 4) is None
-    assert default_sample_stride(10_000_000, 100) == 64
-    assert default_sample_stride(1_000_001, 100) == 64
-    assert default_sample_stride(1_000_000, 100) == 0  # one pass up to 1M items (timed faster there)
+    assert default_sample_stride(100_000_000, 100) == 64
+    assert default_sample_stride(10_000_001, 100) == 64
+    assert default_sample_stride(10_000_000, 100) == 0  # one pass up to 10M items (faster at 1M, 10M)
+    assert default_sample_stride(1_000_000, 100) == 0
     assert default_sample_stride(5_000, 100) == 0
     assert (
         two_pass_stride(1_000_000, 100) == 64 and two_pass_stride(100_000, 100) == 62

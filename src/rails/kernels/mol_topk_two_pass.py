@@ -25,10 +25,11 @@ from rails.kernels.mol_topk_triton import EMPTY_KEY, fused_mol_topk
 MIN_SAMPLE_PER_K = 16  # the sample holds at least this many items per result wanted
 DEFAULT_STRIDE = 64  # 1.6 % of the corpus in the first pass, ~64 k candidates per query in the second
 THRESHOLD_MARGIN = 1e-4  # relative (plus absolute) lowering of the sample's k-th best score
-# Up to this corpus size one pass (the running top-k with parked merges) is the default: at 1M items, B = 32, 8x4x64
-# it took 7.38 / 7.62 ms against 9.05 / 9.50 ms for two passes (H200, two profiles, results/profiles/2026-12-02-h200-
-# round22-fused-exact-merge-1M.md and -round23-maxnreg-1M.md); larger corpora keep two passes until timed.
-ONE_PASS_MAX_ITEMS = 1_000_000
+# Up to this corpus size one pass (the running top-k with parked merges) is the default: B = 32, 8x4x64, without
+# prune, it took 7.26 ms against 9.57 ms for two passes at 1M items and 56.13 against 63.90 ms at 10M (H200, one
+# profile each, results/profiles/2026-12-02-h200-round24-step-tiles-{1M,10M}.md); larger corpora keep two passes
+# until timed.
+ONE_PASS_MAX_ITEMS = 10_000_000
 
 
 def two_pass_stride(num_items: int, k: int) -> int:

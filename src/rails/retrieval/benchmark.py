@@ -10,8 +10,8 @@ On a :class:`~rails.retrieval.benchmark_data.Problem` (a MoL head, its corpus st
   ``check_queries`` of them; every row's recall@k is measured against it on the first min(B, truth_queries)
   queries of its batch;
 - the rows: the rails exact index (``reference_torch_chunked``), the fused Triton exact search on CUDA (its
-  default: two passes on corpora large enough to pay; its one-pass search ``sample_stride=0`` and
-  explicit tile settings), PerComponentTopK / AverageTopK / CombinedTopK / ClusteredTopK (IVF)
+  default: one pass up to 10M items, two passes above; the other of the two beside it, and explicit tile
+  settings), PerComponentTopK / AverageTopK / CombinedTopK / ClusteredTopK (IVF)
   at several budgets, and faiss candidate stages when faiss is importable; each index is built, timed and freed in turn (median over
   up to ``runs`` calls after ``warmup``, within ``time_budget_s`` per row; CUDA events on GPU);
 - ``floor_ms``: the roofline of exact search (FLOPs at a matmul rate vs bytes at a bandwidth, both measured

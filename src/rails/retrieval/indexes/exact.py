@@ -108,14 +108,14 @@ class ExactTopK(RetrievalIndex):
         fused_block_x: items per tile of the fused kernel (None: its default; tuning).
         fused_num_splits: corpus splits of the fused kernel (None: its default; tuning).
         fused_block_q: queries per program of the fused kernel (None: its default; tuning).
-        fused_sample_stride: None (default): one pass up to 1M items, two passes above (thresholds from a
+        fused_sample_stride: None (default): one pass up to 10M items, two passes above (thresholds from a
             strided sample first, :func:`fused_mol_search`; every 64th item at k = 100;
             :func:`rails.kernels.mol_topk_two_pass.default_sample_stride`); 0: one pass; > 1: two passes with
             that stride. Two passes were 9 % faster at 1M and 10M items, B = 32, 8x4x64 (9.72 vs 10.69 ms, 63.0
             vs 69.5 ms, H200: results/profiles/2026-12-01-h200-fused-exact-{1M,10M}.md) with one sort per merged
             tile; with the running top-k's merges parked (``merge_tiles``, now the default) one pass is faster
-            at 1M (7.38 vs 9.05 ms and 7.62 vs 9.50 ms in two profiles, results/profiles/2026-12-02-h200-round2{2,3}-*-1M.md);
-            10M items are not timed that way yet.
+            at 1M and 10M (7.26 vs 9.57 ms, 56.13 vs 63.90 ms, results/profiles/2026-12-02-h200-round24-*.md);
+            larger corpora are not timed that way yet.
         fused_prune: the fused kernel's exact tile prune (skip the gating MLP of tiles whose best pair logit
             cannot reach the k-th best). Off by default: the mixture sits far below the best pair logit, so
             the bound keeps every tile (``scripts/study_tile_bounds.py``) and the check only costs time (12.72
