@@ -143,6 +143,10 @@ def test_a_tuned_mol_row_is_compared_with_the_dot_row_trained_the_same_way(tmp_p
     # an encoder change of the MoL run alone has no dot row trained that way: the preset dot row
     assert pairs["model.encoder.dropout=0.3 model.similarity.item_dropout=0.3"]["dot_variant"] == "preset"
     assert head_free_variant("model.similarity.item_dropout=0.3 model/similarity=mol") == "preset"
+    recipe_group = (
+        "model.item_dim=128 model/mol_recipe=joint model/similarity_blend=cosine trainer.max_epochs=41"
+    )
+    assert head_free_variant(recipe_group) == "model.item_dim=128 trainer.max_epochs=41"
 
 
 def test_the_readme_table_adds_the_best_tuned_row_confirmed_over_three_seeds(tmp_path: Path) -> None:

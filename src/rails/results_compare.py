@@ -3,7 +3,7 @@ and the short README table.
 
 A MoL row's dot baseline is the dot row trained the same way: the same dataset, model, protocol and variant;
 else the dot row whose variant is the MoL variant without the head's own keys (:data:`HEAD_KEY_PREFIXES`: the
-similarity head, its auxiliary dot loss and its weight decay), so ``trainer.max_epochs=41
+similarity head and its blend, its recipe group, its auxiliary dot loss and its weight decay), so ``trainer.max_epochs=41
 model.dot_loss_weight=1.0`` is compared with the dot head's ``trainer.max_epochs=41``; else the preset dot row.
 """
 
@@ -12,7 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-HEAD_KEY_PREFIXES = ("model.similarity.", "model.dot_loss_", "model.head_weight_decay", "model/similarity")
+HEAD_KEY_PREFIXES = (
+    "model.similarity.",
+    "model.dot_loss_",
+    "model.head_weight_decay",
+    "model/similarity",  # also model/similarity_blend
+    "model/mol_recipe",
+)
 COMPARED_METRICS = ("test/hr@10", "test/ndcg@10")
 
 
@@ -60,7 +66,7 @@ def mol_vs_dot_markdown(rows: list[dict[str, Any]]) -> list[str]:
         "",
         "Mean test metric of each MoL row / its dot-product baseline (same dataset, model, protocol and variant; "
         "else the variant without the head's own keys (`model.similarity.*`, `model.dot_loss_*`, "
-        "`model.head_weight_decay`); else the preset dot row).",
+        "`model.head_weight_decay`, `model/similarity*`, `model/mol_recipe`); else the preset dot row).",
         "",
         "| dataset | model | protocol | MoL variant (seeds) | dot variant (seeds) | HR@10 ratio | NDCG@10 ratio |",
         "|---|---|---|---|---|---|---|",

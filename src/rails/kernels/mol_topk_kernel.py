@@ -28,6 +28,8 @@ One program owns ``BQ`` queries and one contiguous split of the corpus and walks
 With ``STEP_TILES = 2`` a loop step scores two tiles as independent chains (both tiles' logits, then both
 gatings) and treats their ``2 * BX`` keys as one tile of the steps above: the search is latency-bound (one
 8-warp program per SM at 255 registers), and a second chain gives the scheduler work while the first waits.
+Timed on an H200 it did not pay (4x32x8: 1.03x at 1M items, 0.98x at 10M; docs/benchmarks.md), so it is an
+explicit launch option, not among the autotuner's configs.
 
 Keys pack the score's order-preserving int32 bits high and ``2^32 - 1 - position`` low, so key order is
 the package's order (score descending, position ascending on ties). Padded pairs (``i >= P_Q`` or
