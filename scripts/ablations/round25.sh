@@ -8,20 +8,25 @@
 #             ${BEAUTY_EPOCHS:-61} epochs (fp32): the Beauty rows of issue #12 against BSARec's .1008 / .0611;
 #           - ML-1M HSTU-large screens (seed 1, 101 epochs; the absolute gap to the paper's .3412 / .1979): MoL (joint +
 #             blend) with 2,048 negatives (128 so far), with item_dim 128 (50 so far), and dot with 2,048 negatives.
-#           `ONLY='_e41$' BEAUTY_EPOCHS=41 bash scripts/ablations/round25.sh start` ran the two Beauty screens at seed 1
-#           first (round 24's spare device time).
+#           The best checkpoints of the ML-1M MoL screen with 2,048 negatives and of the Beauty MoL seed 1 come back as
+#           ckpts.tar.gz (without training state): the trained-model problems of the top-k benchmark (issue #13).
+#           (`ONLY='_e41$' BEAUTY_EPOCHS=41 SEEDS=1 ... start` tried the two Beauty screens at seed 1 with round 24's
+#           last device minutes: not finished, epochs 35 and 28 of 41.)
 #   wait  : `wait 560` until "sweeps still running: 0" (the ML-1M screens: ~22 min; the last wait runs `usage`).
 #
 #   here first: .whl/ (scripts/gpu_wheels.sh), .devdata/ with ml-1m-seq and amazon-beauty (../shared/data)
 #   run(kind="nvidia-h200", carry=[".whl", ".devdata"], command="bash scripts/ablations/round25.sh start"), then
 #   `bash scripts/ablations/round25.sh wait 560` until "sweeps still running: 0".
 #
-# Here afterwards: `python scripts/ingest_runs.py <files_at>/runs.tar.gz results/runs/<date>-<kind>-round25
+# Here afterwards: `mkdir -p .devdata && tar -xzf <files_at>/ckpts.tar.gz -C .devdata` (git-ignored; keep a copy
+# outside the checkout too), `python scripts/ingest_runs.py <files_at>/runs.tar.gz results/runs/<date>-<kind>-round25
 # --strip-prefix r25_`, scripts/make_results.py, `python scripts/screen_report.py results/runs/<date>-<kind>-round25
 # --reference ml1m_hstu_large_dot_n2048 --only ml1m --epochs 9 29 59 99 --out docs/screens/<date>-round25-ml1m.md`,
 # the reading into docs/mol_investigation.md (mol_pair_usage.* -> results/studies/<date>-<kind>-round25-pair-usage.*).
 ROUND=r25
 EPOCHS=${EPOCHS:-101}
+export COLLECT_CKPT=${COLLECT_CKPT:-1}
+export COLLECT_CKPT_GLOB=${COLLECT_CKPT_GLOB:-'r25_@(ml1m_hstu_large_mol_joint_blend_n2048|beauty_hstu_large_mol_d128_n2048_e61)/0'}
 # shellcheck source=round_steps.sh
 source "$(dirname "$0")/round_steps.sh"
 
