@@ -14,7 +14,7 @@ as the exact index runs it):
 
 It also reports the compiled kernel's registers and spills per thread and the roofline floor of the search.
 ``--blocks`` / ``--splits`` add a grid of untuned launches of the two-pass search without pruning (the search
-default on large corpora; ``--grid-search one-pass``: the running top-k without pruning, with each of
+default above 10M items; ``--grid-search one-pass``: the running top-k without pruning, with each of
 ``--merge-tiles``): queries per program x items per tile (x warps) x corpus splits (x gating hidden units
 per step, ``--hidden-chunks``; 0 = all at once; x registers per thread, ``--maxnreg``; 0 = ptxas' choice; x tiles
 scored per loop step as independent chains, ``--step-tiles``), each

@@ -3,8 +3,9 @@ and the short README table.
 
 A MoL row's dot baseline is the dot row trained the same way: the same dataset, model, protocol and variant;
 else the dot row whose variant is the MoL variant without the head's own keys (:data:`HEAD_KEY_PREFIXES`: the
-similarity head and its blend, its recipe group, its auxiliary dot loss and its weight decay), so ``trainer.max_epochs=41
-model.dot_loss_weight=1.0`` is compared with the dot head's ``trainer.max_epochs=41``; else the preset dot row.
+similarity head and its blend, its recipe group, its auxiliary dot loss and its weight decay), so
+``trainer.max_epochs=41 model.dot_loss_weight=1.0`` is compared with the dot head's ``trainer.max_epochs=41``;
+else the preset dot row.
 """
 
 from __future__ import annotations
