@@ -168,6 +168,7 @@ def _interpreter_main() -> None:
         m=3, x=40, p=32, h=40, dropout=0.2, seed=5
     )  # several blocks, two programs' partials
     check_training_step_equals_pytorch()
+    check_training_step_equals_pytorch(checkpoint_columns=4)
     check_training_step_with_softmax_dropout()
     print("FUSED MIXING OK")
 
@@ -184,9 +185,12 @@ def check_training_step_with_softmax_dropout() -> None:
     assert head.gating.qi_part[1].weight.grad is not None
 
 
-def check_training_step_equals_pytorch() -> None:
-    """forward_sampled with fused_mixing=True == the PyTorch head (same weights, no dropout): scores, mi_loss, grads."""
-    fused = tiny_head(fused_mixing=True, softmax_dropout=0.0).train()
+def check_training_step_equals_pytorch(checkpoint_columns: int = 0) -> None:
+    """forward_sampled with fused_mixing=True == the PyTorch head (same weights, no dropout): scores, mi_loss, grads
+    (``checkpoint_columns``: the fused head scores that many columns at a time under activation checkpointing)."""
+    fused = tiny_head(
+        fused_mixing=True, softmax_dropout=0.0, sampled_checkpoint_columns=checkpoint_columns
+    ).train()
     plain = tiny_head(softmax_dropout=0.0).train()
     plain.load_state_dict(fused.state_dict())
     gen = torch.Generator().manual_seed(0)

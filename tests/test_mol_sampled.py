@@ -263,3 +263,55 @@ def test_joint_loss_equals_the_two_part_loss() -> None:
         torch.testing.assert_close(
             loss.joint(scores, collisions, w), loss(scores[:, 0], scores[:, 1:], collisions, w)
         )
+
+
+@pytest.mark.parametrize("head", ["mol", "mol_generic", "mol_residual"])
+@pytest.mark.parametrize("chunk", [1, 3])  # 1: the positive column alone, then one column at a time
+def test_checkpointed_columns_equal_one_call_without_dropout(head: str, chunk: int) -> None:
+    """Scoring [positive | negatives] a few columns at a time under activation checkpointing gives the loss,
+    the auxiliary losses and every gradient of the one-call step (float64)."""
+    module = _module(dropout=0.0, head=head)
+    m = int((_batch().valid_mask & (_batch().next_ids() != 0)).sum())
+    negative_ids = torch.randint(1, NUM_ITEMS, (m, R), generator=torch.Generator().manual_seed(6))
+    total, parts, grads = _loss_and_grads(module, negative_ids, two_calls=False)
+    module.similarity.sampled_checkpoint_columns = chunk
+    chunked_total, chunked_parts, chunked_grads = _loss_and_grads(module, negative_ids, two_calls=False)
+    torch.testing.assert_close(chunked_total, total, rtol=1e-10, atol=1e-12)
+    assert chunked_parts.keys() == parts.keys()
+    for name in parts:
+        torch.testing.assert_close(chunked_parts[name], parts[name], rtol=1e-10, atol=1e-12)
+    assert chunked_grads.keys() == grads.keys() and len(grads) > 5
+    for name in grads:
+        torch.testing.assert_close(chunked_grads[name], grads[name], rtol=1e-9, atol=1e-11, msg=name)
+
+
+def test_checkpointed_columns_replay_their_dropout_draws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With every dropout on, the checkpointed step's gradients are those of the same chunks scored without
+    checkpointing under the same seed: the backward's recomputation replays each chunk's draws."""
+    module = _module(dropout=0.3)
+    module.similarity.sampled_checkpoint_columns = 3
+    m = int((_batch().valid_mask & (_batch().next_ids() != 0)).sum())
+    negative_ids = torch.randint(1, NUM_ITEMS, (m, R), generator=torch.Generator().manual_seed(7))
+    torch.manual_seed(11)
+    total, parts, grads = _loss_and_grads(module, negative_ids, two_calls=False)
+    with monkeypatch.context() as patch:  # the same chunks, kept in memory instead of recomputed
+        patch.setattr(torch.utils.checkpoint, "checkpoint", lambda fn, *args, use_reentrant: fn(*args))
+        torch.manual_seed(11)
+        kept_total, kept_parts, kept_grads = _loss_and_grads(module, negative_ids, two_calls=False)
+    torch.testing.assert_close(total, kept_total, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(parts["mi_loss"], kept_parts["mi_loss"], rtol=1e-10, atol=1e-12)
+    for name in grads:
+        torch.testing.assert_close(grads[name], kept_grads[name], rtol=1e-9, atol=1e-11, msg=name)
+    torch.manual_seed(12)  # and the draws are live: another seed, another loss
+    assert not torch.allclose(_loss_and_grads(module, negative_ids, two_calls=False)[0], total)
+
+
+def test_checkpointed_columns_are_a_training_setting() -> None:
+    module = _module(dropout=0.0)
+    head = module.similarity
+    positions = torch.tensor([[3, 1, 2, 5], [4, 6, 8, 9], [7, 10, 11, 1]])
+    expected = _sampled(module, positions, 0).scores
+    head.sampled_checkpoint_columns = 2
+    torch.testing.assert_close(_sampled(module, positions, 0).scores, expected, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="sampled_checkpoint_columns"):
+        MoLSimilarity(query_dim=DIM, item_dim=DIM, sampled_checkpoint_columns=-1)

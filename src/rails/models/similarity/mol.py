@@ -82,6 +82,8 @@ class MoLSimilarity(SimilarityHead):
         compile_mixing / fused_mixing: ``torch.compile`` the mixture / fused training kernels (mol_fused_mixing).
         max_score_elements: without autograd, ``score``/``score_pairs`` process items in chunks so that
             B * chunk * max(P, gating_qi_hidden_dim) stays below this many elements.
+        sampled_checkpoint_columns: > 0: the training step scores [positive | negatives] this many columns at a
+            time under activation checkpointing (memory for M x this many pairs; many negatives); 0: at once.
         query_components: optional replacement of the query MLP mapping (..., D_q) ->
             (..., P_Q - len(uid_hash_sizes), d_P) before L2 normalisation (e.g. LM token states).
         item_components: optional replacement of the item projection mapping (..., D_x) -> (..., P_X, d_P).
@@ -128,6 +130,7 @@ class MoLSimilarity(SimilarityHead):
         compile_mixing: bool = False,
         fused_mixing: bool = False,
         max_score_elements: int = 2**27,
+        sampled_checkpoint_columns: int = 0,
         query_components: nn.Module | None = None,
         item_components: nn.Module | None = None,
         loss_temperature: float = 1.0,
@@ -151,6 +154,7 @@ class MoLSimilarity(SimilarityHead):
         self.autocast_bf16 = autocast_bf16
         self.eval_autocast_bf16 = eval_autocast_bf16
         self.max_score_elements = max_score_elements
+        self.sampled_checkpoint_columns = sampled_checkpoint_columns
         self.num_encoder_components = num_query_components - len(uid_hash_sizes)
 
         defaults = nn.ModuleList()
@@ -219,6 +223,7 @@ class MoLSimilarity(SimilarityHead):
             "gating_qi_dropout",
         )
         require_probability(args, *dropouts, "softmax_dropout")
+        require_at_least(args, 0, "sampled_checkpoint_columns")
         require(not mixing_conflict(args), "fused_mixing", True, "excludes compile_mixing=true: choose one")
         check_component_args(args)
         SimilarityHead.check_recipe(args)

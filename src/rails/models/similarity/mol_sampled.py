@@ -34,6 +34,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from rails.models.similarity.base import SimilarityOutput
@@ -169,6 +170,63 @@ def mix_sampled(
     return scores, weights[:, :1] / kept[:, :1]
 
 
+def score_columns(
+    head: MoLSimilarity,
+    items: SampledItems,
+    positions: Tensor,
+    query_gate: Tensor,
+    components: Tensor,
+    positive_components: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """Scores (M, X) of the sampled columns ``positions`` (M, X) and the first column's weights (M, 1, P).
+
+    ``items``: the step's (T, ...) table; ``components`` (M, P_Q, d_P) score every column, except the first
+    when ``positive_components`` (the positive column's own query-side dropout draw) is given.
+    """
+    pairs = gather_sampled(items, positions, components.dtype)  # fields (M, X, ...)
+    if positive_components is None:
+        logits = sampled_logits(head, components, pairs)
+    else:
+        logits = sampled_logits(head, positive_components, SampledItems(*(_columns(f, 0, 1) for f in pairs)))
+        if positions.shape[1] > 1:
+            negatives = SampledItems(*(_columns(f, 1, None) for f in pairs))
+            logits = torch.cat([logits, sampled_logits(head, components, negatives)], dim=1)
+    return head._sampled_mix_fn(head, query_gate, pairs.gate, logits)
+
+
+def _columns(field: Tensor | None, start: int, stop: int | None) -> Tensor | None:
+    return field[:, start:stop] if field is not None else None
+
+
+def _score_columns_checkpointed(
+    head: MoLSimilarity,
+    items: SampledItems,
+    positions: Tensor,
+    query_gate: Tensor,
+    components: Tensor,
+    positive_components: Tensor | None,
+    chunk: int,
+) -> tuple[Tensor, Tensor]:
+    """:func:`score_columns` over ``chunk`` columns at a time, each under activation checkpointing.
+
+    The (M, chunk, ...) gathered rows, logits, gating activations and weights of a chunk live only while it
+    is scored, and again while its backward recomputes them (dropout replays its draws: the RNG state is
+    saved per chunk): memory for M x chunk pairs instead of M x (1 + R), for about one more forward of the
+    pair scoring. Columns are scored independently, so the scores are those of one call.
+    """
+    scores, first_weights = [], None
+    for start in range(0, positions.shape[1], chunk):
+        positive = positive_components if start == 0 else None
+        part, weights = torch.utils.checkpoint.checkpoint(
+            score_columns, head, items, positions[:, start : start + chunk], query_gate, components, positive,
+            use_reentrant=False,
+        )  # fmt: skip
+        scores.append(part)
+        first_weights = weights if first_weights is None else first_weights
+    assert first_weights is not None
+    return torch.cat(scores, dim=1), first_weights
+
+
 def _has_dropout(module: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in module.modules())
 
@@ -202,28 +260,25 @@ def forward_sampled(
         query_gate = head.gating.query_gate(query_embeddings)
         negative_components = head._query_components(components, uid)
         items = encode_sampled_items(head, item_embeddings)
-        pairs = gather_sampled(items, positions, negative_components.dtype)  # fields (M, 1 + R, ...)
         query_dropout = _has_dropout(head.query_components)
         uid_dropout = (
             uid is not None and head.uid_components is not None and _has_dropout(head.uid_components)
         )
+        positive_components = None
         if head.training and positions.shape[1] > 1 and (query_dropout or uid_dropout):
             # the positive column gets its own query-side dropout draw, as in a separate call
             if query_dropout:
                 components, _, _ = head._query_inputs(query_embeddings, user_ids)
             positive_components = head._query_components(components, uid)
-            positive_pairs = SampledItems(*(f[:, :1] if f is not None else None for f in pairs))
-            negative_pairs = SampledItems(*(f[:, 1:] if f is not None else None for f in pairs))
-            logits = torch.cat(
-                [
-                    sampled_logits(head, positive_components, positive_pairs),
-                    sampled_logits(head, negative_components, negative_pairs),
-                ],
-                dim=1,
+        chunk = head.sampled_checkpoint_columns
+        if chunk > 0 and torch.is_grad_enabled() and positions.shape[1] > chunk:
+            scores, positive_weights = _score_columns_checkpointed(
+                head, items, positions, query_gate, negative_components, positive_components, chunk
             )
         else:
-            logits = sampled_logits(head, negative_components, pairs)
-        scores, positive_weights = head._sampled_mix_fn(head, query_gate, pairs.gate, logits)
+            scores, positive_weights = score_columns(
+                head, items, positions, query_gate, negative_components, positive_components
+            )
     aux: dict[str, Tensor] = {}
     if head.training:
         aux["mi_loss"] = mutual_information_loss(positive_weights, head.eps)
