@@ -10,7 +10,10 @@
 #             blend) with 512 negatives (128 so far), with item_dim 128 (50 so far), and dot with 512 negatives. Not
 #             2,048: at ~21 k positions per batch that is ~43 M scored pairs per step, 4x the 512 that round 1 trained
 #             on the H200 (docs/mol_investigation.md §0). The CPU smoke runs of both MoL screens with more negatives
-#             outgrow this machine's 24 GiB and are killed (SMOKE=1 checks the other trainings).
+#             outgrow this machine's 24 GiB and are killed (SMOKE=1 checks the other trainings). With
+#             `model.similarity.sampled_checkpoint_columns=129` (the step's columns scored 129 at a time under
+#             activation checkpointing) 2,048 fit: `ONLY=n2048_ckpt bash scripts/ablations/round25.sh start` trains
+#             that screen alone (not in the default round: ~16x the head's work per step of the 128-negative preset).
 #           The best checkpoints of the ML-1M MoL screen with 512 negatives and of the Beauty MoL seed 1 come back as
 #           ckpts.tar.gz (without training state): the trained-model problems of the top-k benchmark (issue #13).
 #           (`ONLY='_e41$' BEAUTY_EPOCHS=41 SEEDS=1 ... start` tried the two Beauty screens at seed 1 with round 24's
@@ -46,6 +49,10 @@ trainings() {  # Beauty HSTU-large at item_dim 128 and 2,048 negatives (3 seeds)
   SEEDS=1 screen ml1m_hstu_large_mol_joint_blend_d128 experiment=ml_1m_seq_hstu_large_mol "${mol[@]}" \
     model.item_dim=128
   SEEDS=1 screen ml1m_hstu_large_dot_n512 experiment=ml_1m_seq_hstu_large_dot model.negatives.num_negatives=512
+  [[ ${ONLY:-} == *n2048_ckpt* ]] && SEEDS=1 screen ml1m_hstu_large_mol_joint_blend_n2048_ckpt \
+    experiment=ml_1m_seq_hstu_large_mol "${mol[@]}" model.negatives.num_negatives=2048 \
+    model.similarity.sampled_checkpoint_columns=129
+  return 0
 }
 
 round_main "$@"
