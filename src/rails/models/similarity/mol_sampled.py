@@ -177,18 +177,41 @@ def score_columns(
     query_gate: Tensor,
     components: Tensor,
     positive_components: Tensor | None,
+    checkpoint_columns: int = 0,
 ) -> tuple[Tensor, Tensor]:
     """Scores (M, X) of the sampled columns ``positions`` (M, X) and the first column's weights (M, 1, P).
 
     ``items``: the step's (T, ...) table; ``components`` (M, P_Q, d_P) score every column, except the first
     when ``positive_components`` (the positive column's own query-side dropout draw) is given.
+
+    ``checkpoint_columns`` > 0 (with autograd): ``checkpoint_columns`` columns at a time, each chunk under
+    activation checkpointing. A chunk's (M, chunk, ...) gathered rows, logits, gating activations and weights
+    live only while it is scored and again while its backward recomputes them (dropout replays its draws: the
+    RNG state is saved per chunk): memory for M x chunk pairs instead of M x X, for about one more forward of
+    the pair scoring. Columns are scored independently, so the scores are those of one call.
     """
+    num_columns = positions.shape[1]
+    if 0 < checkpoint_columns < num_columns and torch.is_grad_enabled():
+        parts = [
+            torch.utils.checkpoint.checkpoint(
+                score_columns,
+                head,
+                items,
+                positions[:, start : start + checkpoint_columns],
+                query_gate,
+                components,
+                positive_components if start == 0 else None,
+                use_reentrant=False,
+            )  # fmt: skip
+            for start in range(0, num_columns, checkpoint_columns)
+        ]
+        return torch.cat([scores for scores, _ in parts], dim=1), parts[0][1]
     pairs = gather_sampled(items, positions, components.dtype)  # fields (M, X, ...)
     if positive_components is None:
         logits = sampled_logits(head, components, pairs)
     else:
         logits = sampled_logits(head, positive_components, SampledItems(*(_columns(f, 0, 1) for f in pairs)))
-        if positions.shape[1] > 1:
+        if num_columns > 1:
             negatives = SampledItems(*(_columns(f, 1, None) for f in pairs))
             logits = torch.cat([logits, sampled_logits(head, components, negatives)], dim=1)
     return head._sampled_mix_fn(head, query_gate, pairs.gate, logits)
@@ -196,35 +219,6 @@ def score_columns(
 
 def _columns(field: Tensor | None, start: int, stop: int | None) -> Tensor | None:
     return field[:, start:stop] if field is not None else None
-
-
-def _score_columns_checkpointed(
-    head: MoLSimilarity,
-    items: SampledItems,
-    positions: Tensor,
-    query_gate: Tensor,
-    components: Tensor,
-    positive_components: Tensor | None,
-    chunk: int,
-) -> tuple[Tensor, Tensor]:
-    """:func:`score_columns` over ``chunk`` columns at a time, each under activation checkpointing.
-
-    The (M, chunk, ...) gathered rows, logits, gating activations and weights of a chunk live only while it
-    is scored, and again while its backward recomputes them (dropout replays its draws: the RNG state is
-    saved per chunk): memory for M x chunk pairs instead of M x (1 + R), for about one more forward of the
-    pair scoring. Columns are scored independently, so the scores are those of one call.
-    """
-    scores, first_weights = [], None
-    for start in range(0, positions.shape[1], chunk):
-        positive = positive_components if start == 0 else None
-        part, weights = torch.utils.checkpoint.checkpoint(
-            score_columns, head, items, positions[:, start : start + chunk], query_gate, components, positive,
-            use_reentrant=False,
-        )  # fmt: skip
-        scores.append(part)
-        first_weights = weights if first_weights is None else first_weights
-    assert first_weights is not None
-    return torch.cat(scores, dim=1), first_weights
 
 
 def _has_dropout(module: nn.Module) -> bool:
@@ -270,15 +264,10 @@ def forward_sampled(
             if query_dropout:
                 components, _, _ = head._query_inputs(query_embeddings, user_ids)
             positive_components = head._query_components(components, uid)
-        chunk = head.sampled_checkpoint_columns
-        if chunk > 0 and torch.is_grad_enabled() and positions.shape[1] > chunk:
-            scores, positive_weights = _score_columns_checkpointed(
-                head, items, positions, query_gate, negative_components, positive_components, chunk
-            )
-        else:
-            scores, positive_weights = score_columns(
-                head, items, positions, query_gate, negative_components, positive_components
-            )
+        scores, positive_weights = score_columns(
+            head, items, positions, query_gate, negative_components, positive_components,
+            head.sampled_checkpoint_columns,
+        )  # fmt: skip
     aux: dict[str, Tensor] = {}
     if head.training:
         aux["mi_loss"] = mutual_information_loss(positive_weights, head.eps)
