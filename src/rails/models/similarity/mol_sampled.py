@@ -27,6 +27,9 @@ generic path (``encode_items``, then a gather of the components).
 Each pair's item-side values (row, inverse norms, item gate part) sit side by side in one (T, C) table and
 are gathered in one indexing op (:func:`gather_sampled`): one gather and one sort-based scatter-add in the
 backward instead of three of each per step (a launch-bound step at ML-1M shapes: issue #13 item 4).
+
+Many negatives: with the head's ``sampled_checkpoint_columns`` > 0, :func:`score_columns` scores the columns in
+chunks under activation checkpointing, so a step holds the pair activations of one chunk at a time.
 """
 
 from __future__ import annotations
