@@ -215,14 +215,8 @@ class MoLSimilarity(SimilarityHead):
         require_at_least(args, 1, *dims, "max_score_elements")
         require_positive(args, "temperature")
         require_at_least(args, 0, "mi_loss_weight", "uid_l2_weight")
-        dropouts = (
-            "query_dropout",
-            "item_dropout",
-            "uid_dropout",
-            "gating_item_dropout",
-            "gating_qi_dropout",
-        )
-        require_probability(args, *dropouts, "softmax_dropout")
+        require_probability(args, "query_dropout", "item_dropout", "uid_dropout", "softmax_dropout")
+        require_probability(args, "gating_item_dropout", "gating_qi_dropout")
         require_at_least(args, 0, "sampled_checkpoint_columns")
         require(not mixing_conflict(args), "fused_mixing", True, "excludes compile_mixing=true: choose one")
         check_component_args(args)
