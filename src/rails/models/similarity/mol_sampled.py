@@ -205,7 +205,7 @@ def score_columns(
                 components,
                 positive_components if start == 0 else None,
                 use_reentrant=False,
-            )  # fmt: skip
+            )
             for start in range(0, num_columns, checkpoint_columns)
         ]
         return torch.cat([scores for scores, _ in parts], dim=1), parts[0][1]
