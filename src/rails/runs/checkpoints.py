@@ -109,7 +109,17 @@ def load_checkpoint_file(path: str | os.PathLike[str], map_location: Any = "cpu"
 
 # What only resuming a training needs (Lightning's loop, optimizer, scheduler and callback states, rails' RNG
 # states): an inference checkpoint leaves these out, with Adam most of the file (two moments per weight).
-TRAINING_STATE_KEYS = ("optimizer_states", "lr_schedulers", "loops", "callbacks", "rails_rng_states")
+# (current_model_state / averaging_state: the raw weights and step count of callbacks/weight_averaging=ema,
+# whose averaged weights are the checkpoint's state_dict)
+TRAINING_STATE_KEYS = (
+    "optimizer_states",
+    "lr_schedulers",
+    "loops",
+    "callbacks",
+    "rails_rng_states",
+    "current_model_state",
+    "averaging_state",
+)
 INFERENCE_ONLY_KEY = "rails_inference_only"
 
 
