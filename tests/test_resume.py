@@ -92,10 +92,11 @@ def test_atomic_checkpoint_io_roundtrip_and_no_partial_file(tmp_path: Path, monk
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # temp file removed
 
 
-def test_resume_from_mid_epoch_checkpoint_in_process(tmp_path: Path) -> None:
-    """Fast variant (no kill): resume from a copy of the step-10 last.ckpt and compare final metrics."""
+def run_keeping_mid_epoch_checkpoint(tmp_path: Path, overrides: list[str]) -> tuple[dict[str, float], Path]:
+    """Train ``overrides`` under ``tmp_path / "a"`` uninterrupted, keeping a copy of the step-``SAVED_STEP``
+    last.ckpt: (the run's final metrics, the copy's path)."""
     snapshot = tmp_path / "mid.ckpt"
-    cfg = shrink(compose_config("train", RESUME_OVERRIDES), tmp_path / "a")
+    cfg = shrink(compose_config("train", overrides), tmp_path / "a")
     with open_dict(cfg):
         cfg.callbacks.copy = {
             "_target_": "tests.test_resume.CopyLastAt",
@@ -105,6 +106,12 @@ def test_resume_from_mid_epoch_checkpoint_in_process(tmp_path: Path) -> None:
         }
     reference = run(cfg)
     GlobalHydra.instance().clear()
+    return reference, snapshot
+
+
+def test_resume_from_mid_epoch_checkpoint_in_process(tmp_path: Path) -> None:
+    """Fast variant (no kill): resume from a copy of the step-10 last.ckpt and compare final metrics."""
+    reference, snapshot = run_keeping_mid_epoch_checkpoint(tmp_path, RESUME_OVERRIDES)
     state = torch.load(snapshot, weights_only=True)
     assert state["global_step"] == SAVED_STEP and state["epoch"] == 1
     assert state["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["batches"] == SAVED_STEP - 8

@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import open_dict
 
 from rails.callbacks.weight_averaging import EMAWeights
 from rails.runs.checkpoints import write_inference_checkpoint
 from rails.train import run
 from tests.conftest import TINY_OVERRIDES, compose_config, eval_checkpoint, shrink
-from tests.test_resume import RESUME_OVERRIDES, SAVED_STEP, _assert_same
+from tests.test_resume import RESUME_OVERRIDES, _assert_same, run_keeping_mid_epoch_checkpoint
 
 EPOCHS = [o for o in TINY_OVERRIDES if not o.startswith("trainer.max_epochs")] + [
     "trainer.max_epochs=3",
@@ -77,17 +76,7 @@ def test_raw_weights_train_as_without_the_average(tmp_path: Path) -> None:
 
 def test_resume_mid_epoch_restores_raw_and_average(tmp_path: Path) -> None:
     overrides = [*RESUME_OVERRIDES, *EMA]
-    snapshot = tmp_path / "mid.ckpt"
-    cfg = shrink(compose_config("train", overrides), tmp_path / "a")
-    with open_dict(cfg):
-        cfg.callbacks.copy = {
-            "_target_": "tests.test_resume.CopyLastAt",
-            "step": SAVED_STEP + 1,
-            "source": str(tmp_path / "a" / "run" / "checkpoints" / "last.ckpt"),
-            "target": str(snapshot),
-        }
-    reference = run(cfg)
-    GlobalHydra.instance().clear()
+    reference, snapshot = run_keeping_mid_epoch_checkpoint(tmp_path, overrides)
     assert "current_model_state" in _checkpoint(snapshot)
     resumed, _ = _train(tmp_path / "b", [*overrides, f"ckpt_path={snapshot}"])
     _assert_same(reference, resumed)
