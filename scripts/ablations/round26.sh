@@ -13,6 +13,8 @@
 #             negatives (seed 1, 101 epochs, decay 0.995: ~4 epochs of 47 steps), each against round 25's seed 1 or
 #             this round's dot seed 1 (the same seeds and settings without the average).
 #   wait  : `wait 560` until "sweeps still running: 0" (~20 min; the last wait runs `usage`).
+#   If the average lifts Beauty MoL: `ONLY=mol_d128_n2048_e61_ema EMA_SEEDS=2,3 bash scripts/ablations/round26.sh
+#   start` trains seeds 2 and 3 of it (the same sweep name: make_results pools them with seed 1).
 #
 #   here first: .whl/ (scripts/gpu_wheels.sh), .devdata/ with ml-1m-seq and amazon-beauty (../shared/data)
 #   run(kind="nvidia-h200", carry=[".whl", ".devdata"], command="bash scripts/ablations/round26.sh start"), then
@@ -37,7 +39,7 @@ trainings() {  # Beauty HSTU-large dot at item_dim 128 + 2,048 negatives (3 seed
   local ema=(callbacks/weight_averaging=ema)
   SEEDS=1,2,3 EPOCHS=61 screen beauty_hstu_large_dot_d128_n2048_e61 experiment=amazon_beauty_hstu_large_dot \
     "${beauty[@]}"
-  SEEDS=1 EPOCHS=61 screen beauty_hstu_large_mol_d128_n2048_e61_ema experiment=amazon_beauty_hstu_large_mol \
+  SEEDS=${EMA_SEEDS:-1} EPOCHS=61 screen beauty_hstu_large_mol_d128_n2048_e61_ema experiment=amazon_beauty_hstu_large_mol \
     "${beauty[@]}" "${mol[@]}" "${ema[@]}"
   SEEDS=1 EPOCHS=61 screen beauty_hstu_large_dot_d128_n2048_e61_ema experiment=amazon_beauty_hstu_large_dot \
     "${beauty[@]}" "${ema[@]}"
