@@ -89,8 +89,8 @@ class EMAWeights(EMAWeightAveraging):
             self._swap_models(pl_module)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Lightning runs ModelCheckpoint's on_validation_end after the other callbacks': it saves the raw weights
-        # back in place, and on_save_checkpoint puts the average in the checkpoint's state_dict.
+        # Lightning runs ModelCheckpoint's on_validation_end after every other callback's, so the raw weights are
+        # back in place when it saves; on_save_checkpoint then puts the average in the checkpoint's state_dict.
         if self._fitting(trainer):
             self._swap_models(pl_module)
 
