@@ -10,6 +10,7 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 
 from rails.callbacks.weight_averaging import EMAWeights
+from rails.config import ConfigError, check_config
 from rails.runs.checkpoints import write_inference_checkpoint
 from rails.train import run
 from tests.conftest import TINY_OVERRIDES, compose_config, eval_checkpoint, shrink
@@ -90,17 +91,17 @@ def test_off_by_default_and_composes() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "key"),
-    [
-        ({"decay": 1.5}, "decay=1.5"),
-        ({"decay": -0.1}, "decay=-0.1"),
-        ({"update_every_n_steps": 0}, "update_every_n_steps=0"),
-        ({"update_starting_at_step": -2}, "update_starting_at_step=-2"),
-    ],
+    ("name", "value"),
+    [("decay", 1.5), ("decay", -0.1), ("update_every_n_steps", 0), ("update_starting_at_step", -2)],
 )
-def test_bad_settings_name_the_key(kwargs: dict, key: str) -> None:
-    with pytest.raises(ValueError, match=f"callbacks.weight_averaging.{key}"):
-        EMAWeights(**kwargs)
+def test_bad_settings_name_the_key(name: str, value: float) -> None:
+    key = f"{name}={value}"
+    with pytest.raises(ValueError, match=f"^{key}"):
+        EMAWeights(**{name: value})
+    cfg = compose_config("train", [*TINY_OVERRIDES, *EMA, f"callbacks.weight_averaging.{key}"])
+    GlobalHydra.instance().clear()
+    with pytest.raises(ConfigError, match=f"callbacks.weight_averaging.{key}"):
+        check_config(cfg)
 
 
 def test_lightning_still_has_what_ema_weights_overrides() -> None:

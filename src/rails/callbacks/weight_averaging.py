@@ -8,8 +8,8 @@
   order: the retrieval evaluator encodes the corpus when a validation epoch starts and scores deferred queries
   when it ends, both with the weights that encoded the queries;
 - only parameters are averaged and swapped; buffers are not learned and the average's copies follow the model's,
-  also when the model replaces one with a tensor of another shape (``RetrievalModule.corpus_ids``, the negative
-  pool, is set when fitting starts, after the copy taken at setup);
+  also when the model replaces one with a tensor of another shape before training starts
+  (``RetrievalModule.corpus_ids``, the negative pool, is set in ``on_fit_start``, after the copy taken at setup);
 - the swap and the checkpoint hook act while fitting only: ``rails-train`` validates and tests the best
   checkpoint after ``fit`` with the same trainer, and that checkpoint's ``state_dict`` is already the averaged
   model (Lightning's hook would load the raw weights of ``current_model_state`` over it).
@@ -21,11 +21,15 @@ stage and the top-k benchmark load), the raw weights as ``current_model_state`` 
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
+from torch import Tensor
+
+from rails.checks import require, require_at_least
 
 
 class EMAWeights(EMAWeightAveraging):
@@ -44,32 +48,24 @@ class EMAWeights(EMAWeightAveraging):
         update_every_n_steps: int = 1,
         update_starting_at_step: int | None = None,
     ) -> None:
-        if not 0.0 <= decay <= 1.0:
-            raise ValueError(f"callbacks.weight_averaging.decay={decay}: expected a float in [0, 1]")
-        if update_every_n_steps < 1:
-            raise ValueError(
-                f"callbacks.weight_averaging.update_every_n_steps={update_every_n_steps}: expected >= 1"
-            )
-        if update_starting_at_step is not None and update_starting_at_step < 0:
-            raise ValueError(
-                f"callbacks.weight_averaging.update_starting_at_step={update_starting_at_step}: expected >= 0 or null"
-            )
+        self.check_args(locals())
         super().__init__(
             use_buffers=False,
             decay=decay,
             update_every_n_steps=update_every_n_steps,
             update_starting_at_step=update_starting_at_step,
         )
-        self.decay = decay
 
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        self._follow_replaced_buffers(pl_module)
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+    @staticmethod
+    def check_args(args: Mapping[str, Any]) -> None:
+        """Argument rules (see :func:`rails.config.check_config`)."""
+        decay, first = args["decay"], args["update_starting_at_step"]
+        require(0.0 <= decay <= 1.0, "decay", decay, "must lie in [0, 1]")
+        require_at_least(args, 1, "update_every_n_steps")
+        require(first is None or first >= 0, "update_starting_at_step", first, "must be >= 0 or null")
 
-    def _follow_replaced_buffers(self, pl_module: L.LightningModule) -> None:
-        """Give the average a copy of each model buffer whose shape changed since the average was taken."""
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Give the average a copy of each model buffer replaced since setup (after every ``on_fit_start``)."""
         assert self._average_model is not None
         average = self._average_model.module
         for (name, copy), (_, buffer) in zip(average.named_buffers(), pl_module.named_buffers(), strict=True):
@@ -106,20 +102,19 @@ class EMAWeights(EMAWeightAveraging):
             super().on_load_checkpoint(trainer, pl_module, checkpoint)
 
     # ------------------------------------------------------------------------------------------ parameters only
+    def _parameter_pairs(self, pl_module: L.LightningModule) -> Iterator[tuple[Tensor, Tensor]]:
+        """(averaged, current) parameter pairs; buffers are not averaged."""
+        assert self._average_model is not None
+        return zip(self._average_model.module.parameters(), pl_module.parameters(), strict=True)
+
     def _swap_models(self, pl_module: L.LightningModule) -> None:
         """Exchange the values of the averaged and the current parameters (buffers stay)."""
-        assert self._average_model is not None
-        for average, current in zip(
-            self._average_model.module.parameters(), pl_module.parameters(), strict=True
-        ):
+        for average, current in self._parameter_pairs(pl_module):
             held = average.data.clone()
             average.data.copy_(current.data)
             current.data.copy_(held)
 
     def _copy_average_to_current(self, pl_module: L.LightningModule) -> None:
         """Load the averaged parameters into the model (end of fit)."""
-        assert self._average_model is not None
-        for average, current in zip(
-            self._average_model.module.parameters(), pl_module.parameters(), strict=True
-        ):
+        for average, current in self._parameter_pairs(pl_module):
             current.data.copy_(average.data)
