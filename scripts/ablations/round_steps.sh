@@ -83,14 +83,15 @@ profiles() {  # the fused top-k's GPU tests and the fused-exact stage profiles, 
   # (each profile rewrites its JSON / markdown after every launch: a timeout keeps what was measured)
   local limit
   # PROFILE_ITEMS='10000000': one corpus size; PROFILE_LIMIT: seconds per size; PROFILE_BLOCKS / PROFILE_MERGES /
-  # PROFILE_MAXNREG / PROFILE_STEPS: the grid's launch shapes, tiles per sort, registers per thread (0: ptxas'
-  # choice) and tiles per loop step
+  # PROFILE_MAXNREG / PROFILE_STEPS / PROFILE_CHUNKS: the grid's launch shapes, tiles per sort, registers per thread
+  # (0: ptxas' choice), tiles per loop step and gating hidden units per step (0: all at once)
   for items in ${PROFILE_ITEMS:-1000000 10000000}; do
     limit=${PROFILE_LIMIT:-$((items > 1000000 ? 280 : 150))}
     # shellcheck disable=SC2086  # the grid lists are words
     CUDA_VISIBLE_DEVICES=0 timeout "$limit" python3 scripts/profile_fused_exact.py --items "$items" --setting 8x4x64 \
       --batch 32 --blocks ${PROFILE_BLOCKS:-8x8x4 4x32x8 2x64x8} --grid-search one-pass \
       --merge-tiles ${PROFILE_MERGES:-1 4 16} --maxnreg ${PROFILE_MAXNREG:-0} --step-tiles ${PROFILE_STEPS:-1} \
+      --hidden-chunks ${PROFILE_CHUNKS:-0} \
       --out "$OUT/p$items" 2>&1 | grep -v "^USDT" | tail -n 32
   done
   for name in profile_fused_exact.json profile_fused_exact.md; do
