@@ -12,7 +12,7 @@ import yaml
 
 from rails.results import collect_runs
 from rails.results_curves import read_train_loss
-from rails.results_screens import screen_markdown, screen_rows
+from rails.results_screens import curve_markdown, curve_rows, screen_markdown, screen_rows
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,3 +101,59 @@ def test_script_writes_the_table_and_filters_screens(tmp_path: Path) -> None:
     assert "| `mol` |" in done.stdout and "| `dot` |" not in done.stdout
     failed = subprocess.run([*command, "--reference", "nope"], capture_output=True, text=True)
     assert failed.returncode == 2 and "'nope' is not in this round" in failed.stderr
+
+
+def _partial_job(root: Path, screen: str, job: int, ndcg: list[float], hr: list[float]) -> Path:
+    """One job stopped before its test: a CSVLogger metrics.csv with one train and one val row per epoch."""
+    directory = root / screen / str(job)
+    directory.mkdir(parents=True)
+    lines = ["epoch,step,train/loss,val/hr@10,val/ndcg@10"]
+    for epoch, (n, h) in enumerate(zip(ndcg, hr, strict=True)):
+        lines += [f"{epoch},{2 * epoch},1.0,,", f"{epoch},{2 * epoch + 1},,{h},{n}"]
+    (directory / "metrics.csv").write_text("\n".join(lines) + "\n")
+    return directory
+
+
+def test_curve_rows_compare_best_values_over_a_common_span() -> None:
+    early = {0: {"val/ndcg@10": 0.1, "val/hr@10": 0.2}, 1: {"val/ndcg@10": 0.3, "val/hr@10": 0.5}}
+    late = {**early, 2: {"val/ndcg@10": 0.9, "val/hr@10": 0.95}}
+    other = {0: {"val/ndcg@10": 0.2, "val/hr@10": 0.4}, 1: {"val/ndcg@10": 0.2, "val/hr@10": 0.3}}
+    rows = curve_rows([("a", [early, late]), ("b", [other])], epochs=[1, 2], up_to=1)
+    a, b = rows
+    assert a["jobs"] == 2 and a["last_epoch"] == 1  # the shorter job bounds what every job reached
+    assert a["val"] == {1: pytest.approx(0.3), 2: None}  # epoch 2: not reached by every job
+    assert a["best"] == {"val/ndcg@10": pytest.approx(0.3), "val/hr@10": pytest.approx(0.5)}
+    assert b["best_epoch"] == 0  # a tie keeps the earlier epoch, with its own hr@10
+    assert b["best"]["val/hr@10"] == pytest.approx(0.4)
+    assert curve_rows([("a", [early, late])], [2])[0]["best"]["val/ndcg@10"] == pytest.approx(0.6)
+    table = curve_markdown(rows, "a", [1])
+    assert "| `b` | 1 | 1 | 0.2000 | 0.4000 | 0.667 | 0.800 | 0.2000 | 0 |" in table
+    with pytest.raises(KeyError, match="'c' is not among the screens"):
+        curve_markdown(rows, "c", [1])
+    with pytest.raises(ValueError, match="screen 'a'.*at or before epoch -1"):
+        curve_rows([("a", [early])], [0], up_to=-1)
+
+
+def test_curve_script_reads_finished_and_stopped_screens(tmp_path: Path) -> None:
+    # a finished screen (epochs.csv + run.json) beside a stopped one (metrics.csv only)
+    finished = _round(tmp_path / "2026-12-02-h200-round25") / "mol"
+    stopped = tmp_path / "2026-12-02-h200-round26"
+    _partial_job(stopped, "dot", 0, [0.01, 0.05], [0.1, 0.3])
+    _partial_job(stopped, "dot", 1, [0.03, 0.02, 0.07], [0.2, 0.1, 0.4])
+    out = tmp_path / "docs" / "curves.md"
+    script = str(REPO / "scripts" / "curve_report.py")
+    command = [sys.executable, script, str(finished), str(stopped / "dot"), "--epochs", "1", "--up-to", "1"]
+    done = subprocess.run(
+        [*command, "--reference", "round26:dot", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.read_text() == done.stdout
+    # mol (jobs 0 and 1): best 0.04 at 1 and 0.06 at 1; dot: 0.05 at 1 and 0.03 at 0
+    assert "| `round25:mol` | 2 | 2 | 0.0500 | – | 1.250 | – | 0.0500 | 1 |" in done.stdout
+    assert "| `round26:dot` | 2 | 1 | 0.0400 | 0.2500 | 1.000 | 1.000 | 0.0350 | 0 |" in done.stdout
+    empty = tmp_path / "empty" / "screen"
+    (empty / "0").mkdir(parents=True)
+    failed = subprocess.run([sys.executable, script, str(empty)], capture_output=True, text=True)
+    assert failed.returncode == 2 and "no job folder with epochs.csv or metrics.csv" in failed.stderr

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rails.results import Run
-from rails.results_curves import MONITOR, read_train_loss
+from rails.results_curves import MONITOR, Curve, read_train_loss
 
 TEST_METRICS = ("test/hr@10", "test/ndcg@10")
 
@@ -106,5 +106,85 @@ def screen_markdown(
                 cells.append("–" if mine is None or not theirs else f"{mine / theirs:.3f}")
         cells += [_number(row["val"][e]) for e in epochs]
         cells += [_number(row["best_epoch"], 0), _number(row["loss"], 3)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def curve_rows(
+    screens: Sequence[tuple[str, Sequence[Curve]]], epochs: Sequence[int], up_to: int | None = None
+) -> list[dict[str, Any]]:
+    """Validation-only rows of screens known by their per-epoch curves (e.g. runs stopped before their test).
+
+    Args:
+        screens: ``(name, curves)`` per screen, one curve per job (``rails.results_curves.read_epochs_csv``).
+        epochs: the epochs whose mean ``val/ndcg@10`` each row shows.
+        up_to: the best epoch is looked for at epochs <= ``up_to`` only (None: every epoch a job reached), so
+            screens stopped at different epochs are compared over the same span.
+
+    Returns:
+        One row per screen, in the given order: ``screen``, ``jobs``, ``last_epoch`` (the fewest epochs a job
+        reached), ``val`` (``{epoch: mean val/ndcg@10}``, None where a job did not reach it), ``best`` (``{metric:
+        mean over jobs}`` of ``val/ndcg@10`` and ``val/hr@10`` at each job's best ``val/ndcg@10`` epoch) and
+        ``best_epoch`` (mean).
+
+    Raises:
+        ValueError: naming the screen when it has no curve or no validation epoch within ``up_to``.
+    """
+    rows = []
+    for name, curves in screens:
+        if not curves:
+            raise ValueError(f"screen {name!r}: no curve")
+        bests = []
+        for curve in curves:
+            span = [e for e in curve if MONITOR in curve[e] and (up_to is None or e <= up_to)]
+            if not span:
+                raise ValueError(f"screen {name!r}: a job has no {MONITOR} at or before epoch {up_to}")
+            bests.append(max(span, key=lambda e, c=curve: (c[e][MONITOR], -e)))
+        rows.append(
+            {
+                "screen": name,
+                "jobs": len(curves),
+                "last_epoch": min(max(curve) for curve in curves),
+                "val": {
+                    e: None
+                    if any(e not in c for c in curves)
+                    else statistics.fmean(c[e][MONITOR] for c in curves)
+                    for e in epochs
+                },
+                "best": {
+                    m: _mean(c[b].get(m) for c, b in zip(curves, bests, strict=True))
+                    for m in (MONITOR, "val/hr@10")
+                },
+                "best_epoch": statistics.fmean(bests),
+            }
+        )
+    return rows
+
+
+def curve_markdown(rows: Sequence[dict[str, Any]], reference: str | None, epochs: Sequence[int]) -> str:
+    """A Markdown table of ``curve_rows``; with ``reference`` (a screen's name), the best values' ratio to it.
+
+    Raises:
+        KeyError: naming the reference and the screens when no row has that name.
+    """
+    ref = None
+    if reference is not None:
+        ref = next((row for row in rows if row["screen"] == reference), None)
+        if ref is None:
+            names = ", ".join(row["screen"] for row in rows)
+            raise KeyError(f"reference screen {reference!r} is not among the screens ({names})")
+    best = (MONITOR, "val/hr@10")
+    header = ["screen", "jobs", "epochs reached", *[f"best {m}" for m in best]]
+    header += [f"{m.split('/')[1]} / ref" for m in best] if ref else []
+    header += [f"val NDCG@10 ep {e}" for e in epochs] + ["best epoch"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [f"`{row['screen']}`", str(row["jobs"]), str(row["last_epoch"])]
+        cells += [_number(row["best"][m]) for m in best]
+        if ref:
+            for m in best:
+                mine, theirs = row["best"][m], ref["best"][m]
+                cells.append("–" if mine is None or not theirs else f"{mine / theirs:.3f}")
+        cells += [_number(row["val"][e]) for e in epochs] + [_number(row["best_epoch"], 0)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
