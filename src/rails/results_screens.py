@@ -74,6 +74,23 @@ def _number(value: float | None, digits: int = 4) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _reference_row(
+    rows: Sequence[dict[str, Any]], reference: str | None, where: str
+) -> dict[str, Any] | None:
+    """The row named ``reference`` (None for None).
+
+    Raises:
+        KeyError: naming the reference and the screens when no row has that name.
+    """
+    if reference is None:
+        return None
+    ref = next((row for row in rows if row["screen"] == reference), None)
+    if ref is None:
+        names = ", ".join(row["screen"] for row in rows)
+        raise KeyError(f"reference screen {reference!r} is not {where} (screens: {names})")
+    return ref
+
+
 def screen_markdown(
     rows: Sequence[dict[str, Any]], reference: str | None, epochs: Sequence[int], loss_window: int = 5
 ) -> str:
@@ -82,12 +99,7 @@ def screen_markdown(
     Raises:
         KeyError: naming the reference and the screens when no row has that name.
     """
-    ref = None
-    if reference is not None:
-        ref = next((row for row in rows if row["screen"] == reference), None)
-        if ref is None:
-            names = ", ".join(row["screen"] for row in rows)
-            raise KeyError(f"reference screen {reference!r} is not in this round (screens: {names})")
+    ref = _reference_row(rows, reference, "in this round")
     ratio_cells = [f"{m.split('/')[1]} / ref" for m in TEST_METRICS] if ref else []
     header = (
         ["screen", "head", "jobs", *TEST_METRICS, *ratio_cells]
@@ -167,12 +179,7 @@ def curve_markdown(rows: Sequence[dict[str, Any]], reference: str | None, epochs
     Raises:
         KeyError: naming the reference and the screens when no row has that name.
     """
-    ref = None
-    if reference is not None:
-        ref = next((row for row in rows if row["screen"] == reference), None)
-        if ref is None:
-            names = ", ".join(row["screen"] for row in rows)
-            raise KeyError(f"reference screen {reference!r} is not among the screens ({names})")
+    ref = _reference_row(rows, reference, "among the screens")
     best = (MONITOR, "val/hr@10")
     header = ["screen", "jobs", "epochs reached", *[f"best {m}" for m in best]]
     header += [f"{m.split('/')[1]} / ref" for m in best] if ref else []
