@@ -5,6 +5,8 @@ folder per screen, ``<screen>/<job>/`` with a finished run each. A screen's row 
 the test HR@10 / NDCG@10, their ratio to a reference screen of the same round, the validation NDCG@10 at chosen
 epochs (how the curves compare, not just where they end), the best epoch and the mean training loss of the last
 epochs trained (whether a head fits the training sequences better or worse than the reference).
+Screens known only by their validation curves (runs stopped before their test, ``results/partial/``) get
+validation-only rows from ``curve_rows`` (``scripts/curve_report.py``).
 """
 
 from __future__ import annotations
@@ -181,7 +183,7 @@ def curve_markdown(rows: Sequence[dict[str, Any]], reference: str | None, epochs
     """
     ref = _reference_row(rows, reference, "among the screens")
     best = (MONITOR, "val/hr@10")
-    header = ["screen", "jobs", "epochs reached", *[f"best {m}" for m in best]]
+    header = ["screen", "jobs", "last epoch (every job)", *[f"best {m}" for m in best]]
     header += [f"{m.split('/')[1]} / ref" for m in best] if ref else []
     header += [f"val NDCG@10 ep {e}" for e in epochs] + ["best epoch"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
