@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 import hydra
 import pytest
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf, open_dict
 
 from rails.config import config_dir
 from tests.conftest import compose_config
@@ -116,3 +117,55 @@ def test_qa_preset_keeps_its_loss_settings(preset: str) -> None:
 def test_quickstart_trains_the_dot_product_recipe() -> None:
     _, model = _build("quickstart")
     assert (model.loss.temperature, model.encoder.output_norm.kind, model.aux_loss_weights) == DOT
+
+
+# The tuned presets: the base preset plus the overrides of the measured rows they name (docs/results.md).
+TUNED = {
+    "amazon_beauty_hstu_large_mol_tuned": (
+        "amazon_beauty_hstu_large_mol",
+        [
+            "model/mol_recipe=joint",
+            "model/similarity_blend=cosine",
+            "callbacks/weight_averaging=ema",
+            "model.item_dim=128",
+            "model.negatives.num_negatives=2048",
+            "trainer.max_epochs=61",
+            "trainer.precision=32-true",
+        ],
+    ),
+    "amazon_beauty_hstu_large_dot_tuned": (
+        "amazon_beauty_hstu_large_dot",
+        [
+            "callbacks/weight_averaging=ema",
+            "model.item_dim=128",
+            "model.negatives.num_negatives=2048",
+            "trainer.max_epochs=61",
+            "trainer.precision=32-true",
+        ],
+    ),
+    "ml_1m_seq_hstu_large_mol_tuned": (
+        "ml_1m_seq_hstu_large_mol",
+        ["model/mol_recipe=joint", "model/similarity_blend=cosine"],
+    ),
+}
+
+
+def _resolved(preset: str, overrides: list[str]) -> dict[str, Any]:
+    # paths.output_dir: the run folder, Hydra's at launch (named after task_name)
+    cfg = compose_config("train", [f"experiment={preset}", "paths.output_dir=/run", *overrides])
+    GlobalHydra.instance().clear()
+    with open_dict(cfg):
+        for key in ("hydra", "task_name"):  # hydra: the launcher's run / sweep folders, set at launch
+            if key in cfg:
+                del cfg[key]
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
+    return resolved
+
+
+@pytest.mark.parametrize("preset", sorted(TUNED))
+def test_tuned_preset_is_its_base_with_the_measured_overrides(preset: str) -> None:
+    base, overrides = TUNED[preset]
+    tuned = _resolved(preset, [])
+    assert tuned == _resolved(base, overrides)
+    assert tuned != _resolved(base, [])  # the overrides change something the base preset sets

@@ -4,7 +4,8 @@ A run directory is what ``rails-train`` leaves: ``metrics.json``, ``run.json`` (
 versions) and ``.hydra/config.yaml`` + ``.hydra/overrides.yaml``. Runs are grouped by their experiment
 identity: the ``tags`` of the preset (``[dataset, model, head]``), the split protocol (``data.holdout``) and the
 *variant*, i.e. every command-line override except the seed and paths (so an ablation such as
-``model.negatives.num_negatives=512`` is its own row). :func:`write_results` turns the rows into
+``model.negatives.num_negatives=512`` is its own row, and so is a tuned preset such as
+``experiment=amazon_beauty_hstu_large_mol_tuned``). :func:`write_results` turns the rows into
 ``results.json`` (machine-readable) and ``results.md``; nothing in those files is typed by hand. How each row
 trained (best epoch, learning curves from ``epochs.csv``) comes from :mod:`rails.results_curves`.
 """
@@ -120,8 +121,18 @@ class Run:
 
     @property
     def variant(self) -> str:
+        """The overrides that change what is measured, sorted; ``preset`` when none.
+
+        ``experiment=<name>`` is one of them unless ``<name>`` is ``<dataset>_<model>_<head>`` of the preset's own
+        tags: a tuned preset (``amazon_beauty_hstu_large_mol_tuned``, tagged like its base preset) is its own row.
+        """
         kept = [o for o in self.overrides if not o.lstrip("+~").startswith(_NEUTRAL_PREFIXES)]
-        kept = [o for o in kept if not o.lstrip("+~").startswith(("experiment=", "data="))]
+        base = "_".join(str(t) for t in (self.config.get("tags") or [])[:3])
+        kept = [
+            o
+            for o in kept
+            if not o.lstrip("+~").startswith("data=") and o.lstrip("+~") != f"experiment={base}"
+        ]
         return " ".join(sorted(kept)) or "preset"
 
     @property
