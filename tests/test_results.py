@@ -19,6 +19,7 @@ from rails.results_curves import line_style, read_epochs_csv
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PRESET = "experiment=ml_1m_seq_hstu_large_mol"  # the experiment of the runs below (their tags' name)
 
 
 def _run_dir(
@@ -57,7 +58,7 @@ def _epochs_csv(directory: Path, ndcg: list[float], post_fit: float | None = Non
 
 
 def test_rows_group_seeds_and_separate_variants(tmp_path: Path) -> None:
-    base = ["experiment=ml_1m_seq_hstu_large_mol", "data.root=/x"]
+    base = [PRESET, "data.root=/x"]
     hr = [0.30, 0.32, 0.31]
     fast = ["model.compile_encoder=true", "model.compile_mode=reduce-overhead", "model.optimizer.fused=true"]
     for seed, value in enumerate(hr, start=1):
@@ -168,30 +169,12 @@ def test_the_readme_table_adds_the_best_tuned_row_confirmed_over_three_seeds(tmp
 
 
 def test_markdown_and_readme_tables_show_every_preset_row(tmp_path: Path) -> None:
-    _run_dir(
-        tmp_path,
-        "a",
-        1,
-        ["experiment=ml_1m_seq_hstu_large_mol", "seed=1"],
-        {"test/hr@10": 0.25, "test/ndcg@10": 0.125},
-    )
-    _run_dir(
-        tmp_path,
-        "b",
-        2,
-        ["experiment=ml_1m_seq_hstu_large_mol", "seed=2"],
-        {"test/hr@10": 0.35, "test/ndcg@10": 0.175},
-    )
-    _run_dir(
-        tmp_path, "c", 1, ["experiment=ml_1m_seq_hstu_large_mol", "model.x=1", "seed=1"], {"test/hr@10": 0.9}
-    )
+    _run_dir(tmp_path, "a", 1, [PRESET, "seed=1"], {"test/hr@10": 0.25, "test/ndcg@10": 0.125})
+    _run_dir(tmp_path, "b", 2, [PRESET, "seed=2"], {"test/hr@10": 0.35, "test/ndcg@10": 0.175})
+    _run_dir(tmp_path, "c", 1, [PRESET, "model.x=1", "seed=1"], {"test/hr@10": 0.9})
     rows = summarize(collect_runs([tmp_path]))
     text = markdown(rows)
-    assert (
-        "0.3000 ± 0.0707" in text
-        and "`model.x=1`" in text
-        and "rails-train experiment=ml_1m_seq_hstu_large_mol seed=2" in text
-    )
+    assert "0.3000 ± 0.0707" in text and "`model.x=1`" in text and f"rails-train {PRESET} seed=2" in text
     readme = readme_table(rows, ["ml_1m_seq"])
     assert "0.3000 ± 0.0707" in readme and "0.1500 ± 0.0354" in readme
     assert "0.9000" not in readme  # ablation rows stay out of the README table
@@ -200,10 +183,8 @@ def test_markdown_and_readme_tables_show_every_preset_row(tmp_path: Path) -> Non
 
 def test_a_tuned_preset_is_its_own_row_and_the_base_preset_is_not_named(tmp_path: Path) -> None:
     for seed in (1, 2):  # conf/experiment/*_tuned.yaml: tagged like the base preset, other settings
-        _run_dir(tmp_path, f"base{seed}", seed, ["experiment=ml_1m_seq_hstu_large_mol", f"seed={seed}"], {})
-        _run_dir(
-            tmp_path, f"tuned{seed}", seed, ["experiment=ml_1m_seq_hstu_large_mol_tuned", f"seed={seed}"], {}
-        )
+        _run_dir(tmp_path, f"base{seed}", seed, [PRESET, f"seed={seed}"], {})
+        _run_dir(tmp_path, f"tuned{seed}", seed, [f"{PRESET}_tuned", f"seed={seed}"], {})
 
     rows = summarize(collect_runs([tmp_path]))
 
@@ -214,7 +195,7 @@ def test_a_tuned_preset_is_its_own_row_and_the_base_preset_is_not_named(tmp_path
 
 
 def test_a_data_override_names_the_dataset_and_leaves_the_variant(tmp_path: Path) -> None:
-    base = ["experiment=ml_1m_seq_hstu_large_mol", "data=ml_100k", "seed=1"]
+    base = [PRESET, "data=ml_100k", "seed=1"]
     _run_dir(tmp_path, "real", 1, [*base, "data.timestamps=data"], {"test/hr@10": 0.20})
     _run_dir(tmp_path, "positions", 1, [*base, "data.timestamps=positions"], {"test/hr@10": 0.19})
 
@@ -227,25 +208,13 @@ def test_a_data_override_names_the_dataset_and_leaves_the_variant(tmp_path: Path
 
 def test_best_epoch_from_the_job_log_line(tmp_path: Path) -> None:
     for seed, (epoch, log_name) in enumerate([(50, "ml_1m_seq_hstu_large_mol.log"), (70, "console.log")], 1):
-        run = _run_dir(
-            tmp_path,
-            f"s{seed}",
-            seed,
-            ["experiment=ml_1m_seq_hstu_large_mol", f"seed={seed}"],
-            {"test/hr@10": 0.3},
-        )
+        run = _run_dir(tmp_path, f"s{seed}", seed, [PRESET, f"seed={seed}"], {"test/hr@10": 0.3})
         (run / log_name).write_text(
             "[2026-11-30 14:55:45,678][__main__][INFO] - ml-1m-seq: reusing prepared data\n"
             "[2026-11-30 14:55:45,678][__main__][INFO] - best checkpoint: "
             f"/tmp/x/checkpoints/epoch_{epoch:03d}.ckpt\n"
         )
-    _run_dir(
-        tmp_path,
-        "nolog",
-        1,
-        ["experiment=ml_1m_seq_hstu_large_mol", "model.x=1", "seed=1"],
-        {"test/hr@10": 0.3},
-    )
+    _run_dir(tmp_path, "nolog", 1, [PRESET, "model.x=1", "seed=1"], {"test/hr@10": 0.3})
 
     rows = summarize(collect_runs([tmp_path]))
 
@@ -257,7 +226,7 @@ def test_best_epoch_from_the_job_log_line(tmp_path: Path) -> None:
 
 
 def test_best_epoch_from_epochs_csv_ignores_the_post_fit_validation(tmp_path: Path) -> None:
-    run = _run_dir(tmp_path, "a", 1, ["experiment=ml_1m_seq_hstu_large_mol", "seed=1"], {"test/hr@10": 0.3})
+    run = _run_dir(tmp_path, "a", 1, [PRESET, "seed=1"], {"test/hr@10": 0.3})
     # epochs 1 and 3 tie: ModelCheckpoint keeps the first; the post-fit re-validation (epoch 4) reads higher
     path = _epochs_csv(run, [0.1, 0.3, 0.2, 0.3], post_fit=0.31)
 
@@ -272,7 +241,7 @@ def test_best_epoch_from_epochs_csv_ignores_the_post_fit_validation(tmp_path: Pa
 def test_the_selected_checkpoint_wins_over_the_csv_argmax(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    run = _run_dir(tmp_path, "a", 1, ["experiment=ml_1m_seq_hstu_large_mol", "seed=1"], {"test/hr@10": 0.3})
+    run = _run_dir(tmp_path, "a", 1, [PRESET, "seed=1"], {"test/hr@10": 0.3})
     _epochs_csv(run, [0.1, 0.3, 0.2])
     (run / "x.log").write_text("best checkpoint: /tmp/a/checkpoints/epoch_002.ckpt\n")
     with caplog.at_level(logging.WARNING):
@@ -303,35 +272,12 @@ def test_figures_per_dataset_with_curves_and_a_malformed_file_skipped(
 ) -> None:
     runs_root, docs = tmp_path / "runs", tmp_path / "docs"
     for seed, ndcg in [(1, [0.1, 0.2, 0.25]), (2, [0.12, 0.22])]:  # seeds of unequal length
-        _epochs_csv(
-            _run_dir(
-                runs_root, f"mol{seed}", seed, ["experiment=ml_1m_seq_hstu_large_mol", f"seed={seed}"], {}
-            ),
-            ndcg,
-        )
-    _run_dir(
-        runs_root,
-        "n512",
-        1,
-        ["experiment=ml_1m_seq_hstu_large_mol", "model.n=512", "seed=1"],
-        {"test/hr@10": 0.3},
-    )
-    bad = _run_dir(
-        runs_root,
-        "bad",
-        1,
-        ["experiment=ml_1m_seq_hstu_large_mol", "model.bad=1", "seed=1"],
-        {"test/hr@10": 0.3},
-    )
+        _epochs_csv(_run_dir(runs_root, f"mol{seed}", seed, [PRESET, f"seed={seed}"], {}), ndcg)
+    _run_dir(runs_root, "n512", 1, [PRESET, "model.n=512", "seed=1"], {"test/hr@10": 0.3})
+    bad = _run_dir(runs_root, "bad", 1, [PRESET, "model.bad=1", "seed=1"], {"test/hr@10": 0.3})
     (bad / "epochs.csv").write_text("epoch,step,val/ndcg@10\n0,9,not-a-number\n")
     (bad / "x.log").write_text("best checkpoint: /tmp/bad/checkpoints/epoch_004.ckpt\n")
-    _run_dir(
-        runs_root,
-        "other",
-        1,
-        ["experiment=ml_1m_seq_hstu_large_mol", "data=ml_100k", "seed=1"],
-        {"test/hr@10": 0.2},
-    )
+    _run_dir(runs_root, "other", 1, [PRESET, "data=ml_100k", "seed=1"], {"test/hr@10": 0.2})
 
     with caplog.at_level(logging.WARNING):
         runs = collect_runs([runs_root])
@@ -360,17 +306,8 @@ def test_figures_per_dataset_with_curves_and_a_malformed_file_skipped(
 
 def test_make_results_script_writes_linked_figures_only_where_curves_exist(tmp_path: Path) -> None:
     runs_root, docs = tmp_path / "runs", tmp_path / "docs"
-    _epochs_csv(
-        _run_dir(runs_root, "a", 1, ["experiment=ml_1m_seq_hstu_large_mol", "seed=1"], {"test/hr@10": 0.3}),
-        [0.1, 0.2],
-    )
-    _run_dir(
-        runs_root,
-        "b",
-        1,
-        ["experiment=ml_1m_seq_hstu_large_mol", "data=ml_100k", "seed=1"],
-        {"test/hr@10": 0.2},
-    )
+    _epochs_csv(_run_dir(runs_root, "a", 1, [PRESET, "seed=1"], {"test/hr@10": 0.3}), [0.1, 0.2])
+    _run_dir(runs_root, "b", 1, [PRESET, "data=ml_100k", "seed=1"], {"test/hr@10": 0.2})
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- results:start -->\nold\n<!-- results:end -->\n")
     command = [sys.executable, str(REPO / "scripts" / "make_results.py"), str(runs_root)]
