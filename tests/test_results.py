@@ -150,6 +150,25 @@ def test_a_tuned_mol_row_is_compared_with_the_dot_row_trained_the_same_way(tmp_p
     assert head_free_variant(recipe_group) == "model.item_dim=128 trainer.max_epochs=41"
 
 
+def test_a_tuned_mol_preset_is_compared_with_its_dot_twin(tmp_path: Path) -> None:
+    dot, mol = ("amazon_beauty", "hstu_large", "dot"), ("amazon_beauty", "hstu_large", "mol")
+    dot_tuned, mol_tuned = (f"experiment=amazon_beauty_hstu_large_{head}_tuned" for head in ("dot", "mol"))
+    _run_dir(tmp_path, "dot", 1, ["seed=1"], {"test/hr@10": 0.08, "test/ndcg@10": 0.04}, tags=dot)
+    _run_dir(tmp_path, "dot_t", 1, [dot_tuned, "seed=1"], {"test/hr@10": 0.1, "test/ndcg@10": 0.05}, tags=dot)
+    _run_dir(
+        tmp_path, "mol_t", 1, [mol_tuned, "seed=1"], {"test/hr@10": 0.11, "test/ndcg@10": 0.06}, tags=mol
+    )
+
+    (pair,) = mol_vs_dot(summarize(collect_runs([tmp_path])))
+
+    assert (pair["variant"], pair["dot_variant"]) == (mol_tuned, dot_tuned)  # not the preset dot row
+    assert pair["ratio"]["test/ndcg@10"] == pytest.approx(1.2)
+    assert (
+        head_free_variant("experiment=ml_1m_seq_hstu_large_mol_tuned")
+        == "experiment=ml_1m_seq_hstu_large_dot_tuned"
+    )
+
+
 def test_the_readme_table_adds_the_best_tuned_row_confirmed_over_three_seeds(tmp_path: Path) -> None:
     for seed in (1, 2, 3):
         ndcg = 0.05 + 0.001 * seed

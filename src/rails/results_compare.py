@@ -4,7 +4,8 @@ and the short README table.
 A MoL row's dot baseline is the dot row trained the same way: the same dataset, model, protocol and variant;
 else the dot row whose variant is the MoL variant without the head's own keys (:data:`HEAD_KEY_PREFIXES`: the
 similarity head and its blend, its recipe group, its auxiliary dot loss and its weight decay), so
-``trainer.max_epochs=41 model.dot_loss_weight=1.0`` is compared with the dot head's ``trainer.max_epochs=41``;
+``trainer.max_epochs=41 model.dot_loss_weight=1.0`` is compared with the dot head's ``trainer.max_epochs=41`` and
+``experiment=amazon_beauty_hstu_large_mol_tuned`` with ``experiment=amazon_beauty_hstu_large_dot_tuned``;
 else the preset dot row.
 """
 
@@ -34,8 +35,16 @@ def metric_cell(row: Mapping[str, Any], name: str) -> str:
 
 
 def head_free_variant(variant: str) -> str:
-    """The variant without the head's own overrides (``preset`` when nothing else is left)."""
-    kept = [item for item in variant.split() if item != "preset" and not item.startswith(HEAD_KEY_PREFIXES)]
+    """The variant without the head's own overrides (``preset`` when nothing else is left); a tuned MoL preset
+    (``experiment=amazon_beauty_hstu_large_mol_tuned``) becomes its dot twin (``..._dot_tuned``)."""
+    kept = []
+    for item in variant.split():
+        if item == "preset" or item.startswith(HEAD_KEY_PREFIXES):
+            continue
+        if item.startswith("experiment="):
+            name = item.removeprefix("experiment=").split("_")
+            item = "experiment=" + "_".join("dot" if part == "mol" else part for part in name)
+        kept.append(item)
     return " ".join(kept) or "preset"
 
 
