@@ -16,8 +16,9 @@
 #           (round 27's spread): a screen that beats .0603 by more gets seeds 2-3 in the next round.
 #   wait  : `wait 560` until "sweeps still running: 0" (the last wait runs `usage`).
 #
-#   here first: .whl/ (scripts/gpu_wheels.sh), .devdata/amazon-beauty and .devdata/ml-1m-seq (../shared/data)
-#   run(kind="nvidia-h200", carry=[".whl", ".devdata/amazon-beauty", ".devdata/ml-1m-seq"], command="bash
+#   here first: .whl/ (scripts/gpu_wheels.sh), .devdata/{amazon-beauty,ml-1m-seq,ml-1m-meta} (../shared/data; ML-1M
+#   reads its catalog from ml-1m-meta: without it the ML-1M screen fails at once, as in the first attempt)
+#   run(kind="nvidia-h200", carry=[".whl", ".devdata/amazon-beauty", ".devdata/ml-1m-seq", ".devdata/ml-1m-meta"], command="bash
 #   scripts/ablations/round29.sh start"), then `bash scripts/ablations/round29.sh wait 560` until "sweeps still
 #   running: 0". ONLY='<regex>' starts a subset (e.g. ONLY=beauty when the budget is short).
 #
@@ -27,6 +28,8 @@
 # docs/screens/<date>-round29-beauty.md` (round 27's MoL row is the one to beat), the reading into
 # docs/mol_investigation.md (§0.19's follow-up), mol_pair_usage.* -> results/studies/<date>-<kind>-round29-*.
 ROUND=r29
+export COLLECT_CKPT=${COLLECT_CKPT:-1}  # the ML-1M MoL model: a trained-checkpoint problem of bench_topk (issue #13)
+export COLLECT_CKPT_GLOB=${COLLECT_CKPT_GLOB:-'r29_@(ml1m_hstu_large_mol_joint_blend_n512_ema|beauty_hstu_large_mol_d128_n4096_e61_ema)/0'}
 EPOCHS=${EPOCHS:-61}
 # shellcheck source=round_steps.sh
 source "$(dirname "$0")/round_steps.sh"
