@@ -25,6 +25,9 @@
 #             runs it itself when the call has >= 45 s left (USAGE=0: not).
 #   wait    : waits at most ${2:-560} s and brings back the finished runs (runs.tar.gz, partial.tar.gz,
 #             sweep_logs.tar.gz); with a detached top-k benchmark, that first. Repeat until done.
+#   go      : `start`, then `wait ${2:-520}` in the same device call: the machine goes back 30 s after a call, so a
+#             reply that comes late between a separate `start` and `wait` loses every training (round 29's first
+#             attempt lost its machine that way at epoch 31); the first call of a round should be `go`.
 #
 # ONLY='<regex>' bash scripts/ablations/<round>.sh start: only the screens whose name matches (e.g. a re-run).
 # SMOKE=1 bash scripts/ablations/<round>.sh start: here, before spending device time, each training of the round
@@ -238,6 +241,11 @@ round_main() {  # the shared steps; anything else prints the sourcing script's h
     profile)  # one GPU, once the trainings are done (nothing else on the GPU while it is timed)
       alone profile
       profiles
+      ;;
+    go)  # start and the first wait in one call (the start log in /tmp/rails-$ROUND-start.log, its last lines printed)
+      round_main start >"/tmp/rails-$ROUND-start.log" 2>&1
+      tail -n 3 "/tmp/rails-$ROUND-start.log"
+      round_main wait "${2:-520}"
       ;;
     wait)  # + the pair usage once the last training is done, if the call has a minute left (the checkpoints
       # live on the device only: one call less between them and the machine's release)
