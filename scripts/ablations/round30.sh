@@ -18,6 +18,8 @@
 #           problems of the top-k benchmark (`round20.sh topk .devdata/ckpts/r30_*/0.ckpt`, issue #13).
 #   go    : `start` and `wait 520` in one call (round_steps.sh).
 #   wait  : `wait 560` until "sweeps still running: 0" (the last wait runs `usage`).
+#   cosine: after the last wait (~2 min): the blend weights above on the Beauty screens' checkpoints (val and test;
+#           a weight is chosen on validation), $OUT/cosine_eval.json.
 #
 #   here first: .whl/ (scripts/gpu_wheels.sh), .devdata/{amazon-beauty,ml-1m-seq,ml-1m-meta} (../shared/data)
 #   run(kind="nvidia-h200", carry=[".whl", ".devdata/amazon-beauty", ".devdata/ml-1m-seq", ".devdata/ml-1m-meta"],
@@ -27,9 +29,14 @@
 # Here afterwards: `python scripts/ingest_runs.py <files_at>/runs.tar.gz results/runs/<date>-<kind>-round30
 # --strip-prefix r30_`, scripts/make_results.py, `python scripts/screen_report.py results/runs/<date>-<kind>-round30
 # --only beauty --epochs 9 19 29 39 59 --out docs/screens/<date>-round30-beauty.md` (and `--only ml1m --epochs 19 49 99`),
+# scripts/cosine_eval_report.py over <files_at>/cosine_eval.json -> results/studies/<date>-<kind>-round30-cosine.*,
 # the reading into docs/mol_investigation.md (§0.21), mol_pair_usage.* -> results/studies/<date>-<kind>-round30-*.
 ROUND=r30
 export COLLECT_CKPT=${COLLECT_CKPT:-1}
+# `cosine` after the last wait: the Beauty MoL screens' best checkpoints ranked by MoL + w * the cosine for w in
+# 0 (MoL alone), 0.5, 1 (as trained and selected), 2 and the cosine alone: is the blend's weight a training-free lever?
+export COSINE_SWEEPS=${COSINE_SWEEPS:-'r30_beauty_mol_tuned_*'}
+export BLENDS=${BLENDS:-'mol:1.0:0.0 cosine:0.0:1.0 mol+cosine:1.0:1.0 mol+0.5cosine:1.0:0.5 mol+2cosine:1.0:2.0'}
 export COLLECT_CKPT_GLOB=${COLLECT_CKPT_GLOB:-'r30_@(beauty_mol_tuned_qkv16|ml1m_mol_tuned_ema999)/0'}
 EPOCHS=${EPOCHS:-61}
 # shellcheck source=round_steps.sh

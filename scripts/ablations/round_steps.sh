@@ -142,7 +142,10 @@ cosine_eval() {  # after the trainings: every job of each MoL + dot-loss sweep, 
   # and test): does MoL rank better than that cosine? $OUT/cosine_eval.json: {"<sweep>/<job>": {"training run": its
   # own metrics, "mol": MoL through rails-eval, "cosine": ..., "mol+cosine": ...}}
   local job best blend name mol_weight cosine_weight dir pids=()
-  for job in "$SWEEPS"/"$ROUND"_*mol*dl*/*/; do
+  # COSINE_SWEEPS: a glob of the sweeps to score (default: the round's MoL + dot-loss sweeps, names with "mol" and
+  # "dl"; a round whose MoL sweeps train the dot loss through a preset, e.g. model/mol_recipe=joint, names them)
+  # shellcheck disable=SC2086  # the glob is expanded on purpose
+  for job in "$SWEEPS"/${COSINE_SWEEPS:-"$ROUND"_*mol*dl*}/*/; do
     job=${job%/}
     best=$(logged_checkpoint "$job"/*.log)
     [ -n "$best" ] && [ -f "$best" ] || continue
