@@ -18,8 +18,8 @@
 #
 #   here first: .whl/ (scripts/gpu_wheels.sh), .devdata/{amazon-beauty,ml-1m-seq,ml-1m-meta} (../shared/data; ML-1M
 #   reads its catalog from ml-1m-meta: without it the ML-1M screen fails at once, as in the first attempt)
-#   run(kind="nvidia-h200", carry=[".whl", ".devdata/amazon-beauty", ".devdata/ml-1m-seq", ".devdata/ml-1m-meta"], command="bash
-#   scripts/ablations/round29.sh start"), then `bash scripts/ablations/round29.sh wait 560` until "sweeps still
+#   run(kind="nvidia-h200", carry=[".whl", ".devdata/amazon-beauty", ".devdata/ml-1m-seq", ".devdata/ml-1m-meta"],
+#   command="bash scripts/ablations/round29.sh start"), then `bash scripts/ablations/round29.sh wait 560` until "sweeps still
 #   running: 0". ONLY='<regex>' starts a subset (e.g. ONLY=beauty when the budget is short).
 #
 # Here afterwards: `python scripts/ingest_runs.py <files_at>/runs.tar.gz results/runs/<date>-<kind>-round29

@@ -33,11 +33,11 @@
 # the reading into docs/mol_investigation.md (§0.21), mol_pair_usage.* -> results/studies/<date>-<kind>-round30-*.
 ROUND=r30
 export COLLECT_CKPT=${COLLECT_CKPT:-1}
+export COLLECT_CKPT_GLOB=${COLLECT_CKPT_GLOB:-'r30_@(beauty_mol_tuned_qkv16|ml1m_mol_tuned_ema999)/0'}
 # `cosine` after the last wait: the Beauty MoL screens' best checkpoints ranked by MoL + w * the cosine for w in
 # 0 (MoL alone), 0.5, 1 (as trained and selected), 2 and the cosine alone: is the blend's weight a training-free lever?
 export COSINE_SWEEPS=${COSINE_SWEEPS:-'r30_beauty_mol_tuned_*'}
 export BLENDS=${BLENDS:-'mol:1.0:0.0 cosine:0.0:1.0 mol+cosine:1.0:1.0 mol+0.5cosine:1.0:0.5 mol+2cosine:1.0:2.0'}
-export COLLECT_CKPT_GLOB=${COLLECT_CKPT_GLOB:-'r30_@(beauty_mol_tuned_qkv16|ml1m_mol_tuned_ema999)/0'}
 EPOCHS=${EPOCHS:-61}
 # shellcheck source=round_steps.sh
 source "$(dirname "$0")/round_steps.sh"
